@@ -1,0 +1,510 @@
+//! Node configuration: defaults, a TOML file, `OUTPOST_*` environment
+//! variables and flags, in rising order of precedence. Everything is checked
+//! before any port is bound, and every problem is reported at once.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::router::{Route, Router};
+use crate::runtime::{AppSpec, LimitOverrides, Limits, PoolConfig};
+
+/// Tenant name used for apps given on the command line or without one.
+pub const DEFAULT_TENANT: &str = "default";
+
+/// `edge-node` command-line flags. Each has an `OUTPOST_*` variable and a
+/// key in the `--config` file; flags win over variables, which win over the
+/// file.
+#[derive(Debug, Default, Parser)]
+#[command(
+    name = "edge-node",
+    version,
+    about = "Outpost edge node: routes HTTP requests to WebAssembly workers and runs each in a fresh, limited sandbox."
+)]
+pub struct Args {
+    /// TOML config file (keys: http, metrics, [limits], [pool], [server], [[app]]).
+    #[arg(long, env = "OUTPOST_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address of the HTTP listener; port 0 picks a free one [default: 127.0.0.1:8080].
+    #[arg(long, env = "OUTPOST_HTTP", value_name = "ADDR")]
+    pub http: Option<SocketAddr>,
+    /// Address of the metrics listener (/metrics, /healthz) [default: 127.0.0.1:9100].
+    #[arg(long, env = "OUTPOST_METRICS", value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+    /// Serve a component: ROUTE=FILE.wasm, ROUTE being HOST or HOST/PATH-PREFIX. Repeatable;
+    /// the variable takes a comma-separated list.
+    #[arg(long = "app", env = "OUTPOST_APPS", value_delimiter = ',', value_name = "ROUTE=FILE")]
+    pub apps: Vec<String>,
+    /// Fuel (about one unit per wasm instruction) per request [default: 2000000000].
+    #[arg(long, env = "OUTPOST_FUEL")]
+    pub fuel: Option<u64>,
+    /// Linear memory per instance, in MiB [default: 128].
+    #[arg(long, env = "OUTPOST_MEMORY_MIB")]
+    pub memory_mib: Option<u64>,
+    /// Wall-clock deadline per request, in milliseconds [default: 30000].
+    #[arg(long, env = "OUTPOST_TIMEOUT_MS")]
+    pub timeout_ms: Option<u64>,
+    /// Instances of one app running at once [default: 64].
+    #[arg(long, env = "OUTPOST_MAX_CONCURRENCY")]
+    pub max_concurrency: Option<u32>,
+    /// Largest request body, in bytes [default: 10485760].
+    #[arg(long, env = "OUTPOST_MAX_REQUEST_BODY_BYTES")]
+    pub max_request_body_bytes: Option<u64>,
+    /// Largest response body, in bytes [default: 104857600].
+    #[arg(long, env = "OUTPOST_MAX_RESPONSE_BODY_BYTES")]
+    pub max_response_body_bytes: Option<u64>,
+    /// Client connections open at once; more are closed on accept [default: 10000].
+    #[arg(long, env = "OUTPOST_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Use wasmtime's pooling allocator (true/false) [default: true].
+    #[arg(long, env = "OUTPOST_POOLING", value_name = "BOOL")]
+    pub pooling: Option<bool>,
+}
+
+/// The config file's shape.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    /// Address of the HTTP listener.
+    http: Option<SocketAddr>,
+    /// Address of the metrics listener.
+    metrics: Option<SocketAddr>,
+    /// Node-wide default limits.
+    #[serde(default)]
+    limits: LimitOverrides,
+    /// Instance pool settings.
+    #[serde(default)]
+    pool: PoolConfig,
+    /// Connection handling.
+    #[serde(default)]
+    server: ServerFileConfig,
+    /// Apps served in standalone mode.
+    #[serde(default, rename = "app")]
+    apps: Vec<AppFileConfig>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerFileConfig {
+    /// Client connections open at once.
+    max_connections: Option<usize>,
+    /// Time a client has to send a request head, in ms.
+    header_read_timeout_ms: Option<u64>,
+    /// Time in-flight requests get to finish on shutdown, in ms.
+    shutdown_grace_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppFileConfig {
+    /// App name; defaults to its first route.
+    name: Option<String>,
+    /// Owning tenant; defaults to `default`.
+    tenant: Option<String>,
+    /// Routes (HOST or HOST/PREFIX).
+    routes: Vec<String>,
+    /// The component file, relative to the config file.
+    wasm: PathBuf,
+    /// Limits for this app over the node's defaults.
+    #[serde(default)]
+    limits: LimitOverrides,
+    /// Environment variables for the guest.
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+}
+
+/// Connection handling settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Client connections open at once. Default: 10 000.
+    pub max_connections: usize,
+    /// Time a client has to send a complete request head. Default: 10 s.
+    pub header_read_timeout: Duration,
+    /// Time in-flight requests get to finish on shutdown. Default: 10 s.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_connections: 10_000,
+            header_read_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A fully resolved node configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address of the HTTP listener.
+    pub http: SocketAddr,
+    /// Address of the metrics listener.
+    pub metrics: SocketAddr,
+    /// Default limits for every app.
+    pub limits: Limits,
+    /// Instance pool settings.
+    pub pool: PoolConfig,
+    /// Connection handling.
+    pub server: ServerConfig,
+    /// Apps to serve.
+    pub apps: Vec<AppConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            http: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            metrics: SocketAddr::from(([127, 0, 0, 1], 9100)),
+            limits: Limits::default(),
+            pool: PoolConfig::default(),
+            server: ServerConfig::default(),
+            apps: Vec::new(),
+        }
+    }
+}
+
+/// One app of a standalone node.
+#[derive(Debug, Clone)]
+pub struct AppConfig {
+    /// Owning tenant.
+    pub tenant: String,
+    /// App name.
+    pub name: String,
+    /// Where it is served.
+    pub routes: Vec<Route>,
+    /// The component file.
+    pub wasm: PathBuf,
+    /// Its limits.
+    pub limits: Limits,
+    /// Its guest environment.
+    pub env: Vec<(String, String)>,
+}
+
+impl AppConfig {
+    /// Reads the component file into a spec ready to load.
+    pub fn read(&self) -> Result<(Vec<Route>, AppSpec)> {
+        let wasm = std::fs::read(&self.wasm).map_err(|source| Error::Read {
+            path: self.wasm.clone(),
+            source,
+        })?;
+        Ok((
+            self.routes.clone(),
+            AppSpec {
+                tenant: self.tenant.clone(),
+                name: self.name.clone(),
+                wasm,
+                limits: self.limits.clone(),
+                env: self.env.clone(),
+            },
+        ))
+    }
+}
+
+impl Config {
+    /// Resolves flags (and their variables) over the `--config` file over
+    /// the defaults, then checks the result.
+    pub fn from_args(args: Args) -> Result<Config> {
+        let (file, base) = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                let file: FileConfig = toml::from_str(&text).map_err(|e| {
+                    Error::Config(vec![format!("{}: {}", path.display(), e.message())])
+                })?;
+                let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+                (file, base)
+            }
+            None => (FileConfig::default(), PathBuf::new()),
+        };
+
+        let mut problems = Vec::new();
+        let defaults = Config::default();
+        let flag_limits = LimitOverrides {
+            fuel: args.fuel,
+            memory_mib: args.memory_mib,
+            timeout_ms: args.timeout_ms,
+            max_concurrency: args.max_concurrency,
+            max_request_body_bytes: args.max_request_body_bytes,
+            max_response_body_bytes: args.max_response_body_bytes,
+            max_log_bytes_per_request: None,
+        };
+        let limits = defaults.limits.with(&file.limits.or(&flag_limits));
+        problems.extend(limits.problems("limits"));
+
+        let mut pool = file.pool;
+        if let Some(on) = args.pooling {
+            pool.enabled = on;
+        }
+        problems.extend(pool.problems());
+
+        let server = ServerConfig {
+            max_connections: args
+                .max_connections
+                .or(file.server.max_connections)
+                .unwrap_or(defaults.server.max_connections),
+            header_read_timeout: file
+                .server
+                .header_read_timeout_ms
+                .map(Duration::from_millis)
+                .unwrap_or(defaults.server.header_read_timeout),
+            shutdown_grace: file
+                .server
+                .shutdown_grace_ms
+                .map(Duration::from_millis)
+                .unwrap_or(defaults.server.shutdown_grace),
+        };
+        if server.max_connections == 0 {
+            problems.push("max_connections must be greater than 0".into());
+        }
+        if server.header_read_timeout.is_zero() {
+            problems.push("server.header_read_timeout_ms must be greater than 0".into());
+        }
+
+        let mut apps = Vec::new();
+        for (i, app) in file.apps.into_iter().enumerate() {
+            let what = format!("app #{} in the config file", i + 1);
+            let routes = parse_routes(&app.routes, &what, &mut problems);
+            if app.routes.is_empty() {
+                problems.push(format!("{what}: needs at least one route"));
+            }
+            let name = app
+                .name
+                .or_else(|| routes.first().map(route_name))
+                .unwrap_or_default();
+            let app_limits = limits.with(&app.limits);
+            problems.extend(app_limits.problems(&format!("app {name:?}")));
+            apps.push(AppConfig {
+                tenant: app.tenant.unwrap_or_else(|| DEFAULT_TENANT.into()),
+                name,
+                routes,
+                wasm: base.join(app.wasm),
+                limits: app_limits,
+                env: app.env.into_iter().collect(),
+            });
+        }
+        for spec in &args.apps {
+            let what = format!("--app {spec:?}");
+            let Some((route, file)) = spec.split_once('=') else {
+                problems.push(format!("{what}: expected ROUTE=FILE.wasm"));
+                continue;
+            };
+            if file.is_empty() {
+                problems.push(format!("{what}: the file name is empty"));
+                continue;
+            }
+            let routes = parse_routes(&[route.to_string()], &what, &mut problems);
+            let Some(first) = routes.first() else { continue };
+            apps.push(AppConfig {
+                tenant: DEFAULT_TENANT.into(),
+                name: route_name(first),
+                routes,
+                wasm: PathBuf::from(file),
+                limits: limits.clone(),
+                env: Vec::new(),
+            });
+        }
+        check_apps(&apps, &mut problems);
+
+        if !problems.is_empty() {
+            return Err(Error::Config(problems));
+        }
+        Ok(Config {
+            http: args.http.or(file.http).unwrap_or(defaults.http),
+            metrics: args.metrics.or(file.metrics).unwrap_or(defaults.metrics),
+            limits,
+            pool,
+            server,
+            apps,
+        })
+    }
+}
+
+fn parse_routes(routes: &[String], what: &str, problems: &mut Vec<String>) -> Vec<Route> {
+    routes
+        .iter()
+        .filter_map(|r| match r.parse::<Route>() {
+            Ok(route) => Some(route),
+            Err(e) => {
+                problems.push(format!("{what}: {e}"));
+                None
+            }
+        })
+        .collect()
+}
+
+/// An app named after its route: `api.example.com/v2` → `api.example.com-v2`.
+fn route_name(route: &Route) -> String {
+    route.to_string().replace('/', "-")
+}
+
+/// Names unique per tenant, routes unique across the node, files present.
+fn check_apps(apps: &[AppConfig], problems: &mut Vec<String>) {
+    let mut names = std::collections::HashSet::new();
+    for app in apps {
+        if app.name.is_empty() {
+            problems.push("an app has an empty name".into());
+        } else if !names.insert((app.tenant.as_str(), app.name.as_str())) {
+            problems.push(format!(
+                "app {:?} of tenant {:?} is defined twice",
+                app.name, app.tenant
+            ));
+        }
+        if !app.wasm.is_file() {
+            problems.push(format!(
+                "app {:?}: component file {} does not exist",
+                app.name,
+                app.wasm.display()
+            ));
+        }
+    }
+    let all = apps
+        .iter()
+        .flat_map(|a| a.routes.iter().map(move |r| (r.clone(), ())));
+    if let Err(e) = Router::new(all) {
+        problems.push(e.to_string());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Args {
+        Args::try_parse_from(std::iter::once("edge-node").chain(list.iter().copied())).unwrap()
+    }
+
+    fn wasm_file(dir: &Path, name: &str) -> String {
+        let p = dir.join(name);
+        std::fs::write(&p, b"not checked here").unwrap();
+        p.display().to_string()
+    }
+
+    #[test]
+    fn flags_resolve_over_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = wasm_file(dir.path(), "a.wasm");
+        let b = wasm_file(dir.path(), "b.wasm");
+        let c = Config::from_args(args(&[
+            "--http",
+            "127.0.0.1:0",
+            "--app",
+            &format!("a.example.com={a}"),
+            "--app",
+            &format!("api.example.com/v2={b}"),
+            "--fuel",
+            "5000",
+            "--timeout-ms",
+            "250",
+        ]))
+        .unwrap();
+        assert_eq!(c.http.port(), 0);
+        assert_eq!(c.metrics, Config::default().metrics);
+        assert_eq!(c.limits.fuel, 5000);
+        assert_eq!(c.limits.timeout, Duration::from_millis(250));
+        assert_eq!(c.limits.memory_bytes, Limits::DEFAULT_MEMORY_BYTES);
+        let names: Vec<_> = c.apps.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["a.example.com", "api.example.com-v2"]);
+        assert_eq!(c.apps[1].routes[0].prefix(), "/v2");
+        assert_eq!(c.apps[0].tenant, DEFAULT_TENANT);
+    }
+
+    #[test]
+    fn file_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        wasm_file(dir.path(), "a.wasm");
+        let path = dir.path().join("edge.toml");
+        std::fs::write(
+            &path,
+            r#"
+            http = "127.0.0.1:1234"
+            [limits]
+            fuel = 10
+            memory_mib = 64
+            [pool]
+            enabled = false
+            [[app]]
+            name = "web"
+            tenant = "acme"
+            routes = ["a.example.com", "www.a.example.com"]
+            wasm = "a.wasm"
+            env = { GREETING = "hi" }
+            limits = { timeout_ms = 100 }
+            "#,
+        )
+        .unwrap();
+        let c = Config::from_args(args(&[
+            "--config",
+            path.to_str().unwrap(),
+            "--fuel",
+            "99",
+        ]))
+        .unwrap();
+        assert_eq!(c.http.port(), 1234);
+        assert_eq!(c.limits.fuel, 99, "flags win over the file");
+        assert_eq!(c.limits.memory_bytes, 64 << 20);
+        assert!(!c.pool.enabled);
+        let app = &c.apps[0];
+        assert_eq!((app.tenant.as_str(), app.name.as_str()), ("acme", "web"));
+        assert_eq!(app.routes.len(), 2);
+        assert_eq!(app.limits.timeout, Duration::from_millis(100));
+        assert_eq!(app.limits.fuel, 99);
+        assert_eq!(app.env, vec![("GREETING".into(), "hi".into())]);
+        assert_eq!(app.wasm, dir.path().join("a.wasm"), "relative to the file");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = wasm_file(dir.path(), "a.wasm");
+        let err = Config::from_args(args(&[
+            "--app",
+            "no-equals-sign",
+            "--app",
+            "bad host!=x.wasm",
+            "--app",
+            &format!("a.example.com={a}"),
+            "--app",
+            &format!("A.example.com={a}"),
+            "--app",
+            "b.example.com=/does/not/exist.wasm",
+            "--fuel",
+            "0",
+            "--max-concurrency",
+            "0",
+        ]))
+        .unwrap_err();
+        let Error::Config(problems) = &err else {
+            panic!("{err}")
+        };
+        let text = err.to_string();
+        assert_eq!(problems.len(), 7, "{text}");
+        for needle in [
+            "expected ROUTE=FILE.wasm",
+            "invalid route \"bad host!\"",
+            "fuel must be greater than 0",
+            "max concurrency must be greater than 0",
+            "is defined twice",
+            "route a.example.com is given twice",
+            "/does/not/exist.wasm does not exist",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn unknown_config_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("edge.toml");
+        std::fs::write(&path, "htp = \"127.0.0.1:1\"\n").unwrap();
+        let err = Config::from_args(args(&["--config", path.to_str().unwrap()])).unwrap_err();
+        assert!(err.to_string().contains("unknown field `htp`"), "{err}");
+    }
+}

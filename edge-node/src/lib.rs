@@ -1,0 +1,28 @@
+//! Outpost edge node.
+//!
+//! Terminates client HTTP, routes each request by `Host` (+ path prefix) to
+//! a tenant's WebAssembly worker, and runs it in a fresh wasmtime instance
+//! with fuel, memory, time and concurrency limits, exporting Prometheus
+//! metrics on a separate listener.
+//!
+//! What it deliberately is not (yet): it does not talk to a control plane,
+//! terminate TLS or cache compiled modules on disk; apps come from its own
+//! configuration ("standalone mode").
+//!
+//! The binary in `main.rs` is thin: [`config::Config::from_args`], then
+//! [`Node::new`] + [`Node::apply`] (every component compiled before any
+//! port is bound), then [`server::Listeners::bind`] and [`server::run`].
+//! Tests run exactly that in-process.
+
+pub mod body;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod node;
+pub mod router;
+pub mod runtime;
+pub mod server;
+
+pub use config::Config;
+pub use error::{Error, Result};
+pub use node::Node;

@@ -1,0 +1,353 @@
+//! The node's Prometheus metrics.
+//!
+//! Names follow `outpost_<subsystem>_<what>_<unit>`; labels are bounded
+//! (`tenant`, `app`, a status class or a reason — never a raw path or host).
+//! Per-app series are bound once when the app is loaded ([`AppMetrics`]), so
+//! the request path never hashes label values.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::runtime::limits::KillReason;
+
+/// Buckets for request and instantiation latency: 50 µs to 30 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0, 30.0,
+];
+
+/// Buckets for module compilation: 1 ms to 2 min.
+const COMPILE_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+
+/// Status classes used as the `status` label.
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Every metric the node exports.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    request_duration: HistogramVec,
+    unrouted: IntCounterVec,
+    instantiate_duration: HistogramVec,
+    fuel_consumed: IntCounterVec,
+    limit_kills: IntCounterVec,
+    traps: IntCounterVec,
+    instances_in_flight: IntGaugeVec,
+    guest_log_dropped: IntCounterVec,
+    compile_duration: HistogramVec,
+    apps_loaded: IntGauge,
+    pooling_allocator: IntGauge,
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them on a fresh registry.
+    pub fn new() -> Metrics {
+        Self::register(Registry::new()).expect("metric definitions are valid and unique")
+    }
+
+    /// Creates the metrics and registers them on `registry`.
+    pub fn register(registry: Registry) -> prometheus::Result<Metrics> {
+        let app = &["tenant", "app"];
+        let m = Metrics {
+            requests: IntCounterVec::new(
+                Opts::new(
+                    "outpost_http_requests_total",
+                    "Requests answered for an app, by status class.",
+                ),
+                &["tenant", "app", "status"],
+            )?,
+            request_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "outpost_http_request_duration_seconds",
+                    "Time from request head to response head, per app.",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+                app,
+            )?,
+            unrouted: IntCounterVec::new(
+                Opts::new(
+                    "outpost_http_unrouted_requests_total",
+                    "Requests the node answered itself because no app matched.",
+                ),
+                &["reason"],
+            )?,
+            instantiate_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "outpost_runtime_instantiate_duration_seconds",
+                    "Time to create a fresh instance for one request.",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+                app,
+            )?,
+            fuel_consumed: IntCounterVec::new(
+                Opts::new(
+                    "outpost_runtime_fuel_consumed_total",
+                    "Fuel burned by an app's instances.",
+                ),
+                app,
+            )?,
+            limit_kills: IntCounterVec::new(
+                Opts::new(
+                    "outpost_runtime_limit_kills_total",
+                    "Requests stopped because they hit a limit, by limit.",
+                ),
+                &["tenant", "app", "reason"],
+            )?,
+            traps: IntCounterVec::new(
+                Opts::new(
+                    "outpost_runtime_traps_total",
+                    "Guest traps not caused by a limit (bugs in the guest).",
+                ),
+                app,
+            )?,
+            instances_in_flight: IntGaugeVec::new(
+                Opts::new(
+                    "outpost_runtime_instances_in_flight",
+                    "Instances of an app alive right now.",
+                ),
+                app,
+            )?,
+            guest_log_dropped: IntCounterVec::new(
+                Opts::new(
+                    "outpost_runtime_guest_log_dropped_bytes_total",
+                    "Guest stdout/stderr bytes dropped over the per-request cap.",
+                ),
+                app,
+            )?,
+            compile_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "outpost_runtime_compile_duration_seconds",
+                    "Time to compile an app's component.",
+                )
+                .buckets(COMPILE_BUCKETS.to_vec()),
+                app,
+            )?,
+            apps_loaded: IntGauge::new("outpost_runtime_apps_loaded", "Apps ready to serve.")?,
+            pooling_allocator: IntGauge::new(
+                "outpost_runtime_pooling_allocator",
+                "1 if instances come from the pooling allocator, 0 if on-demand.",
+            )?,
+            registry,
+        };
+        m.registry.register(Box::new(m.requests.clone()))?;
+        m.registry.register(Box::new(m.request_duration.clone()))?;
+        m.registry.register(Box::new(m.unrouted.clone()))?;
+        m.registry
+            .register(Box::new(m.instantiate_duration.clone()))?;
+        m.registry.register(Box::new(m.fuel_consumed.clone()))?;
+        m.registry.register(Box::new(m.limit_kills.clone()))?;
+        m.registry.register(Box::new(m.traps.clone()))?;
+        m.registry
+            .register(Box::new(m.instances_in_flight.clone()))?;
+        m.registry.register(Box::new(m.guest_log_dropped.clone()))?;
+        m.registry.register(Box::new(m.compile_duration.clone()))?;
+        m.registry.register(Box::new(m.apps_loaded.clone()))?;
+        m.registry.register(Box::new(m.pooling_allocator.clone()))?;
+        for reason in UnroutedReason::ALL {
+            m.unrouted.with_label_values(&[reason.as_str()]);
+        }
+        Ok(m)
+    }
+
+    /// The registry, for adding other subsystems' metrics.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Renders every metric in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding into a Vec cannot fail");
+        String::from_utf8(buf).expect("the text format is UTF-8")
+    }
+
+    /// Binds the series of one app.
+    pub fn app(&self, tenant: &str, app: &str) -> AppMetrics {
+        let labels = [tenant, app];
+        AppMetrics {
+            requests: STATUS_CLASSES
+                .map(|class| self.requests.with_label_values(&[tenant, app, class])),
+            request_duration: self.request_duration.with_label_values(&labels),
+            instantiate_duration: self.instantiate_duration.with_label_values(&labels),
+            fuel_consumed: self.fuel_consumed.with_label_values(&labels),
+            limit_kills: KillReason::ALL
+                .map(|r| self.limit_kills.with_label_values(&[tenant, app, r.as_str()])),
+            traps: self.traps.with_label_values(&labels),
+            instances_in_flight: self.instances_in_flight.with_label_values(&labels),
+            guest_log_dropped: self.guest_log_dropped.with_label_values(&labels),
+            compile_duration: self.compile_duration.with_label_values(&labels),
+        }
+    }
+
+    /// Forgets an unloaded app's series so they don't linger forever.
+    pub fn remove_app(&self, tenant: &str, app: &str) {
+        let labels = [tenant, app];
+        for class in STATUS_CLASSES {
+            let _ = self.requests.remove_label_values(&[tenant, app, class]);
+        }
+        for r in KillReason::ALL {
+            let _ = self
+                .limit_kills
+                .remove_label_values(&[tenant, app, r.as_str()]);
+        }
+        let _ = self.request_duration.remove_label_values(&labels);
+        let _ = self.instantiate_duration.remove_label_values(&labels);
+        let _ = self.fuel_consumed.remove_label_values(&labels);
+        let _ = self.traps.remove_label_values(&labels);
+        let _ = self.instances_in_flight.remove_label_values(&labels);
+        let _ = self.guest_log_dropped.remove_label_values(&labels);
+        let _ = self.compile_duration.remove_label_values(&labels);
+    }
+
+    /// Counts a request the node answered without any app.
+    pub fn unrouted(&self, reason: UnroutedReason) {
+        self.unrouted.with_label_values(&[reason.as_str()]).inc();
+    }
+
+    /// Sets the number of apps ready to serve.
+    pub fn set_apps_loaded(&self, n: usize) {
+        self.apps_loaded.set(n as i64);
+    }
+
+    /// Records whether the pooling allocator is in use.
+    pub fn set_pooling_allocator(&self, on: bool) {
+        self.pooling_allocator.set(i64::from(on));
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// Why a request reached no app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnroutedReason {
+    /// No `Host` header (nor authority in the URI).
+    MissingHost,
+    /// No route for that host and path.
+    UnknownHost,
+}
+
+impl UnroutedReason {
+    const ALL: [UnroutedReason; 2] = [UnroutedReason::MissingHost, UnroutedReason::UnknownHost];
+
+    /// The metric label / `x-outpost-error` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnroutedReason::MissingHost => "missing_host",
+            UnroutedReason::UnknownHost => "unknown_host",
+        }
+    }
+}
+
+/// One app's pre-bound series.
+#[derive(Clone)]
+pub struct AppMetrics {
+    requests: [IntCounter; 5],
+    /// Time to response head.
+    pub request_duration: Histogram,
+    /// Time to create an instance.
+    pub instantiate_duration: Histogram,
+    /// Fuel burned.
+    pub fuel_consumed: IntCounter,
+    limit_kills: [IntCounter; 6],
+    /// Guest traps not caused by a limit.
+    pub traps: IntCounter,
+    /// Live instances.
+    pub instances_in_flight: IntGauge,
+    /// Guest output dropped over the cap.
+    pub guest_log_dropped: IntCounter,
+    /// Component compile time.
+    pub compile_duration: Histogram,
+}
+
+impl AppMetrics {
+    /// Counts one answered request by its status code.
+    pub fn request(&self, status: u16) {
+        let class = match status {
+            100..=199 => 0,
+            200..=299 => 1,
+            300..=399 => 2,
+            400..=499 => 3,
+            _ => 4,
+        };
+        self.requests[class].inc();
+    }
+
+    /// Counts one request stopped by a limit.
+    pub fn kill(&self, reason: KillReason) {
+        self.kill_counter(reason).inc();
+    }
+
+    /// The counter for one limit, for code that counts later by itself.
+    pub fn kill_counter(&self, reason: KillReason) -> IntCounter {
+        let i = KillReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .expect("ALL lists every reason");
+        self.limit_kills[i].clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line<'a>(text: &'a str, starts: &str) -> Vec<&'a str> {
+        text.lines().filter(|l| l.starts_with(starts)).collect()
+    }
+
+    #[test]
+    fn app_series_render_with_their_labels() {
+        let m = Metrics::new();
+        let a = m.app("acme", "web");
+        a.request(200);
+        a.request(204);
+        a.request(503);
+        a.kill(KillReason::Fuel);
+        a.fuel_consumed.inc_by(1234);
+        a.instances_in_flight.inc();
+        m.set_apps_loaded(3);
+        m.unrouted(UnroutedReason::UnknownHost);
+        let text = m.render();
+        assert_eq!(
+            line(&text, "outpost_http_requests_total{"),
+            vec![
+                r#"outpost_http_requests_total{app="web",status="1xx",tenant="acme"} 0"#,
+                r#"outpost_http_requests_total{app="web",status="2xx",tenant="acme"} 2"#,
+                r#"outpost_http_requests_total{app="web",status="3xx",tenant="acme"} 0"#,
+                r#"outpost_http_requests_total{app="web",status="4xx",tenant="acme"} 0"#,
+                r#"outpost_http_requests_total{app="web",status="5xx",tenant="acme"} 1"#,
+            ]
+        );
+        assert!(text.contains(
+            r#"outpost_runtime_limit_kills_total{app="web",reason="fuel",tenant="acme"} 1"#
+        ));
+        assert!(text.contains(
+            r#"outpost_runtime_limit_kills_total{app="web",reason="timeout",tenant="acme"} 0"#
+        ));
+        assert!(text.contains(r#"outpost_runtime_fuel_consumed_total{app="web",tenant="acme"} 1234"#));
+        assert!(text.contains(r#"outpost_runtime_instances_in_flight{app="web",tenant="acme"} 1"#));
+        assert!(text.contains("outpost_runtime_apps_loaded 3\n"));
+        assert!(text.contains(r#"outpost_http_unrouted_requests_total{reason="unknown_host"} 1"#));
+        assert!(text.contains(r#"outpost_http_unrouted_requests_total{reason="missing_host"} 0"#));
+        assert!(text.contains("# TYPE outpost_http_request_duration_seconds histogram"));
+    }
+
+    #[test]
+    fn removed_apps_leave_no_series() {
+        let m = Metrics::new();
+        m.app("acme", "web").request(200);
+        m.remove_app("acme", "web");
+        assert!(!m.render().contains(r#"app="web""#));
+    }
+}

@@ -1,0 +1,262 @@
+//! The Wasm runtime: one wasmtime [`Engine`] per node, apps compiled once
+//! into a `ProxyPre`, and a fresh `Store` + instance for every request.
+//!
+//! Limits are enforced here (see [`limits`]): fuel with periodic async
+//! yields (a spinning guest never pins a tokio worker), a memory limiter, an
+//! epoch-driven wall-clock deadline, and a per-app semaphore.
+
+pub mod app;
+pub mod guest_log;
+pub mod host;
+pub mod limits;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use wasmtime::component::{Component, Linker};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig,
+    WasmBacktraceDetails,
+};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+pub use app::{App, AppSpec};
+use host::HostState;
+pub use limits::{KillReason, LimitOverrides, Limits};
+
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+
+/// How often the epoch advances. A running guest yields to tokio and checks
+/// its deadline once per tick, so deadlines are enforced to about this
+/// granularity.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Fuel a guest burns between yields to the async executor: small enough
+/// that a spinning guest gives up its worker thread often (~every 100 µs),
+/// large enough that yielding costs nothing measurable.
+const FUEL_YIELD_INTERVAL: u64 = 100_000;
+
+/// Instance pool settings (wasmtime's pooling allocator).
+///
+/// The pool reserves virtual memory for every slot up front, which makes
+/// instantiation a matter of microseconds. If the host cannot reserve it
+/// (a low `ulimit -v`, say) the node falls back to on-demand allocation
+/// and says so in its log and in `outpost_runtime_pooling_allocator`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolConfig {
+    /// Use the pooling allocator at all. Default: true.
+    pub enabled: bool,
+    /// Component instances alive at once across all apps. Default: 1000.
+    pub max_instances: u32,
+    /// Core module instances alive at once (a JS or Python component holds
+    /// several). Default: 4000.
+    pub max_core_instances: u32,
+    /// Linear memories alive at once. Default: 2000.
+    pub max_memories: u32,
+    /// Tables alive at once. Default: 2000.
+    pub max_tables: u32,
+    /// Elements a table may hold. Default: 100 000.
+    pub max_table_elements: usize,
+    /// Bytes of each linear memory kept resident between uses instead of
+    /// being returned to the kernel (saves page faults and TLB shootdowns).
+    /// Default: 1 MiB.
+    pub memory_keep_resident: usize,
+    /// Bytes of each table kept resident between uses. Default: 64 KiB.
+    pub table_keep_resident: usize,
+    /// Bytes of each async stack kept resident between uses. Default: 256 KiB.
+    pub stack_keep_resident: usize,
+    /// Freed slots decommitted together, in one batch. Default: 64.
+    pub decommit_batch_size: usize,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            enabled: true,
+            max_instances: 1000,
+            max_core_instances: 4000,
+            max_memories: 2000,
+            max_tables: 2000,
+            max_table_elements: 100_000,
+            memory_keep_resident: 1024 * 1024,
+            table_keep_resident: 64 * 1024,
+            stack_keep_resident: 256 * 1024,
+            decommit_batch_size: 64,
+        }
+    }
+}
+
+impl PoolConfig {
+    /// Every problem with these settings.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (name, v) in [
+            ("pool.max_instances", self.max_instances),
+            ("pool.max_core_instances", self.max_core_instances),
+            ("pool.max_memories", self.max_memories),
+            ("pool.max_tables", self.max_tables),
+        ] {
+            if v == 0 {
+                out.push(format!("{name} must be greater than 0"));
+            }
+        }
+        if self.decommit_batch_size == 0 {
+            out.push("pool.decommit_batch_size must be greater than 0".into());
+        }
+        out
+    }
+}
+
+/// The node's wasmtime engine and linker, shared by every app.
+pub struct Runtime {
+    engine: Engine,
+    linker: Arc<Linker<HostState>>,
+    pooling: bool,
+    metrics: Metrics,
+}
+
+impl Runtime {
+    /// Builds the engine (pooling if possible) and links the full WASI p2
+    /// set plus wasi:http, and starts the epoch ticker.
+    pub fn new(pool: &PoolConfig, metrics: Metrics) -> Result<Runtime> {
+        let (engine, pooling) = if pool.enabled {
+            match Engine::new(&engine_config(Some(pool))) {
+                Ok(engine) => (engine, true),
+                Err(e) => {
+                    tracing::warn!(
+                        error = %e,
+                        "cannot reserve the instance pool; falling back to on-demand allocation"
+                    );
+                    (new_engine(None)?, false)
+                }
+            }
+        } else {
+            (new_engine(None)?, false)
+        };
+        metrics.set_pooling_allocator(pooling);
+
+        let mut linker = Linker::new(&engine);
+        // JS and Python guests import wasi:cli and wasi:filesystem as well
+        // as wasi:http, so the whole p2 set is linked. Filesystem access is
+        // empty (no preopens) and sockets are refused in `HostState`.
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| Error::Engine(format!("linking WASI: {e}")))?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(|e| Error::Engine(format!("linking wasi:http: {e}")))?;
+
+        start_epoch_ticker(&engine);
+        Ok(Runtime {
+            engine,
+            linker: Arc::new(linker),
+            pooling,
+            metrics,
+        })
+    }
+
+    /// Whether instances come from the pooling allocator.
+    pub fn is_pooling(&self) -> bool {
+        self.pooling
+    }
+
+    /// The engine (for tests and tools that precompile).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Compiles and checks an app: the bytes must be a component that
+    /// imports only what the node provides and exports
+    /// `wasi:http/incoming-handler`. Then one trial instantiation under the
+    /// app's own limits proves it fits them before it takes traffic.
+    pub async fn load(&self, spec: AppSpec) -> Result<Arc<App>> {
+        let started = Instant::now();
+        let what = format!("app {:?} (tenant {:?})", spec.name, spec.tenant);
+        let component = Component::new(&self.engine, &spec.wasm).map_err(|e| Error::InvalidWasm {
+            what: what.clone(),
+            reason: format!("{e:#}"),
+        })?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| Error::InvalidWasm {
+                what: what.clone(),
+                reason: format!("{e:#}"),
+            })?;
+        let pre = ProxyPre::new(pre).map_err(|e| Error::InvalidWasm {
+            what: what.clone(),
+            reason: format!("not a wasi:http/proxy worker: {e:#}"),
+        })?;
+        let compile_time = started.elapsed();
+        let app = App::new(spec, pre, &self.metrics);
+        app.metrics()
+            .compile_duration
+            .observe(compile_time.as_secs_f64());
+        app.trial_instantiate().await.map_err(|reason| Error::InvalidWasm {
+            what,
+            reason,
+        })?;
+        tracing::info!(
+            tenant = %app.tenant(),
+            app = %app.name(),
+            compile_ms = compile_time.as_millis() as u64,
+            "app loaded"
+        );
+        Ok(app)
+    }
+}
+
+fn new_engine(pool: Option<&PoolConfig>) -> Result<Engine> {
+    Engine::new(&engine_config(pool)).map_err(|e| Error::Engine(format!("{e:#}")))
+}
+
+fn engine_config(pool: Option<&PoolConfig>) -> Config {
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .consume_fuel(true)
+        .epoch_interruption(true)
+        .memory_init_cow(true)
+        .cranelift_opt_level(OptLevel::Speed)
+        // Symbolized wasm backtraces cost time on every trap; a hostile
+        // guest could trap on purpose in a loop.
+        .wasm_backtrace_details(WasmBacktraceDetails::Disable);
+    if let Some(pool) = pool {
+        // Each memory slot keeps wasmtime's default size (4 GiB, the whole
+        // wasm32 space): the per-app limit is enforced by `MemoryLimiter`,
+        // so any app limit fits any slot.
+        let mut p = PoolingAllocationConfig::new();
+        p.total_component_instances(pool.max_instances)
+            .total_core_instances(pool.max_core_instances)
+            .total_memories(pool.max_memories)
+            .total_tables(pool.max_tables)
+            .total_stacks(pool.max_instances)
+            .table_elements(pool.max_table_elements)
+            .linear_memory_keep_resident(pool.memory_keep_resident)
+            .table_keep_resident(pool.table_keep_resident)
+            .async_stack_keep_resident(pool.stack_keep_resident)
+            .decommit_batch_size(pool.decommit_batch_size);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(p));
+    }
+    config
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] until the engine is
+/// dropped. A plain thread: it must keep ticking even if every tokio worker
+/// is busy.
+fn start_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("outpost-epoch".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(EPOCH_TICK);
+                match weak.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => break,
+                }
+            }
+        })
+        .expect("spawning the epoch thread");
+}
