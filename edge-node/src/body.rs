@@ -40,7 +40,9 @@ pub fn error_response(status: StatusCode, code: &'static str, message: &str) -> 
 
 /// A complete in-memory body.
 pub fn full(bytes: Bytes) -> Body {
-    Full::new(bytes).map_err(|never| match never {}).boxed_unsync()
+    Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 /// A request body that fails once more than `limit` bytes have arrived.
@@ -92,9 +94,9 @@ where
                 if let Some(counter) = self.tripped.take() {
                     counter.inc();
                 }
-                return Poll::Ready(Some(Err(
-                    wasmtime_wasi_http::Error::HttpRequestBodySize(None),
-                )));
+                return Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpRequestBodySize(
+                    None,
+                ))));
             }
             self.remaining -= len;
         }

@@ -38,7 +38,12 @@ pub struct Args {
     pub metrics: Option<SocketAddr>,
     /// Serve a component: ROUTE=FILE.wasm, ROUTE being HOST or HOST/PATH-PREFIX. Repeatable;
     /// the variable takes a comma-separated list.
-    #[arg(long = "app", env = "OUTPOST_APPS", value_delimiter = ',', value_name = "ROUTE=FILE")]
+    #[arg(
+        long = "app",
+        env = "OUTPOST_APPS",
+        value_delimiter = ',',
+        value_name = "ROUTE=FILE"
+    )]
     pub apps: Vec<String>,
     /// Fuel (about one unit per wasm instruction) per request [default: 2000000000].
     #[arg(long, env = "OUTPOST_FUEL")]
@@ -301,7 +306,9 @@ impl Config {
                 continue;
             }
             let routes = parse_routes(&[route.to_string()], &what, &mut problems);
-            let Some(first) = routes.first() else { continue };
+            let Some(first) = routes.first() else {
+                continue;
+            };
             apps.push(AppConfig {
                 tenant: DEFAULT_TENANT.into(),
                 name: route_name(first),
@@ -440,13 +447,8 @@ mod tests {
             "#,
         )
         .unwrap();
-        let c = Config::from_args(args(&[
-            "--config",
-            path.to_str().unwrap(),
-            "--fuel",
-            "99",
-        ]))
-        .unwrap();
+        let c =
+            Config::from_args(args(&["--config", path.to_str().unwrap(), "--fuel", "99"])).unwrap();
         assert_eq!(c.http.port(), 1234);
         assert_eq!(c.limits.fuel, 99, "flags win over the file");
         assert_eq!(c.limits.memory_bytes, 64 << 20);

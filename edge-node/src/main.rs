@@ -3,16 +3,15 @@
 
 use anyhow::Context as _;
 use clap::Parser as _;
+use outpost_edge_node::Node;
 use outpost_edge_node::config::{Args, Config};
 use outpost_edge_node::metrics::Metrics;
 use outpost_edge_node::server::{self, Listeners};
-use outpost_edge_node::Node;
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();

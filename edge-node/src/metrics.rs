@@ -177,8 +177,10 @@ impl Metrics {
             request_duration: self.request_duration.with_label_values(&labels),
             instantiate_duration: self.instantiate_duration.with_label_values(&labels),
             fuel_consumed: self.fuel_consumed.with_label_values(&labels),
-            limit_kills: KillReason::ALL
-                .map(|r| self.limit_kills.with_label_values(&[tenant, app, r.as_str()])),
+            limit_kills: KillReason::ALL.map(|r| {
+                self.limit_kills
+                    .with_label_values(&[tenant, app, r.as_str()])
+            }),
             traps: self.traps.with_label_values(&labels),
             instances_in_flight: self.instances_in_flight.with_label_values(&labels),
             guest_log_dropped: self.guest_log_dropped.with_label_values(&labels),
@@ -335,7 +337,9 @@ mod tests {
         assert!(text.contains(
             r#"outpost_runtime_limit_kills_total{app="web",reason="timeout",tenant="acme"} 0"#
         ));
-        assert!(text.contains(r#"outpost_runtime_fuel_consumed_total{app="web",tenant="acme"} 1234"#));
+        assert!(
+            text.contains(r#"outpost_runtime_fuel_consumed_total{app="web",tenant="acme"} 1234"#)
+        );
         assert!(text.contains(r#"outpost_runtime_instances_in_flight{app="web",tenant="acme"} 1"#));
         assert!(text.contains("outpost_runtime_apps_loaded 3\n"));
         assert!(text.contains(r#"outpost_http_unrouted_requests_total{reason="unknown_host"} 1"#));

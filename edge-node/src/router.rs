@@ -145,7 +145,9 @@ impl<T> Router<T> {
 
     /// Every value, once per route.
     pub fn values(&self) -> impl Iterator<Item = &T> {
-        self.hosts.values().flat_map(|list| list.iter().map(|(_, v)| v))
+        self.hosts
+            .values()
+            .flat_map(|list| list.iter().map(|(_, v)| v))
     }
 
     /// The value for a request with this `Host` header value and path
@@ -254,7 +256,10 @@ mod tests {
         assert_eq!(rt.lookup("api.example.com", "/v2"), Some(&"v2"));
         assert_eq!(rt.lookup("api.example.com", "/v2/users?id=1"), Some(&"v2"));
         assert_eq!(rt.lookup("api.example.com", "/v2/admin/x"), Some(&"admin"));
-        assert_eq!(rt.lookup("api.example.com", "/v2/administrator"), Some(&"v2"));
+        assert_eq!(
+            rt.lookup("api.example.com", "/v2/administrator"),
+            Some(&"v2")
+        );
         assert_eq!(rt.lookup("api.example.com", "/v20"), Some(&"api-root"));
         assert_eq!(rt.lookup("api.example.com", "/"), Some(&"api-root"));
     }

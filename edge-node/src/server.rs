@@ -185,6 +185,10 @@ fn admin_response<B>(req: &Request<B>, metrics: &Metrics) -> Response<Body> {
             resp
         }
         "/healthz" => Response::new(full("ok\n".into())),
-        _ => error_response(StatusCode::NOT_FOUND, "not_found", "try /metrics or /healthz"),
+        _ => error_response(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "try /metrics or /healthz",
+        ),
     }
 }

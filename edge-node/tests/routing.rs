@@ -12,11 +12,21 @@ async fn two_tenants() -> TestNode {
     TestNode::start(vec![
         (
             &["a.example.com"],
-            app("tenant-a", "web", fixtures::hello("tenant A\n"), Limits::default()),
+            app(
+                "tenant-a",
+                "web",
+                fixtures::hello("tenant A\n"),
+                Limits::default(),
+            ),
         ),
         (
             &["b.example.com"],
-            app("tenant-b", "web", fixtures::hello("tenant B\n"), Limits::default()),
+            app(
+                "tenant-b",
+                "web",
+                fixtures::hello("tenant B\n"),
+                Limits::default(),
+            ),
         ),
         (
             &["api.example.com/v2"],
@@ -24,7 +34,12 @@ async fn two_tenants() -> TestNode {
         ),
         (
             &["api.example.com"],
-            app("tenant-b", "api-root", fixtures::hello("api root\n"), Limits::default()),
+            app(
+                "tenant-b",
+                "api-root",
+                fixtures::hello("api root\n"),
+                Limits::default(),
+            ),
         ),
     ])
     .await
@@ -59,15 +74,27 @@ async fn longest_path_prefix_wins_on_segment_boundaries() {
     let node = two_tenants().await;
     let v2 = node.get("api.example.com", "/v2/users?id=7").await;
     assert_eq!(v2.status, 200);
-    assert!(v2.text().starts_with("GET /v2/users?id=7\n"), "{}", v2.text());
-    assert_eq!(node.get("api.example.com", "/v20").await.text(), "api root\n");
+    assert!(
+        v2.text().starts_with("GET /v2/users?id=7\n"),
+        "{}",
+        v2.text()
+    );
+    assert_eq!(
+        node.get("api.example.com", "/v20").await.text(),
+        "api root\n"
+    );
     assert_eq!(node.get("api.example.com", "/").await.text(), "api root\n");
 }
 
 #[tokio::test]
 async fn unknown_host_is_a_404_from_the_node() {
     let node = two_tenants().await;
-    for host in ["c.example.com", "example.com", "a.example.com.evil", "127.0.0.1"] {
+    for host in [
+        "c.example.com",
+        "example.com",
+        "a.example.com.evil",
+        "127.0.0.1",
+    ] {
         let r = node.get(host, "/").await;
         assert_eq!(r.status, 404, "{host}");
         assert_eq!(r.outpost_error(), Some("unknown_host"));
@@ -95,7 +122,9 @@ async fn missing_host_is_a_400() {
 async fn garbage_on_the_wire_gets_a_400_and_the_node_keeps_serving() {
     let node = two_tenants().await;
     let mut tcp = tokio::net::TcpStream::connect(node.http).await.unwrap();
-    tcp.write_all(b"\x16\x03\x01 this is not http\r\n\r\n").await.unwrap();
+    tcp.write_all(b"\x16\x03\x01 this is not http\r\n\r\n")
+        .await
+        .unwrap();
     let mut out = Vec::new();
     let _ = tcp.read_to_end(&mut out).await;
     let out = String::from_utf8_lossy(&out);

@@ -153,7 +153,10 @@ impl App {
             Err(_) => Err("instantiation did not finish within the app's timeout".into()),
             Ok(Err(e)) => Err(match classify(&e, &store) {
                 Outcome::Killed(reason) => {
-                    format!("instantiation exceeds the app's {} limit: {e:#}", reason.as_str())
+                    format!(
+                        "instantiation exceeds the app's {} limit: {e:#}",
+                        reason.as_str()
+                    )
                 }
                 _ => format!("instantiation failed: {e:#}"),
             }),
@@ -207,7 +210,13 @@ impl App {
         let request_id = NEXT_REQUEST_ID.fetch_add(1, Ordering::Relaxed);
         let deadline = Instant::now() + self.limits.timeout;
         let mut store = self.new_store(request_id, deadline);
-        let req = req.map(|b| LimitedRequestBody::new(b, max_body, self.metrics.kill_counter(KillReason::RequestBody)));
+        let req = req.map(|b| {
+            LimitedRequestBody::new(
+                b,
+                max_body,
+                self.metrics.kill_counter(KillReason::RequestBody),
+            )
+        });
         let (tx, rx) = oneshot::channel();
         let handles = store
             .data_mut()

@@ -134,7 +134,9 @@ impl RequestOutput {
 
     fn write(&self, stream: Stream, mut bytes: &[u8]) {
         let mut state = self.state.lock().unwrap();
-        let kept = bytes.len().min(usize::try_from(state.budget).unwrap_or(usize::MAX));
+        let kept = bytes
+            .len()
+            .min(usize::try_from(state.budget).unwrap_or(usize::MAX));
         let over = bytes.len() - kept;
         if over > 0 {
             self.log.dropped.inc_by(over as u64);

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{Error as HttpError, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use wasmtime_wasi_http::{
+    Error as HttpError, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
+};
 
 use super::guest_log::{RequestOutput, Stream};
 
@@ -25,7 +27,11 @@ impl HostState {
     /// State for one request: `env` as the guest's environment, output into
     /// `output`, memory capped at `memory_bytes`. No preopened directories,
     /// no host environment or arguments, no sockets, no outbound HTTP.
-    pub fn new(env: &[(String, String)], output: &Arc<RequestOutput>, memory_bytes: u64) -> HostState {
+    pub fn new(
+        env: &[(String, String)],
+        output: &Arc<RequestOutput>,
+        memory_bytes: u64,
+    ) -> HostState {
         let mut wasi = WasiCtxBuilder::new();
         wasi.envs(env)
             .stdout(output.stream(Stream::Stdout))

@@ -144,9 +144,7 @@ impl LimitOverrides {
             memory_mib: other.memory_mib.or(self.memory_mib),
             timeout_ms: other.timeout_ms.or(self.timeout_ms),
             max_concurrency: other.max_concurrency.or(self.max_concurrency),
-            max_request_body_bytes: other
-                .max_request_body_bytes
-                .or(self.max_request_body_bytes),
+            max_request_body_bytes: other.max_request_body_bytes.or(self.max_request_body_bytes),
             max_response_body_bytes: other
                 .max_response_body_bytes
                 .or(self.max_response_body_bytes),

@@ -173,10 +173,11 @@ impl Runtime {
     pub async fn load(&self, spec: AppSpec) -> Result<Arc<App>> {
         let started = Instant::now();
         let what = format!("app {:?} (tenant {:?})", spec.name, spec.tenant);
-        let component = Component::new(&self.engine, &spec.wasm).map_err(|e| Error::InvalidWasm {
-            what: what.clone(),
-            reason: format!("{e:#}"),
-        })?;
+        let component =
+            Component::new(&self.engine, &spec.wasm).map_err(|e| Error::InvalidWasm {
+                what: what.clone(),
+                reason: format!("{e:#}"),
+            })?;
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -193,10 +194,9 @@ impl Runtime {
         app.metrics()
             .compile_duration
             .observe(compile_time.as_secs_f64());
-        app.trial_instantiate().await.map_err(|reason| Error::InvalidWasm {
-            what,
-            reason,
-        })?;
+        app.trial_instantiate()
+            .await
+            .map_err(|reason| Error::InvalidWasm { what, reason })?;
         tracing::info!(
             tenant = %app.tenant(),
             app = %app.name(),

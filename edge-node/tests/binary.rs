@@ -1,0 +1,170 @@
+//! The `edge-node` binary as scripts use it: flags, the readiness lines,
+//! and failing fast (before binding anything) on bad input.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use outpost_test_fixtures as fixtures;
+
+const BIN: &str = env!("CARGO_BIN_EXE_edge-node");
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path.display().to_string()
+}
+
+/// Kills the child when the test ends, pass or fail.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn http_get(addr: &str, host: &str, path: &str) -> String {
+    let mut tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    // HTTP/1.0 so the body is close-delimited, not chunked.
+    write!(tcp, "GET {path} HTTP/1.0\r\nhost: {host}\r\n\r\n").unwrap();
+    let mut out = String::new();
+    tcp.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn serves_apps_from_flags_and_prints_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = write(dir.path(), "a.wasm", &fixtures::hello("from a\n"));
+    let b = write(dir.path(), "b.wasm", &fixtures::hello("from b v2\n"));
+    let child = Command::new(BIN)
+        .args(["--http", "127.0.0.1:0", "--metrics", "127.0.0.1:0"])
+        .args(["--app", &format!("a.example.com={a}")])
+        .args(["--app", &format!("api.example.com/v2={b}")])
+        .args(["--fuel", "100000000", "--timeout-ms", "5000"])
+        .env_remove("OUTPOST_HTTP")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = Running(child);
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
+    let listening = lines.next().unwrap().unwrap();
+    let metrics = lines.next().unwrap().unwrap();
+    let http = listening
+        .strip_prefix("Listening on http://")
+        .and_then(|s| s.strip_suffix('/'))
+        .unwrap_or_else(|| panic!("unexpected first line {listening:?}"));
+    let metrics = metrics
+        .strip_prefix("Metrics on http://")
+        .and_then(|s| s.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("unexpected second line {metrics:?}"));
+    assert!(!http.ends_with(":0"), "the real port is printed");
+
+    let a = http_get(http, "a.example.com", "/");
+    assert!(a.starts_with("HTTP/1.0 200"), "{a}");
+    assert!(a.ends_with("from a\n"), "{a}");
+    let b = http_get(http, "api.example.com", "/v2/x");
+    assert!(b.ends_with("from b v2\n"), "{b}");
+    let none = http_get(http, "api.example.com", "/v1");
+    assert!(none.starts_with("HTTP/1.0 404"), "{none}");
+    let m = http_get(metrics, "localhost", "/metrics");
+    assert!(
+        m.contains(
+            r#"outpost_http_requests_total{app="a.example.com",status="2xx",tenant="default"} 1"#
+        ),
+        "{m}"
+    );
+}
+
+/// Runs the binary expecting failure; returns its stderr.
+fn fails(args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "exited 0 with {args:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !stdout.contains("Listening on"),
+        "it bound before failing: {stdout}"
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn bad_flags_fail_fast_naming_every_problem() {
+    let err = fails(&[
+        "--http",
+        "127.0.0.1:0",
+        "--app",
+        "bad route!=/nope.wasm",
+        "--memory-mib",
+        "0",
+    ]);
+    assert!(err.contains("invalid route \"bad route!\""), "{err}");
+    assert!(err.contains("memory must be at least 1 MiB"), "{err}");
+}
+
+#[test]
+fn bad_wasm_fails_before_any_port_is_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = write(dir.path(), "bad.wasm", b"\0asm but not really");
+    // Hold the port: had the node bound before compiling, the error would be
+    // "address in use" rather than about the component.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().to_string();
+    let err = fails(&[
+        "--http",
+        &port,
+        "--metrics",
+        "127.0.0.1:0",
+        "--app",
+        &format!("x.example.com={bad}"),
+    ]);
+    assert!(err.contains("not a valid worker"), "{err}");
+    assert!(err.contains("x.example.com"), "{err}");
+}
+
+#[test]
+fn a_config_file_works_like_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a.wasm", &fixtures::hello("from the file\n"));
+    let cfg = write(
+        dir.path(),
+        "edge.toml",
+        br#"
+http = "127.0.0.1:0"
+metrics = "127.0.0.1:0"
+[limits]
+timeout_ms = 5000
+[[app]]
+name = "web"
+tenant = "acme"
+routes = ["file.example.com"]
+wasm = "a.wasm"
+"#,
+    );
+    let child = Command::new(BIN)
+        .args(["--config", &cfg])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = Running(child);
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
+    let listening = lines.next().unwrap().unwrap();
+    let http = listening
+        .strip_prefix("Listening on http://")
+        .and_then(|s| s.strip_suffix('/'))
+        .unwrap();
+    let r = http_get(http, "file.example.com", "/");
+    assert!(r.ends_with("from the file\n"), "{r}");
+}
