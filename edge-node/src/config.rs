@@ -45,7 +45,7 @@ pub struct Args {
         value_name = "ROUTE=FILE"
     )]
     pub apps: Vec<String>,
-    /// Fuel (about one unit per wasm instruction) per request [default: 2000000000].
+    /// Fuel (about one unit per wasm instruction) per request [default: 1000000000].
     #[arg(long, env = "OUTPOST_FUEL")]
     pub fuel: Option<u64>,
     /// Linear memory per instance, in MiB [default: 128].

@@ -35,10 +35,11 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// A handler doing real work (a JS guest rendering a page, say) burns a
-    /// few million units; the default leaves ~100× headroom on the heaviest
-    /// guest in `guests/` (see the README's measurements).
-    pub const DEFAULT_FUEL: u64 = 2_000_000_000;
+    /// Measured per request: C hello ~400 units, JS hello ~140 000, Python
+    /// hello ~700 000. A Python handler doing real work (parsing and
+    /// rendering JSON) burns ~10 million; this leaves it ~100× headroom,
+    /// and stops a spinning guest within about a second of CPU.
+    pub const DEFAULT_FUEL: u64 = 1_000_000_000;
     /// 128 MiB, as in DESIGN.md.
     pub const DEFAULT_MEMORY_BYTES: u64 = 128 * MIB;
     /// 30 s, as in DESIGN.md.
