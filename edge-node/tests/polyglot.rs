@@ -50,13 +50,18 @@ async fn c_javascript_and_python_workers_serve_side_by_side() {
             ("py.example.com", "Hello from Python!\n"),
         ] {
             let r = node.get(host, "/").await;
-            assert_eq!((r.status.as_u16(), r.text().as_str()), (200, want), "{host}");
+            assert_eq!(
+                (r.status.as_u16(), r.text().as_str()),
+                (200, want),
+                "{host}"
+            );
             assert!(r.outpost_error().is_none());
         }
     }
     let text = node.scrape().await;
     for app in ["c", "js", "py"] {
-        let line = format!(r#"outpost_http_requests_total{{app="{app}",status="2xx",tenant="t"}} 5"#);
+        let line =
+            format!(r#"outpost_http_requests_total{{app="{app}",status="2xx",tenant="t"}} 5"#);
         assert!(text.contains(&line), "missing {line}");
     }
 }

@@ -271,3 +271,37 @@ async fn removed_apps_stop_serving_and_lose_their_series() {
     assert_eq!(node.get("b.example.com", "/").await.status, 404);
     assert!(!node.scrape().await.contains(r#"app="b""#));
 }
+
+#[tokio::test]
+async fn cleartext_http2_is_served_too() {
+    let node = TestNode::start(vec![(
+        &["h2.example.com"],
+        app("t", "h2", fixtures::echo(), Limits::default()),
+    )])
+    .await;
+    let tcp = tokio::net::TcpStream::connect(node.http).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    // HTTP/2 carries the host in :authority, not in a Host header.
+    let req = Request::post("http://h2.example.com/two")
+        .body(Full::new(Bytes::from_static(b"over h2")))
+        .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(30), sender.send_request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let text = String::from_utf8_lossy(&body);
+    assert!(text.starts_with("POST /two\n"), "{text}");
+    assert!(text.ends_with("over h2"), "{text}");
+}

@@ -56,10 +56,9 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_refused() {
-        let err = serde_json::from_str::<ErrorBody>(
-            r#"{"error":{"code":"x","message":"y","extra":1}}"#,
-        )
-        .unwrap_err();
+        let err =
+            serde_json::from_str::<ErrorBody>(r#"{"error":{"code":"x","message":"y","extra":1}}"#)
+                .unwrap_err();
         assert!(err.to_string().contains("unknown field"), "{err}");
     }
 }

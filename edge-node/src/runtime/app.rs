@@ -10,6 +10,7 @@ use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use prometheus::IntGauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tracing::Instrument;
 use wasmtime::{PoolConcurrencyLimitError, Store, Trap, UpdateDeadline};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
@@ -180,7 +181,15 @@ impl App {
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
         let started = Instant::now();
-        let resp = self.serve_inner(req, scheme).await;
+        // OTel semantic-convention field names, plus tenant and app.
+        let span = tracing::debug_span!(
+            "request",
+            http.request.method = %req.method(),
+            url.path = %req.uri().path(),
+            tenant = %self.tenant,
+            app = %self.name,
+        );
+        let resp = self.serve_inner(req, scheme).instrument(span).await;
         self.metrics.request(resp.status().as_u16());
         self.metrics
             .request_duration
