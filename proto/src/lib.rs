@@ -1,8 +1,14 @@
 //! Wire types shared by Outpost's control plane, edge nodes and CLI.
 //!
 //! Serde only, no I/O. Every type here is part of the versioned `v1`
-//! contract: fields are added, never renamed or removed, and maps are
-//! `BTreeMap`s so serialized output is deterministic.
+//! contract: fields are added (optional, with defaults), never renamed or
+//! removed; maps are `BTreeMap`s so serialized output is deterministic.
+//! Golden JSON fixtures in `tests/golden/` pin the exact shapes.
+//!
+//! Other crates convert to and from these types explicitly; nothing here
+//! knows about storage, HTTP or wasmtime.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -39,6 +45,201 @@ impl ErrorBody {
     }
 }
 
+/// Per-request limits. Every field is optional: an absent field means
+/// "inherit" (app → tenant → node default).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Fuel (≈ wasm instructions) per request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fuel: Option<u64>,
+    /// Linear memory per instance, MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<u64>,
+    /// Wall-clock deadline per request, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Instances running at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
+}
+
+/// `POST /v1/tenants` (admin).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenant {
+    /// Tenant name: lower-case letters, digits and `-`.
+    pub name: String,
+}
+
+/// The answer to [`CreateTenant`]: the only time the token is shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantCreated {
+    /// Tenant name.
+    pub name: String,
+    /// Bearer token for the tenant's own API calls. Stored hashed.
+    pub token: String,
+}
+
+/// A tenant as listed by `GET /v1/tenants` (admin).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tenant {
+    /// Tenant name.
+    pub name: String,
+    /// Limit overrides for all of the tenant's apps.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Number of apps it owns.
+    #[serde(default)]
+    pub apps: u64,
+}
+
+/// `POST /v1/apps` (tenant).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApp {
+    /// App name, unique within the tenant.
+    pub name: String,
+    /// Routes: `HOST` or `HOST/PATH-PREFIX`.
+    #[serde(default)]
+    pub routes: Vec<String>,
+}
+
+/// An app as `GET /v1/apps[/{app}]` shows it. Environment values are never
+/// echoed back, only their keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct App {
+    /// App name.
+    pub name: String,
+    /// Its routes.
+    pub routes: Vec<String>,
+    /// The deployment version serving traffic, if any.
+    pub active_version: Option<u64>,
+    /// Names of its environment variables.
+    pub env_keys: Vec<String>,
+    /// Number of deployments made.
+    #[serde(default)]
+    pub versions: u64,
+}
+
+/// `PUT /v1/apps/{app}/routes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetRoutes {
+    /// The app's complete new route list.
+    pub routes: Vec<String>,
+}
+
+/// `PUT /v1/apps/{app}/env`: the complete new environment.
+pub type SetEnv = BTreeMap<String, String>;
+
+/// One deployment of an app (`POST /v1/apps/{app}/deployments` answers
+/// with it; `GET` lists them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Deployment {
+    /// 1, 2, 3, … per app.
+    pub version: u64,
+    /// `sha256:<hex>` of the component.
+    pub digest: String,
+    /// Component size in bytes.
+    #[serde(default)]
+    pub size: u64,
+    /// Unix time (seconds) of the upload.
+    #[serde(default)]
+    pub created_at: u64,
+}
+
+/// `POST /v1/apps/{app}/rollback`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rollback {
+    /// An earlier version to make active.
+    pub version: u64,
+}
+
+/// What an edge node needs to serve one app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppSpec {
+    /// Owning tenant.
+    pub tenant: String,
+    /// App name.
+    pub name: String,
+    /// Routes.
+    pub routes: Vec<String>,
+    /// Active version.
+    pub version: u64,
+    /// `sha256:<hex>` of the component to fetch from `/v1/modules/{digest}`.
+    pub digest: String,
+    /// Environment for the guest.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Limits, tenant and app overrides merged (node defaults fill the rest).
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// Everything a node serves at one revision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Snapshot {
+    /// Monotonic revision of the control plane's state.
+    pub revision: u64,
+    /// Every app with an active version, keyed `tenant/app`.
+    pub apps: BTreeMap<String, AppSpec>,
+}
+
+/// One event of `GET /v1/nodes/watch` (newline-delimited JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum WatchEvent {
+    /// The whole state; sent first, and whenever the node is too far behind.
+    Snapshot {
+        /// The state.
+        snapshot: Snapshot,
+    },
+    /// One app added or changed at `revision`.
+    Upsert {
+        /// Revision after this change.
+        revision: u64,
+        /// The app's new spec.
+        app: AppSpec,
+    },
+    /// One app removed at `revision`.
+    Remove {
+        /// Revision after this change.
+        revision: u64,
+        /// `tenant/app`.
+        key: String,
+    },
+    /// Nothing changed; keeps idle connections alive.
+    Heartbeat {
+        /// The current revision.
+        revision: u64,
+    },
+}
+
+/// A node as `GET /v1/nodes` (admin) lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeStatus {
+    /// The node's self-chosen id.
+    pub id: String,
+    /// Highest revision it reported applied.
+    pub applied_revision: u64,
+    /// Unix time (seconds) it was last heard from.
+    pub last_contact: u64,
+}
+
+/// `tenant/app`, the key of an app across the fleet.
+pub fn app_key(tenant: &str, app: &str) -> String {
+    format!("{tenant}/{app}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,5 +261,15 @@ mod tests {
             serde_json::from_str::<ErrorBody>(r#"{"error":{"code":"x","message":"y","extra":1}}"#)
                 .unwrap_err();
         assert!(err.to_string().contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn absent_limits_are_omitted_not_null() {
+        let l = Limits {
+            fuel: Some(5),
+            ..Limits::default()
+        };
+        assert_eq!(serde_json::to_string(&l).unwrap(), r#"{"fuel":5}"#);
+        assert_eq!(serde_json::from_str::<Limits>("{}").unwrap(), Limits::default());
     }
 }

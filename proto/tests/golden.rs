@@ -1,0 +1,137 @@
+//! Golden JSON: the exact bytes each wire type serializes to. A change here
+//! is a change to the v1 contract and must be deliberate (regenerate with
+//! `OUTPOST_BLESS=1 cargo test -p outpost-proto --test golden`).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use outpost_proto::*;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+fn check<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(name: &str, value: T) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(format!("{name}.json"));
+    let mut json = serde_json::to_string_pretty(&value).unwrap();
+    json.push('\n');
+    if std::env::var_os("OUTPOST_BLESS").is_some() {
+        std::fs::write(&path, &json).unwrap();
+    }
+    let golden = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run with OUTPOST_BLESS=1 to create)", path.display()));
+    assert_eq!(json, golden, "{name} no longer serializes to its golden JSON");
+    let back: T = serde_json::from_str(&golden).unwrap();
+    assert_eq!(back, value, "{name} does not round-trip");
+}
+
+fn spec() -> AppSpec {
+    AppSpec {
+        tenant: "acme".into(),
+        name: "web".into(),
+        routes: vec!["acme.example.com".into(), "api.example.com/v2".into()],
+        version: 3,
+        digest: "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
+        env: BTreeMap::from([("GREETING".into(), "hello".into())]),
+        limits: Limits {
+            memory_mib: Some(64),
+            timeout_ms: Some(5000),
+            ..Limits::default()
+        },
+    }
+}
+
+#[test]
+fn api_bodies() {
+    check("error", ErrorBody::new("route_taken", "api.example.com is owned by another tenant"));
+    check("create_tenant", CreateTenant { name: "acme".into() });
+    check(
+        "tenant_created",
+        TenantCreated {
+            name: "acme".into(),
+            token: "opt_3q2-example-token".into(),
+        },
+    );
+    check(
+        "tenant",
+        Tenant {
+            name: "acme".into(),
+            limits: Limits {
+                fuel: Some(500_000_000),
+                memory_mib: Some(64),
+                timeout_ms: Some(10_000),
+                max_concurrency: Some(16),
+            },
+            apps: 2,
+        },
+    );
+    check(
+        "create_app",
+        CreateApp {
+            name: "web".into(),
+            routes: vec!["acme.example.com".into()],
+        },
+    );
+    check(
+        "app",
+        App {
+            name: "web".into(),
+            routes: vec!["acme.example.com".into()],
+            active_version: Some(2),
+            env_keys: vec!["GREETING".into()],
+            versions: 2,
+        },
+    );
+    check(
+        "set_routes",
+        SetRoutes {
+            routes: vec!["acme.example.com".into(), "www.acme.example.com".into()],
+        },
+    );
+    check(
+        "deployment",
+        Deployment {
+            version: 2,
+            digest: spec().digest,
+            size: 24089,
+            created_at: 1_795_000_000,
+        },
+    );
+    check("rollback", Rollback { version: 1 });
+    check(
+        "node_status",
+        NodeStatus {
+            id: "edge-1".into(),
+            applied_revision: 42,
+            last_contact: 1_795_000_000,
+        },
+    );
+}
+
+#[test]
+fn watch_events() {
+    check(
+        "watch_snapshot",
+        WatchEvent::Snapshot {
+            snapshot: Snapshot {
+                revision: 7,
+                apps: BTreeMap::from([(app_key("acme", "web"), spec())]),
+            },
+        },
+    );
+    check(
+        "watch_upsert",
+        WatchEvent::Upsert {
+            revision: 8,
+            app: spec(),
+        },
+    );
+    check(
+        "watch_remove",
+        WatchEvent::Remove {
+            revision: 9,
+            key: app_key("acme", "web"),
+        },
+    );
+    check("watch_heartbeat", WatchEvent::Heartbeat { revision: 9 });
+}
