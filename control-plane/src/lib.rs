@@ -1,5 +1,10 @@
-//! Outpost control plane (placeholder).
+//! Outpost control plane.
 //!
-//! Will hold the tenant REST API, the sled-backed store and the push stream
-//! to edge nodes (see `DESIGN.md`). Nothing is implemented yet: edge nodes
-//! currently run in standalone mode with apps from their own configuration.
+//! Holds the fleet's desired state — tenants, apps, routes, deployments and
+//! module blobs — behind the [`store::Store`] trait (sled today), bumping a
+//! global revision on every change so edge nodes can follow it.
+//!
+//! Not here yet: the REST API, authentication and the push stream to nodes
+//! (issue 3 continues); edge nodes still run in standalone mode.
+
+pub mod store;

@@ -1,0 +1,149 @@
+//! The control plane's state, behind a trait so a replicated store can
+//! replace the embedded sled one.
+//!
+//! Every mutation is one atomic transaction that also bumps the global
+//! revision, and is durable (flushed) before it returns: an acknowledged
+//! write survives a crash. Module blobs are content-addressed by sha256.
+
+mod sled_store;
+
+use std::collections::BTreeMap;
+
+use outpost_proto::Limits;
+use serde::{Deserialize, Serialize};
+
+pub use sled_store::SledStore;
+
+/// A monotonically increasing number, bumped by every change to what nodes
+/// serve.
+pub type Revision = u64;
+
+/// What can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The thing already exists (tenant or app name taken).
+    #[error("{0} already exists")]
+    Exists(String),
+    /// A route belongs to another app.
+    #[error("route {route} is already served by another app")]
+    RouteTaken {
+        /// The route.
+        route: String,
+        /// `tenant/app` owning it (only shown to admins).
+        owner: String,
+    },
+    /// The thing does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The underlying database failed (disk full, corruption, …).
+    #[error("storage failure: {0}")]
+    Backend(String),
+}
+
+/// `Result` with [`StoreError`].
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A stored tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantRecord {
+    /// Name.
+    pub name: String,
+    /// sha256 of its bearer token, hex. The token itself is never stored.
+    pub token_sha256: String,
+    /// Limit overrides for its apps.
+    pub limits: Limits,
+    /// Unix seconds.
+    pub created_at: u64,
+}
+
+/// A stored app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppRecord {
+    /// Owning tenant.
+    pub tenant: String,
+    /// Name.
+    pub name: String,
+    /// Normalized routes.
+    pub routes: Vec<String>,
+    /// Guest environment.
+    pub env: BTreeMap<String, String>,
+    /// Version serving traffic.
+    pub active_version: Option<u64>,
+    /// Deployments made so far (the next one is `versions + 1`).
+    pub versions: u64,
+    /// Unix seconds.
+    pub created_at: u64,
+}
+
+/// A stored deployment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentRecord {
+    /// 1, 2, 3, …
+    pub version: u64,
+    /// `sha256:<hex>`.
+    pub digest: String,
+    /// Bytes.
+    pub size: u64,
+    /// Unix seconds.
+    pub created_at: u64,
+}
+
+/// The control plane's storage.
+pub trait Store: Send + Sync + 'static {
+    /// Current revision.
+    fn revision(&self) -> Result<Revision>;
+
+    /// Creates a tenant; its name must be free.
+    fn create_tenant(&self, record: TenantRecord) -> Result<()>;
+    /// Every tenant, by name.
+    fn tenants(&self) -> Result<Vec<TenantRecord>>;
+    /// One tenant.
+    fn tenant(&self, name: &str) -> Result<Option<TenantRecord>>;
+    /// The tenant whose token hashes to `token_sha256`.
+    fn tenant_by_token(&self, token_sha256: &str) -> Result<Option<TenantRecord>>;
+    /// Replaces a tenant's limits.
+    fn set_tenant_limits(&self, name: &str, limits: Limits) -> Result<Revision>;
+
+    /// Creates an app; its name must be free within the tenant and its
+    /// routes free across all tenants.
+    fn create_app(&self, record: AppRecord) -> Result<Revision>;
+    /// One app.
+    fn app(&self, tenant: &str, name: &str) -> Result<Option<AppRecord>>;
+    /// A tenant's apps, by name.
+    fn apps(&self, tenant: &str) -> Result<Vec<AppRecord>>;
+    /// Every app of every tenant.
+    fn all_apps(&self) -> Result<Vec<AppRecord>>;
+    /// Deletes an app, its routes and its deployments.
+    fn delete_app(&self, tenant: &str, name: &str) -> Result<Revision>;
+    /// Replaces an app's routes (all free or already its own).
+    fn set_routes(&self, tenant: &str, name: &str, routes: Vec<String>) -> Result<Revision>;
+    /// Replaces an app's environment.
+    fn set_env(&self, tenant: &str, name: &str, env: BTreeMap<String, String>) -> Result<Revision>;
+
+    /// Stores a module blob under its digest (idempotent).
+    fn put_module(&self, digest: &str, bytes: &[u8]) -> Result<()>;
+    /// A module blob.
+    fn module(&self, digest: &str) -> Result<Option<Vec<u8>>>;
+
+    /// Records a new deployment of a stored module and makes it active.
+    fn deploy(
+        &self,
+        tenant: &str,
+        app: &str,
+        digest: &str,
+        size: u64,
+        now: u64,
+    ) -> Result<(DeploymentRecord, Revision)>;
+    /// An app's deployments, oldest first.
+    fn deployments(&self, tenant: &str, app: &str) -> Result<Vec<DeploymentRecord>>;
+    /// Makes an earlier version active again.
+    fn rollback(&self, tenant: &str, app: &str, version: u64) -> Result<Revision>;
+}
+
+/// Unix time in seconds.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

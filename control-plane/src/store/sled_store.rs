@@ -1,0 +1,383 @@
+//! The embedded [`Store`]: sled 0.34, one tree per record kind, JSON values,
+//! multi-tree transactions, and a flush before every write returns.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use outpost_proto::Limits;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use sled::{Db, Transactional, Tree};
+
+use super::{AppRecord, DeploymentRecord, Result, Revision, Store, StoreError, TenantRecord};
+
+type TxResult<T> = std::result::Result<T, ConflictableTransactionError<StoreError>>;
+
+/// sled-backed storage in one directory.
+pub struct SledStore {
+    db: Db,
+    tenants: Tree,
+    tokens: Tree,
+    apps: Tree,
+    routes: Tree,
+    deployments: Tree,
+    modules: Tree,
+    meta: Tree,
+}
+
+const REVISION: &[u8] = b"revision";
+
+impl SledStore {
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<SledStore> {
+        let db = sled::Config::new()
+            .path(dir)
+            .open()
+            .map_err(|e| StoreError::Backend(format!("opening {}: {e}", dir.display())))?;
+        let tree = |name: &str| db.open_tree(name).map_err(backend);
+        Ok(SledStore {
+            tenants: tree("tenants")?,
+            tokens: tree("tokens")?,
+            apps: tree("apps")?,
+            routes: tree("routes")?,
+            deployments: tree("deployments")?,
+            modules: tree("modules")?,
+            meta: tree("meta")?,
+            db,
+        })
+    }
+
+    /// Makes everything written so far durable.
+    fn flush(&self) -> Result<()> {
+        self.db.flush().map_err(backend)?;
+        Ok(())
+    }
+
+    /// Runs a transaction over the app-related trees, then flushes.
+    fn write<T>(&self, f: impl Fn(&Trees<'_>) -> TxResult<T>) -> Result<T> {
+        let out = (
+            &self.apps,
+            &self.routes,
+            &self.deployments,
+            &self.meta,
+            &self.tenants,
+        )
+            .transaction(|(apps, routes, deployments, meta, tenants)| {
+                f(&Trees {
+                    apps,
+                    routes,
+                    deployments,
+                    meta,
+                    tenants,
+                })
+            })
+            .map_err(|e| match e {
+                TransactionError::Abort(e) => e,
+                TransactionError::Storage(e) => backend(e),
+            })?;
+        self.flush()?;
+        Ok(out)
+    }
+}
+
+/// The trees one transaction sees.
+struct Trees<'a> {
+    apps: &'a TransactionalTree,
+    routes: &'a TransactionalTree,
+    deployments: &'a TransactionalTree,
+    meta: &'a TransactionalTree,
+    tenants: &'a TransactionalTree,
+}
+
+impl Trees<'_> {
+    fn bump(&self) -> TxResult<Revision> {
+        let current = self.meta.get(REVISION)?.map(|v| read_u64(&v)).unwrap_or(0);
+        let next = current + 1;
+        self.meta.insert(REVISION, &next.to_be_bytes())?;
+        Ok(next)
+    }
+
+    fn app(&self, tenant: &str, name: &str) -> TxResult<AppRecord> {
+        let key = app_key(tenant, name);
+        match self.apps.get(key.as_bytes())? {
+            Some(v) => decode(&v).map_err(ConflictableTransactionError::Abort),
+            None => abort(StoreError::NotFound(format!("app {name:?}"))),
+        }
+    }
+
+    fn put_app(&self, app: &AppRecord) -> TxResult<()> {
+        let key = app_key(&app.tenant, &app.name);
+        self.apps.insert(key.as_bytes(), encode(app))?;
+        Ok(())
+    }
+
+    /// Claims `routes` for `owner`, refusing any owned by someone else.
+    fn claim_routes(&self, routes: &[String], owner: &str) -> TxResult<()> {
+        for route in routes {
+            if let Some(current) = self.routes.get(route.as_bytes())? {
+                if current.as_ref() != owner.as_bytes() {
+                    return abort(StoreError::RouteTaken {
+                        route: route.clone(),
+                        owner: String::from_utf8_lossy(&current).into_owned(),
+                    });
+                }
+            }
+            self.routes.insert(route.as_bytes(), owner.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    fn release_routes(&self, routes: &[String]) -> TxResult<()> {
+        for route in routes {
+            self.routes.remove(route.as_bytes())?;
+        }
+        Ok(())
+    }
+}
+
+fn abort<T>(e: StoreError) -> TxResult<T> {
+    Err(ConflictableTransactionError::Abort(e))
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn app_key(tenant: &str, name: &str) -> String {
+    outpost_proto::app_key(tenant, name)
+}
+
+fn deployment_prefix(tenant: &str, app: &str) -> String {
+    format!("{tenant}/{app}/")
+}
+
+fn deployment_key(tenant: &str, app: &str, version: u64) -> Vec<u8> {
+    let mut key = deployment_prefix(tenant, app).into_bytes();
+    key.extend_from_slice(&version.to_be_bytes());
+    key
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("records serialize")
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Backend(format!("corrupt record: {e}")))
+}
+
+fn read_u64(bytes: &[u8]) -> u64 {
+    let mut buf = [0u8; 8];
+    let n = bytes.len().min(8);
+    buf[8 - n..].copy_from_slice(&bytes[..n]);
+    u64::from_be_bytes(buf)
+}
+
+fn scan<T: DeserializeOwned>(tree: &Tree, prefix: &[u8]) -> Result<Vec<T>> {
+    tree.scan_prefix(prefix)
+        .values()
+        .map(|v| decode(&v.map_err(backend)?))
+        .collect()
+}
+
+impl Store for SledStore {
+    fn revision(&self) -> Result<Revision> {
+        Ok(self
+            .meta
+            .get(REVISION)
+            .map_err(backend)?
+            .map(|v| read_u64(&v))
+            .unwrap_or(0))
+    }
+
+    fn create_tenant(&self, record: TenantRecord) -> Result<()> {
+        (&self.tenants, &self.tokens)
+            .transaction(|(tenants, tokens)| {
+                if tenants.get(record.name.as_bytes())?.is_some() {
+                    return abort(StoreError::Exists(format!("tenant {:?}", record.name)));
+                }
+                tenants.insert(record.name.as_bytes(), encode(&record))?;
+                tokens.insert(record.token_sha256.as_bytes(), record.name.as_bytes())?;
+                Ok(())
+            })
+            .map_err(|e| match e {
+                TransactionError::Abort(e) => e,
+                TransactionError::Storage(e) => backend(e),
+            })?;
+        self.flush()
+    }
+
+    fn tenants(&self) -> Result<Vec<TenantRecord>> {
+        scan(&self.tenants, b"")
+    }
+
+    fn tenant(&self, name: &str) -> Result<Option<TenantRecord>> {
+        self.tenants
+            .get(name.as_bytes())
+            .map_err(backend)?
+            .map(|v| decode(&v))
+            .transpose()
+    }
+
+    fn tenant_by_token(&self, token_sha256: &str) -> Result<Option<TenantRecord>> {
+        match self.tokens.get(token_sha256.as_bytes()).map_err(backend)? {
+            Some(name) => self.tenant(&String::from_utf8_lossy(&name)),
+            None => Ok(None),
+        }
+    }
+
+    fn set_tenant_limits(&self, name: &str, limits: Limits) -> Result<Revision> {
+        self.write(|t| {
+            let Some(v) = t.tenants.get(name.as_bytes())? else {
+                return abort(StoreError::NotFound(format!("tenant {name:?}")));
+            };
+            let mut record: TenantRecord =
+                decode(&v).map_err(ConflictableTransactionError::Abort)?;
+            record.limits = limits.clone();
+            t.tenants.insert(name.as_bytes(), encode(&record))?;
+            t.bump()
+        })
+    }
+
+    fn create_app(&self, record: AppRecord) -> Result<Revision> {
+        self.write(|t| {
+            let key = app_key(&record.tenant, &record.name);
+            if t.apps.get(key.as_bytes())?.is_some() {
+                return abort(StoreError::Exists(format!("app {:?}", record.name)));
+            }
+            t.claim_routes(&record.routes, &key)?;
+            t.put_app(&record)?;
+            t.bump()
+        })
+    }
+
+    fn app(&self, tenant: &str, name: &str) -> Result<Option<AppRecord>> {
+        self.apps
+            .get(app_key(tenant, name).as_bytes())
+            .map_err(backend)?
+            .map(|v| decode(&v))
+            .transpose()
+    }
+
+    fn apps(&self, tenant: &str) -> Result<Vec<AppRecord>> {
+        scan(&self.apps, format!("{tenant}/").as_bytes())
+    }
+
+    fn all_apps(&self) -> Result<Vec<AppRecord>> {
+        scan(&self.apps, b"")
+    }
+
+    fn delete_app(&self, tenant: &str, name: &str) -> Result<Revision> {
+        self.write(|t| {
+            let app = t.app(tenant, name)?;
+            t.release_routes(&app.routes)?;
+            // Versions are 1..=versions, so every deployment key is known
+            // without a scan (sled transactions cannot scan).
+            for v in 1..=app.versions {
+                t.deployments.remove(deployment_key(tenant, name, v))?;
+            }
+            t.apps.remove(app_key(tenant, name).as_bytes())?;
+            t.bump()
+        })
+    }
+
+    fn set_routes(&self, tenant: &str, name: &str, routes: Vec<String>) -> Result<Revision> {
+        self.write(|t| {
+            let mut app = t.app(tenant, name)?;
+            t.release_routes(&app.routes)?;
+            t.claim_routes(&routes, &app_key(tenant, name))?;
+            app.routes = routes.clone();
+            t.put_app(&app)?;
+            t.bump()
+        })
+    }
+
+    fn set_env(&self, tenant: &str, name: &str, env: BTreeMap<String, String>) -> Result<Revision> {
+        self.write(|t| {
+            let mut app = t.app(tenant, name)?;
+            app.env = env.clone();
+            t.put_app(&app)?;
+            t.bump()
+        })
+    }
+
+    fn put_module(&self, digest: &str, bytes: &[u8]) -> Result<()> {
+        if self
+            .modules
+            .contains_key(digest.as_bytes())
+            .map_err(backend)?
+        {
+            return Ok(());
+        }
+        self.modules
+            .insert(digest.as_bytes(), bytes)
+            .map_err(backend)?;
+        self.flush()
+    }
+
+    fn module(&self, digest: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .modules
+            .get(digest.as_bytes())
+            .map_err(backend)?
+            .map(|v| v.to_vec()))
+    }
+
+    fn deploy(
+        &self,
+        tenant: &str,
+        app: &str,
+        digest: &str,
+        size: u64,
+        now: u64,
+    ) -> Result<(DeploymentRecord, Revision)> {
+        if !self
+            .modules
+            .contains_key(digest.as_bytes())
+            .map_err(backend)?
+        {
+            return Err(StoreError::NotFound(format!("module {digest}")));
+        }
+        self.write(|t| {
+            let mut record = t.app(tenant, app)?;
+            record.versions += 1;
+            record.active_version = Some(record.versions);
+            let deployment = DeploymentRecord {
+                version: record.versions,
+                digest: digest.to_string(),
+                size,
+                created_at: now,
+            };
+            t.deployments.insert(
+                deployment_key(tenant, app, deployment.version),
+                encode(&deployment),
+            )?;
+            t.put_app(&record)?;
+            Ok((deployment, t.bump()?))
+        })
+    }
+
+    fn deployments(&self, tenant: &str, app: &str) -> Result<Vec<DeploymentRecord>> {
+        scan(&self.deployments, deployment_prefix(tenant, app).as_bytes())
+    }
+
+    fn rollback(&self, tenant: &str, app: &str, version: u64) -> Result<Revision> {
+        self.write(|t| {
+            let mut record = t.app(tenant, app)?;
+            if t.deployments
+                .get(deployment_key(tenant, app, version))?
+                .is_none()
+            {
+                return abort(StoreError::NotFound(format!(
+                    "version {version} of app {app:?}"
+                )));
+            }
+            record.active_version = Some(version);
+            t.put_app(&record)?;
+            t.bump()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
