@@ -270,6 +270,9 @@ mod tests {
             ..Limits::default()
         };
         assert_eq!(serde_json::to_string(&l).unwrap(), r#"{"fuel":5}"#);
-        assert_eq!(serde_json::from_str::<Limits>("{}").unwrap(), Limits::default());
+        assert_eq!(
+            serde_json::from_str::<Limits>("{}").unwrap(),
+            Limits::default()
+        );
     }
 }

@@ -18,9 +18,16 @@ fn check<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(name: &s
     if std::env::var_os("OUTPOST_BLESS").is_some() {
         std::fs::write(&path, &json).unwrap();
     }
-    let golden = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (run with OUTPOST_BLESS=1 to create)", path.display()));
-    assert_eq!(json, golden, "{name} no longer serializes to its golden JSON");
+    let golden = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run with OUTPOST_BLESS=1 to create)",
+            path.display()
+        )
+    });
+    assert_eq!(
+        json, golden,
+        "{name} no longer serializes to its golden JSON"
+    );
     let back: T = serde_json::from_str(&golden).unwrap();
     assert_eq!(back, value, "{name} does not round-trip");
 }
@@ -43,8 +50,16 @@ fn spec() -> AppSpec {
 
 #[test]
 fn api_bodies() {
-    check("error", ErrorBody::new("route_taken", "api.example.com is owned by another tenant"));
-    check("create_tenant", CreateTenant { name: "acme".into() });
+    check(
+        "error",
+        ErrorBody::new("route_taken", "api.example.com is owned by another tenant"),
+    );
+    check(
+        "create_tenant",
+        CreateTenant {
+            name: "acme".into(),
+        },
+    );
     check(
         "tenant_created",
         TenantCreated {

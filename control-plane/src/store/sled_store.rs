@@ -115,13 +115,13 @@ impl Trees<'_> {
     /// Claims `routes` for `owner`, refusing any owned by someone else.
     fn claim_routes(&self, routes: &[String], owner: &str) -> TxResult<()> {
         for route in routes {
-            if let Some(current) = self.routes.get(route.as_bytes())? {
-                if current.as_ref() != owner.as_bytes() {
-                    return abort(StoreError::RouteTaken {
-                        route: route.clone(),
-                        owner: String::from_utf8_lossy(&current).into_owned(),
-                    });
-                }
+            if let Some(current) = self.routes.get(route.as_bytes())?
+                && current.as_ref() != owner.as_bytes()
+            {
+                return abort(StoreError::RouteTaken {
+                    route: route.clone(),
+                    owner: String::from_utf8_lossy(&current).into_owned(),
+                });
             }
             self.routes.insert(route.as_bytes(), owner.as_bytes())?;
         }
