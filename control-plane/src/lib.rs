@@ -2,9 +2,11 @@
 //!
 //! Holds the fleet's desired state — tenants, apps, routes, deployments and
 //! module blobs — behind the [`store::Store`] trait (sled today), bumping a
-//! global revision on every change so edge nodes can follow it.
+//! global revision on every change so edge nodes can follow it, and serves
+//! the REST API ([`api`]) that tenants and admins drive.
 //!
-//! Not here yet: the REST API, authentication and the push stream to nodes
-//! (issue 3 continues); edge nodes still run in standalone mode.
+//! Not here yet: the watch stream that pushes changes to nodes, the
+//! OpenAPI document and the `control-plane` binary (issue 3 continues).
 
+pub mod api;
 pub mod store;

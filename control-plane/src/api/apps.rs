@@ -1,0 +1,272 @@
+//! Tenant endpoints: apps, routes, env, deployments, rollback; and the
+//! node endpoint serving module blobs.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use outpost_edge_node::router::Route;
+use outpost_proto::{App, CreateApp, Deployment, Rollback, SetEnv, SetRoutes};
+use sha2::{Digest, Sha256};
+
+use super::auth::{NodeAuth, TenantAuth, hex};
+use super::error::{ApiError, ApiResult};
+use super::{ApiState, check_name};
+use crate::store::{AppRecord, DeploymentRecord, now};
+
+type JsonBody<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
+
+fn json<T>(body: JsonBody<T>) -> ApiResult<T> {
+    body.map(|Json(b)| b)
+        .map_err(|e| ApiError::bad_request("bad_json", e.body_text()))
+}
+
+fn view(app: AppRecord) -> App {
+    App {
+        name: app.name,
+        routes: app.routes,
+        active_version: app.active_version,
+        env_keys: app.env.into_keys().collect(),
+        versions: app.versions,
+    }
+}
+
+/// Parses and normalizes routes with the node's own parser, refusing
+/// duplicates, so what is stored is exactly what nodes will route.
+fn normalize_routes(routes: &[String]) -> ApiResult<Vec<String>> {
+    let mut out: Vec<String> = Vec::with_capacity(routes.len());
+    for r in routes {
+        let route: Route = r
+            .parse()
+            .map_err(|e: outpost_edge_node::router::RouteError| {
+                ApiError::bad_request("bad_route", e.to_string())
+            })?;
+        let route = route.to_string();
+        if out.contains(&route) {
+            return Err(ApiError::bad_request(
+                "bad_route",
+                format!("route {route} is listed twice"),
+            ));
+        }
+        out.push(route);
+    }
+    Ok(out)
+}
+
+async fn load(state: &ApiState, tenant: &str, app: &str) -> ApiResult<AppRecord> {
+    let (t, a) = (tenant.to_string(), app.to_string());
+    state
+        .blocking(move |s| s.app(&t, &a))
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("app {app:?} not found")))
+}
+
+pub async fn create(
+    TenantAuth(tenant): TenantAuth,
+    State(state): State<Arc<ApiState>>,
+    body: JsonBody<CreateApp>,
+) -> ApiResult<(StatusCode, Json<App>)> {
+    let body = json(body)?;
+    check_name("app", &body.name)?;
+    let record = AppRecord {
+        tenant: tenant.name,
+        name: body.name,
+        routes: normalize_routes(&body.routes)?,
+        env: Default::default(),
+        active_version: None,
+        versions: 0,
+        created_at: now(),
+    };
+    let stored = record.clone();
+    state.blocking(move |s| s.create_app(stored)).await?;
+    Ok((StatusCode::CREATED, Json(view(record))))
+}
+
+pub async fn list(
+    TenantAuth(tenant): TenantAuth,
+    State(state): State<Arc<ApiState>>,
+) -> ApiResult<Json<Vec<App>>> {
+    let apps = state.blocking(move |s| s.apps(&tenant.name)).await?;
+    Ok(Json(apps.into_iter().map(view).collect()))
+}
+
+pub async fn show(
+    TenantAuth(tenant): TenantAuth,
+    State(state): State<Arc<ApiState>>,
+    Path(app): Path<String>,
+) -> ApiResult<Json<App>> {
+    Ok(Json(view(load(&state, &tenant.name, &app).await?)))
+}
+
+pub async fn delete(
+    TenantAuth(tenant): TenantAuth,
+    State(state): State<Arc<ApiState>>,
+    Path(app): Path<String>,
+) -> ApiResult<StatusCode> {
+    state
+        .blocking(move |s| s.delete_app(&tenant.name, &app))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn set_routes(
+    TenantAuth(tenant): TenantAuth,
+    State(state): State<Arc<ApiState>>,
+    Path(app): Path<String>,
+    body: JsonBody<SetRoutes>,
+) -> ApiResult<Json<App>> {
+    let routes = normalize_routes(&json(body)?.routes)?;
+    let (t, a) = (tenant.name.clone(), app.clone());
+    state
+        .blocking(move |s| s.set_routes(&t, &a, routes))
+        .await?;
+    Ok(Json(view(load(&state, &tenant.name, &app).await?)))
+}
+
+/// Largest environment accepted: keeps snapshots small.
+const MAX_ENV_BYTES: usize = 64 * 1024;
+
+pub async fn set_env(
+    TenantAuth(tenant): TenantAuth,
+    State(state): State<Arc<ApiState>>,
+    Path(app): Path<String>,
+    body: JsonBody<SetEnv>,
+) -> ApiResult<Json<App>> {
+    let env = json(body)?;
+    let mut size = 0;
+    for (k, v) in &env {
+        if k.is_empty() || k.contains(['=', '\0']) || v.contains('\0') {
+            return Err(ApiError::bad_request(
+                "bad_env",
+                format!("environment variable names must be non-empty without '=' or NUL: {k:?}"),
+            ));
+        }
+        size += k.len() + v.len();
+    }
+    if size > MAX_ENV_BYTES {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "env_too_large",
+            format!("the environment may hold at most {MAX_ENV_BYTES} bytes"),
+        ));
+    }
+    let (t, a) = (tenant.name.clone(), app.clone());
+    state.blocking(move |s| s.set_env(&t, &a, env)).await?;
+    Ok(Json(view(load(&state, &tenant.name, &app).await?)))
+}
+
+fn deployment(d: DeploymentRecord) -> Deployment {
+    Deployment {
+        version: d.version,
+        digest: d.digest,
+        size: d.size,
+        created_at: d.created_at,
+    }
+}
+
+pub async fn deploy(
+    TenantAuth(tenant): TenantAuth,
+    State(state): State<Arc<ApiState>>,
+    Path(app): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<(StatusCode, Json<Deployment>)> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if content_type != "application/wasm" {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "bad_content_type",
+            "upload the component with Content-Type: application/wasm",
+        ));
+    }
+    // The app must exist before we spend CPU on its upload.
+    load(&state, &tenant.name, &app).await?;
+    let max = state.max_module_bytes;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "module_too_large",
+            format!("components may be at most {max} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max) {
+        return Err(too_large());
+    }
+    let limit = usize::try_from(max).unwrap_or(usize::MAX);
+    let wasm: Bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| too_large())?;
+    if wasm.is_empty() {
+        return Err(ApiError::bad_request("bad_wasm", "the upload is empty"));
+    }
+
+    let digest = format!("sha256:{}", hex(&Sha256::digest(&wasm)));
+    // Compile with the nodes' engine configuration, off the async workers.
+    let validator = state.validator.clone();
+    let checked = wasm.clone();
+    let what = format!("app {app:?}");
+    tokio::task::spawn_blocking(move || validator.check(&what, &checked).map(|_| ()))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(|e| ApiError::bad_request("bad_wasm", e.to_string()))?;
+
+    let size = wasm.len() as u64;
+    let (t, a, d) = (tenant.name.clone(), app.clone(), digest.clone());
+    let (record, _revision) = state
+        .blocking(move |s| {
+            s.put_module(&d, &wasm)?;
+            s.deploy(&t, &a, &d, size, now())
+        })
+        .await?;
+    Ok((StatusCode::CREATED, Json(deployment(record))))
+}
+
+pub async fn deployments(
+    TenantAuth(tenant): TenantAuth,
+    State(state): State<Arc<ApiState>>,
+    Path(app): Path<String>,
+) -> ApiResult<Json<Vec<Deployment>>> {
+    load(&state, &tenant.name, &app).await?;
+    let list = state
+        .blocking(move |s| s.deployments(&tenant.name, &app))
+        .await?;
+    Ok(Json(list.into_iter().map(deployment).collect()))
+}
+
+pub async fn rollback(
+    TenantAuth(tenant): TenantAuth,
+    State(state): State<Arc<ApiState>>,
+    Path(app): Path<String>,
+    body: JsonBody<Rollback>,
+) -> ApiResult<Json<App>> {
+    let Rollback { version } = json(body)?;
+    let (t, a) = (tenant.name.clone(), app.clone());
+    state.blocking(move |s| s.rollback(&t, &a, version)).await?;
+    Ok(Json(view(load(&state, &tenant.name, &app).await?)))
+}
+
+pub async fn module(
+    _: NodeAuth,
+    State(state): State<Arc<ApiState>>,
+    Path(digest): Path<String>,
+) -> ApiResult<Response> {
+    let key = digest.clone();
+    match state.blocking(move |s| s.module(&key)).await? {
+        Some(bytes) => Ok((
+            [(header::CONTENT_TYPE, "application/wasm")],
+            Bytes::from(bytes),
+        )
+            .into_response()),
+        None => Err(ApiError::not_found(format!("no module {digest}"))),
+    }
+}

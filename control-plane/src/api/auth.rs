@@ -1,0 +1,137 @@
+//! Bearer tokens: generated with the OS RNG, shown once, stored only as
+//! sha256 (they carry 256 bits of entropy, so a fast hash is enough — a
+//! password hash would add nothing), compared in constant time.
+
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use sha2::{Digest, Sha256};
+
+use super::ApiState;
+use super::error::ApiError;
+use crate::store::TenantRecord;
+
+/// A new random token: `opt_` + 64 hex digits.
+pub fn new_token() -> String {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).expect("the OS random number generator works");
+    format!("opt_{}", hex(&bytes))
+}
+
+/// sha256 of a token, hex.
+pub fn token_sha256(token: &str) -> String {
+    hex(&Sha256::digest(token.as_bytes()))
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Equality that takes the same time wherever the first difference is.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get(AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+/// The caller presented the admin token.
+pub struct Admin;
+
+/// The caller presented a tenant's token.
+pub struct TenantAuth(pub TenantRecord);
+
+/// The caller presented the node token.
+pub struct NodeAuth;
+
+impl FromRequestParts<Arc<ApiState>> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<ApiState>,
+    ) -> Result<Self, ApiError> {
+        let token = bearer(parts).ok_or_else(ApiError::unauthorized)?;
+        let hash = token_sha256(token);
+        if constant_time_eq(hash.as_bytes(), state.admin_token_sha256.as_bytes()) {
+            return Ok(Admin);
+        }
+        // A valid token of another kind is forbidden here, not unknown.
+        if constant_time_eq(hash.as_bytes(), state.node_token_sha256.as_bytes())
+            || state.tenant_by_token_hash(hash).await?.is_some()
+        {
+            return Err(ApiError::forbidden("this needs the admin token"));
+        }
+        Err(ApiError::unauthorized())
+    }
+}
+
+impl FromRequestParts<Arc<ApiState>> for TenantAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<ApiState>,
+    ) -> Result<Self, ApiError> {
+        let token = bearer(parts).ok_or_else(ApiError::unauthorized)?;
+        let hash = token_sha256(token);
+        if constant_time_eq(hash.as_bytes(), state.admin_token_sha256.as_bytes())
+            || constant_time_eq(hash.as_bytes(), state.node_token_sha256.as_bytes())
+        {
+            return Err(ApiError::forbidden("this needs a tenant token"));
+        }
+        match state.tenant_by_token_hash(hash).await? {
+            Some(tenant) => Ok(TenantAuth(tenant)),
+            None => Err(ApiError::unauthorized()),
+        }
+    }
+}
+
+impl FromRequestParts<Arc<ApiState>> for NodeAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<ApiState>,
+    ) -> Result<Self, ApiError> {
+        let token = bearer(parts).ok_or_else(ApiError::unauthorized)?;
+        let hash = token_sha256(token);
+        if constant_time_eq(hash.as_bytes(), state.node_token_sha256.as_bytes()) {
+            Ok(NodeAuth)
+        } else if constant_time_eq(hash.as_bytes(), state.admin_token_sha256.as_bytes()) {
+            Err(ApiError::forbidden("this needs the node token"))
+        } else {
+            Err(ApiError::unauthorized())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_random_and_hash_to_hex() {
+        let a = new_token();
+        let b = new_token();
+        assert_ne!(a, b);
+        assert!(a.starts_with("opt_") && a.len() == 68, "{a}");
+        assert_eq!(
+            token_sha256("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert!(constant_time_eq(b"same", b"same"));
+        assert!(!constant_time_eq(b"same", b"sane"));
+        assert!(!constant_time_eq(b"same", b"same!"));
+    }
+}

@@ -1,0 +1,89 @@
+//! The one place API errors become responses: the JSON error body with the
+//! right status.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use outpost_proto::ErrorBody;
+
+use crate::store::StoreError;
+
+/// An error answered to an API client.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    /// An error with this status, code and message.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// 400 with `code`.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// 401: no or unknown token.
+    pub fn unauthorized() -> ApiError {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or invalid bearer token",
+        )
+    }
+
+    /// 403: a valid token without the right to this.
+    pub fn forbidden(message: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    /// 404.
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// The status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match e {
+            StoreError::Exists(_) => Self::new(StatusCode::CONFLICT, "exists", e.to_string()),
+            // The owner is another tenant's business: not named here.
+            StoreError::RouteTaken { ref route, .. } => Self::new(
+                StatusCode::CONFLICT,
+                "route_taken",
+                format!("route {route} is already served by another app"),
+            ),
+            StoreError::NotFound(_) => Self::not_found(e.to_string()),
+            StoreError::Backend(ref why) => {
+                tracing::error!(error = %why, "storage failure");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage_unavailable",
+                    "the control plane cannot store changes right now; nothing was changed",
+                )
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(ErrorBody::new(self.code, self.message))).into_response()
+    }
+}
+
+/// `Result` for handlers.
+pub type ApiResult<T> = Result<T, ApiError>;

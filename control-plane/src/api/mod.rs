@@ -1,0 +1,109 @@
+//! The REST API (axum): tenants (admin token), apps and deployments
+//! (tenant token), modules (node token). JSON in and out; every error is
+//! the `{"error": {"code", "message"}}` body from [`error`].
+
+mod apps;
+pub mod auth;
+pub mod error;
+mod tenants;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post, put};
+use outpost_edge_node::runtime::Runtime;
+
+use crate::store::{Store, StoreError, TenantRecord};
+use error::ApiResult;
+
+/// Largest component accepted at upload: 50 MiB, as in DESIGN.md.
+pub const DEFAULT_MAX_MODULE_BYTES: u64 = 50 * 1024 * 1024;
+
+/// Shared state of the API handlers.
+pub struct ApiState {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) admin_token_sha256: String,
+    pub(crate) node_token_sha256: String,
+    /// Compiles uploads with the same engine configuration as the nodes,
+    /// so a component that passes here loads there.
+    pub(crate) validator: Arc<Runtime>,
+    pub(crate) max_module_bytes: u64,
+}
+
+impl ApiState {
+    /// State over `store`, with the admin and node tokens in clear (only
+    /// their hashes are kept).
+    pub fn new(
+        store: Arc<dyn Store>,
+        admin_token: &str,
+        node_token: &str,
+        validator: Arc<Runtime>,
+        max_module_bytes: u64,
+    ) -> Arc<ApiState> {
+        Arc::new(ApiState {
+            store,
+            admin_token_sha256: auth::token_sha256(admin_token),
+            node_token_sha256: auth::token_sha256(node_token),
+            validator,
+            max_module_bytes,
+        })
+    }
+
+    /// Runs a store operation on the blocking pool (sled flushes to disk).
+    pub(crate) async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> ApiResult<T> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(&*store))
+            .await
+            .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
+            .map_err(Into::into)
+    }
+
+    pub(crate) async fn tenant_by_token_hash(
+        &self,
+        hash: String,
+    ) -> ApiResult<Option<TenantRecord>> {
+        self.blocking(move |s| s.tenant_by_token(&hash)).await
+    }
+}
+
+/// The API's routes.
+pub fn router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/v1/tenants", post(tenants::create).get(tenants::list))
+        .route("/v1/tenants/{tenant}/limits", put(tenants::set_limits))
+        .route("/v1/apps", post(apps::create).get(apps::list))
+        .route("/v1/apps/{app}", get(apps::show).delete(apps::delete))
+        .route("/v1/apps/{app}/routes", put(apps::set_routes))
+        .route("/v1/apps/{app}/env", put(apps::set_env))
+        .route(
+            "/v1/apps/{app}/deployments",
+            post(apps::deploy).get(apps::deployments),
+        )
+        .route("/v1/apps/{app}/rollback", post(apps::rollback))
+        .route("/v1/modules/{digest}", get(apps::module))
+        .fallback(|| async { error::ApiError::not_found("no such endpoint") })
+        .with_state(state)
+}
+
+/// Tenant and app names: 1-63 of `a-z`, `0-9`, `-`, starting with a
+/// letter or digit (they appear in metric labels and keys).
+pub(crate) fn check_name(kind: &str, name: &str) -> ApiResult<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(error::ApiError::bad_request(
+            "bad_name",
+            format!("{kind} names are 1-63 characters of a-z, 0-9 and '-', not starting with '-'"),
+        ))
+    }
+}

@@ -1,0 +1,98 @@
+//! Admin endpoints: tenants and their limits.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use outpost_proto::{CreateTenant, Limits, Tenant, TenantCreated};
+
+use super::auth::{self, Admin};
+use super::error::{ApiError, ApiResult};
+use super::{ApiState, check_name};
+use crate::store::{TenantRecord, now};
+
+pub async fn create(
+    _: Admin,
+    State(state): State<Arc<ApiState>>,
+    body: Result<Json<CreateTenant>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<(StatusCode, Json<TenantCreated>)> {
+    let Json(body) = body.map_err(|e| ApiError::bad_request("bad_json", e.body_text()))?;
+    check_name("tenant", &body.name)?;
+    let token = auth::new_token();
+    let record = TenantRecord {
+        name: body.name.clone(),
+        token_sha256: auth::token_sha256(&token),
+        limits: Limits::default(),
+        created_at: now(),
+    };
+    state.blocking(move |s| s.create_tenant(record)).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(TenantCreated {
+            name: body.name,
+            token,
+        }),
+    ))
+}
+
+pub async fn list(_: Admin, State(state): State<Arc<ApiState>>) -> ApiResult<Json<Vec<Tenant>>> {
+    let (tenants, apps) = state
+        .blocking(|s| Ok((s.tenants()?, s.all_apps()?)))
+        .await?;
+    Ok(Json(
+        tenants
+            .into_iter()
+            .map(|t| Tenant {
+                apps: apps.iter().filter(|a| a.tenant == t.name).count() as u64,
+                name: t.name,
+                limits: t.limits,
+            })
+            .collect(),
+    ))
+}
+
+pub async fn set_limits(
+    _: Admin,
+    State(state): State<Arc<ApiState>>,
+    Path(tenant): Path<String>,
+    body: Result<Json<Limits>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<Json<Tenant>> {
+    let Json(limits) = body.map_err(|e| ApiError::bad_request("bad_json", e.body_text()))?;
+    check_limits(&limits)?;
+    let name = tenant.clone();
+    let stored = limits.clone();
+    state
+        .blocking(move |s| s.set_tenant_limits(&name, stored))
+        .await?;
+    let name = tenant.clone();
+    let apps = state.blocking(move |s| s.apps(&name)).await?;
+    Ok(Json(Tenant {
+        name: tenant,
+        limits,
+        apps: apps.len() as u64,
+    }))
+}
+
+/// Limits that would make every request fail are refused.
+fn check_limits(l: &Limits) -> ApiResult<()> {
+    let zero = [
+        ("fuel", l.fuel == Some(0)),
+        ("memory_mib", l.memory_mib == Some(0)),
+        ("timeout_ms", l.timeout_ms == Some(0)),
+        ("max_concurrency", l.max_concurrency == Some(0)),
+    ];
+    if let Some((field, _)) = zero.iter().find(|(_, z)| *z) {
+        return Err(ApiError::bad_request(
+            "bad_limits",
+            format!("{field} must be greater than 0"),
+        ));
+    }
+    if l.memory_mib.is_some_and(|m| m > 4096) {
+        return Err(ApiError::bad_request(
+            "bad_limits",
+            "memory_mib must be at most 4096 (the wasm32 address space)",
+        ));
+    }
+    Ok(())
+}

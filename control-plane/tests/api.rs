@@ -1,0 +1,468 @@
+//! The REST API driven through its axum router (no sockets), over a real
+//! sled store in a temp dir and a real wasmtime validator.
+
+use std::sync::{Arc, OnceLock};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use outpost_control_plane::api::{self, ApiState};
+use outpost_control_plane::store::{SledStore, Store};
+use outpost_edge_node::metrics::Metrics;
+use outpost_edge_node::runtime::{PoolConfig, Runtime};
+use outpost_test_fixtures as fixtures;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+const ADMIN: &str = "admin-secret";
+const NODE: &str = "node-secret";
+const MAX_MODULE: u64 = 1024 * 1024;
+
+/// One validator per test binary: engines are not free to build.
+fn validator() -> Arc<Runtime> {
+    static V: OnceLock<Arc<Runtime>> = OnceLock::new();
+    V.get_or_init(|| {
+        let pool = PoolConfig {
+            enabled: false,
+            ..PoolConfig::default()
+        };
+        Arc::new(Runtime::new(&pool, Metrics::new()).unwrap())
+    })
+    .clone()
+}
+
+struct Api {
+    _dir: tempfile::TempDir,
+    router: Router,
+    store: Arc<dyn Store>,
+}
+
+struct Reply {
+    status: StatusCode,
+    body: Value,
+    raw: String,
+}
+
+impl Api {
+    fn new() -> Api {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
+        let state = ApiState::new(store.clone(), ADMIN, NODE, validator(), MAX_MODULE);
+        Api {
+            _dir: dir,
+            router: api::router(state),
+            store,
+        }
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Body,
+        ctype: &str,
+    ) -> Reply {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let req = req.header("content-type", ctype).body(body).unwrap();
+        let resp = self.router.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let raw = String::from_utf8_lossy(&bytes).into_owned();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Reply { status, body, raw }
+    }
+
+    async fn json(&self, method: &str, path: &str, token: Option<&str>, body: Value) -> Reply {
+        self.call(
+            method,
+            path,
+            token,
+            Body::from(body.to_string()),
+            "application/json",
+        )
+        .await
+    }
+
+    async fn get(&self, path: &str, token: Option<&str>) -> Reply {
+        self.call("GET", path, token, Body::empty(), "application/json")
+            .await
+    }
+
+    async fn deploy(&self, app: &str, token: &str, wasm: Vec<u8>) -> Reply {
+        self.call(
+            "POST",
+            &format!("/v1/apps/{app}/deployments"),
+            Some(token),
+            Body::from(wasm),
+            "application/wasm",
+        )
+        .await
+    }
+
+    /// Creates a tenant; returns its token.
+    async fn tenant(&self, name: &str) -> String {
+        let r = self
+            .json("POST", "/v1/tenants", Some(ADMIN), json!({"name": name}))
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.raw);
+        assert_eq!(r.body["name"], name);
+        r.body["token"].as_str().unwrap().to_string()
+    }
+
+    async fn app(&self, token: &str, name: &str, routes: &[&str]) -> Reply {
+        self.json(
+            "POST",
+            "/v1/apps",
+            Some(token),
+            json!({"name": name, "routes": routes}),
+        )
+        .await
+    }
+}
+
+fn assert_error(r: &Reply, status: StatusCode, code: &str) {
+    assert_eq!(r.status, status, "{}", r.raw);
+    assert_eq!(r.body["error"]["code"], code, "{}", r.raw);
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty())
+    );
+}
+
+#[tokio::test]
+async fn tokens_gate_every_endpoint() {
+    let api = Api::new();
+    let acme = api.tenant("acme").await;
+    assert_error(
+        &api.get("/v1/tenants", None).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    );
+    assert_error(
+        &api.get("/v1/tenants", Some("nope")).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    );
+    assert_error(
+        &api.get("/v1/tenants", Some(&acme)).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    );
+    assert_error(
+        &api.get("/v1/apps", Some(ADMIN)).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    );
+    assert_error(
+        &api.get("/v1/apps", Some(NODE)).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    );
+    assert_error(
+        &api.get("/v1/apps", None).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    );
+    assert_error(
+        &api.get("/v1/modules/sha256:x", Some(&acme)).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    );
+    assert_eq!(
+        api.get("/v1/apps", Some(&acme)).await.status,
+        StatusCode::OK
+    );
+    assert_error(
+        &api.get("/v1/nothing", Some(&acme)).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+}
+
+#[tokio::test]
+async fn tenants_are_created_once_and_listed_without_tokens() {
+    let api = Api::new();
+    let token = api.tenant("acme").await;
+    assert!(token.starts_with("opt_"));
+    let dup = api
+        .json("POST", "/v1/tenants", Some(ADMIN), json!({"name": "acme"}))
+        .await;
+    assert_error(&dup, StatusCode::CONFLICT, "exists");
+    for bad in ["", "Acme", "-x", "a/b", &"x".repeat(64)] {
+        let r = api
+            .json("POST", "/v1/tenants", Some(ADMIN), json!({"name": bad}))
+            .await;
+        assert_error(&r, StatusCode::BAD_REQUEST, "bad_name");
+    }
+    let r = api
+        .json("POST", "/v1/tenants", Some(ADMIN), json!({"nom": "x"}))
+        .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "bad_json");
+    let list = api.get("/v1/tenants", Some(ADMIN)).await;
+    assert_eq!(
+        list.body,
+        json!([{"name": "acme", "limits": {}, "apps": 0}])
+    );
+    assert!(!list.raw.contains(&token));
+
+    let r = api
+        .json(
+            "PUT",
+            "/v1/tenants/acme/limits",
+            Some(ADMIN),
+            json!({"fuel": 1000, "memory_mib": 64}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    assert_eq!(r.body["limits"], json!({"fuel": 1000, "memory_mib": 64}));
+    let r = api
+        .json(
+            "PUT",
+            "/v1/tenants/acme/limits",
+            Some(ADMIN),
+            json!({"timeout_ms": 0}),
+        )
+        .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "bad_limits");
+    let r = api
+        .json("PUT", "/v1/tenants/ghost/limits", Some(ADMIN), json!({}))
+        .await;
+    assert_error(&r, StatusCode::NOT_FOUND, "not_found");
+}
+
+#[tokio::test]
+async fn one_tenant_can_neither_see_nor_touch_anothers_apps() {
+    let api = Api::new();
+    let a = api.tenant("a").await;
+    let b = api.tenant("b").await;
+    assert_eq!(
+        api.app(&a, "web", &["a.example.com"]).await.status,
+        StatusCode::CREATED
+    );
+    assert_error(
+        &api.get("/v1/apps/web", Some(&b)).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    assert_eq!(api.get("/v1/apps", Some(&b)).await.body, json!([]));
+    let del = api
+        .call("DELETE", "/v1/apps/web", Some(&b), Body::empty(), "")
+        .await;
+    assert_error(&del, StatusCode::NOT_FOUND, "not_found");
+    assert_error(
+        &api.deploy("web", &b, fixtures::hello("x")).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    let env = api
+        .json("PUT", "/v1/apps/web/env", Some(&b), json!({"K": "v"}))
+        .await;
+    assert_error(&env, StatusCode::NOT_FOUND, "not_found");
+    // The same app name is B's own business; the route is not.
+    let clash = api.app(&b, "web", &["A.Example.com"]).await;
+    assert_error(&clash, StatusCode::CONFLICT, "route_taken");
+    assert!(
+        !clash.raw.contains("a/web"),
+        "the owner leaked: {}",
+        clash.raw
+    );
+    assert_eq!(
+        api.app(&b, "web", &["b.example.com"]).await.status,
+        StatusCode::CREATED
+    );
+    // A's app is untouched.
+    let shown = api.get("/v1/apps/web", Some(&a)).await;
+    assert_eq!(shown.body["routes"], json!(["a.example.com"]));
+}
+
+#[tokio::test]
+async fn deploy_list_and_roll_back() {
+    let api = Api::new();
+    let t = api.tenant("acme").await;
+    let created = api
+        .app(&t, "web", &["web.example.com", "api.example.com/v2/"])
+        .await;
+    assert_eq!(
+        created.body["routes"],
+        json!(["web.example.com", "api.example.com/v2"])
+    );
+    assert_eq!(created.body["active_version"], Value::Null);
+
+    let v1 = api.deploy("web", &t, fixtures::hello("v1")).await;
+    assert_eq!(v1.status, StatusCode::CREATED, "{}", v1.raw);
+    assert_eq!(v1.body["version"], 1);
+    let digest = v1.body["digest"].as_str().unwrap().to_string();
+    assert!(
+        digest.starts_with("sha256:") && digest.len() == 71,
+        "{digest}"
+    );
+    let v2 = api.deploy("web", &t, fixtures::hello("v2")).await;
+    assert_eq!(v2.body["version"], 2);
+    assert_eq!(
+        api.get("/v1/apps/web", Some(&t)).await.body["active_version"],
+        2
+    );
+
+    let back = api
+        .json(
+            "POST",
+            "/v1/apps/web/rollback",
+            Some(&t),
+            json!({"version": 1}),
+        )
+        .await;
+    assert_eq!(back.status, StatusCode::OK, "{}", back.raw);
+    assert_eq!(back.body["active_version"], 1);
+    let nope = api
+        .json(
+            "POST",
+            "/v1/apps/web/rollback",
+            Some(&t),
+            json!({"version": 9}),
+        )
+        .await;
+    assert_error(&nope, StatusCode::NOT_FOUND, "not_found");
+    assert_eq!(
+        api.get("/v1/apps/web", Some(&t)).await.body["active_version"],
+        1
+    );
+
+    let list = api.get("/v1/apps/web/deployments", Some(&t)).await;
+    let versions: Vec<_> = list
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["version"].clone())
+        .collect();
+    assert_eq!(versions, [json!(1), json!(2)]);
+
+    // Nodes fetch the module by digest with the node token.
+    let module = api.get(&format!("/v1/modules/{digest}"), Some(NODE)).await;
+    assert_eq!(module.status, StatusCode::OK);
+    assert_error(
+        &api.get("/v1/modules/sha256:none", Some(NODE)).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+}
+
+#[tokio::test]
+async fn bad_uploads_are_refused_with_a_reason_and_change_nothing() {
+    let api = Api::new();
+    let t = api.tenant("acme").await;
+    api.app(&t, "web", &["web.example.com"]).await;
+    let revision = api.store.revision().unwrap();
+    for (wasm, code, needle) in [
+        (b"not wasm at all".to_vec(), "bad_wasm", "magic header"),
+        (fixtures::core_module(), "bad_wasm", "component"),
+        (fixtures::no_handler(), "bad_wasm", "incoming-handler"),
+        (fixtures::unknown_import(), "bad_wasm", "outpost:missing"),
+        (Vec::new(), "bad_wasm", "empty"),
+    ] {
+        let r = api.deploy("web", &t, wasm).await;
+        assert_error(&r, StatusCode::BAD_REQUEST, code);
+        let msg = r.body["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(needle), "{msg:?} lacks {needle:?}");
+    }
+    let big = api
+        .deploy("web", &t, vec![0; MAX_MODULE as usize + 1])
+        .await;
+    assert_error(&big, StatusCode::PAYLOAD_TOO_LARGE, "module_too_large");
+    let wrong_type = api
+        .call(
+            "POST",
+            "/v1/apps/web/deployments",
+            Some(&t),
+            Body::from(fixtures::hello("x")),
+            "text/plain",
+        )
+        .await;
+    assert_error(
+        &wrong_type,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "bad_content_type",
+    );
+    let app = api.get("/v1/apps/web", Some(&t)).await;
+    assert_eq!(app.body["versions"], 0);
+    assert_eq!(app.body["active_version"], Value::Null);
+    assert_eq!(
+        api.store.revision().unwrap(),
+        revision,
+        "a refused upload bumped the revision"
+    );
+}
+
+#[tokio::test]
+async fn env_values_are_stored_but_never_echoed() {
+    let api = Api::new();
+    let t = api.tenant("acme").await;
+    api.app(&t, "web", &["web.example.com"]).await;
+    let r = api
+        .json(
+            "PUT",
+            "/v1/apps/web/env",
+            Some(&t),
+            json!({"API_KEY": "s3cr3t-value", "MODE": "prod"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    assert_eq!(r.body["env_keys"], json!(["API_KEY", "MODE"]));
+    assert!(!r.raw.contains("s3cr3t-value"));
+    assert!(
+        !api.get("/v1/apps/web", Some(&t))
+            .await
+            .raw
+            .contains("s3cr3t-value")
+    );
+    let stored = api.store.app("acme", "web").unwrap().unwrap();
+    assert_eq!(stored.env["API_KEY"], "s3cr3t-value");
+    let bad = api
+        .json("PUT", "/v1/apps/web/env", Some(&t), json!({"A=B": "x"}))
+        .await;
+    assert_error(&bad, StatusCode::BAD_REQUEST, "bad_env");
+}
+
+#[tokio::test]
+async fn routes_are_validated_normalized_and_movable() {
+    let api = Api::new();
+    let t = api.tenant("acme").await;
+    for bad in [
+        vec!["bad host"],
+        vec!["a.example.com:80"],
+        vec!["a.example.com", "A.example.com"],
+    ] {
+        let r = api.app(&t, "web", &bad).await;
+        assert_error(&r, StatusCode::BAD_REQUEST, "bad_route");
+    }
+    api.app(&t, "web", &["one.example.com"]).await;
+    let r = api
+        .json(
+            "PUT",
+            "/v1/apps/web/routes",
+            Some(&t),
+            json!({"routes": ["Two.Example.com/x/"]}),
+        )
+        .await;
+    assert_eq!(r.body["routes"], json!(["two.example.com/x"]));
+    // The released route is free again.
+    assert_eq!(
+        api.app(&t, "other", &["one.example.com"]).await.status,
+        StatusCode::CREATED
+    );
+    let del = api
+        .call("DELETE", "/v1/apps/web", Some(&t), Body::empty(), "")
+        .await;
+    assert_eq!(del.status, StatusCode::NO_CONTENT);
+    assert_error(
+        &api.get("/v1/apps/web", Some(&t)).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+}
