@@ -5,8 +5,11 @@
 //! global revision on every change so edge nodes can follow it, and serves
 //! the REST API ([`api`]) that tenants and admins drive.
 //!
-//! Not here yet: the watch stream that pushes changes to nodes, the
-//! OpenAPI document and the `control-plane` binary (issue 3 continues).
+//! Edge nodes follow it through the watch stream ([`watch`]).
+//!
+//! Not here yet: nodes consuming that stream (sync mode), the OpenAPI
+//! document and the `control-plane` binary (issue 3 continues).
 
 pub mod api;
 pub mod store;
+pub mod watch;

@@ -466,3 +466,81 @@ async fn routes_are_validated_normalized_and_movable() {
         "not_found",
     );
 }
+
+/// Reads the next NDJSON event from a watch stream (bounded wait).
+async fn next_event(body: &mut Body) -> Value {
+    let frame = tokio::time::timeout(std::time::Duration::from_secs(10), body.frame())
+        .await
+        .expect("an event within 10 s")
+        .expect("the stream is open")
+        .unwrap();
+    let data = frame.into_data().unwrap();
+    assert!(data.ends_with(b"\n"), "events are newline-terminated");
+    serde_json::from_slice(&data).unwrap()
+}
+
+#[tokio::test]
+async fn nodes_watch_a_snapshot_then_each_newer_state() {
+    let api = Api::new();
+    let t = api.tenant("acme").await;
+    api.app(&t, "web", &["web.example.com"]).await;
+    api.app(&t, "idle", &["idle.example.com"]).await;
+    let v1 = api.deploy("web", &t, fixtures::hello("v1")).await;
+    api.json(
+        "PUT",
+        "/v1/tenants/acme/limits",
+        Some(ADMIN),
+        json!({"fuel": 5000}),
+    )
+    .await;
+
+    let req = Request::get("/v1/nodes/watch?revision=0")
+        .header("authorization", format!("Bearer {NODE}"))
+        .body(Body::empty())
+        .unwrap();
+    let resp = api.router.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["content-type"], "application/x-ndjson");
+    let mut body = resp.into_body();
+
+    let first = next_event(&mut body).await;
+    assert_eq!(first["type"], "snapshot");
+    let apps = &first["snapshot"]["apps"];
+    // Only apps with an active version are served.
+    assert_eq!(apps.as_object().unwrap().len(), 1, "{first}");
+    let web = &apps["acme/web"];
+    assert_eq!(web["digest"], v1.body["digest"]);
+    assert_eq!(web["routes"], json!(["web.example.com"]));
+    assert_eq!(web["limits"], json!({"fuel": 5000}));
+    let r1 = first["snapshot"]["revision"].as_u64().unwrap();
+
+    let v2 = api.deploy("web", &t, fixtures::hello("v2")).await;
+    let second = next_event(&mut body).await;
+    assert_eq!(second["type"], "snapshot");
+    assert!(second["snapshot"]["revision"].as_u64().unwrap() > r1);
+    assert_eq!(
+        second["snapshot"]["apps"]["acme/web"]["digest"],
+        v2.body["digest"]
+    );
+
+    let del = api
+        .call("DELETE", "/v1/apps/web", Some(&t), Body::empty(), "")
+        .await;
+    assert_eq!(del.status, StatusCode::NO_CONTENT);
+    let third = next_event(&mut body).await;
+    assert_eq!(third["snapshot"]["apps"], json!({}));
+
+    // A node already at the current revision gets a heartbeat, not a snapshot.
+    let current = api.store.revision().unwrap();
+    let req = Request::get(format!("/v1/nodes/watch?revision={current}"))
+        .header("authorization", format!("Bearer {NODE}"))
+        .body(Body::empty())
+        .unwrap();
+    let mut body = api.router.clone().oneshot(req).await.unwrap().into_body();
+    let hello = next_event(&mut body).await;
+    assert_eq!(hello, json!({"type": "heartbeat", "revision": current}));
+
+    // Only the node token may watch.
+    let r = api.get("/v1/nodes/watch", Some(&t)).await;
+    assert_error(&r, StatusCode::UNAUTHORIZED, "unauthorized");
+}

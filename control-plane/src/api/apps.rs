@@ -81,7 +81,7 @@ pub async fn create(
         created_at: now(),
     };
     let stored = record.clone();
-    state.blocking(move |s| s.create_app(stored)).await?;
+    state.mutate(move |s| s.create_app(stored)).await?;
     Ok((StatusCode::CREATED, Json(view(record))))
 }
 
@@ -107,7 +107,7 @@ pub async fn delete(
     Path(app): Path<String>,
 ) -> ApiResult<StatusCode> {
     state
-        .blocking(move |s| s.delete_app(&tenant.name, &app))
+        .mutate(move |s| s.delete_app(&tenant.name, &app))
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -120,9 +120,7 @@ pub async fn set_routes(
 ) -> ApiResult<Json<App>> {
     let routes = normalize_routes(&json(body)?.routes)?;
     let (t, a) = (tenant.name.clone(), app.clone());
-    state
-        .blocking(move |s| s.set_routes(&t, &a, routes))
-        .await?;
+    state.mutate(move |s| s.set_routes(&t, &a, routes)).await?;
     Ok(Json(view(load(&state, &tenant.name, &app).await?)))
 }
 
@@ -154,7 +152,7 @@ pub async fn set_env(
         ));
     }
     let (t, a) = (tenant.name.clone(), app.clone());
-    state.blocking(move |s| s.set_env(&t, &a, env)).await?;
+    state.mutate(move |s| s.set_env(&t, &a, env)).await?;
     Ok(Json(view(load(&state, &tenant.name, &app).await?)))
 }
 
@@ -222,12 +220,13 @@ pub async fn deploy(
 
     let size = wasm.len() as u64;
     let (t, a, d) = (tenant.name.clone(), app.clone(), digest.clone());
-    let (record, _revision) = state
+    let (record, revision) = state
         .blocking(move |s| {
             s.put_module(&d, &wasm)?;
             s.deploy(&t, &a, &d, size, now())
         })
         .await?;
+    state.notify(revision);
     Ok((StatusCode::CREATED, Json(deployment(record))))
 }
 
@@ -251,7 +250,7 @@ pub async fn rollback(
 ) -> ApiResult<Json<App>> {
     let Rollback { version } = json(body)?;
     let (t, a) = (tenant.name.clone(), app.clone());
-    state.blocking(move |s| s.rollback(&t, &a, version)).await?;
+    state.mutate(move |s| s.rollback(&t, &a, version)).await?;
     Ok(Json(view(load(&state, &tenant.name, &app).await?)))
 }
 

@@ -13,7 +13,7 @@ use axum::Router;
 use axum::routing::{get, post, put};
 use outpost_edge_node::runtime::Runtime;
 
-use crate::store::{Store, StoreError, TenantRecord};
+use crate::store::{Revision, Store, StoreError, TenantRecord};
 use error::ApiResult;
 
 /// Largest component accepted at upload: 50 MiB, as in DESIGN.md.
@@ -28,6 +28,8 @@ pub struct ApiState {
     /// so a component that passes here loads there.
     pub(crate) validator: Arc<Runtime>,
     pub(crate) max_module_bytes: u64,
+    /// The latest revision, for watch streams to follow.
+    pub(crate) revision: tokio::sync::watch::Sender<Revision>,
 }
 
 impl ApiState {
@@ -40,7 +42,11 @@ impl ApiState {
         validator: Arc<Runtime>,
         max_module_bytes: u64,
     ) -> Arc<ApiState> {
+        // A store that cannot even report its revision will fail every
+        // request anyway; start from 0 and let the first write correct it.
+        let current = store.revision().unwrap_or(0);
         Arc::new(ApiState {
+            revision: tokio::sync::watch::Sender::new(current),
             store,
             admin_token_sha256: auth::token_sha256(admin_token),
             node_token_sha256: auth::token_sha256(node_token),
@@ -59,6 +65,28 @@ impl ApiState {
             .await
             .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
             .map_err(Into::into)
+    }
+
+    /// Like [`ApiState::blocking`] for a mutation: announces the new
+    /// revision to watching nodes once it is durable.
+    pub(crate) async fn mutate(
+        &self,
+        f: impl FnOnce(&dyn Store) -> Result<Revision, StoreError> + Send + 'static,
+    ) -> ApiResult<Revision> {
+        let revision = self.blocking(f).await?;
+        self.notify(revision);
+        Ok(revision)
+    }
+
+    /// Tells watchers about `revision` (never moves backwards).
+    pub(crate) fn notify(&self, revision: Revision) {
+        self.revision.send_if_modified(|current| {
+            let newer = revision > *current;
+            if newer {
+                *current = revision;
+            }
+            newer
+        });
     }
 
     pub(crate) async fn tenant_by_token_hash(
@@ -85,6 +113,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         )
         .route("/v1/apps/{app}/rollback", post(apps::rollback))
         .route("/v1/modules/{digest}", get(apps::module))
+        .route("/v1/nodes/watch", get(crate::watch::watch))
         .fallback(|| async { error::ApiError::not_found("no such endpoint") })
         .with_state(state)
 }

@@ -63,7 +63,7 @@ pub async fn set_limits(
     let name = tenant.clone();
     let stored = limits.clone();
     state
-        .blocking(move |s| s.set_tenant_limits(&name, stored))
+        .mutate(move |s| s.set_tenant_limits(&name, stored))
         .await?;
     let name = tenant.clone();
     let apps = state.blocking(move |s| s.apps(&name)).await?;

@@ -1,0 +1,165 @@
+//! The push stream to edge nodes: `GET /v1/nodes/watch?revision=N`.
+//!
+//! Nodes connect out (so they work behind NAT) with the node token and get
+//! newline-delimited JSON [`WatchEvent`]s: a full `snapshot` whenever the
+//! state is newer than what the node has, then a `heartbeat` every
+//! [`HEARTBEAT`] while nothing changes. Each stream follows a
+//! `tokio::sync::watch` of the latest revision, so a slow node skips the
+//! revisions it missed and gets the newest state next — it never queues
+//! work for the control plane or slows other nodes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use outpost_proto::{AppSpec, Limits, Snapshot, WatchEvent, app_key};
+use serde::Deserialize;
+
+use crate::api::ApiState;
+use crate::api::auth::NodeAuth;
+use crate::api::error::ApiResult;
+use crate::store::{Store, StoreError};
+
+/// How often an idle stream says it is alive.
+pub const HEARTBEAT: Duration = Duration::from_secs(15);
+
+/// Query of the watch request.
+#[derive(Debug, Deserialize)]
+pub struct WatchQuery {
+    /// The revision the node has applied (0 or absent: nothing).
+    #[serde(default)]
+    pub revision: u64,
+}
+
+/// Builds the snapshot of everything nodes should serve: every app with an
+/// active version, tenant limits merged into each.
+pub fn snapshot(store: &dyn Store) -> Result<Snapshot, StoreError> {
+    // Revision first: the apps read after it are at least that new, so a
+    // node never believes it has a change it has not seen.
+    let revision = store.revision()?;
+    let limits: BTreeMap<String, Limits> = store
+        .tenants()?
+        .into_iter()
+        .map(|t| (t.name, t.limits))
+        .collect();
+    let mut apps = BTreeMap::new();
+    for app in store.all_apps()? {
+        let Some(version) = app.active_version else {
+            continue;
+        };
+        let Some(deployment) = store
+            .deployments(&app.tenant, &app.name)?
+            .into_iter()
+            .find(|d| d.version == version)
+        else {
+            continue;
+        };
+        apps.insert(
+            app_key(&app.tenant, &app.name),
+            AppSpec {
+                limits: limits.get(&app.tenant).cloned().unwrap_or_default(),
+                tenant: app.tenant,
+                name: app.name,
+                routes: app.routes,
+                version,
+                digest: deployment.digest,
+                env: app.env,
+            },
+        );
+    }
+    Ok(Snapshot { revision, apps })
+}
+
+fn line(event: &WatchEvent) -> Bytes {
+    let mut bytes = serde_json::to_vec(event).expect("events serialize");
+    bytes.push(b'\n');
+    Bytes::from(bytes)
+}
+
+/// The handler.
+pub async fn watch(
+    _: NodeAuth,
+    State(state): State<Arc<ApiState>>,
+    Query(query): Query<WatchQuery>,
+) -> ApiResult<Response> {
+    // Subscribed before the snapshot is read: a change landing meanwhile
+    // is seen by the stream and sent if it is newer than the snapshot.
+    let changes = state.revision.subscribe();
+    let first = state.blocking(snapshot).await?;
+    let stream = async_stream(state, first, query.revision, changes);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-ndjson"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+type Item = Result<Bytes, std::io::Error>;
+
+/// The event stream: the first snapshot (unless the node is up to date),
+/// then one snapshot per newer revision, heartbeats in between.
+fn async_stream(
+    state: Arc<ApiState>,
+    first: Snapshot,
+    node_revision: u64,
+    mut changes: tokio::sync::watch::Receiver<u64>,
+) -> impl futures::Stream<Item = Item> + Send {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Item>(1);
+    tokio::spawn(async move {
+        let mut sent = node_revision;
+        if first.revision != node_revision || node_revision == 0 {
+            sent = first.revision;
+            if tx
+                .send(Ok(line(&WatchEvent::Snapshot { snapshot: first })))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        } else if tx
+            .send(Ok(line(&WatchEvent::Heartbeat { revision: sent })))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        loop {
+            let event = tokio::select! {
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    if *changes.borrow_and_update() <= sent {
+                        continue;
+                    }
+                    match state.blocking(snapshot).await {
+                        Ok(snapshot) => {
+                            sent = snapshot.revision;
+                            WatchEvent::Snapshot { snapshot }
+                        }
+                        // The node keeps its state; it will reconnect.
+                        Err(_) => return,
+                    }
+                }
+                _ = tokio::time::sleep(HEARTBEAT) => WatchEvent::Heartbeat { revision: sent },
+            };
+            // A node that stops reading fills the one-slot channel and this
+            // task waits on it alone; the node's connection dropping ends it.
+            if tx.send(Ok(line(&event))).await.is_err() {
+                return;
+            }
+        }
+    });
+    tokio_stream(rx)
+}
+
+fn tokio_stream(mut rx: tokio::sync::mpsc::Receiver<Item>) -> impl futures::Stream<Item = Item> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
