@@ -7,9 +7,14 @@
 //!
 //! Edge nodes follow it through the watch stream ([`watch`]).
 //!
-//! Not here yet: nodes consuming that stream (sync mode), the OpenAPI
-//! document and the `control-plane` binary (issue 3 continues).
+//! The `control-plane` binary (`main.rs`) is thin: [`config::Config`],
+//! [`store::SledStore::open`], bind, [`server::run`].
+//!
+//! Not here yet: nodes consuming the stream (sync mode), node status
+//! reports, `/metrics` and the OpenAPI document (issue 3 continues).
 
 pub mod api;
+pub mod config;
+pub mod server;
 pub mod store;
 pub mod watch;

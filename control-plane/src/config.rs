@@ -1,0 +1,182 @@
+//! Control-plane configuration: defaults, a TOML file, `OUTPOST_*`
+//! variables and flags, in rising order of precedence; every problem
+//! reported at once, before anything is opened or bound.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use serde::Deserialize;
+
+use crate::api::DEFAULT_MAX_MODULE_BYTES;
+
+/// Tokens shorter than this are refused: they guard the whole fleet.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// `control-plane` flags.
+#[derive(Debug, Default, Parser)]
+#[command(
+    name = "control-plane",
+    version,
+    about = "Outpost control plane: the tenant REST API, storage, and the stream edge nodes follow."
+)]
+pub struct Args {
+    /// TOML config file (keys: listen, data_dir, admin_token, node_token, max_module_bytes).
+    #[arg(long, env = "OUTPOST_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address of the API listener; port 0 picks a free one [default: 127.0.0.1:7070].
+    #[arg(long, env = "OUTPOST_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Directory of the sled database [default: ./data].
+    #[arg(long, env = "OUTPOST_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Admin bearer token (manages tenants). Required, at least 16 characters.
+    #[arg(long, env = "OUTPOST_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Node bearer token (edge nodes watch and fetch modules). Required, at least 16 characters.
+    #[arg(long, env = "OUTPOST_NODE_TOKEN", hide_env_values = true)]
+    pub node_token: Option<String>,
+    /// Largest component accepted at upload, in bytes [default: 52428800].
+    #[arg(long, env = "OUTPOST_MAX_MODULE_BYTES")]
+    pub max_module_bytes: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    /// Address of the API listener.
+    listen: Option<SocketAddr>,
+    /// Directory of the sled database, relative to the file.
+    data_dir: Option<PathBuf>,
+    /// Admin bearer token.
+    admin_token: Option<String>,
+    /// Node bearer token.
+    node_token: Option<String>,
+    /// Largest component accepted, bytes.
+    max_module_bytes: Option<u64>,
+}
+
+/// A resolved configuration.
+#[derive(Clone)]
+pub struct Config {
+    /// API listener.
+    pub listen: SocketAddr,
+    /// sled directory.
+    pub data_dir: PathBuf,
+    /// Admin token (clear; only its hash is kept once running).
+    pub admin_token: String,
+    /// Node token.
+    pub node_token: String,
+    /// Upload cap.
+    pub max_module_bytes: u64,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Tokens never reach logs.
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("max_module_bytes", &self.max_module_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Every problem found in the configuration.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+pub struct ConfigError(pub Vec<String>);
+
+impl Config {
+    /// Resolves flags over the file over the defaults and checks the result.
+    pub fn from_args(args: Args) -> Result<Config, ConfigError> {
+        let (file, base) = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| ConfigError(vec![format!("reading {}: {e}", path.display())]))?;
+                let file: FileConfig = toml::from_str(&text).map_err(|e| {
+                    ConfigError(vec![format!("{}: {}", path.display(), e.message())])
+                })?;
+                (file, path.parent().map(PathBuf::from).unwrap_or_default())
+            }
+            None => (FileConfig::default(), PathBuf::new()),
+        };
+        let mut problems = Vec::new();
+        let admin_token = args.admin_token.or(file.admin_token).unwrap_or_default();
+        let node_token = args.node_token.or(file.node_token).unwrap_or_default();
+        for (name, token) in [("admin token", &admin_token), ("node token", &node_token)] {
+            if token.is_empty() {
+                problems.push(format!(
+                    "the {name} is required (--{} or OUTPOST_{})",
+                    name.replace(' ', "-"),
+                    name.replace(' ', "_").to_uppercase()
+                ));
+            } else if token.len() < MIN_TOKEN_LEN {
+                problems.push(format!(
+                    "the {name} must be at least {MIN_TOKEN_LEN} characters"
+                ));
+            }
+        }
+        if !admin_token.is_empty() && admin_token == node_token {
+            problems.push("the admin and node tokens must differ".into());
+        }
+        let max_module_bytes = args
+            .max_module_bytes
+            .or(file.max_module_bytes)
+            .unwrap_or(DEFAULT_MAX_MODULE_BYTES);
+        if max_module_bytes == 0 {
+            problems.push("max_module_bytes must be greater than 0".into());
+        }
+        if !problems.is_empty() {
+            return Err(ConfigError(problems));
+        }
+        Ok(Config {
+            listen: args
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7070))),
+            data_dir: args
+                .data_dir
+                .or(file.data_dir.map(|d| base.join(d)))
+                .unwrap_or_else(|| PathBuf::from("data")),
+            admin_token,
+            node_token,
+            max_module_bytes,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Args {
+        Args::try_parse_from(std::iter::once("control-plane").chain(list.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn flags_resolve_and_tokens_stay_out_of_debug() {
+        let c = Config::from_args(args(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-token",
+            "admin-token-0123456789",
+            "--node-token",
+            "node-token-0123456789",
+        ]))
+        .unwrap();
+        assert_eq!(c.listen.port(), 0);
+        assert_eq!(c.max_module_bytes, DEFAULT_MAX_MODULE_BYTES);
+        assert!(!format!("{c:?}").contains("0123456789"));
+    }
+
+    #[test]
+    fn missing_short_and_equal_tokens_are_all_reported() {
+        let e = Config::from_args(args(&[])).unwrap_err();
+        assert_eq!(e.0.len(), 2, "{e}");
+        assert!(e.to_string().contains("OUTPOST_ADMIN_TOKEN"), "{e}");
+        let e = Config::from_args(args(&["--admin-token", "short", "--node-token", "short"]))
+            .unwrap_err();
+        assert_eq!(e.0.len(), 3, "{e}");
+    }
+}

@@ -1,0 +1,69 @@
+//! `control-plane`: parse config, open the store, bind, serve until Ctrl-C
+//! or SIGTERM.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use outpost_control_plane::api::ApiState;
+use outpost_control_plane::config::{Args, Config};
+use outpost_control_plane::server;
+use outpost_control_plane::store::{SledStore, Store};
+use outpost_edge_node::metrics::Metrics;
+use outpost_edge_node::runtime::{PoolConfig, Runtime};
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = Config::from_args(Args::parse())?;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?
+        .block_on(serve(config))
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let store: Arc<dyn Store> = Arc::new(
+        SledStore::open(&config.data_dir)
+            .with_context(|| format!("opening the store in {}", config.data_dir.display()))?,
+    );
+    // Uploads are compiled, never instantiated, here: no pool needed.
+    let pool = PoolConfig {
+        enabled: false,
+        ..PoolConfig::default()
+    };
+    let validator = Arc::new(Runtime::new(&pool, Metrics::new())?);
+    let state = ApiState::new(
+        store,
+        &config.admin_token,
+        &config.node_token,
+        validator,
+        config.max_module_bytes,
+    );
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    println!("Listening on http://{}/", listener.local_addr()?);
+    server::run(listener, state, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
