@@ -171,9 +171,11 @@ impl Runtime {
     /// the error. CPU-heavy (a 13 MB JS guest takes seconds): call it off
     /// the request path.
     pub fn check(&self, what: &str, wasm: &[u8]) -> Result<ProxyPre<HostState>> {
+        // wasmtime's messages can span lines (byte dumps); one line reads
+        // better in a JSON error body and a log.
         let invalid = |reason: String| Error::InvalidWasm {
             what: what.to_string(),
-            reason,
+            reason: reason.split_whitespace().collect::<Vec<_>>().join(" "),
         };
         let component =
             Component::new(&self.engine, wasm).map_err(|e| invalid(format!("{e:#}")))?;
