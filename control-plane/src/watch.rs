@@ -109,10 +109,27 @@ fn async_stream(
     state: Arc<ApiState>,
     first: Snapshot,
     node_revision: u64,
-    mut changes: tokio::sync::watch::Receiver<u64>,
+    changes: tokio::sync::watch::Receiver<u64>,
 ) -> impl futures::Stream<Item = Item> + Send {
     let (tx, rx) = tokio::sync::mpsc::channel::<Item>(1);
+    let mut closing = state.closing.subscribe();
     tokio::spawn(async move {
+        tokio::select! {
+            _ = closing.wait_for(|closed| *closed) => {}
+            _ = stream_events(state, first, node_revision, changes, tx) => {}
+        }
+    });
+    tokio_stream(rx)
+}
+
+async fn stream_events(
+    state: Arc<ApiState>,
+    first: Snapshot,
+    node_revision: u64,
+    mut changes: tokio::sync::watch::Receiver<u64>,
+    tx: tokio::sync::mpsc::Sender<Item>,
+) {
+    {
         let mut sent = node_revision;
         if first.revision != node_revision || node_revision == 0 {
             sent = first.revision;
@@ -156,8 +173,7 @@ fn async_stream(
                 return;
             }
         }
-    });
-    tokio_stream(rx)
+    }
 }
 
 fn tokio_stream(mut rx: tokio::sync::mpsc::Receiver<Item>) -> impl futures::Stream<Item = Item> {

@@ -69,6 +69,15 @@ pub struct Args {
     /// Use wasmtime's pooling allocator (true/false) [default: true].
     #[arg(long, env = "OUTPOST_POOLING", value_name = "BOOL")]
     pub pooling: Option<bool>,
+    /// Follow this control plane (sync mode) instead of serving --app files.
+    #[arg(long, env = "OUTPOST_CONTROL_PLANE", value_name = "URL")]
+    pub control_plane: Option<String>,
+    /// The control plane's node token (sync mode).
+    #[arg(long, env = "OUTPOST_NODE_TOKEN", hide_env_values = true)]
+    pub node_token: Option<String>,
+    /// Where sync mode keeps the last snapshot and modules [default: ./node-cache].
+    #[arg(long, env = "OUTPOST_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// The config file's shape.
@@ -91,6 +100,12 @@ struct FileConfig {
     /// Apps served in standalone mode.
     #[serde(default, rename = "app")]
     apps: Vec<AppFileConfig>,
+    /// Control plane to follow (sync mode).
+    control_plane: Option<String>,
+    /// Its node token.
+    node_token: Option<String>,
+    /// Sync mode's cache directory, relative to the file.
+    cache_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -157,8 +172,31 @@ pub struct Config {
     pub pool: PoolConfig,
     /// Connection handling.
     pub server: ServerConfig,
-    /// Apps to serve.
+    /// Apps to serve (standalone mode).
     pub apps: Vec<AppConfig>,
+    /// The control plane to follow (sync mode).
+    pub sync: Option<SyncSettings>,
+}
+
+/// Sync mode settings.
+#[derive(Clone)]
+pub struct SyncSettings {
+    /// Control plane base URL.
+    pub url: String,
+    /// Node token.
+    pub token: String,
+    /// Cache directory.
+    pub cache_dir: PathBuf,
+}
+
+impl std::fmt::Debug for SyncSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token never reaches logs.
+        f.debug_struct("SyncSettings")
+            .field("url", &self.url)
+            .field("cache_dir", &self.cache_dir)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for Config {
@@ -170,6 +208,7 @@ impl Default for Config {
             pool: PoolConfig::default(),
             server: ServerConfig::default(),
             apps: Vec::new(),
+            sync: None,
         }
     }
 }
@@ -320,6 +359,31 @@ impl Config {
         }
         check_apps(&apps, &mut problems);
 
+        let sync = match args.control_plane.or(file.control_plane) {
+            None => None,
+            Some(url) => {
+                if !url.starts_with("http://") {
+                    problems.push(format!("--control-plane {url:?}: expected an http:// URL"));
+                }
+                if !apps.is_empty() {
+                    problems.push("--app and --control-plane cannot be combined: a node follows a control plane or serves its own apps".into());
+                }
+                let token = args.node_token.or(file.node_token).unwrap_or_default();
+                if token.is_empty() {
+                    problems
+                        .push("--control-plane needs --node-token (or OUTPOST_NODE_TOKEN)".into());
+                }
+                Some(SyncSettings {
+                    url,
+                    token,
+                    cache_dir: args
+                        .cache_dir
+                        .or(file.cache_dir.map(|d| base.join(d)))
+                        .unwrap_or_else(|| PathBuf::from("node-cache")),
+                })
+            }
+        };
+
         if !problems.is_empty() {
             return Err(Error::Config(problems));
         }
@@ -330,6 +394,7 @@ impl Config {
             pool,
             server,
             apps,
+            sync,
         })
     }
 }
@@ -496,6 +561,39 @@ mod tests {
             "is defined twice",
             "route a.example.com is given twice",
             "/does/not/exist.wasm does not exist",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn sync_mode_needs_a_token_and_no_local_apps() {
+        let c = Config::from_args(args(&[
+            "--control-plane",
+            "http://127.0.0.1:7070",
+            "--node-token",
+            "secret-node-token",
+        ]))
+        .unwrap();
+        let sync = c.sync.expect("sync mode");
+        assert_eq!(sync.url, "http://127.0.0.1:7070");
+        assert_eq!(sync.cache_dir, PathBuf::from("node-cache"));
+        assert!(!format!("{sync:?}").contains("secret-node-token"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let a = wasm_file(dir.path(), "a.wasm");
+        let err = Config::from_args(args(&[
+            "--control-plane",
+            "ftp://cp",
+            "--app",
+            &format!("a.example.com={a}"),
+        ]))
+        .unwrap_err();
+        let text = err.to_string();
+        for needle in [
+            "expected an http:// URL",
+            "cannot be combined",
+            "needs --node-token",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
         }

@@ -5,9 +5,10 @@
 //! with fuel, memory, time and concurrency limits, exporting Prometheus
 //! metrics on a separate listener.
 //!
-//! What it deliberately is not (yet): it does not talk to a control plane,
-//! terminate TLS or cache compiled modules on disk; apps come from its own
-//! configuration ("standalone mode").
+//! Apps come from its own configuration ("standalone mode") or from a
+//! control plane it follows ([`sync`]: watch stream, modules fetched by
+//! digest, an on-disk cache served from at restart). What it deliberately
+//! is not (yet): it does not terminate TLS or cache *compiled* modules.
 //!
 //! The binary in `main.rs` is thin: [`config::Config::from_args`], then
 //! [`Node::new`] + [`Node::apply`] (every component compiled before any
@@ -22,6 +23,7 @@ pub mod node;
 pub mod router;
 pub mod runtime;
 pub mod server;
+pub mod sync;
 
 pub use config::Config;
 pub use error::{Error, Result};

@@ -7,6 +7,7 @@ use outpost_edge_node::Node;
 use outpost_edge_node::config::{Args, Config};
 use outpost_edge_node::metrics::Metrics;
 use outpost_edge_node::server::{self, Listeners};
+use outpost_edge_node::sync::{self, Cache, SyncConfig};
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -32,8 +33,30 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .collect::<Result<Vec<_>, _>>()?;
     node.apply(apps).await?;
 
+    // Sync mode serves its cached snapshot before binding, so a restarted
+    // node answers even while the control plane is down.
+    let follow = match &config.sync {
+        Some(settings) => {
+            let cache = Cache::open(&settings.cache_dir)?;
+            let applied = sync::restore(&node, &cache, &config.limits)
+                .await?
+                .unwrap_or(0);
+            let sync_config = SyncConfig {
+                url: settings.url.clone(),
+                token: settings.token.clone(),
+                cache_dir: settings.cache_dir.clone(),
+                defaults: config.limits.clone(),
+            };
+            Some((sync_config, cache, applied))
+        }
+        None => None,
+    };
+
     let listeners = Listeners::bind(&config).await?;
     println!("{}", listeners.banner()?);
+    if let Some((sync_config, cache, applied)) = follow {
+        tokio::spawn(sync::follow(node.clone(), sync_config, cache, applied));
+    }
     server::run(node, listeners, config.server, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())

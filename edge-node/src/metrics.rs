@@ -42,6 +42,8 @@ pub struct Metrics {
     compile_duration: HistogramVec,
     apps_loaded: IntGauge,
     pooling_allocator: IntGauge,
+    applied_revision: IntGauge,
+    sync_reconnects: IntCounter,
 }
 
 impl Metrics {
@@ -132,6 +134,14 @@ impl Metrics {
                 "outpost_runtime_pooling_allocator",
                 "1 if instances come from the pooling allocator, 0 if on-demand.",
             )?,
+            applied_revision: IntGauge::new(
+                "outpost_sync_applied_revision",
+                "Control-plane revision this node serves (0 in standalone mode).",
+            )?,
+            sync_reconnects: IntCounter::new(
+                "outpost_sync_reconnects_total",
+                "Times the watch stream to the control plane was re-established.",
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.requests.clone()))?;
@@ -148,6 +158,8 @@ impl Metrics {
         m.registry.register(Box::new(m.compile_duration.clone()))?;
         m.registry.register(Box::new(m.apps_loaded.clone()))?;
         m.registry.register(Box::new(m.pooling_allocator.clone()))?;
+        m.registry.register(Box::new(m.applied_revision.clone()))?;
+        m.registry.register(Box::new(m.sync_reconnects.clone()))?;
         for reason in UnroutedReason::ALL {
             m.unrouted.with_label_values(&[reason.as_str()]);
         }
@@ -216,6 +228,17 @@ impl Metrics {
     /// Sets the number of apps ready to serve.
     pub fn set_apps_loaded(&self, n: usize) {
         self.apps_loaded.set(n as i64);
+    }
+
+    /// Records the control-plane revision now served.
+    pub fn set_applied_revision(&self, revision: u64) {
+        self.applied_revision
+            .set(i64::try_from(revision).unwrap_or(i64::MAX));
+    }
+
+    /// Counts one reconnection of the watch stream.
+    pub fn sync_reconnect(&self) {
+        self.sync_reconnects.inc();
     }
 
     /// Records whether the pooling allocator is in use.

@@ -30,6 +30,9 @@ pub struct ApiState {
     pub(crate) max_module_bytes: u64,
     /// The latest revision, for watch streams to follow.
     pub(crate) revision: tokio::sync::watch::Sender<Revision>,
+    /// Set when the server shuts down: watch streams end instead of
+    /// holding connections (and the store) open forever.
+    pub(crate) closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl ApiState {
@@ -47,6 +50,7 @@ impl ApiState {
         let current = store.revision().unwrap_or(0);
         Arc::new(ApiState {
             revision: tokio::sync::watch::Sender::new(current),
+            closing: tokio::sync::watch::Sender::new(false),
             store,
             admin_token_sha256: auth::token_sha256(admin_token),
             node_token_sha256: auth::token_sha256(node_token),
@@ -76,6 +80,11 @@ impl ApiState {
         let revision = self.blocking(f).await?;
         self.notify(revision);
         Ok(revision)
+    }
+
+    /// Ends every watch stream (the server is shutting down).
+    pub fn close(&self) {
+        self.closing.send_replace(true);
     }
 
     /// Tells watchers about `revision` (never moves backwards).

@@ -1,0 +1,295 @@
+//! Sync mode: follow the control plane's watch stream, fetch modules by
+//! digest, apply each snapshot atomically, and keep everything in an
+//! on-disk cache so a restarted node serves its last state before the
+//! control plane answers (or while it is down).
+//!
+//! The node connects out (it works behind NAT), reads newline-delimited
+//! JSON events, and reconnects with capped exponential backoff, resuming
+//! from the revision it has applied.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::{Request, StatusCode, header};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use outpost_proto::{AppSpec as WireApp, Snapshot, WatchEvent};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::node::Node;
+use crate::router::Route;
+use crate::runtime::{AppSpec, LimitOverrides, Limits};
+
+/// Where and how to follow a control plane.
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    /// Base URL, e.g. `http://127.0.0.1:7070`.
+    pub url: String,
+    /// The node token.
+    pub token: String,
+    /// The on-disk cache (snapshot + modules).
+    pub cache_dir: PathBuf,
+    /// Limits for fields neither tenant nor app sets.
+    pub defaults: Limits,
+}
+
+/// Longest event line accepted; a snapshot of many apps stays far below.
+const MAX_LINE: usize = 64 * 1024 * 1024;
+/// Silence longer than this (heartbeats come every 15 s) means the
+/// connection is dead.
+const READ_TIMEOUT: Duration = Duration::from_secs(45);
+/// Reconnect backoff bounds.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// The on-disk cache: `snapshot.json` and `modules/<sha256>.wasm`, each
+/// written to a temporary file and renamed, and each module re-verified
+/// against its digest when read, so a half-written entry is refetched,
+/// never executed.
+pub struct Cache {
+    dir: PathBuf,
+}
+
+impl Cache {
+    /// A cache in `dir` (created if missing).
+    pub fn open(dir: &Path) -> Result<Cache> {
+        std::fs::create_dir_all(dir.join("modules")).map_err(|source| Error::Read {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        Ok(Cache {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// The last applied snapshot, if one was saved and parses.
+    pub fn snapshot(&self) -> Option<Snapshot> {
+        let bytes = std::fs::read(self.dir.join("snapshot.json")).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    fn save_snapshot(&self, snapshot: &Snapshot) -> std::io::Result<()> {
+        let bytes = serde_json::to_vec(snapshot).expect("snapshots serialize");
+        write_atomically(&self.dir.join("snapshot.json"), &bytes)
+    }
+
+    /// A cached module whose bytes still hash to `digest`.
+    pub fn module(&self, digest: &str) -> Option<Vec<u8>> {
+        let bytes = std::fs::read(self.module_path(digest)?).ok()?;
+        (digest_of(&bytes) == digest).then_some(bytes)
+    }
+
+    fn save_module(&self, digest: &str, bytes: &[u8]) -> std::io::Result<()> {
+        let path = self.module_path(digest).ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "malformed digest")
+        })?;
+        write_atomically(&path, bytes)
+    }
+
+    /// Only `sha256:` + 64 hex digits maps to a file: a digest from the
+    /// wire never becomes an arbitrary path.
+    fn module_path(&self, digest: &str) -> Option<PathBuf> {
+        let hex = digest.strip_prefix("sha256:")?;
+        (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| self.dir.join("modules").join(format!("{hex}.wasm")))
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// `sha256:<hex>` of `bytes`.
+pub fn digest_of(bytes: &[u8]) -> String {
+    let hash = Sha256::digest(bytes);
+    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+/// Applies the cached snapshot, if the cache holds it and every module.
+/// Returns its revision.
+pub async fn restore(node: &Arc<Node>, cache: &Cache, defaults: &Limits) -> Result<Option<u64>> {
+    let Some(snapshot) = cache.snapshot() else {
+        return Ok(None);
+    };
+    let mut apps = Vec::new();
+    for app in snapshot.apps.values() {
+        let Some(wasm) = cache.module(&app.digest) else {
+            tracing::warn!(digest = %app.digest, "cached module missing or corrupt; waiting for the control plane");
+            return Ok(None);
+        };
+        apps.push(to_runtime(app, wasm, defaults)?);
+    }
+    node.apply(apps).await?;
+    node.metrics().set_applied_revision(snapshot.revision);
+    tracing::info!(revision = snapshot.revision, "serving the cached snapshot");
+    Ok(Some(snapshot.revision))
+}
+
+/// Turns a wire app into what the runtime loads.
+fn to_runtime(app: &WireApp, wasm: Vec<u8>, defaults: &Limits) -> Result<(Vec<Route>, AppSpec)> {
+    let routes = app
+        .routes
+        .iter()
+        .map(|r| r.parse::<Route>())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::Config(vec![format!("app {}/{}: {e}", app.tenant, app.name)]))?;
+    let overrides = LimitOverrides {
+        fuel: app.limits.fuel,
+        memory_mib: app.limits.memory_mib,
+        timeout_ms: app.limits.timeout_ms,
+        max_concurrency: app.limits.max_concurrency,
+        ..LimitOverrides::default()
+    };
+    Ok((
+        routes,
+        AppSpec {
+            tenant: app.tenant.clone(),
+            name: app.name.clone(),
+            wasm,
+            limits: defaults.with(&overrides),
+            env: app.env.clone().into_iter().collect(),
+        },
+    ))
+}
+
+/// Follows the control plane forever: connect, apply what arrives,
+/// reconnect with backoff. `applied` is the revision already being served.
+pub async fn follow(node: Arc<Node>, config: SyncConfig, cache: Cache, mut applied: u64) {
+    let client: Client<HttpConnector, Empty<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let before = applied;
+        match watch_once(&node, &config, &cache, &client, &mut applied).await {
+            Ok(()) => tracing::info!("watch stream ended; reconnecting"),
+            Err(e) => tracing::warn!(error = %e, "sync with the control plane failed; retrying"),
+        }
+        node.metrics().sync_reconnect();
+        // A stream that delivered something proves the control plane
+        // healthy: retry quickly. Otherwise back off, up to 10 s.
+        if applied != before {
+            backoff = BACKOFF_MIN;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+async fn watch_once(
+    node: &Arc<Node>,
+    config: &SyncConfig,
+    cache: &Cache,
+    client: &Client<HttpConnector, Empty<Bytes>>,
+    applied: &mut u64,
+) -> std::result::Result<(), String> {
+    let url = format!(
+        "{}/v1/nodes/watch?revision={applied}",
+        config.url.trim_end_matches('/')
+    );
+    let resp = get(client, &url, &config.token).await?;
+    let mut body = resp.into_body();
+    let mut buf = BytesMut::new();
+    loop {
+        let frame = tokio::time::timeout(READ_TIMEOUT, body.frame())
+            .await
+            .map_err(|_| "no event or heartbeat for 45 s".to_string())?;
+        let Some(frame) = frame else { return Ok(()) };
+        let frame = frame.map_err(|e| format!("reading the stream: {e}"))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        buf.extend_from_slice(&data);
+        while let Some(end) = buf.iter().position(|b| *b == b'\n') {
+            let line = buf.split_to(end + 1);
+            let event: WatchEvent = serde_json::from_slice(&line[..end])
+                .map_err(|e| format!("malformed event: {e}"))?;
+            if let WatchEvent::Snapshot { snapshot } = event {
+                let revision = snapshot.revision;
+                apply(node, config, cache, client, snapshot).await?;
+                *applied = revision;
+            }
+        }
+        if buf.len() > MAX_LINE {
+            return Err("an event line exceeds 64 MiB".into());
+        }
+    }
+}
+
+async fn get(
+    client: &Client<HttpConnector, Empty<Bytes>>,
+    url: &str,
+    token: &str,
+) -> std::result::Result<http::Response<hyper::body::Incoming>, String> {
+    let req = Request::get(url)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Empty::new())
+        .map_err(|e| format!("bad URL {url}: {e}"))?;
+    let resp = client
+        .request(req)
+        .await
+        .map_err(|e| format!("GET {url}: {e}"))?;
+    if resp.status() != StatusCode::OK {
+        return Err(format!("GET {url}: {}", resp.status()));
+    }
+    Ok(resp)
+}
+
+/// Fetches what is missing, then swaps the node's whole route table.
+async fn apply(
+    node: &Arc<Node>,
+    config: &SyncConfig,
+    cache: &Cache,
+    client: &Client<HttpConnector, Empty<Bytes>>,
+    snapshot: Snapshot,
+) -> std::result::Result<(), String> {
+    let mut apps = Vec::with_capacity(snapshot.apps.len());
+    for app in snapshot.apps.values() {
+        let wasm = match cache.module(&app.digest) {
+            Some(wasm) => wasm,
+            None => {
+                let url = format!(
+                    "{}/v1/modules/{}",
+                    config.url.trim_end_matches('/'),
+                    app.digest
+                );
+                let bytes = get(client, &url, &config.token)
+                    .await?
+                    .into_body()
+                    .collect()
+                    .await
+                    .map_err(|e| format!("GET {url}: {e}"))?
+                    .to_bytes();
+                if digest_of(&bytes) != app.digest {
+                    return Err(format!("module {} does not match its digest", app.digest));
+                }
+                cache
+                    .save_module(&app.digest, &bytes)
+                    .map_err(|e| format!("caching {}: {e}", app.digest))?;
+                bytes.to_vec()
+            }
+        };
+        apps.push(to_runtime(app, wasm, &config.defaults).map_err(|e| e.to_string())?);
+    }
+    node.apply(apps).await.map_err(|e| e.to_string())?;
+    cache
+        .save_snapshot(&snapshot)
+        .map_err(|e| format!("caching the snapshot: {e}"))?;
+    node.metrics().set_applied_revision(snapshot.revision);
+    tracing::info!(
+        revision = snapshot.revision,
+        apps = snapshot.apps.len(),
+        "applied"
+    );
+    Ok(())
+}
