@@ -16,7 +16,7 @@ use crate::runtime::{App, AppSpec, PoolConfig, Runtime};
 
 /// An edge node: serves whatever route table was last applied.
 pub struct Node {
-    runtime: Runtime,
+    runtime: Arc<Runtime>,
     routes: ArcSwap<Router<Arc<App>>>,
     metrics: Metrics,
 }
@@ -24,7 +24,7 @@ pub struct Node {
 impl Node {
     /// A node with no apps yet.
     pub fn new(pool: &PoolConfig, metrics: Metrics) -> Result<Arc<Node>> {
-        let runtime = Runtime::new(pool, metrics.clone())?;
+        let runtime = Arc::new(Runtime::new(pool, metrics.clone())?);
         Ok(Arc::new(Node {
             runtime,
             routes: ArcSwap::from_pointee(Router::new([]).expect("no routes, no duplicates")),
@@ -46,9 +46,24 @@ impl Node {
     /// app fails to load, nothing changes and the node keeps serving the
     /// table it had.
     pub async fn apply(&self, apps: Vec<(Vec<Route>, AppSpec)>) -> Result<()> {
+        // Apps whose component, limits and environment are unchanged keep
+        // their compiled form (and their in-flight requests); only new or
+        // changed ones are compiled.
+        let current: std::collections::HashMap<[u8; 32], Arc<App>> = self
+            .routes
+            .load()
+            .values()
+            .map(|app| (app.fingerprint(), app.clone()))
+            .collect();
         let mut loaded = Vec::with_capacity(apps.len());
         for (routes, spec) in apps {
-            let app = self.runtime.load(spec).await?;
+            let reuse = current
+                .get(&spec.fingerprint())
+                .filter(|app| app.tenant() == spec.tenant && app.name() == spec.name);
+            let app = match reuse {
+                Some(app) => app.clone(),
+                None => self.runtime.load(spec).await?,
+            };
             loaded.push((routes, app));
         }
         let entries = loaded

@@ -305,3 +305,42 @@ async fn cleartext_http2_is_served_too() {
     assert!(text.starts_with("POST /two\n"), "{text}");
     assert!(text.ends_with("over h2"), "{text}");
 }
+
+#[tokio::test]
+async fn reapplying_unchanged_apps_does_not_recompile_them() {
+    let node = Node::new(&PoolConfig::default(), Metrics::new()).unwrap();
+    let table = || {
+        vec![
+            spec("a", fixtures::hello("a\n")),
+            spec("b", fixtures::hello("b\n")),
+        ]
+    };
+    node.apply(table()).await.unwrap();
+    let a1 = node.route("a.example.com", "/").unwrap();
+    let b1 = node.route("b.example.com", "/").unwrap();
+    node.apply(table()).await.unwrap();
+    assert!(std::sync::Arc::ptr_eq(
+        &a1,
+        &node.route("a.example.com", "/").unwrap()
+    ));
+
+    let mut changed = table();
+    changed[1].1.env = vec![("K".into(), "v".into())];
+    node.apply(changed).await.unwrap();
+    assert!(std::sync::Arc::ptr_eq(
+        &a1,
+        &node.route("a.example.com", "/").unwrap()
+    ));
+    assert!(!std::sync::Arc::ptr_eq(
+        &b1,
+        &node.route("b.example.com", "/").unwrap()
+    ));
+    let text = node.metrics().render();
+    assert!(
+        text.contains(r#"outpost_runtime_compile_duration_seconds_count{app="a",tenant="t"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"outpost_runtime_compile_duration_seconds_count{app="b",tenant="t"} 2"#)
+    );
+}

@@ -42,6 +42,7 @@ pub struct AppSpec {
 pub struct App {
     tenant: String,
     name: String,
+    fingerprint: [u8; 32],
     pre: ProxyPre<HostState>,
     limits: Limits,
     env: Vec<(String, String)>,
@@ -67,6 +68,19 @@ enum Outcome {
 /// Node-unique request ids, for correlating guest log lines.
 static NEXT_REQUEST_ID: AtomicU64 = AtomicU64::new(1);
 
+impl AppSpec {
+    /// Identifies everything that makes an app behave as it does: the
+    /// component, its limits and its environment. Two specs with the same
+    /// fingerprint can share one compiled app.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(&self.wasm);
+        h.update(format!("{:?}\0{:?}", self.limits, self.env).as_bytes());
+        h.finalize().into()
+    }
+}
+
 impl App {
     pub(super) fn new(spec: AppSpec, pre: ProxyPre<HostState>, metrics: &Metrics) -> Arc<App> {
         let app_metrics = metrics.app(&spec.tenant, &spec.name);
@@ -76,6 +90,7 @@ impl App {
             app_metrics.guest_log_dropped.clone(),
         ));
         Arc::new(App {
+            fingerprint: spec.fingerprint(),
             permits: Arc::new(Semaphore::new(spec.limits.max_concurrency as usize)),
             tenant: spec.tenant,
             name: spec.name,
@@ -95,6 +110,11 @@ impl App {
     /// The app's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// See [`AppSpec::fingerprint`].
+    pub fn fingerprint(&self) -> [u8; 32] {
+        self.fingerprint
     }
 
     /// The limits its requests run under.

@@ -189,10 +189,21 @@ impl Runtime {
     /// Compiles and checks an app (see [`Runtime::check`]), then
     /// instantiates it once under its own limits to prove it fits them
     /// before it takes traffic.
-    pub async fn load(&self, spec: AppSpec) -> Result<Arc<App>> {
+    ///
+    /// Compilation runs on tokio's blocking pool: a large guest takes
+    /// seconds of CPU, which must not stall the workers serving requests.
+    pub async fn load(self: &Arc<Self>, spec: AppSpec) -> Result<Arc<App>> {
         let started = Instant::now();
         let what = format!("app {:?} (tenant {:?})", spec.name, spec.tenant);
-        let pre = self.check(&what, &spec.wasm)?;
+        let runtime = self.clone();
+        let (spec, checked) = tokio::task::spawn_blocking(move || {
+            let checked = runtime.check(&what, &spec.wasm);
+            (spec, checked)
+        })
+        .await
+        .map_err(|e| Error::Engine(format!("compile task failed: {e}")))?;
+        let pre = checked?;
+        let what = format!("app {:?} (tenant {:?})", spec.name, spec.tenant);
         let compile_time = started.elapsed();
         let app = App::new(spec, pre, &self.metrics);
         app.metrics()
