@@ -33,6 +33,9 @@ pub struct WatchQuery {
     /// The revision the node has applied (0 or absent: nothing).
     #[serde(default)]
     pub revision: u64,
+    /// The node's id, to track it in `GET /v1/nodes`.
+    #[serde(default)]
+    pub node: Option<String>,
 }
 
 /// Builds the snapshot of everything nodes should serve: every app with an
@@ -88,9 +91,15 @@ pub async fn watch(
 ) -> ApiResult<Response> {
     // Subscribed before the snapshot is read: a change landing meanwhile
     // is seen by the stream and sent if it is newer than the snapshot.
+    let node = query
+        .node
+        .filter(|id| crate::api::check_name("node", id).is_ok());
+    if let Some(id) = &node {
+        state.node_seen(id, Some(query.revision));
+    }
     let changes = state.revision.subscribe();
     let first = state.blocking(snapshot).await?;
-    let stream = async_stream(state, first, query.revision, changes);
+    let stream = async_stream(state, first, query.revision, changes, node);
     Ok((
         [
             (header::CONTENT_TYPE, "application/x-ndjson"),
@@ -110,13 +119,14 @@ fn async_stream(
     first: Snapshot,
     node_revision: u64,
     changes: tokio::sync::watch::Receiver<u64>,
+    node: Option<String>,
 ) -> impl futures::Stream<Item = Item> + Send {
     let (tx, rx) = tokio::sync::mpsc::channel::<Item>(1);
     let mut closing = state.closing.subscribe();
     tokio::spawn(async move {
         tokio::select! {
             _ = closing.wait_for(|closed| *closed) => {}
-            _ = stream_events(state, first, node_revision, changes, tx) => {}
+            _ = stream_events(state, first, node_revision, changes, tx, node) => {}
         }
     });
     tokio_stream(rx)
@@ -128,6 +138,7 @@ async fn stream_events(
     node_revision: u64,
     mut changes: tokio::sync::watch::Receiver<u64>,
     tx: tokio::sync::mpsc::Sender<Item>,
+    node: Option<String>,
 ) {
     {
         let mut sent = node_revision;
@@ -171,6 +182,10 @@ async fn stream_events(
             // task waits on it alone; the node's connection dropping ends it.
             if tx.send(Ok(line(&event))).await.is_err() {
                 return;
+            }
+            // The stream keeps moving, so the node is reading: it is alive.
+            if let Some(id) = &node {
+                state.node_seen(id, None);
             }
         }
     }

@@ -133,7 +133,7 @@ struct EdgeNode {
 }
 
 impl EdgeNode {
-    async fn start(cp: SocketAddr, cache_dir: &Path) -> EdgeNode {
+    async fn start(cp: SocketAddr, cache_dir: &Path, id: &str) -> EdgeNode {
         let node = Node::new(&PoolConfig::default(), Metrics::new()).unwrap();
         let cache = Cache::open(cache_dir).unwrap();
         let applied = sync::restore(&node, &cache, &Limits::default())
@@ -166,6 +166,7 @@ impl EdgeNode {
                 token: NODE.into(),
                 cache_dir: cache_dir.to_path_buf(),
                 defaults: Limits::default(),
+                node_id: id.into(),
             },
             cache,
             applied,
@@ -232,8 +233,8 @@ async fn deploys_reach_every_node_which_survive_the_control_plane() {
     assert_eq!(status, 201);
 
     let nodes = [
-        EdgeNode::start(addr, caches[0].path()).await,
-        EdgeNode::start(addr, caches[1].path()).await,
+        EdgeNode::start(addr, caches[0].path(), "edge-1").await,
+        EdgeNode::start(addr, caches[1].path(), "edge-2").await,
     ];
     // Before any deploy the route is unknown to the nodes.
     assert_eq!(nodes[0].get("web.example.com").await.0, 404);
@@ -260,6 +261,39 @@ async fn deploys_reach_every_node_which_survive_the_control_plane() {
         node.until_serves("web.example.com", "v1\n").await;
     }
 
+    // Both nodes report the revision they serve.
+    let started = Instant::now();
+    loop {
+        let (status, list) = cp.json("GET", "/v1/nodes", ADMIN, Value::Null).await;
+        assert_eq!(status, 200);
+        let revisions: Vec<_> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| {
+                (
+                    n["id"].as_str().unwrap().to_string(),
+                    n["applied_revision"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        let (_, app) = cp.json("GET", "/v1/apps/web", &token, Value::Null).await;
+        assert_eq!(app["active_version"], 1);
+        if revisions.len() == 2
+            && revisions.iter().all(|(_, r)| *r == revisions[0].1)
+            && revisions[0].1 >= 4
+        {
+            assert_eq!(revisions[0].0, "edge-1");
+            assert_eq!(revisions[1].0, "edge-2");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "nodes report {revisions:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
     // The control plane goes away: nodes keep serving what they have.
     cp.stop().await;
     for node in &nodes {
@@ -269,7 +303,7 @@ async fn deploys_reach_every_node_which_survive_the_control_plane() {
     // A node restarted while the control plane is down serves from cache.
     let [first, second] = nodes;
     first.stop();
-    let first = EdgeNode::start(addr, caches[0].path()).await;
+    let first = EdgeNode::start(addr, caches[0].path(), "edge-1").await;
     assert_eq!(first.get("web.example.com").await, (200, "v1\n".into()));
 
     // The control plane returns on the same address with all its state;

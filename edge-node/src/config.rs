@@ -78,6 +78,9 @@ pub struct Args {
     /// Where sync mode keeps the last snapshot and modules [default: ./node-cache].
     #[arg(long, env = "OUTPOST_CACHE_DIR", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// This node's id as the control plane lists it [default: the hostname].
+    #[arg(long, env = "OUTPOST_NODE_ID")]
+    pub node_id: Option<String>,
 }
 
 /// The config file's shape.
@@ -106,6 +109,8 @@ struct FileConfig {
     node_token: Option<String>,
     /// Sync mode's cache directory, relative to the file.
     cache_dir: Option<PathBuf>,
+    /// This node's id.
+    node_id: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -187,6 +192,8 @@ pub struct SyncSettings {
     pub token: String,
     /// Cache directory.
     pub cache_dir: PathBuf,
+    /// This node's id.
+    pub node_id: String,
 }
 
 impl std::fmt::Debug for SyncSettings {
@@ -195,6 +202,7 @@ impl std::fmt::Debug for SyncSettings {
         f.debug_struct("SyncSettings")
             .field("url", &self.url)
             .field("cache_dir", &self.cache_dir)
+            .field("node_id", &self.node_id)
             .finish_non_exhaustive()
     }
 }
@@ -373,7 +381,22 @@ impl Config {
                     problems
                         .push("--control-plane needs --node-token (or OUTPOST_NODE_TOKEN)".into());
                 }
+                let node_id = args
+                    .node_id
+                    .or(file.node_id)
+                    .unwrap_or_else(default_node_id);
+                let id_ok = !node_id.is_empty()
+                    && node_id.len() <= 63
+                    && node_id
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+                if !id_ok {
+                    problems.push(format!(
+                        "node id {node_id:?}: use 1-63 characters of a-z, 0-9 and '-'"
+                    ));
+                }
                 Some(SyncSettings {
+                    node_id,
                     url,
                     token,
                     cache_dir: args
@@ -397,6 +420,20 @@ impl Config {
             sync,
         })
     }
+}
+
+/// The hostname, lower-cased, with anything but `a-z0-9-` as `-`.
+fn default_node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let id: String = host
+        .trim()
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .take(63)
+        .collect();
+    let id = id.trim_matches('-').to_string();
+    if id.is_empty() { "edge".into() } else { id }
 }
 
 fn parse_routes(routes: &[String], what: &str, problems: &mut Vec<String>) -> Vec<Route> {

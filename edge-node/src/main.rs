@@ -46,6 +46,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 token: settings.token.clone(),
                 cache_dir: settings.cache_dir.clone(),
                 defaults: config.limits.clone(),
+                node_id: settings.node_id.clone(),
             };
             Some((sync_config, cache, applied))
         }

@@ -36,6 +36,8 @@ pub struct SyncConfig {
     pub cache_dir: PathBuf,
     /// Limits for fields neither tenant nor app sets.
     pub defaults: Limits,
+    /// This node's id in `GET /v1/nodes`.
+    pub node_id: String,
 }
 
 /// Longest event line accepted; a snapshot of many apps stays far below.
@@ -194,8 +196,9 @@ async fn watch_once(
     applied: &mut u64,
 ) -> std::result::Result<(), String> {
     let url = format!(
-        "{}/v1/nodes/watch?revision={applied}",
-        config.url.trim_end_matches('/')
+        "{}/v1/nodes/watch?revision={applied}&node={}",
+        config.url.trim_end_matches('/'),
+        config.node_id
     );
     let resp = get(client, &url, &config.token).await?;
     let mut body = resp.into_body();
@@ -218,11 +221,45 @@ async fn watch_once(
                 let revision = snapshot.revision;
                 apply(node, config, cache, client, snapshot).await?;
                 *applied = revision;
+                report(config, revision).await;
             }
         }
         if buf.len() > MAX_LINE {
             return Err("an event line exceeds 64 MiB".into());
         }
+    }
+}
+
+/// Tells the control plane what this node now serves (best effort: the
+/// next watch connection reports it again).
+async fn report(config: &SyncConfig, revision: u64) {
+    let url = format!(
+        "{}/v1/nodes/{}/status",
+        config.url.trim_end_matches('/'),
+        config.node_id
+    );
+    let body = serde_json::to_vec(&outpost_proto::NodeReport {
+        applied_revision: revision,
+    })
+    .expect("reports serialize");
+    // The watch client's body type is `Empty`; a one-off client is cheap
+    // next to applying a snapshot.
+    let client = Client::builder(TokioExecutor::new()).build_http::<http_body_util::Full<Bytes>>();
+    let req = Request::put(&url)
+        .header(header::AUTHORIZATION, format!("Bearer {}", config.token))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(http_body_util::Full::new(Bytes::from(body)));
+    let outcome = match req {
+        Ok(req) => client.request(req).await.map(|r| r.status()),
+        Err(e) => {
+            tracing::warn!(error = %e, "bad status URL");
+            return;
+        }
+    };
+    match outcome {
+        Ok(status) if status.is_success() => {}
+        Ok(status) => tracing::warn!(%status, "reporting the applied revision failed"),
+        Err(e) => tracing::warn!(error = %e, "reporting the applied revision failed"),
     }
 }
 

@@ -235,6 +235,14 @@ pub struct NodeStatus {
     pub last_contact: u64,
 }
 
+/// `PUT /v1/nodes/{id}/status` (node): what the node now serves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeReport {
+    /// The revision the node has applied and serves.
+    pub applied_revision: u64,
+}
+
 /// `tenant/app`, the key of an app across the fleet.
 pub fn app_key(tenant: &str, app: &str) -> String {
     format!("{tenant}/{app}")

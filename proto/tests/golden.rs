@@ -114,6 +114,12 @@ fn api_bodies() {
     );
     check("rollback", Rollback { version: 1 });
     check(
+        "node_report",
+        NodeReport {
+            applied_revision: 42,
+        },
+    );
+    check(
         "node_status",
         NodeStatus {
             id: "edge-1".into(),

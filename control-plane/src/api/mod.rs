@@ -5,6 +5,7 @@
 mod apps;
 pub mod auth;
 pub mod error;
+mod nodes;
 mod tenants;
 
 use std::sync::Arc;
@@ -33,6 +34,10 @@ pub struct ApiState {
     /// Set when the server shuts down: watch streams end instead of
     /// holding connections (and the store) open forever.
     pub(crate) closing: tokio::sync::watch::Sender<bool>,
+    /// Nodes seen since start: what they serve and when they were last
+    /// heard from. Kept in memory: nodes report again on reconnect.
+    pub(crate) nodes:
+        std::sync::Mutex<std::collections::BTreeMap<String, outpost_proto::NodeStatus>>,
 }
 
 impl ApiState {
@@ -51,6 +56,7 @@ impl ApiState {
         Arc::new(ApiState {
             revision: tokio::sync::watch::Sender::new(current),
             closing: tokio::sync::watch::Sender::new(false),
+            nodes: Default::default(),
             store,
             admin_token_sha256: auth::token_sha256(admin_token),
             node_token_sha256: auth::token_sha256(node_token),
@@ -80,6 +86,22 @@ impl ApiState {
         let revision = self.blocking(f).await?;
         self.notify(revision);
         Ok(revision)
+    }
+
+    /// Records that node `id` was heard from, and what it serves if known.
+    pub(crate) fn node_seen(&self, id: &str, applied_revision: Option<u64>) {
+        let mut nodes = self.nodes.lock().unwrap();
+        let entry = nodes
+            .entry(id.to_string())
+            .or_insert_with(|| outpost_proto::NodeStatus {
+                id: id.to_string(),
+                applied_revision: 0,
+                last_contact: 0,
+            });
+        entry.last_contact = crate::store::now();
+        if let Some(revision) = applied_revision {
+            entry.applied_revision = revision;
+        }
     }
 
     /// Ends every watch stream (the server is shutting down).
@@ -122,6 +144,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         )
         .route("/v1/apps/{app}/rollback", post(apps::rollback))
         .route("/v1/modules/{digest}", get(apps::module))
+        .route("/v1/nodes", get(nodes::list))
+        .route("/v1/nodes/{node}/status", put(nodes::report))
         .route("/v1/nodes/watch", get(crate::watch::watch))
         .fallback(|| async { error::ApiError::not_found("no such endpoint") })
         .with_state(state)

@@ -1,0 +1,28 @@
+//! The fleet: nodes report what they serve; admins list them.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use outpost_proto::{NodeReport, NodeStatus};
+
+use super::auth::{Admin, NodeAuth};
+use super::error::{ApiError, ApiResult};
+use super::{ApiState, check_name};
+
+pub async fn report(
+    _: NodeAuth,
+    State(state): State<Arc<ApiState>>,
+    Path(node): Path<String>,
+    body: Result<Json<NodeReport>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<StatusCode> {
+    let Json(report) = body.map_err(|e| ApiError::bad_request("bad_json", e.body_text()))?;
+    check_name("node", &node)?;
+    state.node_seen(&node, Some(report.applied_revision));
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn list(_: Admin, State(state): State<Arc<ApiState>>) -> Json<Vec<NodeStatus>> {
+    Json(state.nodes.lock().unwrap().values().cloned().collect())
+}
