@@ -171,8 +171,8 @@ async fn tokens_gate_every_endpoint() {
     );
     assert_error(
         &api.get("/v1/modules/sha256:x", Some(&acme)).await,
-        StatusCode::UNAUTHORIZED,
-        "unauthorized",
+        StatusCode::FORBIDDEN,
+        "forbidden",
     );
     assert_eq!(
         api.get("/v1/apps", Some(&acme)).await.status,
@@ -542,5 +542,5 @@ async fn nodes_watch_a_snapshot_then_each_newer_state() {
 
     // Only the node token may watch.
     let r = api.get("/v1/nodes/watch", Some(&t)).await;
-    assert_error(&r, StatusCode::UNAUTHORIZED, "unauthorized");
+    assert_error(&r, StatusCode::FORBIDDEN, "forbidden");
 }

@@ -58,22 +58,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some((sync_config, cache, applied)) = follow {
         tokio::spawn(sync::follow(node.clone(), sync_config, cache, applied));
     }
-    server::run(node, listeners, config.server, shutdown_signal()).await?;
+    server::run(node, listeners, config.server, server::shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing the SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

@@ -27,27 +27,11 @@ impl Drop for Running {
     }
 }
 
-fn http_get(addr: &str, host: &str, path: &str) -> String {
-    let mut tcp = TcpStream::connect(addr).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    // HTTP/1.0 so the body is close-delimited, not chunked.
-    write!(tcp, "GET {path} HTTP/1.0\r\nhost: {host}\r\n\r\n").unwrap();
-    let mut out = String::new();
-    tcp.read_to_string(&mut out).unwrap();
-    out
-}
-
-#[test]
-fn serves_apps_from_flags_and_prints_where() {
-    let dir = tempfile::tempdir().unwrap();
-    let a = write(dir.path(), "a.wasm", &fixtures::hello("from a\n"));
-    let b = write(dir.path(), "b.wasm", &fixtures::hello("from b v2\n"));
+/// Spawns the binary with `args`; returns it with the HTTP and metrics
+/// addresses read from its two readiness lines.
+fn spawn(args: &[&str]) -> (Running, String, String) {
     let child = Command::new(BIN)
-        .args(["--http", "127.0.0.1:0", "--metrics", "127.0.0.1:0"])
-        .args(["--app", &format!("a.example.com={a}")])
-        .args(["--app", &format!("api.example.com/v2={b}")])
-        .args(["--fuel", "100000000", "--timeout-ms", "5000"])
-        .env_remove("OUTPOST_HTTP")
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -64,6 +48,39 @@ fn serves_apps_from_flags_and_prints_where() {
         .strip_prefix("Metrics on http://")
         .and_then(|s| s.strip_suffix("/metrics"))
         .unwrap_or_else(|| panic!("unexpected second line {metrics:?}"));
+    (child, http.to_string(), metrics.to_string())
+}
+
+fn http_get(addr: &str, host: &str, path: &str) -> String {
+    let mut tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    // HTTP/1.0 so the body is close-delimited, not chunked.
+    write!(tcp, "GET {path} HTTP/1.0\r\nhost: {host}\r\n\r\n").unwrap();
+    let mut out = String::new();
+    tcp.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn serves_apps_from_flags_and_prints_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = write(dir.path(), "a.wasm", &fixtures::hello("from a\n"));
+    let b = write(dir.path(), "b.wasm", &fixtures::hello("from b v2\n"));
+    let (_child, http, metrics) = spawn(&[
+        "--http",
+        "127.0.0.1:0",
+        "--metrics",
+        "127.0.0.1:0",
+        "--app",
+        &format!("a.example.com={a}"),
+        "--app",
+        &format!("api.example.com/v2={b}"),
+        "--fuel",
+        "100000000",
+        "--timeout-ms",
+        "5000",
+    ]);
+    let (http, metrics) = (http.as_str(), metrics.as_str());
     assert!(!http.ends_with(":0"), "the real port is printed");
 
     let a = http_get(http, "a.example.com", "/");
@@ -152,19 +169,8 @@ routes = ["file.example.com"]
 wasm = "a.wasm"
 "#,
     );
-    let child = Command::new(BIN)
-        .args(["--config", &cfg])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut child = Running(child);
-    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
-    let listening = lines.next().unwrap().unwrap();
-    let http = listening
-        .strip_prefix("Listening on http://")
-        .and_then(|s| s.strip_suffix('/'))
-        .unwrap();
+    let (_child, http, _) = spawn(&["--config", &cfg]);
+    let http = http.as_str();
     let r = http_get(http, "file.example.com", "/");
     assert!(r.ends_with("from the file\n"), "{r}");
 }

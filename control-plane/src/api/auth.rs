@@ -45,6 +45,29 @@ fn bearer(parts: &Parts) -> Option<&str> {
         .map(str::trim)
 }
 
+/// Who a bearer token belongs to.
+enum Caller {
+    Admin,
+    Node,
+    Tenant(TenantRecord),
+}
+
+/// Identifies the caller; no token or an unknown one is 401.
+async fn caller(parts: &Parts, state: &ApiState) -> Result<Caller, ApiError> {
+    let token = bearer(parts).ok_or_else(ApiError::unauthorized)?;
+    let hash = token_sha256(token);
+    if constant_time_eq(hash.as_bytes(), state.admin_token_sha256.as_bytes()) {
+        return Ok(Caller::Admin);
+    }
+    if constant_time_eq(hash.as_bytes(), state.node_token_sha256.as_bytes()) {
+        return Ok(Caller::Node);
+    }
+    match state.tenant_by_token_hash(hash).await? {
+        Some(tenant) => Ok(Caller::Tenant(tenant)),
+        None => Err(ApiError::unauthorized()),
+    }
+}
+
 /// The caller presented the admin token.
 pub struct Admin;
 
@@ -54,6 +77,9 @@ pub struct TenantAuth(pub TenantRecord);
 /// The caller presented the node token.
 pub struct NodeAuth;
 
+// A valid token of the wrong kind is 403: the caller is known, the
+// endpoint is not theirs.
+
 impl FromRequestParts<Arc<ApiState>> for Admin {
     type Rejection = ApiError;
 
@@ -61,18 +87,10 @@ impl FromRequestParts<Arc<ApiState>> for Admin {
         parts: &mut Parts,
         state: &Arc<ApiState>,
     ) -> Result<Self, ApiError> {
-        let token = bearer(parts).ok_or_else(ApiError::unauthorized)?;
-        let hash = token_sha256(token);
-        if constant_time_eq(hash.as_bytes(), state.admin_token_sha256.as_bytes()) {
-            return Ok(Admin);
+        match caller(parts, state).await? {
+            Caller::Admin => Ok(Admin),
+            _ => Err(ApiError::forbidden("this needs the admin token")),
         }
-        // A valid token of another kind is forbidden here, not unknown.
-        if constant_time_eq(hash.as_bytes(), state.node_token_sha256.as_bytes())
-            || state.tenant_by_token_hash(hash).await?.is_some()
-        {
-            return Err(ApiError::forbidden("this needs the admin token"));
-        }
-        Err(ApiError::unauthorized())
     }
 }
 
@@ -83,16 +101,9 @@ impl FromRequestParts<Arc<ApiState>> for TenantAuth {
         parts: &mut Parts,
         state: &Arc<ApiState>,
     ) -> Result<Self, ApiError> {
-        let token = bearer(parts).ok_or_else(ApiError::unauthorized)?;
-        let hash = token_sha256(token);
-        if constant_time_eq(hash.as_bytes(), state.admin_token_sha256.as_bytes())
-            || constant_time_eq(hash.as_bytes(), state.node_token_sha256.as_bytes())
-        {
-            return Err(ApiError::forbidden("this needs a tenant token"));
-        }
-        match state.tenant_by_token_hash(hash).await? {
-            Some(tenant) => Ok(TenantAuth(tenant)),
-            None => Err(ApiError::unauthorized()),
+        match caller(parts, state).await? {
+            Caller::Tenant(tenant) => Ok(TenantAuth(tenant)),
+            _ => Err(ApiError::forbidden("this needs a tenant token")),
         }
     }
 }
@@ -104,14 +115,9 @@ impl FromRequestParts<Arc<ApiState>> for NodeAuth {
         parts: &mut Parts,
         state: &Arc<ApiState>,
     ) -> Result<Self, ApiError> {
-        let token = bearer(parts).ok_or_else(ApiError::unauthorized)?;
-        let hash = token_sha256(token);
-        if constant_time_eq(hash.as_bytes(), state.node_token_sha256.as_bytes()) {
-            Ok(NodeAuth)
-        } else if constant_time_eq(hash.as_bytes(), state.admin_token_sha256.as_bytes()) {
-            Err(ApiError::forbidden("this needs the node token"))
-        } else {
-            Err(ApiError::unauthorized())
+        match caller(parts, state).await? {
+            Caller::Node => Ok(NodeAuth),
+            _ => Err(ApiError::forbidden("this needs the node token")),
         }
     }
 }
