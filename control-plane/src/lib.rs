@@ -15,6 +15,7 @@
 
 pub mod api;
 pub mod config;
+pub mod metrics;
 pub mod server;
 pub mod store;
 pub mod watch;

@@ -112,6 +112,15 @@ pub async fn watch(
 
 type Item = Result<Bytes, std::io::Error>;
 
+/// Decrements the open-streams gauge however the stream task ends.
+struct StreamGauge(Arc<ApiState>);
+
+impl Drop for StreamGauge {
+    fn drop(&mut self) {
+        self.0.metrics.watch_streams(-1);
+    }
+}
+
 /// The event stream: the first snapshot (unless the node is up to date),
 /// then one snapshot per newer revision, heartbeats in between.
 fn async_stream(
@@ -124,6 +133,8 @@ fn async_stream(
     let (tx, rx) = tokio::sync::mpsc::channel::<Item>(1);
     let mut closing = state.closing.subscribe();
     tokio::spawn(async move {
+        state.metrics.watch_streams(1);
+        let _open = StreamGauge(state.clone());
         tokio::select! {
             _ = closing.wait_for(|closed| *closed) => {}
             _ = stream_events(state, first, node_revision, changes, tx, node) => {}

@@ -544,3 +544,40 @@ async fn nodes_watch_a_snapshot_then_each_newer_state() {
     let r = api.get("/v1/nodes/watch", Some(&t)).await;
     assert_error(&r, StatusCode::FORBIDDEN, "forbidden");
 }
+
+#[tokio::test]
+async fn metrics_show_revision_deploys_and_nodes() {
+    let api = Api::new();
+    let t = api.tenant("acme").await;
+    api.app(&t, "web", &["web.example.com"]).await;
+    api.deploy("web", &t, fixtures::hello("x")).await;
+    let report = api
+        .json(
+            "PUT",
+            "/v1/nodes/edge-1/status",
+            Some(NODE),
+            json!({"applied_revision": 1}),
+        )
+        .await;
+    assert_eq!(report.status, StatusCode::NO_CONTENT, "{}", report.raw);
+    let nodes = api.get("/v1/nodes", Some(ADMIN)).await;
+    assert_eq!(nodes.body[0]["id"], "edge-1");
+    assert_eq!(nodes.body[0]["applied_revision"], 1);
+    let text = api.get("/metrics", None).await.raw;
+    for line in [
+        "outpost_cp_revision 2",
+        r#"outpost_cp_deployments_total{tenant="acme"} 1"#,
+        r#"outpost_cp_node_lag_revisions{node="edge-1"} 1"#,
+    ] {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
+    let bad = api
+        .json(
+            "PUT",
+            "/v1/nodes/Bad_Id/status",
+            Some(NODE),
+            json!({"applied_revision": 1}),
+        )
+        .await;
+    assert_error(&bad, StatusCode::BAD_REQUEST, "bad_name");
+}

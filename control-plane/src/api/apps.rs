@@ -227,6 +227,7 @@ pub async fn deploy(
         })
         .await?;
     state.notify(revision);
+    state.metrics.deployed(&tenant.name);
     Ok((StatusCode::CREATED, Json(deployment(record))))
 }
 

@@ -38,6 +38,8 @@ pub struct ApiState {
     /// heard from. Kept in memory: nodes report again on reconnect.
     pub(crate) nodes:
         std::sync::Mutex<std::collections::BTreeMap<String, outpost_proto::NodeStatus>>,
+    /// Prometheus metrics.
+    pub(crate) metrics: crate::metrics::CpMetrics,
 }
 
 impl ApiState {
@@ -57,6 +59,11 @@ impl ApiState {
             revision: tokio::sync::watch::Sender::new(current),
             closing: tokio::sync::watch::Sender::new(false),
             nodes: Default::default(),
+            metrics: {
+                let m = crate::metrics::CpMetrics::new();
+                m.set_revision(current);
+                m
+            },
             store,
             admin_token_sha256: auth::token_sha256(admin_token),
             node_token_sha256: auth::token_sha256(node_token),
@@ -115,6 +122,7 @@ impl ApiState {
             let newer = revision > *current;
             if newer {
                 *current = revision;
+                self.metrics.set_revision(revision);
             }
             newer
         });
@@ -132,6 +140,7 @@ impl ApiState {
 pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
         .route("/v1/tenants", post(tenants::create).get(tenants::list))
         .route("/v1/tenants/{tenant}/limits", put(tenants::set_limits))
         .route("/v1/apps", post(apps::create).get(apps::list))
@@ -149,6 +158,20 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/nodes/watch", get(crate::watch::watch))
         .fallback(|| async { error::ApiError::not_found("no such endpoint") })
         .with_state(state)
+}
+
+/// `GET /metrics`: Prometheus text, unauthenticated like the nodes' own.
+async fn metrics(
+    axum::extract::State(state): axum::extract::State<Arc<ApiState>>,
+) -> impl axum::response::IntoResponse {
+    let nodes: Vec<_> = state.nodes.lock().unwrap().values().cloned().collect();
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(&nodes),
+    )
 }
 
 /// Tenant and app names: 1-63 of `a-z`, `0-9`, `-`, starting with a
