@@ -16,7 +16,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use outpost_proto::{AppSpec, Limits, Snapshot, WatchEvent, app_key};
+use outpost_proto::{AppSpec, ErrorBody, Limits, Snapshot, WatchEvent, app_key};
 use serde::Deserialize;
 
 use crate::api::ApiState;
@@ -84,6 +84,14 @@ fn line(event: &WatchEvent) -> Bytes {
 }
 
 /// The handler.
+#[utoipa::path(
+    get,
+    path = "/v1/nodes/watch",
+    tag = "nodes",
+    params(("revision" = Option<u64>, Query, description = "Revision the node has applied"), ("node" = Option<String>, Query, description = "Node id")),
+    responses((status = 200, body = WatchEvent), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("node" = []))
+)]
 pub async fn watch(
     _: NodeAuth,
     State(state): State<Arc<ApiState>>,

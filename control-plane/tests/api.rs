@@ -581,3 +581,77 @@ async fn metrics_show_revision_deploys_and_nodes() {
         .await;
     assert_error(&bad, StatusCode::BAD_REQUEST, "bad_name");
 }
+
+/// Every operation the router serves, as (method, path template).
+const OPERATIONS: &[(&str, &str)] = &[
+    ("post", "/v1/tenants"),
+    ("get", "/v1/tenants"),
+    ("put", "/v1/tenants/{tenant}/limits"),
+    ("post", "/v1/apps"),
+    ("get", "/v1/apps"),
+    ("get", "/v1/apps/{app}"),
+    ("delete", "/v1/apps/{app}"),
+    ("put", "/v1/apps/{app}/routes"),
+    ("put", "/v1/apps/{app}/env"),
+    ("post", "/v1/apps/{app}/deployments"),
+    ("get", "/v1/apps/{app}/deployments"),
+    ("post", "/v1/apps/{app}/rollback"),
+    ("get", "/v1/modules/{digest}"),
+    ("put", "/v1/nodes/{node}/status"),
+    ("get", "/v1/nodes"),
+    ("get", "/v1/nodes/watch"),
+];
+
+#[tokio::test]
+async fn the_openapi_document_matches_the_routes() {
+    let api = Api::new();
+    let doc = api.get("/v1/openapi.json", None).await;
+    assert_eq!(doc.status, StatusCode::OK);
+    assert!(doc.body["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = doc.body["paths"].as_object().unwrap();
+    let mut documented: Vec<(String, String)> = paths
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .map(move |method| (method.clone(), path.clone()))
+        })
+        .collect();
+    documented.sort();
+    let mut expected: Vec<(String, String)> = OPERATIONS
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    expected.sort();
+    assert_eq!(documented, expected);
+    // And the router really serves each one: no fallback 404, no 405.
+    for (method, path) in OPERATIONS {
+        let concrete = path
+            .replace("{tenant}", "acme")
+            .replace("{app}", "web")
+            .replace("{digest}", "sha256:00")
+            .replace("{node}", "edge-1");
+        let r = api
+            .call(
+                &method.to_uppercase(),
+                &concrete,
+                None,
+                Body::empty(),
+                "application/json",
+            )
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNAUTHORIZED,
+            "{method} {path}: {}",
+            r.raw
+        );
+    }
+    for schema in ["ErrorBody", "App", "Deployment", "WatchEvent", "Snapshot"] {
+        assert!(
+            doc.body["components"]["schemas"][schema].is_object(),
+            "schema {schema} missing"
+        );
+    }
+}

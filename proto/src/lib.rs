@@ -1,6 +1,6 @@
 //! Wire types shared by Outpost's control plane, edge nodes and CLI.
 //!
-//! Serde only, no I/O. Every type here is part of the versioned `v1`
+//! Serde only (plus OpenAPI schemas behind the `openapi` feature), no I/O. Every type here is part of the versioned `v1`
 //! contract: fields are added (optional, with defaults), never renamed or
 //! removed; maps are `BTreeMap`s so serialized output is deterministic.
 //! Golden JSON fixtures in `tests/golden/` pin the exact shapes.
@@ -17,6 +17,7 @@ pub const API_VERSION: &str = "v1";
 
 /// The body of every error response: `{"error": {"code": …, "message": …}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ErrorBody {
     /// What went wrong.
@@ -25,6 +26,7 @@ pub struct ErrorBody {
 
 /// A machine-readable code plus a sentence for people.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ErrorDetail {
     /// Stable, snake_case code (`bad_wasm`, `unknown_tenant`, …).
@@ -48,6 +50,7 @@ impl ErrorBody {
 /// Per-request limits. Every field is optional: an absent field means
 /// "inherit" (app → tenant → node default).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     /// Fuel (≈ wasm instructions) per request.
@@ -66,6 +69,7 @@ pub struct Limits {
 
 /// `POST /v1/tenants` (admin).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenant {
     /// Tenant name: lower-case letters, digits and `-`.
@@ -74,6 +78,7 @@ pub struct CreateTenant {
 
 /// The answer to [`CreateTenant`]: the only time the token is shown.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TenantCreated {
     /// Tenant name.
@@ -84,6 +89,7 @@ pub struct TenantCreated {
 
 /// A tenant as listed by `GET /v1/tenants` (admin).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Tenant {
     /// Tenant name.
@@ -98,6 +104,7 @@ pub struct Tenant {
 
 /// `POST /v1/apps` (tenant).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateApp {
     /// App name, unique within the tenant.
@@ -110,6 +117,7 @@ pub struct CreateApp {
 /// An app as `GET /v1/apps[/{app}]` shows it. Environment values are never
 /// echoed back, only their keys.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct App {
     /// App name.
@@ -127,6 +135,7 @@ pub struct App {
 
 /// `PUT /v1/apps/{app}/routes`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SetRoutes {
     /// The app's complete new route list.
@@ -139,6 +148,7 @@ pub type SetEnv = BTreeMap<String, String>;
 /// One deployment of an app (`POST /v1/apps/{app}/deployments` answers
 /// with it; `GET` lists them).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Deployment {
     /// 1, 2, 3, … per app.
@@ -155,6 +165,7 @@ pub struct Deployment {
 
 /// `POST /v1/apps/{app}/rollback`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Rollback {
     /// An earlier version to make active.
@@ -163,6 +174,7 @@ pub struct Rollback {
 
 /// What an edge node needs to serve one app.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AppSpec {
     /// Owning tenant.
@@ -185,6 +197,7 @@ pub struct AppSpec {
 
 /// Everything a node serves at one revision.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Snapshot {
     /// Monotonic revision of the control plane's state.
@@ -195,6 +208,7 @@ pub struct Snapshot {
 
 /// One event of `GET /v1/nodes/watch` (newline-delimited JSON).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum WatchEvent {
     /// The whole state; sent first, and whenever the node is too far behind.
@@ -225,6 +239,7 @@ pub enum WatchEvent {
 
 /// A node as `GET /v1/nodes` (admin) lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NodeStatus {
     /// The node's self-chosen id.
@@ -237,6 +252,7 @@ pub struct NodeStatus {
 
 /// `PUT /v1/nodes/{id}/status` (node): what the node now serves.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NodeReport {
     /// The revision the node has applied and serves.

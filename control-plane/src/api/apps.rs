@@ -9,7 +9,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use outpost_edge_node::router::Route;
-use outpost_proto::{App, CreateApp, Deployment, Rollback, SetEnv, SetRoutes};
+use outpost_proto::{App, CreateApp, Deployment, ErrorBody, Rollback, SetEnv, SetRoutes};
 use sha2::{Digest, Sha256};
 
 use super::auth::{NodeAuth, TenantAuth, hex};
@@ -64,6 +64,14 @@ async fn load(state: &ApiState, tenant: &str, app: &str) -> ApiResult<AppRecord>
         .ok_or_else(|| ApiError::not_found(format!("app {app:?} not found")))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/apps",
+    tag = "apps",
+    request_body = CreateApp,
+    responses((status = 201, body = App), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = []))
+)]
 pub async fn create(
     TenantAuth(tenant): TenantAuth,
     State(state): State<Arc<ApiState>>,
@@ -85,6 +93,13 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(view(record))))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/apps",
+    tag = "apps",
+    responses((status = 200, body = Vec<App>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = []))
+)]
 pub async fn list(
     TenantAuth(tenant): TenantAuth,
     State(state): State<Arc<ApiState>>,
@@ -93,6 +108,14 @@ pub async fn list(
     Ok(Json(apps.into_iter().map(view).collect()))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/apps/{app}",
+    tag = "apps",
+    params(("app" = String, Path, description = "App name")),
+    responses((status = 200, body = App), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = []))
+)]
 pub async fn show(
     TenantAuth(tenant): TenantAuth,
     State(state): State<Arc<ApiState>>,
@@ -101,6 +124,14 @@ pub async fn show(
     Ok(Json(view(load(&state, &tenant.name, &app).await?)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/apps/{app}",
+    tag = "apps",
+    params(("app" = String, Path, description = "App name")),
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = []))
+)]
 pub async fn delete(
     TenantAuth(tenant): TenantAuth,
     State(state): State<Arc<ApiState>>,
@@ -112,6 +143,15 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/apps/{app}/routes",
+    tag = "apps",
+    params(("app" = String, Path, description = "App name")),
+    request_body = SetRoutes,
+    responses((status = 200, body = App), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = []))
+)]
 pub async fn set_routes(
     TenantAuth(tenant): TenantAuth,
     State(state): State<Arc<ApiState>>,
@@ -127,6 +167,15 @@ pub async fn set_routes(
 /// Largest environment accepted: keeps snapshots small.
 const MAX_ENV_BYTES: usize = 64 * 1024;
 
+#[utoipa::path(
+    put,
+    path = "/v1/apps/{app}/env",
+    tag = "apps",
+    params(("app" = String, Path, description = "App name")),
+    request_body = std::collections::BTreeMap<String, String>,
+    responses((status = 200, body = App), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody)),
+    security(("bearer" = []))
+)]
 pub async fn set_env(
     TenantAuth(tenant): TenantAuth,
     State(state): State<Arc<ApiState>>,
@@ -165,6 +214,15 @@ fn deployment(d: DeploymentRecord) -> Deployment {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/apps/{app}/deployments",
+    tag = "deployments",
+    params(("app" = String, Path, description = "App name")),
+    request_body(content = Vec<u8>, content_type = "application/wasm"),
+    responses((status = 201, body = Deployment), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)),
+    security(("bearer" = []))
+)]
 pub async fn deploy(
     TenantAuth(tenant): TenantAuth,
     State(state): State<Arc<ApiState>>,
@@ -231,6 +289,14 @@ pub async fn deploy(
     Ok((StatusCode::CREATED, Json(deployment(record))))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/apps/{app}/deployments",
+    tag = "deployments",
+    params(("app" = String, Path, description = "App name")),
+    responses((status = 200, body = Vec<Deployment>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = []))
+)]
 pub async fn deployments(
     TenantAuth(tenant): TenantAuth,
     State(state): State<Arc<ApiState>>,
@@ -243,6 +309,15 @@ pub async fn deployments(
     Ok(Json(list.into_iter().map(deployment).collect()))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/apps/{app}/rollback",
+    tag = "deployments",
+    params(("app" = String, Path, description = "App name")),
+    request_body = Rollback,
+    responses((status = 200, body = App), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = []))
+)]
 pub async fn rollback(
     TenantAuth(tenant): TenantAuth,
     State(state): State<Arc<ApiState>>,
@@ -255,6 +330,14 @@ pub async fn rollback(
     Ok(Json(view(load(&state, &tenant.name, &app).await?)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/modules/{digest}",
+    tag = "nodes",
+    params(("digest" = String, Path, description = "sha256:<hex> of the module")),
+    responses((status = 200, body = Vec<u8>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("node" = []))
+)]
 pub async fn module(
     _: NodeAuth,
     State(state): State<Arc<ApiState>>,

@@ -6,6 +6,7 @@ mod apps;
 pub mod auth;
 pub mod error;
 mod nodes;
+pub mod openapi;
 mod tenants;
 
 use std::sync::Arc;
@@ -141,6 +142,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
+        .route("/v1/openapi.json", get(openapi::document))
         .route("/v1/tenants", post(tenants::create).get(tenants::list))
         .route("/v1/tenants/{tenant}/limits", put(tenants::set_limits))
         .route("/v1/apps", post(apps::create).get(apps::list))

@@ -5,13 +5,21 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use outpost_proto::{CreateTenant, Limits, Tenant, TenantCreated};
+use outpost_proto::{CreateTenant, ErrorBody, Limits, Tenant, TenantCreated};
 
 use super::auth::{self, Admin};
 use super::error::{ApiError, ApiResult};
 use super::{ApiState, check_name};
 use crate::store::{TenantRecord, now};
 
+#[utoipa::path(
+    post,
+    path = "/v1/tenants",
+    tag = "tenants",
+    request_body = CreateTenant,
+    responses((status = 201, body = TenantCreated), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("admin" = []))
+)]
 pub async fn create(
     _: Admin,
     State(state): State<Arc<ApiState>>,
@@ -36,6 +44,13 @@ pub async fn create(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/tenants",
+    tag = "tenants",
+    responses((status = 200, body = Vec<Tenant>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("admin" = []))
+)]
 pub async fn list(_: Admin, State(state): State<Arc<ApiState>>) -> ApiResult<Json<Vec<Tenant>>> {
     let (tenants, apps) = state
         .blocking(|s| Ok((s.tenants()?, s.all_apps()?)))
@@ -52,6 +67,15 @@ pub async fn list(_: Admin, State(state): State<Arc<ApiState>>) -> ApiResult<Jso
     ))
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/tenants/{tenant}/limits",
+    tag = "tenants",
+    params(("tenant" = String, Path, description = "Tenant name")),
+    request_body = Limits,
+    responses((status = 200, body = Tenant), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("admin" = []))
+)]
 pub async fn set_limits(
     _: Admin,
     State(state): State<Arc<ApiState>>,
