@@ -43,6 +43,7 @@ pub struct Metrics {
     apps_loaded: IntGauge,
     pooling_allocator: IntGauge,
     applied_revision: IntGauge,
+    sync_lag: IntGauge,
     sync_reconnects: IntCounter,
 }
 
@@ -138,6 +139,10 @@ impl Metrics {
                 "outpost_sync_applied_revision",
                 "Control-plane revision this node serves (0 in standalone mode).",
             )?,
+            sync_lag: IntGauge::new(
+                "outpost_sync_lag_revisions",
+                "Revisions the control plane is ahead of what this node serves.",
+            )?,
             sync_reconnects: IntCounter::new(
                 "outpost_sync_reconnects_total",
                 "Times the watch stream to the control plane was re-established.",
@@ -160,6 +165,7 @@ impl Metrics {
         m.registry.register(Box::new(m.pooling_allocator.clone()))?;
         m.registry.register(Box::new(m.applied_revision.clone()))?;
         m.registry.register(Box::new(m.sync_reconnects.clone()))?;
+        m.registry.register(Box::new(m.sync_lag.clone()))?;
         for reason in UnroutedReason::ALL {
             m.unrouted.with_label_values(&[reason.as_str()]);
         }
@@ -234,6 +240,12 @@ impl Metrics {
     pub fn set_applied_revision(&self, revision: u64) {
         self.applied_revision
             .set(i64::try_from(revision).unwrap_or(i64::MAX));
+    }
+
+    /// Records how far behind the control plane this node is.
+    pub fn set_sync_lag(&self, revisions: u64) {
+        self.sync_lag
+            .set(i64::try_from(revisions).unwrap_or(i64::MAX));
     }
 
     /// Counts one reconnection of the watch stream.

@@ -217,11 +217,21 @@ async fn watch_once(
             let line = buf.split_to(end + 1);
             let event: WatchEvent = serde_json::from_slice(&line[..end])
                 .map_err(|e| format!("malformed event: {e}"))?;
-            if let WatchEvent::Snapshot { snapshot } = event {
-                let revision = snapshot.revision;
-                apply(node, config, cache, client, snapshot).await?;
-                *applied = revision;
-                report(config, revision).await;
+            match event {
+                WatchEvent::Snapshot { snapshot } => {
+                    let revision = snapshot.revision;
+                    apply(node, config, cache, client, snapshot).await?;
+                    *applied = revision;
+                    node.metrics().set_sync_lag(0);
+                    report(config, revision).await;
+                }
+                WatchEvent::Heartbeat { revision } => {
+                    node.metrics()
+                        .set_sync_lag(revision.saturating_sub(*applied));
+                }
+                // Deltas are part of the v1 protocol but not sent yet;
+                // the next snapshot carries their effect.
+                WatchEvent::Upsert { .. } | WatchEvent::Remove { .. } => {}
             }
         }
         if buf.len() > MAX_LINE {
