@@ -344,3 +344,34 @@ async fn reapplying_unchanged_apps_does_not_recompile_them() {
         text.contains(r#"outpost_runtime_compile_duration_seconds_count{app="b",tenant="t"} 2"#)
     );
 }
+
+#[tokio::test]
+async fn a_request_in_flight_finishes_on_the_version_it_started_on() {
+    let node = TestNode::start(vec![(
+        &["a.example.com"],
+        app("t", "a", fixtures::slow(700), quick_limits()),
+    )])
+    .await;
+    let in_flight = node.get("a.example.com", "/");
+    let swap = async {
+        // Swap only once the slow request holds its instance.
+        for _ in 0..200 {
+            if node
+                .metric(r#"outpost_runtime_instances_in_flight{app="a",tenant="t"}"#)
+                .await
+                == 1.0
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        node.node
+            .apply(vec![spec("a", fixtures::hello("v2\n"))])
+            .await
+            .unwrap();
+        node.get("a.example.com", "/").await
+    };
+    let (old, new) = tokio::join!(in_flight, swap);
+    assert_eq!((old.status.as_u16(), old.text().as_str()), (200, "awake\n"));
+    assert_eq!((new.status.as_u16(), new.text().as_str()), (200, "v2\n"));
+}
