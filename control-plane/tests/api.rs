@@ -655,3 +655,30 @@ async fn the_openapi_document_matches_the_routes() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_deploys_to_one_app_never_lose_a_version() {
+    let api = Arc::new(Api::new());
+    let t = api.tenant("acme").await;
+    api.app(&t, "web", &["web.example.com"]).await;
+    let uploads: Vec<_> = (0..8)
+        .map(|i| {
+            let (api, t) = (api.clone(), t.clone());
+            tokio::spawn(async move {
+                api.deploy("web", &t, fixtures::hello(&format!("v{i}")))
+                    .await
+            })
+        })
+        .collect();
+    let mut versions = Vec::new();
+    for u in uploads {
+        let r = u.await.unwrap();
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.raw);
+        versions.push(r.body["version"].as_u64().unwrap());
+    }
+    versions.sort();
+    assert_eq!(versions, (1..=8).collect::<Vec<_>>());
+    let listed = api.get("/v1/apps/web/deployments", Some(&t)).await;
+    assert_eq!(listed.body.as_array().unwrap().len(), 8);
+    assert_eq!(api.get("/v1/apps/web", Some(&t)).await.body["versions"], 8);
+}
