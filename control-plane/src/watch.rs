@@ -159,53 +159,51 @@ async fn stream_events(
     tx: tokio::sync::mpsc::Sender<Item>,
     node: Option<String>,
 ) {
-    {
-        let mut sent = node_revision;
-        if first.revision != node_revision || node_revision == 0 {
-            sent = first.revision;
-            if tx
-                .send(Ok(line(&WatchEvent::Snapshot { snapshot: first })))
-                .await
-                .is_err()
-            {
-                return;
-            }
-        } else if tx
-            .send(Ok(line(&WatchEvent::Heartbeat { revision: sent })))
+    let mut sent = node_revision;
+    if first.revision != node_revision || node_revision == 0 {
+        sent = first.revision;
+        if tx
+            .send(Ok(line(&WatchEvent::Snapshot { snapshot: first })))
             .await
             .is_err()
         {
             return;
         }
-        loop {
-            let event = tokio::select! {
-                changed = changes.changed() => {
-                    if changed.is_err() {
-                        return;
-                    }
-                    if *changes.borrow_and_update() <= sent {
-                        continue;
-                    }
-                    match state.blocking(snapshot).await {
-                        Ok(snapshot) => {
-                            sent = snapshot.revision;
-                            WatchEvent::Snapshot { snapshot }
-                        }
-                        // The node keeps its state; it will reconnect.
-                        Err(_) => return,
-                    }
+    } else if tx
+        .send(Ok(line(&WatchEvent::Heartbeat { revision: sent })))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    loop {
+        let event = tokio::select! {
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return;
                 }
-                _ = tokio::time::sleep(HEARTBEAT) => WatchEvent::Heartbeat { revision: sent },
-            };
-            // A node that stops reading fills the one-slot channel and this
-            // task waits on it alone; the node's connection dropping ends it.
-            if tx.send(Ok(line(&event))).await.is_err() {
-                return;
+                if *changes.borrow_and_update() <= sent {
+                    continue;
+                }
+                match state.blocking(snapshot).await {
+                    Ok(snapshot) => {
+                        sent = snapshot.revision;
+                        WatchEvent::Snapshot { snapshot }
+                    }
+                    // The node keeps its state; it will reconnect.
+                    Err(_) => return,
+                }
             }
-            // The stream keeps moving, so the node is reading: it is alive.
-            if let Some(id) = &node {
-                state.node_seen(id, None);
-            }
+            _ = tokio::time::sleep(HEARTBEAT) => WatchEvent::Heartbeat { revision: sent },
+        };
+        // A node that stops reading fills the one-slot channel and this
+        // task waits on it alone; the node's connection dropping ends it.
+        if tx.send(Ok(line(&event))).await.is_err() {
+            return;
+        }
+        // The stream keeps moving, so the node is reading: it is alive.
+        if let Some(id) = &node {
+            state.node_seen(id, None);
         }
     }
 }
