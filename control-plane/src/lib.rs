@@ -10,8 +10,9 @@
 //! The `control-plane` binary (`main.rs`) is thin: [`config::Config`],
 //! [`store::SledStore::open`], bind, [`server::run`].
 //!
-//! Not here yet: nodes consuming the stream (sync mode), node status
-//! reports, `/metrics` and the OpenAPI document (issue 3 continues).
+//! Edge nodes consume the stream in sync mode (`outpost_edge_node::sync`)
+//! and report what they serve; `/metrics` and `/v1/openapi.json` describe
+//! the rest. Not here yet: delta events (only snapshots are sent).
 
 pub mod api;
 pub mod config;
