@@ -44,7 +44,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             let sync_config = SyncConfig {
                 url: settings.url.clone(),
                 token: settings.token.clone(),
-                cache_dir: settings.cache_dir.clone(),
                 defaults: config.limits.clone(),
                 node_id: settings.node_id.clone(),
             };

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::{Request, StatusCode, header};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -32,13 +32,14 @@ pub struct SyncConfig {
     pub url: String,
     /// The node token.
     pub token: String,
-    /// The on-disk cache (snapshot + modules).
-    pub cache_dir: PathBuf,
     /// Limits for fields neither tenant nor app sets.
     pub defaults: Limits,
     /// This node's id in `GET /v1/nodes`.
     pub node_id: String,
 }
+
+/// One client for the watch stream, module fetches and status reports.
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
 /// Longest event line accepted; a snapshot of many apps stays far below.
 const MAX_LINE: usize = 64 * 1024 * 1024;
@@ -168,8 +169,7 @@ fn to_runtime(app: &WireApp, wasm: Vec<u8>, defaults: &Limits) -> Result<(Vec<Ro
 /// Follows the control plane forever: connect, apply what arrives,
 /// reconnect with backoff. `applied` is the revision already being served.
 pub async fn follow(node: Arc<Node>, config: SyncConfig, cache: Cache, mut applied: u64) {
-    let client: Client<HttpConnector, Empty<Bytes>> =
-        Client::builder(TokioExecutor::new()).build_http();
+    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
     let mut backoff = BACKOFF_MIN;
     loop {
         let before = applied;
@@ -192,7 +192,7 @@ async fn watch_once(
     node: &Arc<Node>,
     config: &SyncConfig,
     cache: &Cache,
-    client: &Client<HttpConnector, Empty<Bytes>>,
+    client: &HttpClient,
     applied: &mut u64,
 ) -> std::result::Result<(), String> {
     let url = format!(
@@ -223,7 +223,7 @@ async fn watch_once(
                     apply(node, config, cache, client, snapshot).await?;
                     *applied = revision;
                     node.metrics().set_sync_lag(0);
-                    report(config, revision).await;
+                    report(config, client, revision).await;
                 }
                 WatchEvent::Heartbeat { revision } => {
                     node.metrics()
@@ -242,7 +242,7 @@ async fn watch_once(
 
 /// Tells the control plane what this node now serves (best effort: the
 /// next watch connection reports it again).
-async fn report(config: &SyncConfig, revision: u64) {
+async fn report(config: &SyncConfig, client: &HttpClient, revision: u64) {
     let url = format!(
         "{}/v1/nodes/{}/status",
         config.url.trim_end_matches('/'),
@@ -252,13 +252,10 @@ async fn report(config: &SyncConfig, revision: u64) {
         applied_revision: revision,
     })
     .expect("reports serialize");
-    // The watch client's body type is `Empty`; a one-off client is cheap
-    // next to applying a snapshot.
-    let client = Client::builder(TokioExecutor::new()).build_http::<http_body_util::Full<Bytes>>();
     let req = Request::put(&url)
         .header(header::AUTHORIZATION, format!("Bearer {}", config.token))
         .header(header::CONTENT_TYPE, "application/json")
-        .body(http_body_util::Full::new(Bytes::from(body)));
+        .body(Full::new(Bytes::from(body)));
     let outcome = match req {
         Ok(req) => client.request(req).await.map(|r| r.status()),
         Err(e) => {
@@ -274,13 +271,13 @@ async fn report(config: &SyncConfig, revision: u64) {
 }
 
 async fn get(
-    client: &Client<HttpConnector, Empty<Bytes>>,
+    client: &HttpClient,
     url: &str,
     token: &str,
 ) -> std::result::Result<http::Response<hyper::body::Incoming>, String> {
     let req = Request::get(url)
         .header(header::AUTHORIZATION, format!("Bearer {token}"))
-        .body(Empty::new())
+        .body(Full::default())
         .map_err(|e| format!("bad URL {url}: {e}"))?;
     let resp = client
         .request(req)
@@ -297,7 +294,7 @@ async fn apply(
     node: &Arc<Node>,
     config: &SyncConfig,
     cache: &Cache,
-    client: &Client<HttpConnector, Empty<Bytes>>,
+    client: &HttpClient,
     snapshot: Snapshot,
 ) -> std::result::Result<(), String> {
     let mut apps = Vec::with_capacity(snapshot.apps.len());

@@ -162,7 +162,6 @@ impl EdgeNode {
             SyncConfig {
                 url: format!("http://{cp}"),
                 token: NODE.into(),
-                cache_dir: cache_dir.to_path_buf(),
                 defaults: Limits::default(),
                 node_id: id.into(),
             },

@@ -196,14 +196,13 @@ impl Runtime {
         let started = Instant::now();
         let what = format!("app {:?} (tenant {:?})", spec.name, spec.tenant);
         let runtime = self.clone();
-        let (spec, checked) = tokio::task::spawn_blocking(move || {
+        let (spec, what, checked) = tokio::task::spawn_blocking(move || {
             let checked = runtime.check(&what, &spec.wasm);
-            (spec, checked)
+            (spec, what, checked)
         })
         .await
         .map_err(|e| Error::Engine(format!("compile task failed: {e}")))?;
         let pre = checked?;
-        let what = format!("app {:?} (tenant {:?})", spec.name, spec.tenant);
         let compile_time = started.elapsed();
         let app = App::new(spec, pre, &self.metrics);
         app.metrics()
