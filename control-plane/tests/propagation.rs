@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use outpost_test_fixtures as fixtures;
 use serde_json::json;
-use support::{ADMIN, ControlPlane, EdgeNode};
+use support::{ControlPlane, EdgeNode};
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -32,19 +32,7 @@ async fn setup() -> (
     let data = tempfile::tempdir().unwrap();
     let caches = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     let cp = ControlPlane::start(data.path(), "127.0.0.1:0".parse().unwrap()).await;
-    let (_, tenant) = cp
-        .json("POST", "/v1/tenants", ADMIN, json!({"name": "acme"}))
-        .await;
-    let token = tenant["token"].as_str().unwrap().to_string();
-    let (status, _) = cp
-        .json(
-            "POST",
-            "/v1/apps",
-            &token,
-            json!({"name": "web", "routes": ["web.example.com"]}),
-        )
-        .await;
-    assert_eq!(status, 201);
+    let token = cp.acme_with_web_app().await;
     let nodes = [
         EdgeNode::start(cp.addr, caches[0].path(), "edge-1").await,
         EdgeNode::start(cp.addr, caches[1].path(), "edge-2").await,

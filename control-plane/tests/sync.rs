@@ -17,20 +17,7 @@ async fn deploys_reach_every_node_which_survive_the_control_plane() {
     let caches = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     let cp = ControlPlane::start(data.path(), "127.0.0.1:0".parse().unwrap()).await;
     let addr = cp.addr;
-    let (status, tenant) = cp
-        .json("POST", "/v1/tenants", ADMIN, json!({"name": "acme"}))
-        .await;
-    assert_eq!(status, 201);
-    let token = tenant["token"].as_str().unwrap().to_string();
-    let (status, _) = cp
-        .json(
-            "POST",
-            "/v1/apps",
-            &token,
-            json!({"name": "web", "routes": ["web.example.com"]}),
-        )
-        .await;
-    assert_eq!(status, 201);
+    let token = cp.acme_with_web_app().await;
 
     let nodes = [
         EdgeNode::start(addr, caches[0].path(), "edge-1").await,

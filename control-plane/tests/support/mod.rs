@@ -110,6 +110,25 @@ impl ControlPlane {
         .await
     }
 
+    /// Creates tenant `acme` with an app `web` on `web.example.com`;
+    /// returns the tenant's token.
+    pub async fn acme_with_web_app(&self) -> String {
+        let (status, tenant) = self
+            .json(
+                "POST",
+                "/v1/tenants",
+                ADMIN,
+                serde_json::json!({"name": "acme"}),
+            )
+            .await;
+        assert_eq!(status, 201, "{tenant}");
+        let token = tenant["token"].as_str().unwrap().to_string();
+        let app = serde_json::json!({"name": "web", "routes": ["web.example.com"]});
+        let (status, body) = self.json("POST", "/v1/apps", &token, app).await;
+        assert_eq!(status, 201, "{body}");
+        token
+    }
+
     pub async fn deploy(&self, token: &str, wasm: Vec<u8>) -> u64 {
         self.deploy_to("web", token, wasm).await
     }
