@@ -26,6 +26,10 @@ fn main() -> anyhow::Result<()> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let node = Node::new(&config.pool, Metrics::new())?;
+    if let Some(settings) = &config.sync {
+        node.runtime()
+            .enable_compile_cache(&settings.cache_dir.join("compiled"))?;
+    }
     let apps = config
         .apps
         .iter()

@@ -40,6 +40,7 @@ pub struct Metrics {
     instances_in_flight: IntGaugeVec,
     guest_log_dropped: IntCounterVec,
     compile_duration: HistogramVec,
+    compile_cache: IntCounterVec,
     apps_loaded: IntGauge,
     pooling_allocator: IntGauge,
     applied_revision: IntGauge,
@@ -130,6 +131,13 @@ impl Metrics {
                 .buckets(COMPILE_BUCKETS.to_vec()),
                 app,
             )?,
+            compile_cache: IntCounterVec::new(
+                Opts::new(
+                    "outpost_runtime_compile_cache_lookups_total",
+                    "Compiled-module cache lookups, by result (hit, miss, invalid).",
+                ),
+                &["result"],
+            )?,
             apps_loaded: IntGauge::new("outpost_runtime_apps_loaded", "Apps ready to serve.")?,
             pooling_allocator: IntGauge::new(
                 "outpost_runtime_pooling_allocator",
@@ -161,6 +169,7 @@ impl Metrics {
             .register(Box::new(m.instances_in_flight.clone()))?;
         m.registry.register(Box::new(m.guest_log_dropped.clone()))?;
         m.registry.register(Box::new(m.compile_duration.clone()))?;
+        m.registry.register(Box::new(m.compile_cache.clone()))?;
         m.registry.register(Box::new(m.apps_loaded.clone()))?;
         m.registry.register(Box::new(m.pooling_allocator.clone()))?;
         m.registry.register(Box::new(m.applied_revision.clone()))?;
@@ -168,6 +177,9 @@ impl Metrics {
         m.registry.register(Box::new(m.sync_lag.clone()))?;
         for reason in UnroutedReason::ALL {
             m.unrouted.with_label_values(&[reason.as_str()]);
+        }
+        for result in ["hit", "miss", "invalid"] {
+            m.compile_cache.with_label_values(&[result]);
         }
         Ok(m)
     }
@@ -229,6 +241,11 @@ impl Metrics {
     /// Counts a request the node answered without any app.
     pub fn unrouted(&self, reason: UnroutedReason) {
         self.unrouted.with_label_values(&[reason.as_str()]).inc();
+    }
+
+    /// Counts one compiled-module cache lookup.
+    pub fn compile_cache(&self, result: &str) {
+        self.compile_cache.with_label_values(&[result]).inc();
     }
 
     /// Sets the number of apps ready to serve.

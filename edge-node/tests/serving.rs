@@ -375,3 +375,67 @@ async fn a_request_in_flight_finishes_on_the_version_it_started_on() {
     assert_eq!((old.status.as_u16(), old.text().as_str()), (200, "awake\n"));
     assert_eq!((new.status.as_u16(), new.text().as_str()), (200, "v2\n"));
 }
+
+/// A node that compiled a module once loads it from its compile cache after
+/// a restart; a corrupted entry is detected, thrown away and recompiled,
+/// never run.
+#[tokio::test]
+async fn compiled_modules_are_cached_on_disk_and_corrupt_entries_recompiled() {
+    let dir = tempfile::tempdir().unwrap();
+    let lookups = |m: &Metrics| {
+        let text = m.render();
+        ["hit", "miss", "invalid"].map(|r| {
+            let series = format!("outpost_runtime_compile_cache_lookups_total{{result=\"{r}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(series.as_str()))
+                .map_or(0, |v| v.parse::<u64>().unwrap())
+        })
+    };
+    let start = || async {
+        let metrics = Metrics::new();
+        let node = Node::new(&PoolConfig::default(), metrics.clone()).unwrap();
+        node.runtime().enable_compile_cache(dir.path()).unwrap();
+        node.apply(vec![spec("web", fixtures::hello("cached\n"))])
+            .await
+            .unwrap();
+        (node, metrics)
+    };
+
+    let (_, metrics) = start().await;
+    assert_eq!(lookups(&metrics), [0, 1, 0]);
+    let entries: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert!(entries[0].extension().is_some_and(|e| e == "cwasm"));
+
+    // "Restart": a new engine with the same configuration.
+    let (node, metrics) = start().await;
+    assert_eq!(lookups(&metrics), [1, 0, 0]);
+    let served = TestNode::serve(node).await;
+    assert_eq!(served.get("web.example.com", "/").await.text(), "cached\n");
+
+    // Flip one byte of the compiled code: the checksum catches it.
+    let mut bytes = std::fs::read(&entries[0]).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&entries[0], &bytes).unwrap();
+    let (node, metrics) = start().await;
+    assert_eq!(lookups(&metrics), [0, 0, 1]);
+    let served = TestNode::serve(node).await;
+    assert_eq!(served.get("web.example.com", "/").await.text(), "cached\n");
+
+    // The recompiled entry replaced the corrupt one.
+    let (_, metrics) = start().await;
+    assert_eq!(lookups(&metrics), [1, 0, 0]);
+
+    // A module the cache has never seen is a miss, whatever else it holds.
+    let metrics = Metrics::new();
+    let node = Node::new(&PoolConfig::default(), metrics.clone()).unwrap();
+    node.runtime().enable_compile_cache(dir.path()).unwrap();
+    node.apply(vec![spec("other", fixtures::hello("other\n"))])
+        .await
+        .unwrap();
+    assert_eq!(lookups(&metrics), [0, 1, 0]);
+}

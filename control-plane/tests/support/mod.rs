@@ -146,12 +146,17 @@ impl ControlPlane {
 /// An edge node following `cp`, caching in `cache_dir`.
 pub struct EdgeNode {
     pub http: SocketAddr,
+    pub metrics: Metrics,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl EdgeNode {
     pub async fn start(cp: SocketAddr, cache_dir: &Path, id: &str) -> EdgeNode {
-        let node = Node::new(&PoolConfig::default(), Metrics::new()).unwrap();
+        let metrics = Metrics::new();
+        let node = Node::new(&PoolConfig::default(), metrics.clone()).unwrap();
+        node.runtime()
+            .enable_compile_cache(&cache_dir.join("compiled"))
+            .unwrap();
         let cache = Cache::open(cache_dir).unwrap();
         let applied = sync::restore(&node, &cache, &Limits::default())
             .await
@@ -189,6 +194,7 @@ impl EdgeNode {
         ));
         EdgeNode {
             http,
+            metrics,
             tasks: vec![serve, follow],
         }
     }

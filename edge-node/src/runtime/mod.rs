@@ -6,11 +6,13 @@
 //! epoch-driven wall-clock deadline, and a per-app semaphore.
 
 pub mod app;
+pub mod compile_cache;
 pub mod guest_log;
 pub mod host;
 pub mod limits;
 
-use std::sync::Arc;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -22,6 +24,7 @@ use wasmtime::{
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 pub use app::{App, AppSpec};
+use compile_cache::CompileCache;
 use host::HostState;
 pub use limits::{KillReason, LimitOverrides, Limits};
 
@@ -116,6 +119,7 @@ pub struct Runtime {
     linker: Arc<Linker<HostState>>,
     pooling: bool,
     metrics: Metrics,
+    compile_cache: OnceLock<CompileCache>,
 }
 
 impl Runtime {
@@ -153,12 +157,24 @@ impl Runtime {
             linker: Arc::new(linker),
             pooling,
             metrics,
+            compile_cache: OnceLock::new(),
         })
     }
 
     /// Whether instances come from the pooling allocator.
     pub fn is_pooling(&self) -> bool {
         self.pooling
+    }
+
+    /// Keeps compiled components in `dir` from now on (see
+    /// [`compile_cache`]). Only the first call takes effect.
+    pub fn enable_compile_cache(&self, dir: &Path) -> Result<()> {
+        let cache = CompileCache::open(dir, &self.engine).map_err(|source| Error::Read {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let _ = self.compile_cache.set(cache);
+        Ok(())
     }
 
     /// The engine (for tests and tools that precompile).
@@ -177,13 +193,28 @@ impl Runtime {
             what: what.to_string(),
             reason: reason.split_whitespace().collect::<Vec<_>>().join(" "),
         };
-        let component =
-            Component::new(&self.engine, wasm).map_err(|e| invalid(format!("{e:#}")))?;
+        let component = self.compile(wasm).map_err(|e| invalid(format!("{e:#}")))?;
         let pre = self
             .linker
             .instantiate_pre(&component)
             .map_err(|e| invalid(format!("{e:#}")))?;
         ProxyPre::new(pre).map_err(|e| invalid(format!("not a wasi:http/proxy worker: {e:#}")))
+    }
+
+    /// The compiled form of `wasm`: from the compile cache if enabled and
+    /// holding it, else from cranelift (and then saved there).
+    fn compile(&self, wasm: &[u8]) -> wasmtime::Result<Component> {
+        let Some(cache) = self.compile_cache.get() else {
+            return Component::new(&self.engine, wasm);
+        };
+        let (cached, lookup) = cache.load(&self.engine, wasm);
+        self.metrics.compile_cache(lookup.as_str());
+        if let Some(component) = cached {
+            return Ok(component);
+        }
+        let component = Component::new(&self.engine, wasm)?;
+        cache.store(&component, wasm);
+        Ok(component)
     }
 
     /// Compiles and checks an app (see [`Runtime::check`]), then

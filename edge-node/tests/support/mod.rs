@@ -86,6 +86,11 @@ impl TestNode {
             })
             .collect();
         node.apply(apps).await.expect("apps load");
+        Self::serve(node).await
+    }
+
+    /// Serves an already configured node.
+    pub async fn serve(node: Arc<Node>) -> TestNode {
         let config = Config {
             http: "127.0.0.1:0".parse().unwrap(),
             metrics: "127.0.0.1:0".parse().unwrap(),
