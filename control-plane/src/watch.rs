@@ -1,12 +1,14 @@
 //! The push stream to edge nodes: `GET /v1/nodes/watch?revision=N`.
 //!
 //! Nodes connect out (so they work behind NAT) with the node token and get
-//! newline-delimited JSON [`WatchEvent`]s: a full `snapshot` whenever the
-//! state is newer than what the node has, then a `heartbeat` every
-//! [`HEARTBEAT`] while nothing changes. Each stream follows a
-//! `tokio::sync::watch` of the latest revision, so a slow node skips the
-//! revisions it missed and gets the newest state next — it never queues
-//! work for the control plane or slows other nodes.
+//! newline-delimited JSON [`WatchEvent`]s: a full `snapshot` first if the
+//! node's revision is not the current one, then a `delta` (apps upserted
+//! and removed, from the revision the node has to the newest) per change,
+//! and a `heartbeat` every [`HEARTBEAT`] while nothing changes. Each stream
+//! follows a `tokio::sync::watch` of the latest revision, so a slow node
+//! skips the revisions it missed and gets one delta to the newest state
+//! next — it never queues work for the control plane or slows other nodes.
+//! The snapshot of each revision is built once and shared by every stream.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -77,6 +79,23 @@ pub fn snapshot(store: &dyn Store) -> Result<Snapshot, StoreError> {
     Ok(Snapshot { revision, apps })
 }
 
+/// The snapshot of the newest revision, built once per revision however
+/// many streams ask for it.
+async fn current(state: &Arc<ApiState>) -> ApiResult<Arc<Snapshot>> {
+    let wanted = *state.revision.borrow();
+    if let Some(cached) = state.latest_snapshot.lock().expect("not poisoned").clone()
+        && cached.revision >= wanted
+    {
+        return Ok(cached);
+    }
+    let built = Arc::new(state.blocking(snapshot).await?);
+    let mut latest = state.latest_snapshot.lock().expect("not poisoned");
+    if latest.as_ref().is_none_or(|l| l.revision < built.revision) {
+        *latest = Some(built.clone());
+    }
+    Ok(built)
+}
+
 fn line(event: &WatchEvent) -> Bytes {
     let mut bytes = serde_json::to_vec(event).expect("events serialize");
     bytes.push(b'\n');
@@ -106,7 +125,7 @@ pub async fn watch(
         state.node_seen(id, Some(query.revision));
     }
     let changes = state.revision.subscribe();
-    let first = state.blocking(snapshot).await?;
+    let first = current(&state).await?;
     let stream = async_stream(state, first, query.revision, changes, node);
     Ok((
         [
@@ -130,10 +149,10 @@ impl Drop for StreamGauge {
 }
 
 /// The event stream: the first snapshot (unless the node is up to date),
-/// then one snapshot per newer revision, heartbeats in between.
+/// then one delta per newer revision, heartbeats in between.
 fn async_stream(
     state: Arc<ApiState>,
-    first: Snapshot,
+    first: Arc<Snapshot>,
     node_revision: u64,
     changes: tokio::sync::watch::Receiver<u64>,
     node: Option<String>,
@@ -153,27 +172,24 @@ fn async_stream(
 
 async fn stream_events(
     state: Arc<ApiState>,
-    first: Snapshot,
+    first: Arc<Snapshot>,
     node_revision: u64,
     mut changes: tokio::sync::watch::Receiver<u64>,
     tx: tokio::sync::mpsc::Sender<Item>,
     node: Option<String>,
 ) {
-    let mut sent = node_revision;
-    if first.revision != node_revision || node_revision == 0 {
-        sent = first.revision;
-        if tx
-            .send(Ok(line(&WatchEvent::Snapshot { snapshot: first })))
-            .await
-            .is_err()
-        {
-            return;
+    // What the node has now: deltas are computed from it.
+    let mut sent = first.clone();
+    let event = if first.revision != node_revision || node_revision == 0 {
+        WatchEvent::Snapshot {
+            snapshot: Snapshot::clone(&first),
         }
-    } else if tx
-        .send(Ok(line(&WatchEvent::Heartbeat { revision: sent })))
-        .await
-        .is_err()
-    {
+    } else {
+        WatchEvent::Heartbeat {
+            revision: node_revision,
+        }
+    };
+    if tx.send(Ok(line(&event))).await.is_err() {
         return;
     }
     loop {
@@ -182,19 +198,21 @@ async fn stream_events(
                 if changed.is_err() {
                     return;
                 }
-                if *changes.borrow_and_update() <= sent {
+                if *changes.borrow_and_update() <= sent.revision {
                     continue;
                 }
-                match state.blocking(snapshot).await {
-                    Ok(snapshot) => {
-                        sent = snapshot.revision;
-                        WatchEvent::Snapshot { snapshot }
+                match current(&state).await {
+                    Ok(newer) if newer.revision > sent.revision => {
+                        let delta = sent.delta_to(&newer);
+                        sent = newer;
+                        WatchEvent::Delta { delta }
                     }
+                    Ok(_) => continue,
                     // The node keeps its state; it will reconnect.
                     Err(_) => return,
                 }
             }
-            _ = tokio::time::sleep(HEARTBEAT) => WatchEvent::Heartbeat { revision: sent },
+            _ = tokio::time::sleep(HEARTBEAT) => WatchEvent::Heartbeat { revision: sent.revision },
         };
         // A node that stops reading fills the one-slot channel and this
         // task waits on it alone; the node's connection dropping ends it.

@@ -480,7 +480,7 @@ async fn next_event(body: &mut Body) -> Value {
 }
 
 #[tokio::test]
-async fn nodes_watch_a_snapshot_then_each_newer_state() {
+async fn nodes_watch_a_snapshot_then_a_delta_per_newer_state() {
     let api = Api::new();
     let t = api.tenant("acme").await;
     api.app(&t, "web", &["web.example.com"]).await;
@@ -514,21 +514,35 @@ async fn nodes_watch_a_snapshot_then_each_newer_state() {
     assert_eq!(web["limits"], json!({"fuel": 5000}));
     let r1 = first["snapshot"]["revision"].as_u64().unwrap();
 
+    // Later changes come as deltas from the revision the node has: only
+    // what changed, so a node with many apps reloads nothing else.
     let v2 = api.deploy("web", &t, fixtures::hello("v2")).await;
     let second = next_event(&mut body).await;
-    assert_eq!(second["type"], "snapshot");
-    assert!(second["snapshot"]["revision"].as_u64().unwrap() > r1);
-    assert_eq!(
-        second["snapshot"]["apps"]["acme/web"]["digest"],
-        v2.body["digest"]
-    );
+    assert_eq!(second["type"], "delta", "{second}");
+    let delta = &second["delta"];
+    assert_eq!(delta["base"].as_u64(), Some(r1));
+    let r2 = delta["revision"].as_u64().unwrap();
+    assert!(r2 > r1);
+    assert_eq!(delta["upsert"]["acme/web"]["digest"], v2.body["digest"]);
+    assert_eq!(delta["upsert"].as_object().unwrap().len(), 1, "{delta}");
+    assert_eq!(delta["remove"], json!([]));
+
+    // A change nodes don't serve (an app with no version yet) still moves
+    // the revision.
+    api.app(&t, "later", &["later.example.com"]).await;
+    let third = next_event(&mut body).await;
+    assert_eq!(third["delta"]["base"].as_u64(), Some(r2));
+    assert_eq!(third["delta"]["upsert"], json!({}));
+    assert_eq!(third["delta"]["remove"], json!([]));
+    let r3 = third["delta"]["revision"].as_u64().unwrap();
 
     let del = api
         .call("DELETE", "/v1/apps/web", Some(&t), Body::empty(), "")
         .await;
     assert_eq!(del.status, StatusCode::NO_CONTENT);
-    let third = next_event(&mut body).await;
-    assert_eq!(third["snapshot"]["apps"], json!({}));
+    let fourth = next_event(&mut body).await;
+    assert_eq!(fourth["delta"]["base"].as_u64(), Some(r3));
+    assert_eq!(fourth["delta"]["remove"], json!(["acme/web"]));
 
     // A node already at the current revision gets a heartbeat, not a snapshot.
     let current = api.store.revision().unwrap();

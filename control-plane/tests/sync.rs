@@ -109,6 +109,34 @@ async fn deploys_reach_every_node_which_survive_the_control_plane() {
     for node in [&first, &second] {
         node.until_serves("web.example.com", "v3\n").await;
     }
+
+    // Deltas add and remove single apps; the others keep serving.
+    let (status, body) = cp
+        .json(
+            "POST",
+            "/v1/apps",
+            &token,
+            json!({"name": "api", "routes": ["api.example.com"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    cp.deploy_to("api", &token, fixtures::hello("api\n")).await;
+    for node in [&first, &second] {
+        node.until_serves("api.example.com", "api\n").await;
+    }
+    let (status, _) = cp.json("DELETE", "/v1/apps/web", &token, Value::Null).await;
+    assert_eq!(status, 204);
+    for node in [&first, &second] {
+        let started = Instant::now();
+        while node.get("web.example.com").await.0 != 404 {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "web still served"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(node.get("api.example.com").await, (200, "api\n".into()));
+    }
     first.stop();
     second.stop();
     cp.stop().await;

@@ -1,6 +1,7 @@
 //! The node itself: the runtime, the current route table, and the request
 //! entry point that ties routing to apps.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -17,9 +18,23 @@ use crate::runtime::{App, AppSpec, PoolConfig, Runtime};
 /// An edge node: serves whatever route table was last applied.
 pub struct Node {
     runtime: Arc<Runtime>,
-    routes: ArcSwap<Router<Arc<App>>>,
+    table: ArcSwap<Table>,
+    /// Held from reading the table to swapping the next one in, so two
+    /// changes applied at once both land, one after the other.
+    changing: tokio::sync::Mutex<()>,
     metrics: Metrics,
 }
+
+/// The apps being served and the router built from their routes; replaced
+/// whole, so a request sees one table or the next, never a mix.
+#[derive(Default)]
+struct Table {
+    router: Router<Arc<App>>,
+    apps: HashMap<AppKey, (Vec<Route>, Arc<App>)>,
+}
+
+/// `(tenant, app)`.
+type AppKey = (String, String);
 
 impl Node {
     /// A node with no apps yet.
@@ -27,7 +42,8 @@ impl Node {
         let runtime = Arc::new(Runtime::new(pool, metrics.clone())?);
         Ok(Arc::new(Node {
             runtime,
-            routes: ArcSwap::from_pointee(Router::new([]).expect("no routes, no duplicates")),
+            table: ArcSwap::from_pointee(Table::default()),
+            changing: tokio::sync::Mutex::new(()),
             metrics,
         }))
     }
@@ -42,60 +58,80 @@ impl Node {
         &self.runtime
     }
 
-    /// Compiles every app, then swaps the whole route table at once. If any
-    /// app fails to load, nothing changes and the node keeps serving the
-    /// table it had.
+    /// Serves exactly `apps` from now on: compiles every new or changed
+    /// one, then swaps the whole route table at once. If any app fails to
+    /// load, nothing changes and the node keeps serving the table it had.
     pub async fn apply(&self, apps: Vec<(Vec<Route>, AppSpec)>) -> Result<()> {
-        // Apps whose component, limits and environment are unchanged keep
-        // their compiled form (and their in-flight requests); only new or
-        // changed ones are compiled.
-        let current: std::collections::HashMap<[u8; 32], Arc<App>> = self
-            .routes
-            .load()
-            .values()
-            .map(|app| (app.fingerprint(), app.clone()))
-            .collect();
-        let mut loaded = Vec::with_capacity(apps.len());
+        let _changing = self.changing.lock().await;
+        let current = self.table.load_full();
+        let mut next = HashMap::with_capacity(apps.len());
         for (routes, spec) in apps {
-            let reuse = current
-                .get(&spec.fingerprint())
-                .filter(|app| app.tenant() == spec.tenant && app.name() == spec.name);
-            let app = match reuse {
-                Some(app) => app.clone(),
-                None => self.runtime.load(spec).await?,
-            };
-            loaded.push((routes, app));
+            let app = self.load_or_reuse(&current, spec).await?;
+            next.insert(key(&app), (routes, app));
         }
-        let entries = loaded
-            .iter()
-            .flat_map(|(routes, app)| routes.iter().map(move |r| (r.clone(), app.clone())));
-        let router = Router::new(entries).map_err(|e| Error::Config(vec![e.to_string()]))?;
-        let old = self.routes.swap(Arc::new(router));
-        let keep: std::collections::HashSet<_> = loaded
-            .iter()
-            .map(|(_, a)| (a.tenant().to_string(), a.name().to_string()))
-            .collect();
-        self.forget_removed(&old, &keep);
-        self.metrics.set_apps_loaded(loaded.len());
-        Ok(())
+        self.install(&current, next)
     }
 
-    /// Drops the metric series of apps that are gone.
-    fn forget_removed(
+    /// Applies a change: `upsert` apps are added or replace the app of the
+    /// same tenant and name, `remove` apps go; every other app is kept as
+    /// it is, without being read or compiled again. All or nothing, like
+    /// [`Node::apply`].
+    pub async fn update(
         &self,
-        old: &Router<Arc<App>>,
-        keep: &std::collections::HashSet<(String, String)>,
-    ) {
-        for app in old.values() {
-            if !keep.contains(&(app.tenant().to_string(), app.name().to_string())) {
+        upsert: Vec<(Vec<Route>, AppSpec)>,
+        remove: &[AppKey],
+    ) -> Result<()> {
+        let _changing = self.changing.lock().await;
+        let current = self.table.load_full();
+        let mut next = current.apps.clone();
+        for gone in remove {
+            next.remove(gone);
+        }
+        for (routes, spec) in upsert {
+            let app = self.load_or_reuse(&current, spec).await?;
+            next.insert(key(&app), (routes, app));
+        }
+        self.install(&current, next)
+    }
+
+    /// The loaded app for `spec`: the one already serving if its component,
+    /// limits and environment are unchanged (it keeps its compiled form and
+    /// its in-flight requests), else a freshly compiled one.
+    async fn load_or_reuse(&self, current: &Table, spec: AppSpec) -> Result<Arc<App>> {
+        let same = current
+            .apps
+            .get(&(spec.tenant.clone(), spec.name.clone()))
+            .filter(|(_, app)| app.fingerprint() == spec.fingerprint());
+        match same {
+            Some((_, app)) => Ok(app.clone()),
+            None => self.runtime.load(spec).await,
+        }
+    }
+
+    /// Builds the router for `apps` and swaps it in.
+    fn install(
+        &self,
+        current: &Table,
+        apps: HashMap<AppKey, (Vec<Route>, Arc<App>)>,
+    ) -> Result<()> {
+        let entries = apps
+            .values()
+            .flat_map(|(routes, app)| routes.iter().map(move |r| (r.clone(), app.clone())));
+        let router = Router::new(entries).map_err(|e| Error::Config(vec![e.to_string()]))?;
+        let next = Arc::new(Table { router, apps });
+        self.table.store(next.clone());
+        for (gone, (_, app)) in &current.apps {
+            if !next.apps.contains_key(gone) {
                 self.metrics.remove_app(app.tenant(), app.name());
             }
         }
+        self.metrics.set_apps_loaded(next.apps.len());
+        Ok(())
     }
 
     /// The app serving `host` + `path`, if any.
     pub fn route(&self, host: &str, path: &str) -> Option<Arc<App>> {
-        self.routes.load().lookup(host, path).cloned()
+        self.table.load().router.lookup(host, path).cloned()
     }
 
     /// Answers one request: routes it by `Host` (or the URI authority, as
@@ -129,4 +165,8 @@ impl Node {
         };
         app.serve(req, scheme).await
     }
+}
+
+fn key(app: &App) -> AppKey {
+    (app.tenant().to_string(), app.name().to_string())
 }

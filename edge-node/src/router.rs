@@ -114,6 +114,15 @@ pub struct Router<T> {
 #[error("route {0} is given twice")]
 pub struct DuplicateRoute(pub Route);
 
+impl<T> Default for Router<T> {
+    fn default() -> Self {
+        Router {
+            hosts: HashMap::new(),
+            len: 0,
+        }
+    }
+}
+
 impl<T> Router<T> {
     /// Builds a router; the same route twice is an error.
     pub fn new(entries: impl IntoIterator<Item = (Route, T)>) -> Result<Self, DuplicateRoute> {

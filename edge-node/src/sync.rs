@@ -17,7 +17,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use outpost_proto::{AppSpec as WireApp, Snapshot, WatchEvent};
+use outpost_proto::{AppSpec as WireApp, Delta, Snapshot, WatchEvent};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
@@ -169,20 +169,26 @@ fn to_runtime(app: &WireApp, wasm: Vec<u8>, defaults: &Limits) -> Result<(Vec<Ro
 }
 
 /// Follows the control plane forever: connect, apply what arrives,
-/// reconnect with backoff. `applied` is the revision already being served.
-pub async fn follow(node: Arc<Node>, config: SyncConfig, cache: Cache, mut applied: u64) {
+/// reconnect with backoff. `applied` is the revision already being served
+/// (what [`restore`] returned, or 0).
+pub async fn follow(node: Arc<Node>, config: SyncConfig, cache: Cache, applied: u64) {
     let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    // Deltas apply to the snapshot being served; without it (nothing
+    // restored) the node asks for a full snapshot first.
+    let mut have = cache
+        .snapshot()
+        .filter(|s| applied != 0 && s.revision == applied);
     let mut backoff = BACKOFF_MIN;
     loop {
-        let before = applied;
-        match watch_once(&node, &config, &cache, &client, &mut applied).await {
+        let before = have.as_ref().map(|s| s.revision);
+        match watch_once(&node, &config, &cache, &client, &mut have).await {
             Ok(()) => tracing::info!("watch stream ended; reconnecting"),
             Err(e) => tracing::warn!(error = %e, "sync with the control plane failed; retrying"),
         }
         node.metrics().sync_reconnect();
         // A stream that delivered something proves the control plane
         // healthy: retry quickly. Otherwise back off, up to 10 s.
-        if applied != before {
+        if have.as_ref().map(|s| s.revision) != before {
             backoff = BACKOFF_MIN;
         }
         tokio::time::sleep(backoff).await;
@@ -195,11 +201,12 @@ async fn watch_once(
     config: &SyncConfig,
     cache: &Cache,
     client: &HttpClient,
-    applied: &mut u64,
+    have: &mut Option<Snapshot>,
 ) -> std::result::Result<(), String> {
     let url = format!(
-        "{}/v1/nodes/watch?revision={applied}&node={}",
+        "{}/v1/nodes/watch?revision={}&node={}",
         config.url.trim_end_matches('/'),
+        have.as_ref().map_or(0, |s| s.revision),
         config.node_id
     );
     let resp = get(client, &url, &config.token).await?;
@@ -221,25 +228,49 @@ async fn watch_once(
                 .map_err(|e| format!("malformed event: {e}"))?;
             match event {
                 WatchEvent::Snapshot { snapshot } => {
-                    let revision = snapshot.revision;
-                    apply(node, config, cache, client, snapshot).await?;
-                    *applied = revision;
-                    node.metrics().set_sync_lag(0);
-                    report(config, client, revision).await;
+                    apply(node, config, cache, client, &snapshot).await?;
+                    applied(node, config, cache, client, have, snapshot).await?;
+                }
+                WatchEvent::Delta { delta } => {
+                    // A delta from another base means the stream and the
+                    // node disagree: reconnect, and get a snapshot.
+                    let mut next = have.clone().ok_or("a delta arrived before any snapshot")?;
+                    next.apply(&delta).map_err(|e| e.to_string())?;
+                    apply_delta(node, config, cache, client, have.as_ref(), &delta).await?;
+                    applied(node, config, cache, client, have, next).await?;
                 }
                 WatchEvent::Heartbeat { revision } => {
-                    node.metrics()
-                        .set_sync_lag(revision.saturating_sub(*applied));
+                    let at = have.as_ref().map_or(0, |s| s.revision);
+                    node.metrics().set_sync_lag(revision.saturating_sub(at));
                 }
-                // Deltas are part of the v1 protocol but not sent yet;
-                // the next snapshot carries their effect.
-                WatchEvent::Upsert { .. } | WatchEvent::Remove { .. } => {}
             }
         }
         if buf.len() > MAX_LINE {
             return Err("an event line exceeds 64 MiB".into());
         }
     }
+}
+
+/// Records that `snapshot` is now served: on disk (so a restart serves
+/// it), in metrics, and to the control plane.
+async fn applied(
+    node: &Arc<Node>,
+    config: &SyncConfig,
+    cache: &Cache,
+    client: &HttpClient,
+    have: &mut Option<Snapshot>,
+    snapshot: Snapshot,
+) -> std::result::Result<(), String> {
+    cache
+        .save_snapshot(&snapshot)
+        .map_err(|e| format!("caching the snapshot: {e}"))?;
+    let revision = snapshot.revision;
+    node.metrics().set_applied_revision(revision);
+    node.metrics().set_sync_lag(0);
+    tracing::info!(revision, apps = snapshot.apps.len(), "applied");
+    *have = Some(snapshot);
+    report(config, client, revision).await;
+    Ok(())
 }
 
 /// Tells the control plane what this node now serves (best effort: the
@@ -291,51 +322,71 @@ async fn get(
     Ok(resp)
 }
 
+/// The module with `digest`: from the cache, else fetched from the control
+/// plane, verified against the digest, and cached.
+async fn module(
+    config: &SyncConfig,
+    cache: &Cache,
+    client: &HttpClient,
+    digest: &str,
+) -> std::result::Result<Vec<u8>, String> {
+    if let Some(wasm) = cache.module(digest) {
+        return Ok(wasm);
+    }
+    let url = format!("{}/v1/modules/{digest}", config.url.trim_end_matches('/'));
+    let bytes = get(client, &url, &config.token)
+        .await?
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("GET {url}: {e}"))?
+        .to_bytes();
+    if digest_of(&bytes) != digest {
+        return Err(format!("module {digest} does not match its digest"));
+    }
+    cache
+        .save_module(digest, &bytes)
+        .map_err(|e| format!("caching {digest}: {e}"))?;
+    Ok(bytes.to_vec())
+}
+
 /// Fetches what is missing, then swaps the node's whole route table.
 async fn apply(
     node: &Arc<Node>,
     config: &SyncConfig,
     cache: &Cache,
     client: &HttpClient,
-    snapshot: Snapshot,
+    snapshot: &Snapshot,
 ) -> std::result::Result<(), String> {
     let mut apps = Vec::with_capacity(snapshot.apps.len());
     for app in snapshot.apps.values() {
-        let wasm = match cache.module(&app.digest) {
-            Some(wasm) => wasm,
-            None => {
-                let url = format!(
-                    "{}/v1/modules/{}",
-                    config.url.trim_end_matches('/'),
-                    app.digest
-                );
-                let bytes = get(client, &url, &config.token)
-                    .await?
-                    .into_body()
-                    .collect()
-                    .await
-                    .map_err(|e| format!("GET {url}: {e}"))?
-                    .to_bytes();
-                if digest_of(&bytes) != app.digest {
-                    return Err(format!("module {} does not match its digest", app.digest));
-                }
-                cache
-                    .save_module(&app.digest, &bytes)
-                    .map_err(|e| format!("caching {}: {e}", app.digest))?;
-                bytes.to_vec()
-            }
-        };
+        let wasm = module(config, cache, client, &app.digest).await?;
         apps.push(to_runtime(app, wasm, &config.defaults).map_err(|e| e.to_string())?);
     }
-    node.apply(apps).await.map_err(|e| e.to_string())?;
-    cache
-        .save_snapshot(&snapshot)
-        .map_err(|e| format!("caching the snapshot: {e}"))?;
-    node.metrics().set_applied_revision(snapshot.revision);
-    tracing::info!(
-        revision = snapshot.revision,
-        apps = snapshot.apps.len(),
-        "applied"
-    );
-    Ok(())
+    node.apply(apps).await.map_err(|e| e.to_string())
+}
+
+/// Loads only what `delta` changes; every other app keeps serving as is.
+async fn apply_delta(
+    node: &Arc<Node>,
+    config: &SyncConfig,
+    cache: &Cache,
+    client: &HttpClient,
+    have: Option<&Snapshot>,
+    delta: &Delta,
+) -> std::result::Result<(), String> {
+    let mut upsert = Vec::with_capacity(delta.upsert.len());
+    for app in delta.upsert.values() {
+        let wasm = module(config, cache, client, &app.digest).await?;
+        upsert.push(to_runtime(app, wasm, &config.defaults).map_err(|e| e.to_string())?);
+    }
+    let remove: Vec<(String, String)> = delta
+        .remove
+        .iter()
+        .filter_map(|key| have?.apps.get(key))
+        .map(|app| (app.tenant.clone(), app.name.clone()))
+        .collect();
+    node.update(upsert, &remove)
+        .await
+        .map_err(|e| e.to_string())
 }

@@ -206,6 +206,87 @@ pub struct Snapshot {
     pub apps: BTreeMap<String, AppSpec>,
 }
 
+/// The difference between two snapshots: apply it to the snapshot at
+/// `base` to get the one at `revision`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Delta {
+    /// The revision this delta applies to.
+    pub base: u64,
+    /// The revision after it.
+    pub revision: u64,
+    /// Apps added or changed, whole, keyed `tenant/app`.
+    #[serde(default)]
+    pub upsert: BTreeMap<String, AppSpec>,
+    /// Apps removed, as `tenant/app` keys.
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+/// A delta that does not start where the snapshot is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaleDelta {
+    /// The snapshot's revision.
+    pub have: u64,
+    /// The delta's base.
+    pub base: u64,
+}
+
+impl std::fmt::Display for StaleDelta {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "a delta from revision {} cannot apply to revision {}",
+            self.base, self.have
+        )
+    }
+}
+
+impl std::error::Error for StaleDelta {}
+
+impl Snapshot {
+    /// What turns `self` into `newer`.
+    pub fn delta_to(&self, newer: &Snapshot) -> Delta {
+        let upsert = newer
+            .apps
+            .iter()
+            .filter(|(key, app)| self.apps.get(*key) != Some(*app))
+            .map(|(key, app)| (key.clone(), app.clone()))
+            .collect();
+        let remove = self
+            .apps
+            .keys()
+            .filter(|key| !newer.apps.contains_key(*key))
+            .cloned()
+            .collect();
+        Delta {
+            base: self.revision,
+            revision: newer.revision,
+            upsert,
+            remove,
+        }
+    }
+
+    /// Applies `delta`, which must start at this snapshot's revision.
+    pub fn apply(&mut self, delta: &Delta) -> Result<(), StaleDelta> {
+        if delta.base != self.revision {
+            return Err(StaleDelta {
+                have: self.revision,
+                base: delta.base,
+            });
+        }
+        for key in &delta.remove {
+            self.apps.remove(key);
+        }
+        for (key, app) in &delta.upsert {
+            self.apps.insert(key.clone(), app.clone());
+        }
+        self.revision = delta.revision;
+        Ok(())
+    }
+}
+
 /// One event of `GET /v1/nodes/watch` (newline-delimited JSON).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -216,19 +297,11 @@ pub enum WatchEvent {
         /// The state.
         snapshot: Snapshot,
     },
-    /// One app added or changed at `revision`.
-    Upsert {
-        /// Revision after this change.
-        revision: u64,
-        /// The app's new spec.
-        app: AppSpec,
-    },
-    /// One app removed at `revision`.
-    Remove {
-        /// Revision after this change.
-        revision: u64,
-        /// `tenant/app`.
-        key: String,
+    /// What changed since `delta.base`; sent to a node that already has
+    /// that revision, instead of the whole state.
+    Delta {
+        /// The change.
+        delta: Delta,
     },
     /// Nothing changed; keeps idle connections alive.
     Heartbeat {

@@ -141,18 +141,64 @@ fn watch_events() {
         },
     );
     check(
-        "watch_upsert",
-        WatchEvent::Upsert {
-            revision: 8,
-            app: spec(),
-        },
-    );
-    check(
-        "watch_remove",
-        WatchEvent::Remove {
-            revision: 9,
-            key: app_key("acme", "web"),
+        "watch_delta",
+        WatchEvent::Delta {
+            delta: Delta {
+                base: 7,
+                revision: 9,
+                upsert: BTreeMap::from([(app_key("acme", "web"), spec())]),
+                remove: vec![app_key("acme", "old")],
+            },
         },
     );
     check("watch_heartbeat", WatchEvent::Heartbeat { revision: 9 });
+}
+
+#[test]
+fn a_delta_turns_one_snapshot_into_the_next() {
+    let web = spec();
+    let mut api = spec();
+    api.name = "api".into();
+    let old = Snapshot {
+        revision: 3,
+        apps: BTreeMap::from([
+            (app_key("acme", "web"), web.clone()),
+            (app_key("acme", "api"), api.clone()),
+        ]),
+    };
+    let mut web2 = web.clone();
+    web2.version = 2;
+    let mut new = old.clone();
+    new.revision = 5;
+    new.apps.remove(&app_key("acme", "api"));
+    new.apps.insert(app_key("acme", "web"), web2.clone());
+    new.apps.insert(app_key("beta", "site"), web.clone());
+
+    let delta = old.delta_to(&new);
+    assert_eq!((delta.base, delta.revision), (3, 5));
+    assert_eq!(
+        delta.upsert.keys().collect::<Vec<_>>(),
+        ["acme/web", "beta/site"]
+    );
+    assert_eq!(delta.remove, ["acme/api"]);
+    let mut applied = old.clone();
+    applied.apply(&delta).unwrap();
+    assert_eq!(applied, new);
+
+    // Unchanged state still advances the revision, with nothing in it.
+    let same = Snapshot {
+        revision: 6,
+        ..new.clone()
+    };
+    let empty = new.delta_to(&same);
+    assert!(empty.upsert.is_empty() && empty.remove.is_empty());
+
+    // A delta for another base is refused and changes nothing.
+    let mut stale = old.clone();
+    let err = stale.apply(&empty).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "a delta from revision 5 cannot apply to revision 3"
+    );
+    assert_eq!(stale, old);
 }

@@ -41,6 +41,8 @@ pub struct ApiState {
         std::sync::Mutex<std::collections::BTreeMap<String, outpost_proto::NodeStatus>>,
     /// Prometheus metrics.
     pub(crate) metrics: crate::metrics::CpMetrics,
+    /// The newest snapshot built for watch streams, shared by all of them.
+    pub(crate) latest_snapshot: std::sync::Mutex<Option<Arc<outpost_proto::Snapshot>>>,
 }
 
 impl ApiState {
@@ -60,6 +62,7 @@ impl ApiState {
             revision: tokio::sync::watch::Sender::new(current),
             closing: tokio::sync::watch::Sender::new(false),
             nodes: Default::default(),
+            latest_snapshot: Default::default(),
             metrics: {
                 let m = crate::metrics::CpMetrics::new();
                 m.set_revision(current);
