@@ -39,6 +39,15 @@ pub struct Args {
     /// Largest component accepted at upload, in bytes [default: 52428800].
     #[arg(long, env = "OUTPOST_MAX_MODULE_BYTES")]
     pub max_module_bytes: Option<u64>,
+    /// Key sealing tenants' TLS private keys at rest: 64 hex digits [default: generated once
+    /// into DATA_DIR/cert.key].
+    #[arg(
+        long,
+        env = "OUTPOST_CERT_KEY",
+        hide_env_values = true,
+        value_name = "HEX"
+    )]
+    pub cert_key: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -54,6 +63,8 @@ struct FileConfig {
     node_token: Option<String>,
     /// Largest component accepted, bytes.
     max_module_bytes: Option<u64>,
+    /// Key sealing TLS private keys, 64 hex digits.
+    cert_key: Option<String>,
 }
 
 /// A resolved configuration.
@@ -69,6 +80,8 @@ pub struct Config {
     pub node_token: String,
     /// Upload cap.
     pub max_module_bytes: u64,
+    /// Key sealing TLS private keys (hex); `None`: `data_dir/cert.key`.
+    pub cert_key: Option<String>,
 }
 
 impl std::fmt::Debug for Config {
@@ -127,6 +140,12 @@ impl Config {
         if max_module_bytes == 0 {
             problems.push("max_module_bytes must be greater than 0".into());
         }
+        let cert_key = args.cert_key.or(file.cert_key);
+        if let Some(key) = &cert_key
+            && let Err(e) = crate::secrets::Sealer::from_hex(key)
+        {
+            problems.push(e.to_string());
+        }
         if !problems.is_empty() {
             return Err(ConfigError(problems));
         }
@@ -142,7 +161,17 @@ impl Config {
             admin_token,
             node_token,
             max_module_bytes,
+            cert_key,
         })
+    }
+
+    /// The sealer for TLS private keys: the configured key, or the one
+    /// kept in (and on first start generated into) `data_dir/cert.key`.
+    pub fn sealer(&self) -> Result<crate::secrets::Sealer, crate::secrets::SecretError> {
+        match &self.cert_key {
+            Some(key) => crate::secrets::Sealer::from_hex(key),
+            None => crate::secrets::Sealer::load_or_create(&self.data_dir.join("cert.key")),
+        }
     }
 }
 
@@ -175,8 +204,16 @@ mod tests {
         let e = Config::from_args(args(&[])).unwrap_err();
         assert_eq!(e.0.len(), 2, "{e}");
         assert!(e.to_string().contains("OUTPOST_ADMIN_TOKEN"), "{e}");
-        let e = Config::from_args(args(&["--admin-token", "short", "--node-token", "short"]))
-            .unwrap_err();
-        assert_eq!(e.0.len(), 3, "{e}");
+        let e = Config::from_args(args(&[
+            "--admin-token",
+            "short",
+            "--node-token",
+            "short",
+            "--cert-key",
+            "not-hex",
+        ]))
+        .unwrap_err();
+        assert_eq!(e.0.len(), 4, "{e}");
+        assert!(e.to_string().contains("64 hex digits"), "{e}");
     }
 }

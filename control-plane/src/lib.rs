@@ -17,6 +17,7 @@
 pub mod api;
 pub mod config;
 pub mod metrics;
+pub mod secrets;
 pub mod server;
 pub mod store;
 pub mod watch;

@@ -28,6 +28,9 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    let sealer = config
+        .sealer()
+        .context("loading the certificate encryption key")?;
     let store: Arc<dyn Store> = Arc::new(
         SledStore::open(&config.data_dir)
             .with_context(|| format!("opening the store in {}", config.data_dir.display()))?,
@@ -44,6 +47,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         &config.node_token,
         validator,
         config.max_module_bytes,
+        sealer,
     );
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -18,12 +18,13 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use outpost_proto::{AppSpec, ErrorBody, Limits, Snapshot, WatchEvent, app_key};
+use outpost_proto::{AppSpec, CertSpec, ErrorBody, Limits, Snapshot, WatchEvent, app_key};
 use serde::Deserialize;
 
 use crate::api::ApiState;
 use crate::api::auth::NodeAuth;
 use crate::api::error::ApiResult;
+use crate::secrets::Sealer;
 use crate::store::{Store, StoreError};
 
 /// How often an idle stream says it is alive.
@@ -41,8 +42,9 @@ pub struct WatchQuery {
 }
 
 /// Builds the snapshot of everything nodes should serve: every app with an
-/// active version, tenant limits merged into each.
-pub fn snapshot(store: &dyn Store) -> Result<Snapshot, StoreError> {
+/// active version, tenant limits merged into each, and every certificate
+/// whose tenant still routes its hostname (keys unsealed for the nodes).
+pub fn snapshot(store: &dyn Store, sealer: &Sealer) -> Result<Snapshot, StoreError> {
     // Revision first: the apps read after it are at least that new, so a
     // node never believes it has a change it has not seen.
     let revision = store.revision()?;
@@ -51,8 +53,30 @@ pub fn snapshot(store: &dyn Store) -> Result<Snapshot, StoreError> {
         .into_iter()
         .map(|t| (t.name, t.limits))
         .collect();
+    let all_apps = store.all_apps()?;
+    let mut certificates = BTreeMap::new();
+    for cert in store.certificates()? {
+        if !crate::api::certs::routed_by(&cert.hostname, &cert.tenant, &all_apps) {
+            continue;
+        }
+        match sealer.open(&cert.hostname, &cert.private_key_sealed) {
+            Ok(private_key_pem) => {
+                certificates.insert(
+                    cert.hostname,
+                    CertSpec {
+                        tenant: cert.tenant,
+                        cert_chain_pem: cert.cert_chain_pem,
+                        private_key_pem,
+                    },
+                );
+            }
+            Err(e) => {
+                tracing::error!(hostname = %cert.hostname, error = %e, "a stored certificate key does not open; is this the right cert_key?");
+            }
+        }
+    }
     let mut apps = BTreeMap::new();
-    for app in store.all_apps()? {
+    for app in all_apps {
         let Some(version) = app.active_version else {
             continue;
         };
@@ -76,7 +100,11 @@ pub fn snapshot(store: &dyn Store) -> Result<Snapshot, StoreError> {
             },
         );
     }
-    Ok(Snapshot { revision, apps })
+    Ok(Snapshot {
+        revision,
+        apps,
+        certificates,
+    })
 }
 
 /// The snapshot of the newest revision, built once per revision however
@@ -88,7 +116,12 @@ async fn current(state: &Arc<ApiState>) -> ApiResult<Arc<Snapshot>> {
     {
         return Ok(cached);
     }
-    let built = Arc::new(state.blocking(snapshot).await?);
+    let sealed = state.clone();
+    let built = Arc::new(
+        state
+            .blocking(move |store| snapshot(store, &sealed.sealer))
+            .await?,
+    );
     let mut latest = state.latest_snapshot.lock().expect("not poisoned");
     if latest.as_ref().is_none_or(|l| l.revision < built.revision) {
         *latest = Some(built.clone());

@@ -8,6 +8,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use outpost_control_plane::api::{self, ApiState};
+use outpost_control_plane::secrets::Sealer;
 use outpost_control_plane::store::{SledStore, Store};
 use outpost_edge_node::metrics::Metrics;
 use outpost_edge_node::runtime::{PoolConfig, Runtime};
@@ -48,7 +49,14 @@ impl Api {
     fn new() -> Api {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
-        let state = ApiState::new(store.clone(), ADMIN, NODE, validator(), MAX_MODULE);
+        let state = ApiState::new(
+            store.clone(),
+            ADMIN,
+            NODE,
+            validator(),
+            MAX_MODULE,
+            Sealer::from_hex(&"42".repeat(32)).unwrap(),
+        );
         Api {
             _dir: dir,
             router: api::router(state),
@@ -611,6 +619,9 @@ const OPERATIONS: &[(&str, &str)] = &[
     ("get", "/v1/apps/{app}/deployments"),
     ("post", "/v1/apps/{app}/rollback"),
     ("get", "/v1/modules/{digest}"),
+    ("put", "/v1/certificates/{hostname}"),
+    ("get", "/v1/certificates"),
+    ("delete", "/v1/certificates/{hostname}"),
     ("put", "/v1/nodes/{node}/status"),
     ("get", "/v1/nodes"),
     ("get", "/v1/nodes/watch"),
@@ -645,7 +656,8 @@ async fn the_openapi_document_matches_the_routes() {
             .replace("{tenant}", "acme")
             .replace("{app}", "web")
             .replace("{digest}", "sha256:00")
-            .replace("{node}", "edge-1");
+            .replace("{node}", "edge-1")
+            .replace("{hostname}", "web.example.com");
         let r = api
             .call(
                 &method.to_uppercase(),
@@ -695,4 +707,205 @@ async fn concurrent_deploys_to_one_app_never_lose_a_version() {
     let listed = api.get("/v1/apps/web/deployments", Some(&t)).await;
     assert_eq!(listed.body.as_array().unwrap().len(), 8);
     assert_eq!(api.get("/v1/apps/web", Some(&t)).await.body["versions"], 8);
+}
+
+/// A tenant uploads a certificate for its own route; every bad upload is
+/// refused with its reason and changes nothing; keys are sealed at rest,
+/// never shown, and reach nodes through the watch stream.
+#[tokio::test]
+async fn certificates_are_checked_sealed_listed_and_streamed() {
+    use fixtures::tls::TestCa;
+    let api = Api::new();
+    let acme = api.tenant("acme").await;
+    let beta = api.tenant("beta").await;
+    api.app(&acme, "web", &["web.example.com", "api.example.com/v2"])
+        .await;
+    api.app(&beta, "shop", &["shop.example.com"]).await;
+    let ca = TestCa::new();
+    let good = ca.issue(&["web.example.com"]);
+    let upload = |chain: &str, key: &str| json!({"cert_chain_pem": chain, "private_key_pem": key});
+
+    let before = api.store.revision().unwrap();
+    let other_key = ca.issue(&["web.example.com"]).key_pem;
+    let expired = ca.issue_expired(&["web.example.com"]);
+    let elsewhere = ca.issue(&["elsewhere.example.com"]);
+    for (host, body, code, needle) in [
+        (
+            "web.example.com",
+            upload(&expired.chain_pem, &expired.key_pem),
+            "bad_certificate",
+            "expired",
+        ),
+        (
+            "web.example.com",
+            upload(&good.chain_pem, &other_key),
+            "bad_certificate",
+            "does not match",
+        ),
+        (
+            "web.example.com",
+            upload(&elsewhere.chain_pem, &elsewhere.key_pem),
+            "bad_certificate",
+            "does not cover web.example.com",
+        ),
+        (
+            "web.example.com",
+            upload("garbage", &good.key_pem),
+            "bad_certificate",
+            "CERTIFICATE",
+        ),
+        (
+            "web.example.com",
+            upload(&good.chain_pem, "garbage"),
+            "bad_certificate",
+            "private key",
+        ),
+        (
+            "shop.example.com",
+            upload(&good.chain_pem, &good.key_pem),
+            "not_your_route",
+            "shop.example.com",
+        ),
+        (
+            "nowhere.example.com",
+            upload(&good.chain_pem, &good.key_pem),
+            "not_your_route",
+            "nowhere",
+        ),
+        (
+            "web.example.com:443",
+            upload(&good.chain_pem, &good.key_pem),
+            "bad_hostname",
+            "port",
+        ),
+        (
+            "web.example.com",
+            json!({"cert_chain_pem": "x"}),
+            "bad_json",
+            "private_key_pem",
+        ),
+    ] {
+        let r = api
+            .json(
+                "PUT",
+                &format!("/v1/certificates/{host}"),
+                Some(&acme),
+                body,
+            )
+            .await;
+        assert_error(&r, StatusCode::BAD_REQUEST, code);
+        assert!(r.raw.contains(needle), "{host}: {} lacks {needle:?}", r.raw);
+    }
+    assert_eq!(
+        api.store.revision().unwrap(),
+        before,
+        "refused uploads changed state"
+    );
+    assert!(api.store.certificates().unwrap().is_empty());
+
+    let r = api
+        .json(
+            "PUT",
+            "/v1/certificates/Web.Example.com",
+            Some(&acme),
+            upload(&good.chain_pem, &good.key_pem),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    assert_eq!(r.body["hostname"], "web.example.com");
+    assert_eq!(r.body["names"], json!(["web.example.com"]));
+    assert!(r.body["not_after"].as_i64().unwrap() > r.body["not_before"].as_i64().unwrap());
+    // A wildcard for a parent of one of its routes.
+    let wild = ca.issue(&["*.example.com"]);
+    let r = api
+        .json(
+            "PUT",
+            "/v1/certificates/*.example.com",
+            Some(&acme),
+            upload(&wild.chain_pem, &wild.key_pem),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+
+    // Listed for its tenant only, never with the key.
+    let mine = api.get("/v1/certificates", Some(&acme)).await;
+    let hosts: Vec<_> = mine
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["hostname"].clone())
+        .collect();
+    assert_eq!(hosts, [json!("*.example.com"), json!("web.example.com")]);
+    assert!(!mine.raw.contains("PRIVATE KEY"), "{}", mine.raw);
+    assert_eq!(
+        api.get("/v1/certificates", Some(&beta)).await.body,
+        json!([])
+    );
+    let r = api
+        .call(
+            "DELETE",
+            "/v1/certificates/web.example.com",
+            Some(&beta),
+            Body::empty(),
+            "",
+        )
+        .await;
+    assert_error(&r, StatusCode::NOT_FOUND, "not_found");
+    assert_error(
+        &api.get("/v1/certificates", Some(ADMIN)).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    );
+    assert_error(
+        &api.get("/v1/certificates", None).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    );
+
+    // Sealed at rest.
+    for record in api.store.certificates().unwrap() {
+        assert!(!record.private_key_sealed.contains("PRIVATE KEY"));
+        assert!(!format!("{record:?}").contains("PRIVATE KEY"));
+    }
+
+    // Nodes get the keys in the snapshot, and a delta when one goes.
+    let req = Request::get("/v1/nodes/watch?revision=0")
+        .header("authorization", format!("Bearer {NODE}"))
+        .body(Body::empty())
+        .unwrap();
+    let mut body = api.router.clone().oneshot(req).await.unwrap().into_body();
+    let first = next_event(&mut body).await;
+    let certs = &first["snapshot"]["certificates"];
+    assert_eq!(certs["web.example.com"]["tenant"], "acme");
+    assert_eq!(
+        certs["web.example.com"]["private_key_pem"],
+        good.key_pem.as_str()
+    );
+    assert_eq!(certs.as_object().unwrap().len(), 2);
+    let r = api
+        .call(
+            "DELETE",
+            "/v1/certificates/web.example.com",
+            Some(&acme),
+            Body::empty(),
+            "",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let next = next_event(&mut body).await;
+    assert_eq!(
+        next["delta"]["removed_certificates"],
+        json!(["web.example.com"])
+    );
+    // A certificate whose tenant no longer routes its host is not served.
+    let r = api
+        .call("DELETE", "/v1/apps/web", Some(&acme), Body::empty(), "")
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let next = next_event(&mut body).await;
+    assert_eq!(
+        next["delta"]["removed_certificates"],
+        json!(["*.example.com"])
+    );
 }

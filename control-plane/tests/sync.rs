@@ -141,3 +141,69 @@ async fn deploys_reach_every_node_which_survive_the_control_plane() {
     second.stop();
     cp.stop().await;
 }
+
+/// A tenant's certificate uploaded through the API is what a node presents
+/// for its host over HTTPS (h2 and HTTP/1.1), and a rotation reaches the
+/// node without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploaded_certificates_are_served_by_nodes_and_rotate() {
+    use outpost_test_fixtures::tls::{Client, Issued, TestCa, https_get};
+    let data = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(data.path(), "127.0.0.1:0".parse().unwrap()).await;
+    let token = cp.acme_with_web_app().await;
+    cp.deploy(&token, fixtures::hello("secure\n")).await;
+    let node = EdgeNode::start(cp.addr, cache.path(), "edge-1").await;
+    node.until_serves("web.example.com", "secure\n").await;
+
+    let ca = TestCa::new();
+    let roots = [ca.root()];
+    let upload = |issued: &Issued| json!({"cert_chain_pem": issued.chain_pem, "private_key_pem": issued.key_pem});
+    let presented = |alpn: &'static str| {
+        let roots = roots.clone();
+        let https = node.https;
+        async move {
+            let client = Client {
+                roots: &roots,
+                alpn: &[alpn],
+                tls12_only: false,
+            };
+            https_get(client, https, "web.example.com", "web.example.com").await
+        }
+    };
+    // Before the upload the node's self-signed default fails verification.
+    assert!(presented("h2").await.is_err());
+
+    for round in 0..2 {
+        let issued = ca.issue(&["web.example.com"]);
+        let (status, body) = cp
+            .json(
+                "PUT",
+                "/v1/certificates/web.example.com",
+                &token,
+                upload(&issued),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let started = Instant::now();
+        loop {
+            if let Ok(r) = presented("h2").await
+                && r.peer_leaf == issued.leaf_der
+            {
+                assert_eq!((r.status, r.body.as_str()), (200, "secure\n"));
+                assert_eq!(r.version, http::Version::HTTP_2);
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "round {round}: the node never presented the uploaded certificate"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let r = presented("http/1.1").await.unwrap();
+        assert!(r.peer_leaf == issued.leaf_der);
+        assert_eq!((r.status, r.version), (200, http::Version::HTTP_11));
+    }
+    node.stop();
+    cp.stop().await;
+}

@@ -33,6 +33,30 @@ pub struct Args {
     /// Address of the HTTP listener; port 0 picks a free one [default: 127.0.0.1:8080].
     #[arg(long, env = "OUTPOST_HTTP", value_name = "ADDR")]
     pub http: Option<SocketAddr>,
+    /// Address of the HTTPS listener (TLS 1.2/1.3, ALPN h2 + http/1.1); port 0 picks a free
+    /// one [default: none, no HTTPS].
+    #[arg(long, env = "OUTPOST_HTTPS", value_name = "ADDR")]
+    pub https: Option<SocketAddr>,
+    /// PEM certificate chain served for names no tenant has a certificate for
+    /// [default: a generated self-signed one for localhost].
+    #[arg(
+        long,
+        env = "OUTPOST_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(
+        long,
+        env = "OUTPOST_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// Answer plain HTTP with 308 redirects to HTTPS (needs --https).
+    #[arg(long, env = "OUTPOST_REDIRECT_HTTP")]
+    pub redirect_http: bool,
     /// Address of the metrics listener (/metrics, /healthz) [default: 127.0.0.1:9100].
     #[arg(long, env = "OUTPOST_METRICS", value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
@@ -89,6 +113,11 @@ pub struct Args {
 struct FileConfig {
     /// Address of the HTTP listener.
     http: Option<SocketAddr>,
+    /// Address of the HTTPS listener.
+    https: Option<SocketAddr>,
+    /// The default certificate.
+    #[serde(default)]
+    tls: TlsFileConfig,
     /// Address of the metrics listener.
     metrics: Option<SocketAddr>,
     /// Node-wide default limits.
@@ -115,7 +144,20 @@ struct FileConfig {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct TlsFileConfig {
+    /// PEM certificate chain, relative to the file.
+    cert: Option<PathBuf>,
+    /// PEM private key, relative to the file.
+    key: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ServerFileConfig {
+    /// Time a client has to finish its TLS handshake, in ms.
+    handshake_timeout_ms: Option<u64>,
+    /// Redirect plain HTTP to HTTPS.
+    redirect_http: Option<bool>,
     /// Client connections open at once.
     max_connections: Option<usize>,
     /// Time a client has to send a request head, in ms.
@@ -152,6 +194,10 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     /// Time in-flight requests get to finish on shutdown. Default: 10 s.
     pub shutdown_grace: Duration,
+    /// Time a client has to finish its TLS handshake. Default: 10 s.
+    pub handshake_timeout: Duration,
+    /// Answer plain HTTP with 308 to HTTPS (when HTTPS is on). Default: false.
+    pub redirect_http: bool,
 }
 
 impl Default for ServerConfig {
@@ -160,6 +206,8 @@ impl Default for ServerConfig {
             max_connections: 10_000,
             header_read_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+            redirect_http: false,
         }
     }
 }
@@ -169,6 +217,11 @@ impl Default for ServerConfig {
 pub struct Config {
     /// Address of the HTTP listener.
     pub http: SocketAddr,
+    /// Address of the HTTPS listener, if any.
+    pub https: Option<SocketAddr>,
+    /// The default certificate's PEM files (chain, key); a self-signed
+    /// one is generated when HTTPS is on and these are not given.
+    pub tls_default: Option<(PathBuf, PathBuf)>,
     /// Address of the metrics listener.
     pub metrics: SocketAddr,
     /// Default limits for every app.
@@ -211,6 +264,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             http: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            https: None,
+            tls_default: None,
             metrics: SocketAddr::from(([127, 0, 0, 1], 9100)),
             limits: Limits::default(),
             pool: PoolConfig::default(),
@@ -312,7 +367,38 @@ impl Config {
                 .shutdown_grace_ms
                 .map(Duration::from_millis)
                 .unwrap_or(defaults.server.shutdown_grace),
+            handshake_timeout: file
+                .server
+                .handshake_timeout_ms
+                .map(Duration::from_millis)
+                .unwrap_or(defaults.server.handshake_timeout),
+            redirect_http: args.redirect_http || file.server.redirect_http.unwrap_or(false),
         };
+        if server.handshake_timeout.is_zero() {
+            problems.push("server.handshake_timeout_ms must be greater than 0".into());
+        }
+        let https = args.https.or(file.https);
+        if server.redirect_http && https.is_none() {
+            problems.push("--redirect-http needs --https".into());
+        }
+        let tls_default = match (args.tls_cert, args.tls_key) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            _ => match (file.tls.cert, file.tls.key) {
+                (Some(cert), Some(key)) => Some((base.join(cert), base.join(key))),
+                (None, None) => None,
+                _ => {
+                    problems.push("[tls] needs both cert and key".into());
+                    None
+                }
+            },
+        };
+        if let Some((cert, key)) = &tls_default {
+            for file in [cert, key] {
+                if !file.is_file() {
+                    problems.push(format!("TLS file {} does not exist", file.display()));
+                }
+            }
+        }
         if server.max_connections == 0 {
             problems.push("max_connections must be greater than 0".into());
         }
@@ -412,6 +498,8 @@ impl Config {
         }
         Ok(Config {
             http: args.http.or(file.http).unwrap_or(defaults.http),
+            https,
+            tls_default,
             metrics: args.metrics.or(file.metrics).unwrap_or(defaults.metrics),
             limits,
             pool,

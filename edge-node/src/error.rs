@@ -18,6 +18,9 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// A certificate or key was refused.
+    #[error("{0}")]
+    Certificate(String),
     /// A file could not be read.
     #[error("reading {path}: {source}")]
     Read {

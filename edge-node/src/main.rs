@@ -8,6 +8,7 @@ use outpost_edge_node::config::{Args, Config};
 use outpost_edge_node::metrics::Metrics;
 use outpost_edge_node::server::{self, Listeners};
 use outpost_edge_node::sync::{self, Cache, SyncConfig};
+use outpost_edge_node::tls;
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -26,6 +27,9 @@ fn main() -> anyhow::Result<()> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let node = Node::new(&config.pool, Metrics::new())?;
+    if config.https.is_some() {
+        node.set_default_certificate(tls::default_certificate(config.tls_default.as_ref())?);
+    }
     if let Some(settings) = &config.sync {
         node.runtime()
             .enable_compile_cache(&settings.cache_dir.join("compiled"))?;

@@ -46,6 +46,14 @@ pub struct Metrics {
     applied_revision: IntGauge,
     sync_lag: IntGauge,
     sync_reconnects: IntCounter,
+    connections_open: IntGaugeVec,
+    tls_handshakes: IntCounterVec,
+    tls_handshake_duration: Histogram,
+    tls_certificates: IntGauge,
+    tls_expiry_days: prometheus::Gauge,
+    /// Unix time of the nearest certificate expiry (0: none); turned into
+    /// days left at each render, so the gauge never goes stale.
+    tls_nearest_expiry: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl Metrics {
@@ -155,6 +163,36 @@ impl Metrics {
                 "outpost_sync_reconnects_total",
                 "Times the watch stream to the control plane was re-established.",
             )?,
+            connections_open: IntGaugeVec::new(
+                Opts::new(
+                    "outpost_http_connections_open",
+                    "Client connections open, by listener (http, https).",
+                ),
+                &["listener"],
+            )?,
+            tls_handshakes: IntCounterVec::new(
+                Opts::new(
+                    "outpost_tls_handshakes_total",
+                    "TLS handshakes, by result (ok, error, timeout) and protocol version.",
+                ),
+                &["result", "version"],
+            )?,
+            tls_handshake_duration: Histogram::with_opts(
+                HistogramOpts::new(
+                    "outpost_tls_handshake_duration_seconds",
+                    "Time from accepting a connection to a finished TLS handshake.",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            )?,
+            tls_certificates: IntGauge::new(
+                "outpost_tls_certificates_loaded",
+                "Tenant certificates installed on this node.",
+            )?,
+            tls_expiry_days: prometheus::Gauge::new(
+                "outpost_tls_certificate_expiry_days",
+                "Days until the nearest certificate (tenants' or the default) expires; negative once expired.",
+            )?,
+            tls_nearest_expiry: Default::default(),
             registry,
         };
         m.registry.register(Box::new(m.requests.clone()))?;
@@ -175,6 +213,15 @@ impl Metrics {
         m.registry.register(Box::new(m.applied_revision.clone()))?;
         m.registry.register(Box::new(m.sync_reconnects.clone()))?;
         m.registry.register(Box::new(m.sync_lag.clone()))?;
+        m.registry.register(Box::new(m.connections_open.clone()))?;
+        m.registry.register(Box::new(m.tls_handshakes.clone()))?;
+        m.registry
+            .register(Box::new(m.tls_handshake_duration.clone()))?;
+        m.registry.register(Box::new(m.tls_certificates.clone()))?;
+        m.registry.register(Box::new(m.tls_expiry_days.clone()))?;
+        for listener in ["http", "https"] {
+            m.connections_open.with_label_values(&[listener]);
+        }
         for reason in UnroutedReason::ALL {
             m.unrouted.with_label_values(&[reason.as_str()]);
         }
@@ -191,6 +238,16 @@ impl Metrics {
 
     /// Renders every metric in the Prometheus text format.
     pub fn render(&self) -> String {
+        let nearest = self
+            .tls_nearest_expiry
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if nearest != 0 {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            self.tls_expiry_days
+                .set(((nearest - now) as f64 / 86_400.0 * 10.0).round() / 10.0);
+        }
         let mut buf = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut buf)
@@ -270,6 +327,31 @@ impl Metrics {
         self.sync_reconnects.inc();
     }
 
+    /// Records the installed certificates: how many tenants' there are and
+    /// when the first of them (or the default) expires.
+    pub fn set_certificates(&self, tenants: usize, nearest_expiry: Option<i64>) {
+        self.tls_certificates.set(tenants as i64);
+        self.tls_nearest_expiry.store(
+            nearest_expiry.unwrap_or(0),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// The open-connections gauge of one listener.
+    pub fn connections_open(&self, listener: &str) -> IntGauge {
+        self.connections_open.with_label_values(&[listener])
+    }
+
+    /// Counts one TLS handshake; `version` is e.g. `TLSv1_3`, or `none`.
+    pub fn tls_handshake(&self, result: &str, version: &str, seconds: Option<f64>) {
+        self.tls_handshakes
+            .with_label_values(&[result, version])
+            .inc();
+        if let Some(s) = seconds {
+            self.tls_handshake_duration.observe(s);
+        }
+    }
+
     /// Records whether the pooling allocator is in use.
     pub fn set_pooling_allocator(&self, on: bool) {
         self.pooling_allocator.set(i64::from(on));
@@ -289,16 +371,23 @@ pub enum UnroutedReason {
     MissingHost,
     /// No route for that host and path.
     UnknownHost,
+    /// On TLS, the `Host` belongs to another tenant than the SNI name.
+    Misdirected,
 }
 
 impl UnroutedReason {
-    const ALL: [UnroutedReason; 2] = [UnroutedReason::MissingHost, UnroutedReason::UnknownHost];
+    const ALL: [UnroutedReason; 3] = [
+        UnroutedReason::MissingHost,
+        UnroutedReason::UnknownHost,
+        UnroutedReason::Misdirected,
+    ];
 
     /// The metric label / `x-outpost-error` value.
     pub fn as_str(self) -> &'static str {
         match self {
             UnroutedReason::MissingHost => "missing_host",
             UnroutedReason::UnknownHost => "unknown_host",
+            UnroutedReason::Misdirected => "misdirected",
         }
     }
 }

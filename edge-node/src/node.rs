@@ -14,11 +14,25 @@ use crate::error::{Error, Result};
 use crate::metrics::{Metrics, UnroutedReason};
 use crate::router::{Route, Router};
 use crate::runtime::{App, AppSpec, PoolConfig, Runtime};
+use crate::tls::{CertTable, Certificate, Installed};
+
+/// What a request arrived on.
+#[derive(Debug, Clone, Default)]
+pub struct Conn {
+    /// `https` if TLS was terminated.
+    pub tls: bool,
+    /// The TLS server name (SNI) the client asked for, lower case.
+    pub sni: Option<Arc<str>>,
+}
 
 /// An edge node: serves whatever route table was last applied.
 pub struct Node {
     runtime: Arc<Runtime>,
     table: ArcSwap<Table>,
+    /// Tenants' certificates, by hostname.
+    certs: ArcSwap<CertTable>,
+    /// Served when no tenant's certificate matches the SNI name.
+    default_cert: ArcSwap<Option<Arc<Certificate>>>,
     /// Held from reading the table to swapping the next one in, so two
     /// changes applied at once both land, one after the other.
     changing: tokio::sync::Mutex<()>,
@@ -36,6 +50,15 @@ struct Table {
 /// `(tenant, app)`.
 type AppKey = (String, String);
 
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("apps", &self.table.load().apps.len())
+            .field("certificates", &self.certs.load().len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Node {
     /// A node with no apps yet.
     pub fn new(pool: &PoolConfig, metrics: Metrics) -> Result<Arc<Node>> {
@@ -43,6 +66,8 @@ impl Node {
         Ok(Arc::new(Node {
             runtime,
             table: ArcSwap::from_pointee(Table::default()),
+            certs: ArcSwap::from_pointee(CertTable::default()),
+            default_cert: ArcSwap::from_pointee(None),
             changing: tokio::sync::Mutex::new(()),
             metrics,
         }))
@@ -129,6 +154,91 @@ impl Node {
         Ok(())
     }
 
+    /// Replaces every tenant certificate: `(hostname, tenant, cert)`.
+    pub fn set_certificates(&self, certs: Vec<(String, String, Certificate)>) {
+        let mut table = CertTable::default();
+        for (hostname, tenant, cert) in certs {
+            let cert = Arc::new(cert);
+            table.insert(&hostname, Installed { tenant, cert });
+        }
+        self.install_certificates(table);
+    }
+
+    /// Adds or replaces the certificates in `upsert` and removes those of
+    /// the hostnames in `remove`; the others stay as they are.
+    pub fn update_certificates(
+        &self,
+        upsert: Vec<(String, String, Certificate)>,
+        remove: &[String],
+    ) {
+        let mut table = CertTable::clone(&self.certs.load());
+        for hostname in remove {
+            table.remove(hostname);
+        }
+        for (hostname, tenant, cert) in upsert {
+            let cert = Arc::new(cert);
+            table.insert(&hostname, Installed { tenant, cert });
+        }
+        self.install_certificates(table);
+    }
+
+    fn install_certificates(&self, table: CertTable) {
+        self.metrics.set_certificates(
+            table.len(),
+            table
+                .iter()
+                .map(|i| i.cert.not_after())
+                .chain(self.default_cert.load().iter().map(|c| c.not_after()))
+                .min(),
+        );
+        self.certs.store(Arc::new(table));
+    }
+
+    /// Sets the certificate served for names no tenant has a certificate for.
+    pub fn set_default_certificate(&self, cert: Certificate) {
+        self.default_cert.store(Arc::new(Some(Arc::new(cert))));
+        self.install_certificates(CertTable::clone(&self.certs.load()));
+    }
+
+    /// The tenant certificate for a TLS server name, if any. A wildcard
+    /// answers only for hosts its own tenant routes, so one tenant's
+    /// `*.example.com` is never presented for another tenant's host.
+    pub fn certificate(&self, server_name: &str) -> Option<Installed> {
+        let certs = self.certs.load();
+        let (installed, exact) = certs.lookup(server_name)?;
+        if !exact {
+            let routed_by = self
+                .table
+                .load()
+                .router
+                .any_on_host(server_name)
+                .map(|app| app.tenant().to_string());
+            if routed_by.as_deref() != Some(installed.tenant.as_str()) {
+                return None;
+            }
+        }
+        Some(installed.clone())
+    }
+
+    /// The node's default certificate, if it has one.
+    pub fn default_certificate(&self) -> Option<Arc<Certificate>> {
+        Option::clone(&self.default_cert.load())
+    }
+
+    /// The tenant a client that asked for `server_name` believes it is
+    /// talking to: the owner of the certificate it got, else the owner of
+    /// the apps on that host.
+    fn tenant_of_name(&self, server_name: &str) -> Option<String> {
+        if let Some(installed) = self.certificate(server_name) {
+            return Some(installed.tenant);
+        }
+        self.table
+            .load()
+            .router
+            .any_on_host(server_name)
+            .map(|app| app.tenant().to_string())
+    }
+
     /// The app serving `host` + `path`, if any.
     pub fn route(&self, host: &str, path: &str) -> Option<Arc<App>> {
         self.table.load().router.lookup(host, path).cloned()
@@ -137,7 +247,11 @@ impl Node {
     /// Answers one request: routes it by `Host` (or the URI authority, as
     /// HTTP/2 sends it) and path, and runs the matching app. Requests that
     /// match nothing are answered by the node, never by a worker.
-    pub async fn handle<B>(&self, req: Request<B>, scheme: Scheme) -> Response<Body>
+    ///
+    /// On TLS, a request whose `Host` belongs to another tenant than the
+    /// SNI name of its connection is refused with 421: one tenant's
+    /// certificate (or connection) never reaches another tenant's worker.
+    pub async fn handle<B>(&self, req: Request<B>, conn: &Conn) -> Response<Body>
     where
         B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
@@ -163,10 +277,32 @@ impl Node {
                 "no app is deployed at this host and path",
             );
         };
+        if let Some(sni) = &conn.sni
+            && !same_name(sni, host)
+            && self.tenant_of_name(sni).as_deref() != Some(app.tenant())
+        {
+            self.metrics.unrouted(UnroutedReason::Misdirected);
+            return error_response(
+                StatusCode::MISDIRECTED_REQUEST,
+                UnroutedReason::Misdirected.as_str(),
+                "this connection was opened for another site; open a new one for this host",
+            );
+        }
+        let scheme = if conn.tls {
+            Scheme::Https
+        } else {
+            Scheme::Http
+        };
         app.serve(req, scheme).await
     }
 }
 
 fn key(app: &App) -> AppKey {
     (app.tenant().to_string(), app.name().to_string())
+}
+
+/// Whether a `Host` value names the SNI name (case and port aside).
+fn same_name(sni: &str, host: &str) -> bool {
+    let host = crate::router::normalize_host(host).unwrap_or(host);
+    host.eq_ignore_ascii_case(sni.trim_end_matches('.'))
 }

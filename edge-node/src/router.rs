@@ -159,6 +159,12 @@ impl<T> Router<T> {
             .flat_map(|list| list.iter().map(|(_, v)| v))
     }
 
+    /// Some value routed on `host` (any prefix), if there is one.
+    pub fn any_on_host(&self, host: &str) -> Option<&T> {
+        let host = normalize_host(host)?.to_ascii_lowercase();
+        self.hosts.get(&host)?.first().map(|(_, v)| v)
+    }
+
     /// The value for a request with this `Host` header value and path
     /// (query already removed or not: it is ignored).
     pub fn lookup(&self, host_header: &str, path: &str) -> Option<&T> {
@@ -177,7 +183,8 @@ impl<T> Router<T> {
 
 /// `Host` header → bare hostname: port and trailing dot removed. `None`
 /// for values that cannot name a host.
-fn normalize_host(value: &str) -> Option<&str> {
+/// The host of a `Host` header value: port and trailing dot removed.
+pub(crate) fn normalize_host(value: &str) -> Option<&str> {
     let host = if let Some(rest) = value.strip_prefix('[') {
         // An IPv6 literal: `[::1]:8080`. Routes never name one, but it must
         // not be mistaken for `host:port`.

@@ -1,36 +1,42 @@
-//! Listeners: client traffic (HTTP/1.1 and cleartext HTTP/2) and the admin
-//! listener with `/metrics` and `/healthz`.
+//! Listeners: client traffic (HTTP/1.1 and cleartext HTTP/2; HTTPS with
+//! ALPN h2 and http/1.1) and the admin listener with `/metrics` and
+//! `/healthz`.
 //!
-//! Each connection is served in its own task; the accept loop only accepts.
-//! A connection cap bounds the node's memory under a connection flood, and a
+//! Each connection is served in its own task — the TLS handshake included,
+//! under a timeout — so the accept loop only accepts and a client that
+//! stalls its handshake blocks nobody. A connection cap (shared by HTTP and
+//! HTTPS) bounds the node's memory under a connection flood, and a
 //! header-read timeout stops clients that trickle their request head.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
-use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use tokio_rustls::TlsAcceptor;
 
 use crate::body::{Body, error_response, full};
 use crate::config::{Config, ServerConfig};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::node::Node;
+use crate::node::{Conn, Node};
 
 /// The node's bound sockets.
 pub struct Listeners {
     /// Client HTTP traffic.
     pub http: TcpListener,
+    /// Client HTTPS traffic, if configured.
+    pub https: Option<TcpListener>,
     /// `/metrics` and `/healthz`.
     pub metrics: TcpListener,
 }
@@ -38,19 +44,28 @@ pub struct Listeners {
 impl Listeners {
     /// Binds the addresses in `config` (port 0 picks a free port).
     pub async fn bind(config: &Config) -> Result<Listeners> {
+        let https = match config.https {
+            Some(addr) => Some(bind("HTTPS", addr).await?),
+            None => None,
+        };
         Ok(Listeners {
             http: bind("HTTP", config.http).await?,
+            https,
             metrics: bind("metrics", config.metrics).await?,
         })
     }
 
     /// The lines scripts and tests wait for, with the bound addresses.
     pub fn banner(&self) -> std::io::Result<String> {
-        Ok(format!(
-            "Listening on http://{}/\nMetrics on http://{}/metrics",
-            self.http.local_addr()?,
+        let mut out = format!("Listening on http://{}/\n", self.http.local_addr()?);
+        if let Some(https) = &self.https {
+            out.push_str(&format!("Listening on https://{}/\n", https.local_addr()?));
+        }
+        out.push_str(&format!(
+            "Metrics on http://{}/metrics",
             self.metrics.local_addr()?
-        ))
+        ));
+        Ok(out)
     }
 }
 
@@ -86,22 +101,83 @@ pub async fn run(
 ) -> Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let metrics = node.metrics().clone();
-    let http = tokio::spawn(serve_http(listeners.http, node, server, stop_rx.clone()));
+    // One cap for both client listeners: it bounds what the node holds.
+    let connections = Arc::new(Semaphore::new(server.max_connections));
+    let https_port = match &listeners.https {
+        Some(l) => Some(l.local_addr()?.port()),
+        None => None,
+    };
+    let mut clients = Vec::new();
+    if let Some(https) = listeners.https {
+        let acceptor = TlsAcceptor::from(crate::tls::server_config(node.clone())?);
+        clients.push(tokio::spawn(serve_clients(
+            https,
+            Kind::Https(acceptor),
+            node.clone(),
+            server.clone(),
+            connections.clone(),
+            stop_rx.clone(),
+        )));
+    }
+    let plain = match https_port {
+        Some(port) if server.redirect_http => Kind::Redirect(port),
+        _ => Kind::Http,
+    };
+    clients.push(tokio::spawn(serve_clients(
+        listeners.http,
+        plain,
+        node,
+        server,
+        connections,
+        stop_rx.clone(),
+    )));
     let admin = tokio::spawn(serve_metrics(listeners.metrics, metrics, stop_rx));
     shutdown.await;
     let _ = stop_tx.send(true);
-    let _ = http.await;
+    for task in clients {
+        let _ = task.await;
+    }
     let _ = admin.await;
     Ok(())
 }
 
-async fn serve_http(
+/// What a client listener speaks.
+#[derive(Clone)]
+enum Kind {
+    /// Cleartext HTTP/1.1 and h2c, routed to apps.
+    Http,
+    /// Cleartext, answered with 308 to `https://` on this port.
+    Redirect(u16),
+    /// TLS, then HTTP/1.1 or h2 by ALPN.
+    Https(TlsAcceptor),
+}
+
+impl Kind {
+    fn listener(&self) -> &'static str {
+        match self {
+            Kind::Http | Kind::Redirect(_) => "http",
+            Kind::Https(_) => "https",
+        }
+    }
+}
+
+/// Keeps a gauge up for as long as it lives.
+struct Open(prometheus::IntGauge);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+async fn serve_clients(
     listener: TcpListener,
+    kind: Kind,
     node: Arc<Node>,
     server: ServerConfig,
+    connections: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let connections = Arc::new(Semaphore::new(server.max_connections));
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -109,6 +185,7 @@ async fn serve_http(
         .timer(TokioTimer::new())
         .header_read_timeout(server.header_read_timeout);
     builder.http2().timer(TokioTimer::new());
+    let builder = Arc::new(builder);
 
     loop {
         let (stream, _peer) = tokio::select! {
@@ -130,20 +207,19 @@ async fn serve_http(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let node = node.clone();
-        let service = service_fn(move |req: Request<Incoming>| {
-            let node = node.clone();
-            async move { Ok::<_, Infallible>(node.handle(req, Scheme::Http).await) }
-        });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let task = Connection {
+            node: node.clone(),
+            builder: builder.clone(),
+            watcher: graceful.watcher(),
+            handshake_timeout: server.handshake_timeout,
+        };
+        let kind = kind.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
+            let gauge = task.node.metrics().connections_open(kind.listener());
+            gauge.inc();
+            let _open = Open(gauge);
+            task.run(stream, kind).await;
         });
     }
     drop(listener);
@@ -152,6 +228,113 @@ async fn serve_http(
         _ = tokio::time::sleep(server.shutdown_grace) => {
             tracing::warn!("shutdown grace period over; dropping connections still open");
         }
+    }
+}
+
+/// Everything one connection's task needs.
+struct Connection {
+    node: Arc<Node>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: Watcher,
+    handshake_timeout: Duration,
+}
+
+impl Connection {
+    async fn run(self, stream: TcpStream, kind: Kind) {
+        match kind {
+            Kind::Http => self.serve(TokioIo::new(stream), Conn::default()).await,
+            Kind::Redirect(port) => {
+                let service = service_fn(move |req: Request<Incoming>| async move {
+                    Ok::<_, Infallible>(redirect(&req, port))
+                });
+                let conn = self
+                    .builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .into_owned();
+                let _ = self.watcher.watch(conn).await;
+            }
+            Kind::Https(acceptor) => {
+                let metrics = self.node.metrics().clone();
+                let started = Instant::now();
+                let tls =
+                    match tokio::time::timeout(self.handshake_timeout, acceptor.accept(stream))
+                        .await
+                    {
+                        Ok(Ok(tls)) => tls,
+                        Ok(Err(e)) => {
+                            metrics.tls_handshake("error", "none", None);
+                            tracing::debug!(error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            metrics.tls_handshake("timeout", "none", None);
+                            return;
+                        }
+                    };
+                let session = tls.get_ref().1;
+                let version = match session.protocol_version() {
+                    Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1_3",
+                    Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1_2",
+                    _ => "other",
+                };
+                metrics.tls_handshake("ok", version, Some(started.elapsed().as_secs_f64()));
+                let conn = Conn {
+                    tls: true,
+                    sni: session
+                        .server_name()
+                        .map(|name| Arc::from(name.to_ascii_lowercase())),
+                };
+                self.serve(TokioIo::new(tls), conn).await;
+            }
+        }
+    }
+
+    async fn serve<I>(self, io: TokioIo<I>, conn: Conn)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let node = self.node;
+        let conn = Arc::new(conn);
+        let service = service_fn(move |req: Request<Incoming>| {
+            let node = node.clone();
+            let conn = conn.clone();
+            async move { Ok::<_, Infallible>(node.handle(req, &conn).await) }
+        });
+        let served = self.builder.serve_connection(io, service).into_owned();
+        if let Err(e) = self.watcher.watch(served).await {
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
+    }
+}
+
+/// 308 to the same host and path on the HTTPS port.
+fn redirect<B>(req: &Request<B>, https_port: u16) -> Response<Body> {
+    let host = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::router::normalize_host);
+    let Some(host) = host else {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "missing_host",
+            "the request has no Host header",
+        );
+    };
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let location = if https_port == 443 {
+        format!("https://{host}{path}")
+    } else {
+        format!("https://{host}:{https_port}{path}")
+    };
+    let mut resp = Response::new(full(Bytes::new()));
+    *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    match http::HeaderValue::try_from(location) {
+        Ok(value) => {
+            resp.headers_mut().insert(http::header::LOCATION, value);
+            resp
+        }
+        Err(_) => error_response(StatusCode::BAD_REQUEST, "bad_host", "malformed Host header"),
     }
 }
 

@@ -17,13 +17,14 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use outpost_proto::{AppSpec as WireApp, Delta, Snapshot, WatchEvent};
+use outpost_proto::{AppSpec as WireApp, CertSpec, Delta, Snapshot, WatchEvent};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::node::Node;
 use crate::router::Route;
 use crate::runtime::{AppSpec, LimitOverrides, Limits};
+use crate::tls::Certificate;
 
 /// Where and how to follow a control plane.
 #[derive(Debug, Clone)]
@@ -61,10 +62,18 @@ pub struct Cache {
 impl Cache {
     /// A cache in `dir` (created if missing).
     pub fn open(dir: &Path) -> Result<Cache> {
-        std::fs::create_dir_all(dir.join("modules")).map_err(|source| Error::Read {
+        let failed = |source| Error::Read {
             path: dir.to_path_buf(),
             source,
-        })?;
+        };
+        std::fs::create_dir_all(dir.join("modules")).map_err(failed)?;
+        // The snapshot holds tenants' private keys: owner only.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(failed)?;
+        }
         Ok(Cache {
             dir: dir.to_path_buf(),
         })
@@ -136,9 +145,31 @@ pub async fn restore(node: &Arc<Node>, cache: &Cache, defaults: &Limits) -> Resu
         apps.push(to_runtime(app, wasm, defaults)?);
     }
     node.apply(apps).await?;
+    node.set_certificates(certificates(&snapshot.certificates));
     node.metrics().set_applied_revision(snapshot.revision);
     tracing::info!(revision = snapshot.revision, "serving the cached snapshot");
     Ok(Some(snapshot.revision))
+}
+
+/// Parses wire certificates into what the TLS listener serves. One that
+/// does not parse (the control plane checked it, so this is corruption or a
+/// version skew) is left out with a warning rather than failing the whole
+/// revision: its hostname falls back to the node's default certificate.
+fn certificates<'a>(
+    certs: impl IntoIterator<Item = (&'a String, &'a CertSpec)>,
+) -> Vec<(String, String, Certificate)> {
+    certs
+        .into_iter()
+        .filter_map(|(host, spec)| {
+            match Certificate::parse(spec.cert_chain_pem.as_bytes(), spec.private_key_pem.as_bytes()) {
+                Ok(cert) => Some((host.clone(), spec.tenant.clone(), cert)),
+                Err(e) => {
+                    tracing::warn!(hostname = %host, tenant = %spec.tenant, error = %e, "certificate left out");
+                    None
+                }
+            }
+        })
+        .collect()
 }
 
 /// Turns a wire app into what the runtime loads.
@@ -363,7 +394,9 @@ async fn apply(
         let wasm = module(config, cache, client, &app.digest).await?;
         apps.push(to_runtime(app, wasm, &config.defaults).map_err(|e| e.to_string())?);
     }
-    node.apply(apps).await.map_err(|e| e.to_string())
+    node.apply(apps).await.map_err(|e| e.to_string())?;
+    node.set_certificates(certificates(&snapshot.certificates));
+    Ok(())
 }
 
 /// Loads only what `delta` changes; every other app keeps serving as is.
@@ -388,5 +421,12 @@ async fn apply_delta(
         .collect();
     node.update(upsert, &remove)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    if !delta.certificates.is_empty() || !delta.removed_certificates.is_empty() {
+        node.update_certificates(
+            certificates(&delta.certificates),
+            &delta.removed_certificates,
+        );
+    }
+    Ok(())
 }

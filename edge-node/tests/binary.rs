@@ -174,3 +174,110 @@ wasm = "a.wasm"
     let r = http_get(http, "file.example.com", "/");
     assert!(r.ends_with("from the file\n"), "{r}");
 }
+
+/// `--https` with the operator's default certificate: a third readiness
+/// line, and real TLS clients (h2 and HTTP/1.1) get that certificate.
+#[test]
+fn https_with_a_default_certificate_from_files() {
+    use outpost_test_fixtures::tls::{Client, TestCa, https_get};
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let issued = ca.issue(&["a.example.com"]);
+    let cert = write(dir.path(), "cert.pem", issued.chain_pem.as_bytes());
+    let key = write(dir.path(), "key.pem", issued.key_pem.as_bytes());
+    let wasm = write(dir.path(), "a.wasm", &fixtures::hello("over tls\n"));
+    let child = Command::new(BIN)
+        .args([
+            "--http",
+            "127.0.0.1:0",
+            "--https",
+            "127.0.0.1:0",
+            "--metrics",
+            "127.0.0.1:0",
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--app",
+            &format!("a.example.com={wasm}"),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = Running(child);
+    let lines: Vec<String> = BufReader::new(child.0.stdout.take().unwrap())
+        .lines()
+        .take(3)
+        .map(Result::unwrap)
+        .collect();
+    assert!(lines[0].starts_with("Listening on http://"), "{lines:?}");
+    assert!(lines[2].starts_with("Metrics on http://"), "{lines:?}");
+    let https = lines[1]
+        .strip_prefix("Listening on https://")
+        .and_then(|s| s.strip_suffix('/'))
+        .unwrap_or_else(|| panic!("unexpected line {:?}", lines[1]))
+        .parse()
+        .unwrap();
+    let roots = [ca.root()];
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for alpn in ["h2", "http/1.1"] {
+        let client = Client {
+            roots: &roots,
+            alpn: &[alpn],
+            tls12_only: false,
+        };
+        let r = runtime
+            .block_on(https_get(client, https, "a.example.com", "a.example.com"))
+            .unwrap();
+        assert_eq!((r.status, r.body.as_str()), (200, "over tls\n"), "{alpn}");
+        assert!(r.peer_leaf == issued.leaf_der);
+    }
+}
+
+#[test]
+fn bad_tls_settings_fail_fast() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = fails(&["--http", "127.0.0.1:0", "--redirect-http"]);
+    assert!(err.contains("--redirect-http needs --https"), "{err}");
+    let err = fails(&[
+        "--https",
+        "127.0.0.1:0",
+        "--tls-cert",
+        "/nonexistent/cert.pem",
+        "--tls-key",
+        "/nonexistent/key.pem",
+    ]);
+    assert!(
+        err.contains("/nonexistent/cert.pem does not exist"),
+        "{err}"
+    );
+    // A key that is not the certificate's.
+    let ca = outpost_test_fixtures::tls::TestCa::new();
+    let cert = write(
+        dir.path(),
+        "cert.pem",
+        ca.issue(&["a.example.com"]).chain_pem.as_bytes(),
+    );
+    let key = write(
+        dir.path(),
+        "key.pem",
+        ca.issue(&["a.example.com"]).key_pem.as_bytes(),
+    );
+    let err = fails(&[
+        "--http",
+        "127.0.0.1:0",
+        "--https",
+        "127.0.0.1:0",
+        "--metrics",
+        "127.0.0.1:0",
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+    ]);
+    assert!(err.contains("does not match"), "{err}");
+}

@@ -195,6 +195,40 @@ pub struct AppSpec {
     pub limits: Limits,
 }
 
+/// Body of `PUT /v1/certificates/{hostname}`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CertUpload {
+    /// PEM certificate chain, leaf first.
+    pub cert_chain_pem: String,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub private_key_pem: String,
+}
+
+impl std::fmt::Debug for CertUpload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertUpload").finish_non_exhaustive()
+    }
+}
+
+/// A certificate as the API shows it (never its key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CertInfo {
+    /// The hostname it is served for.
+    pub hostname: String,
+    /// The DNS names it covers.
+    pub names: Vec<String>,
+    /// Start of validity, Unix seconds.
+    pub not_before: i64,
+    /// Expiry, Unix seconds.
+    pub not_after: i64,
+    /// Upload time, Unix seconds.
+    pub created_at: u64,
+}
+
 /// Everything a node serves at one revision.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -204,6 +238,34 @@ pub struct Snapshot {
     pub revision: u64,
     /// Every app with an active version, keyed `tenant/app`.
     pub apps: BTreeMap<String, AppSpec>,
+    /// Tenants' TLS certificates, keyed by the hostname they are served
+    /// for (`a.example.com` or `*.example.com`).
+    #[serde(default)]
+    pub certificates: BTreeMap<String, CertSpec>,
+}
+
+/// A tenant's certificate as nodes receive it. The key travels in clear
+/// inside the node-token-authenticated watch stream; run that link over
+/// TLS or a private network.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CertSpec {
+    /// Owning tenant.
+    pub tenant: String,
+    /// PEM chain, leaf first.
+    pub cert_chain_pem: String,
+    /// PEM private key.
+    pub private_key_pem: String,
+}
+
+impl std::fmt::Debug for CertSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Keys never reach logs.
+        f.debug_struct("CertSpec")
+            .field("tenant", &self.tenant)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The difference between two snapshots: apply it to the snapshot at
@@ -222,6 +284,12 @@ pub struct Delta {
     /// Apps removed, as `tenant/app` keys.
     #[serde(default)]
     pub remove: Vec<String>,
+    /// Certificates added or replaced, by hostname.
+    #[serde(default)]
+    pub certificates: BTreeMap<String, CertSpec>,
+    /// Hostnames whose certificate was removed.
+    #[serde(default)]
+    pub removed_certificates: Vec<String>,
 }
 
 /// A delta that does not start where the snapshot is.
@@ -260,11 +328,25 @@ impl Snapshot {
             .filter(|key| !newer.apps.contains_key(*key))
             .cloned()
             .collect();
+        let certificates = newer
+            .certificates
+            .iter()
+            .filter(|(host, cert)| self.certificates.get(*host) != Some(*cert))
+            .map(|(host, cert)| (host.clone(), cert.clone()))
+            .collect();
+        let removed_certificates = self
+            .certificates
+            .keys()
+            .filter(|host| !newer.certificates.contains_key(*host))
+            .cloned()
+            .collect();
         Delta {
             base: self.revision,
             revision: newer.revision,
             upsert,
             remove,
+            certificates,
+            removed_certificates,
         }
     }
 
@@ -281,6 +363,12 @@ impl Snapshot {
         }
         for (key, app) in &delta.upsert {
             self.apps.insert(key.clone(), app.clone());
+        }
+        for host in &delta.removed_certificates {
+            self.certificates.remove(host);
+        }
+        for (host, cert) in &delta.certificates {
+            self.certificates.insert(host.clone(), cert.clone());
         }
         self.revision = delta.revision;
         Ok(())

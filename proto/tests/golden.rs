@@ -137,6 +137,7 @@ fn watch_events() {
             snapshot: Snapshot {
                 revision: 7,
                 apps: BTreeMap::from([(app_key("acme", "web"), spec())]),
+                certificates: BTreeMap::from([("acme.example.com".into(), cert())]),
             },
         },
     );
@@ -148,6 +149,8 @@ fn watch_events() {
                 revision: 9,
                 upsert: BTreeMap::from([(app_key("acme", "web"), spec())]),
                 remove: vec![app_key("acme", "old")],
+                certificates: BTreeMap::from([("acme.example.com".into(), cert())]),
+                removed_certificates: vec!["old.example.com".into()],
             },
         },
     );
@@ -165,6 +168,10 @@ fn a_delta_turns_one_snapshot_into_the_next() {
             (app_key("acme", "web"), web.clone()),
             (app_key("acme", "api"), api.clone()),
         ]),
+        certificates: BTreeMap::from([
+            ("a.example.com".into(), cert()),
+            ("b.example.com".into(), cert()),
+        ]),
     };
     let mut web2 = web.clone();
     web2.version = 2;
@@ -173,6 +180,10 @@ fn a_delta_turns_one_snapshot_into_the_next() {
     new.apps.remove(&app_key("acme", "api"));
     new.apps.insert(app_key("acme", "web"), web2.clone());
     new.apps.insert(app_key("beta", "site"), web.clone());
+    new.certificates.remove("b.example.com");
+    let mut rotated = cert();
+    rotated.cert_chain_pem.push_str("rotated");
+    new.certificates.insert("a.example.com".into(), rotated);
 
     let delta = old.delta_to(&new);
     assert_eq!((delta.base, delta.revision), (3, 5));
@@ -181,6 +192,11 @@ fn a_delta_turns_one_snapshot_into_the_next() {
         ["acme/web", "beta/site"]
     );
     assert_eq!(delta.remove, ["acme/api"]);
+    assert_eq!(
+        delta.certificates.keys().collect::<Vec<_>>(),
+        ["a.example.com"]
+    );
+    assert_eq!(delta.removed_certificates, ["b.example.com"]);
     let mut applied = old.clone();
     applied.apply(&delta).unwrap();
     assert_eq!(applied, new);
@@ -192,6 +208,7 @@ fn a_delta_turns_one_snapshot_into_the_next() {
     };
     let empty = new.delta_to(&same);
     assert!(empty.upsert.is_empty() && empty.remove.is_empty());
+    assert!(empty.certificates.is_empty() && empty.removed_certificates.is_empty());
 
     // A delta for another base is refused and changes nothing.
     let mut stale = old.clone();
@@ -201,4 +218,18 @@ fn a_delta_turns_one_snapshot_into_the_next() {
         "a delta from revision 5 cannot apply to revision 3"
     );
     assert_eq!(stale, old);
+}
+
+fn cert() -> CertSpec {
+    CertSpec {
+        tenant: "acme".into(),
+        cert_chain_pem: "-----BEGIN CERTIFICATE-----\n…\n-----END CERTIFICATE-----\n".into(),
+        private_key_pem: "-----BEGIN PRIVATE KEY-----\n…\n-----END PRIVATE KEY-----\n".into(),
+    }
+}
+
+#[test]
+fn cert_specs_keep_keys_out_of_debug_output() {
+    let text = format!("{:?}", cert());
+    assert!(!text.contains("PRIVATE KEY"), "{text}");
 }

@@ -4,6 +4,7 @@
 
 mod apps;
 pub mod auth;
+pub(crate) mod certs;
 pub mod error;
 mod nodes;
 pub mod openapi;
@@ -41,6 +42,8 @@ pub struct ApiState {
         std::sync::Mutex<std::collections::BTreeMap<String, outpost_proto::NodeStatus>>,
     /// Prometheus metrics.
     pub(crate) metrics: crate::metrics::CpMetrics,
+    /// Seals tenants' private keys at rest.
+    pub(crate) sealer: crate::secrets::Sealer,
     /// The newest snapshot built for watch streams, shared by all of them.
     pub(crate) latest_snapshot: std::sync::Mutex<Option<Arc<outpost_proto::Snapshot>>>,
 }
@@ -54,6 +57,7 @@ impl ApiState {
         node_token: &str,
         validator: Arc<Runtime>,
         max_module_bytes: u64,
+        sealer: crate::secrets::Sealer,
     ) -> Arc<ApiState> {
         // A store that cannot even report its revision will fail every
         // request anyway; start from 0 and let the first write correct it.
@@ -73,6 +77,7 @@ impl ApiState {
             node_token_sha256: auth::token_sha256(node_token),
             validator,
             max_module_bytes,
+            sealer,
         })
     }
 
@@ -158,6 +163,11 @@ pub fn router(state: Arc<ApiState>) -> Router {
         )
         .route("/v1/apps/{app}/rollback", post(apps::rollback))
         .route("/v1/modules/{digest}", get(apps::module))
+        .route("/v1/certificates", get(certs::list))
+        .route(
+            "/v1/certificates/{hostname}",
+            put(certs::put).delete(certs::delete),
+        )
         .route("/v1/nodes", get(nodes::list))
         .route("/v1/nodes/{node}/status", put(nodes::report))
         .route("/v1/nodes/watch", get(crate::watch::watch))

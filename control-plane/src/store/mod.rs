@@ -88,6 +88,39 @@ pub struct DeploymentRecord {
     pub created_at: u64,
 }
 
+/// A tenant's TLS certificate. The private key is stored sealed
+/// ([`crate::secrets::Sealer`]), never in clear.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertRecord {
+    /// The hostname it is served for (`a.example.com` or `*.example.com`).
+    pub hostname: String,
+    /// Owning tenant.
+    pub tenant: String,
+    /// PEM chain, leaf first.
+    pub cert_chain_pem: String,
+    /// The PEM private key, sealed (hex of nonce + ciphertext).
+    pub private_key_sealed: String,
+    /// DNS names the certificate covers.
+    pub names: Vec<String>,
+    /// Validity, Unix seconds.
+    pub not_before: i64,
+    /// Expiry, Unix seconds.
+    pub not_after: i64,
+    /// Unix seconds.
+    pub created_at: u64,
+}
+
+impl std::fmt::Debug for CertRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertRecord")
+            .field("hostname", &self.hostname)
+            .field("tenant", &self.tenant)
+            .field("names", &self.names)
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The control plane's storage.
 pub trait Store: Send + Sync + 'static {
     /// Current revision.
@@ -138,6 +171,13 @@ pub trait Store: Send + Sync + 'static {
     fn deployments(&self, tenant: &str, app: &str) -> Result<Vec<DeploymentRecord>>;
     /// Makes an earlier version active again.
     fn rollback(&self, tenant: &str, app: &str, version: u64) -> Result<Revision>;
+
+    /// Stores a certificate for its hostname, replacing the one there.
+    fn put_certificate(&self, record: CertRecord) -> Result<Revision>;
+    /// Every certificate of every tenant, by hostname.
+    fn certificates(&self) -> Result<Vec<CertRecord>>;
+    /// Removes a tenant's certificate (not found if it is another's).
+    fn delete_certificate(&self, tenant: &str, hostname: &str) -> Result<Revision>;
 }
 
 /// Unix time in seconds.

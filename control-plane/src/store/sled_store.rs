@@ -10,7 +10,9 @@ use serde::de::DeserializeOwned;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::{Db, Transactional, Tree};
 
-use super::{AppRecord, DeploymentRecord, Result, Revision, Store, StoreError, TenantRecord};
+use super::{
+    AppRecord, CertRecord, DeploymentRecord, Result, Revision, Store, StoreError, TenantRecord,
+};
 
 type TxResult<T> = std::result::Result<T, ConflictableTransactionError<StoreError>>;
 
@@ -23,6 +25,7 @@ pub struct SledStore {
     routes: Tree,
     deployments: Tree,
     modules: Tree,
+    certificates: Tree,
     meta: Tree,
 }
 
@@ -43,6 +46,7 @@ impl SledStore {
             routes: tree("routes")?,
             deployments: tree("deployments")?,
             modules: tree("modules")?,
+            certificates: tree("certificates")?,
             meta: tree("meta")?,
             db,
         })
@@ -62,14 +66,16 @@ impl SledStore {
             &self.deployments,
             &self.meta,
             &self.tenants,
+            &self.certificates,
         )
-            .transaction(|(apps, routes, deployments, meta, tenants)| {
+            .transaction(|(apps, routes, deployments, meta, tenants, certificates)| {
                 f(&Trees {
                     apps,
                     routes,
                     deployments,
                     meta,
                     tenants,
+                    certificates,
                 })
             })
             .map_err(|e| match e {
@@ -88,6 +94,7 @@ struct Trees<'a> {
     deployments: &'a TransactionalTree,
     meta: &'a TransactionalTree,
     tenants: &'a TransactionalTree,
+    certificates: &'a TransactionalTree,
 }
 
 impl Trees<'_> {
@@ -374,6 +381,33 @@ impl Store for SledStore {
             }
             record.active_version = Some(version);
             t.put_app(&record)?;
+            t.bump()
+        })
+    }
+
+    fn put_certificate(&self, record: CertRecord) -> Result<Revision> {
+        self.write(|t| {
+            t.certificates
+                .insert(record.hostname.as_bytes(), encode(&record))?;
+            t.bump()
+        })
+    }
+
+    fn certificates(&self) -> Result<Vec<CertRecord>> {
+        scan(&self.certificates, b"")
+    }
+
+    fn delete_certificate(&self, tenant: &str, hostname: &str) -> Result<Revision> {
+        self.write(|t| {
+            let not_found = || abort(StoreError::NotFound(format!("certificate for {hostname}")));
+            let Some(v) = t.certificates.get(hostname.as_bytes())? else {
+                return not_found();
+            };
+            let record: CertRecord = decode(&v).map_err(ConflictableTransactionError::Abort)?;
+            if record.tenant != tenant {
+                return not_found();
+            }
+            t.certificates.remove(hostname.as_bytes())?;
             t.bump()
         })
     }

@@ -15,6 +15,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use outpost_control_plane::api::{ApiState, DEFAULT_MAX_MODULE_BYTES};
+use outpost_control_plane::secrets::Sealer;
 use outpost_control_plane::server;
 use outpost_control_plane::store::{SledStore, Store};
 use outpost_edge_node::config::ServerConfig;
@@ -28,6 +29,7 @@ use tokio::sync::oneshot;
 
 pub const ADMIN: &str = "admin-token-for-tests";
 pub const NODE: &str = "node-token-for-tests";
+pub const CERT_KEY: &str = "4242424242424242424242424242424242424242424242424242424242424242";
 
 pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
@@ -50,7 +52,14 @@ impl ControlPlane {
             ..PoolConfig::default()
         };
         let validator = Arc::new(Runtime::new(&pool, Metrics::new()).unwrap());
-        let state = ApiState::new(store, ADMIN, NODE, validator, DEFAULT_MAX_MODULE_BYTES);
+        let state = ApiState::new(
+            store,
+            ADMIN,
+            NODE,
+            validator,
+            DEFAULT_MAX_MODULE_BYTES,
+            Sealer::from_hex(CERT_KEY).unwrap(),
+        );
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -146,6 +155,7 @@ impl ControlPlane {
 /// An edge node following `cp`, caching in `cache_dir`.
 pub struct EdgeNode {
     pub http: SocketAddr,
+    pub https: SocketAddr,
     pub metrics: Metrics,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -162,13 +172,20 @@ impl EdgeNode {
             .await
             .unwrap()
             .unwrap_or(0);
+        node.set_default_certificate(
+            outpost_edge_node::tls::Certificate::self_signed(&["localhost"])
+                .unwrap()
+                .0,
+        );
         let config = Config {
             http: "127.0.0.1:0".parse().unwrap(),
+            https: Some("127.0.0.1:0".parse().unwrap()),
             metrics: "127.0.0.1:0".parse().unwrap(),
             ..Config::default()
         };
         let listeners = Listeners::bind(&config).await.unwrap();
         let http = listeners.http.local_addr().unwrap();
+        let https = listeners.https.as_ref().unwrap().local_addr().unwrap();
         let serve = tokio::spawn({
             let node = node.clone();
             async move {
@@ -194,6 +211,7 @@ impl EdgeNode {
         ));
         EdgeNode {
             http,
+            https,
             metrics,
             tasks: vec![serve, follow],
         }

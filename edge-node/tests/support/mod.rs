@@ -25,6 +25,8 @@ use tokio::sync::oneshot;
 pub struct TestNode {
     pub node: Arc<Node>,
     pub http: SocketAddr,
+    /// The HTTPS listener (serves the node's certificates; see `tls.rs`).
+    pub https: SocketAddr,
     pub metrics: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     client: Client<HttpConnector, Full<Bytes>>,
@@ -91,32 +93,40 @@ impl TestNode {
 
     /// Serves an already configured node.
     pub async fn serve(node: Arc<Node>) -> TestNode {
+        Self::serve_with(
+            node,
+            ServerConfig {
+                shutdown_grace: Duration::from_secs(1),
+                ..ServerConfig::default()
+            },
+        )
+        .await
+    }
+
+    /// Serves an already configured node with these connection settings,
+    /// on HTTP and HTTPS.
+    pub async fn serve_with(node: Arc<Node>, server_config: ServerConfig) -> TestNode {
         let config = Config {
             http: "127.0.0.1:0".parse().unwrap(),
+            https: Some("127.0.0.1:0".parse().unwrap()),
             metrics: "127.0.0.1:0".parse().unwrap(),
             ..Config::default()
         };
         let listeners = Listeners::bind(&config).await.unwrap();
         let http = listeners.http.local_addr().unwrap();
+        let https = listeners.https.as_ref().unwrap().local_addr().unwrap();
         let metrics = listeners.metrics.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(server::run(
-            node.clone(),
-            listeners,
-            ServerConfig {
-                shutdown_grace: Duration::from_secs(1),
-                ..ServerConfig::default()
-            },
-            async {
-                let _ = stopped.await;
-            },
-        ));
+        tokio::spawn(server::run(node.clone(), listeners, server_config, async {
+            let _ = stopped.await;
+        }));
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(64)
             .build_http();
         TestNode {
             node,
             http,
+            https,
             metrics,
             stop: Some(stop),
             client,
