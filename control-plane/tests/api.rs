@@ -615,6 +615,7 @@ const OPERATIONS: &[(&str, &str)] = &[
     ("delete", "/v1/apps/{app}"),
     ("put", "/v1/apps/{app}/routes"),
     ("put", "/v1/apps/{app}/env"),
+    ("patch", "/v1/apps/{app}/env"),
     ("post", "/v1/apps/{app}/deployments"),
     ("get", "/v1/apps/{app}/deployments"),
     ("post", "/v1/apps/{app}/rollback"),
@@ -624,6 +625,7 @@ const OPERATIONS: &[(&str, &str)] = &[
     ("delete", "/v1/certificates/{hostname}"),
     ("put", "/v1/nodes/{node}/status"),
     ("get", "/v1/nodes"),
+    ("get", "/v1/rollout"),
     ("get", "/v1/nodes/watch"),
 ];
 
@@ -907,5 +909,89 @@ async fn certificates_are_checked_sealed_listed_and_streamed() {
     assert_eq!(
         next["delta"]["removed_certificates"],
         json!(["*.example.com"])
+    );
+}
+
+#[tokio::test]
+async fn env_patches_merge_and_rollout_counts_live_nodes() {
+    let api = Api::new();
+    let t = api.tenant("acme").await;
+    api.app(&t, "web", &["web.example.com"]).await;
+    let r = api
+        .json(
+            "PUT",
+            "/v1/apps/web/env",
+            Some(&t),
+            json!({"A": "1", "B": "2"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = api
+        .json(
+            "PATCH",
+            "/v1/apps/web/env",
+            Some(&t),
+            json!({"B": null, "C": "3"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    assert_eq!(r.body["env_keys"], json!(["A", "C"]));
+    // A patch that would break the rules changes nothing.
+    let before = api.store.revision().unwrap();
+    let r = api
+        .json(
+            "PATCH",
+            "/v1/apps/web/env",
+            Some(&t),
+            json!({"BAD=NAME": "x"}),
+        )
+        .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "bad_env");
+    let r = api
+        .json(
+            "PATCH",
+            "/v1/apps/web/env",
+            Some(&t),
+            json!({"BIG": "x".repeat(70_000)}),
+        )
+        .await;
+    assert_error(&r, StatusCode::PAYLOAD_TOO_LARGE, "env_too_large");
+    assert_eq!(api.store.revision().unwrap(), before);
+    let r = api
+        .json("PATCH", "/v1/apps/nope/env", Some(&t), json!({"A": "1"}))
+        .await;
+    assert_error(&r, StatusCode::NOT_FOUND, "not_found");
+
+    // Rollout: no nodes yet; then one at the current revision, one behind.
+    let current = api.store.revision().unwrap();
+    let r = api.get("/v1/rollout", Some(&t)).await;
+    assert_eq!(
+        r.body,
+        json!({"revision": current, "nodes": 0, "applied": 0})
+    );
+    for (node, rev) in [("edge-1", current), ("edge-2", current - 1)] {
+        let r = api
+            .json(
+                "PUT",
+                &format!("/v1/nodes/{node}/status"),
+                Some(NODE),
+                json!({"applied_revision": rev}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT);
+    }
+    let r = api.get("/v1/rollout", Some(ADMIN)).await;
+    assert_eq!(
+        r.body,
+        json!({"revision": current, "nodes": 2, "applied": 1})
+    );
+    let r = api
+        .get(&format!("/v1/rollout?revision={}", current - 1), Some(&t))
+        .await;
+    assert_eq!(r.body["applied"], 2);
+    assert_error(
+        &api.get("/v1/rollout", Some(NODE)).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
     );
 }

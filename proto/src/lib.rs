@@ -411,6 +411,20 @@ pub struct NodeStatus {
     pub last_contact: u64,
 }
 
+/// `GET /v1/rollout?revision=N`: how many live nodes serve revision `N`
+/// (or newer) — what `outpost deploy` waits on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Rollout {
+    /// The revision asked about (the current one if none was given).
+    pub revision: u64,
+    /// Nodes heard from in the last minute.
+    pub nodes: u64,
+    /// Of those, how many serve `revision` or newer.
+    pub applied: u64,
+}
+
 /// `PUT /v1/nodes/{id}/status` (node): what the node now serves.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

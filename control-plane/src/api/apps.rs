@@ -183,8 +183,16 @@ pub async fn set_env(
     body: JsonBody<SetEnv>,
 ) -> ApiResult<Json<App>> {
     let env = json(body)?;
+    check_env(&env)?;
+    let (t, a) = (tenant.name.clone(), app.clone());
+    state.mutate(move |s| s.set_env(&t, &a, env)).await?;
+    Ok(Json(view(load(&state, &tenant.name, &app).await?)))
+}
+
+/// Names non-empty without `=` or NUL, values without NUL, 64 KiB in all.
+fn check_env(env: &std::collections::BTreeMap<String, String>) -> ApiResult<()> {
     let mut size = 0;
-    for (k, v) in &env {
+    for (k, v) in env {
         if k.is_empty() || k.contains(['=', '\0']) || v.contains('\0') {
             return Err(ApiError::bad_request(
                 "bad_env",
@@ -200,8 +208,51 @@ pub async fn set_env(
             format!("the environment may hold at most {MAX_ENV_BYTES} bytes"),
         ));
     }
+    Ok(())
+}
+
+#[utoipa::path(
+    patch,
+    path = "/v1/apps/{app}/env",
+    tag = "apps",
+    params(("app" = String, Path, description = "App name")),
+    request_body(content = std::collections::BTreeMap<String, Option<String>>, description = "Variables to set; null removes one"),
+    responses((status = 200, body = App), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn patch_env(
+    TenantAuth(tenant): TenantAuth,
+    State(state): State<Arc<ApiState>>,
+    Path(app): Path<String>,
+    body: JsonBody<std::collections::BTreeMap<String, Option<String>>>,
+) -> ApiResult<Json<App>> {
+    let changes = json(body)?;
+    // Checked on what the environment would become, inside the store's
+    // transaction, so two concurrent patches both land.
     let (t, a) = (tenant.name.clone(), app.clone());
-    state.mutate(move |s| s.set_env(&t, &a, env)).await?;
+    let (revision, refused) = state
+        .blocking(move |s| {
+            let mut refused = None;
+            let out = s.update_env(&t, &a, &mut |env| {
+                for (k, v) in &changes {
+                    match v {
+                        Some(v) => env.insert(k.clone(), v.clone()),
+                        None => env.remove(k),
+                    };
+                }
+                check_env(env).map_err(|e| {
+                    refused = Some(e);
+                    "refused".to_string()
+                })
+            })?;
+            Ok((out.ok(), refused))
+        })
+        .await?;
+    match (revision, refused) {
+        (Some(revision), _) => state.notify(revision),
+        (None, Some(e)) => return Err(e),
+        (None, None) => return Err(ApiError::bad_request("bad_env", "refused")),
+    }
     Ok(Json(view(load(&state, &tenant.name, &app).await?)))
 }
 

@@ -77,6 +77,24 @@ pub struct TenantAuth(pub TenantRecord);
 /// The caller presented the node token.
 pub struct NodeAuth;
 
+/// The caller presented the admin token or a tenant's (anything but the
+/// node token): read-only views shared by operators and tenants.
+pub struct UserAuth;
+
+impl FromRequestParts<Arc<ApiState>> for UserAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<ApiState>,
+    ) -> Result<Self, ApiError> {
+        match caller(parts, state).await? {
+            Caller::Admin | Caller::Tenant(_) => Ok(UserAuth),
+            Caller::Node => Err(ApiError::forbidden("this needs an admin or tenant token")),
+        }
+    }
+}
+
 // A valid token of the wrong kind is 403: the caller is known, the
 // endpoint is not theirs.
 

@@ -156,7 +156,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/apps", post(apps::create).get(apps::list))
         .route("/v1/apps/{app}", get(apps::show).delete(apps::delete))
         .route("/v1/apps/{app}/routes", put(apps::set_routes))
-        .route("/v1/apps/{app}/env", put(apps::set_env))
+        .route(
+            "/v1/apps/{app}/env",
+            put(apps::set_env).patch(apps::patch_env),
+        )
         .route(
             "/v1/apps/{app}/deployments",
             post(apps::deploy).get(apps::deployments),
@@ -169,6 +172,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
             put(certs::put).delete(certs::delete),
         )
         .route("/v1/nodes", get(nodes::list))
+        .route("/v1/rollout", get(nodes::rollout))
         .route("/v1/nodes/{node}/status", put(nodes::report))
         .route("/v1/nodes/watch", get(crate::watch::watch))
         .fallback(|| async { error::ApiError::not_found("no such endpoint") })

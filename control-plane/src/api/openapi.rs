@@ -23,6 +23,7 @@ use utoipa::{Modify, OpenApi};
         super::apps::delete,
         super::apps::set_routes,
         super::apps::set_env,
+        super::apps::patch_env,
         super::apps::deploy,
         super::apps::deployments,
         super::apps::rollback,
@@ -32,6 +33,7 @@ use utoipa::{Modify, OpenApi};
         super::certs::delete,
         super::nodes::report,
         super::nodes::list,
+        super::nodes::rollout,
         crate::watch::watch,
     ),
     components(schemas(
@@ -55,6 +57,7 @@ use utoipa::{Modify, OpenApi};
         outpost_proto::WatchEvent,
         outpost_proto::NodeReport,
         outpost_proto::NodeStatus,
+        outpost_proto::Rollout,
     )),
     modifiers(&BearerTokens)
 )]

@@ -153,6 +153,18 @@ pub trait Store: Send + Sync + 'static {
     /// Replaces an app's environment.
     fn set_env(&self, tenant: &str, name: &str, env: BTreeMap<String, String>) -> Result<Revision>;
 
+    /// Changes an app's environment with `change` in one transaction;
+    /// `change` may refuse (`Err(reason)`), which stores nothing.
+    #[allow(clippy::type_complexity)]
+    fn update_env(
+        &self,
+        tenant: &str,
+        name: &str,
+        change: &mut (
+                 dyn FnMut(&mut BTreeMap<String, String>) -> std::result::Result<(), String> + Send
+             ),
+    ) -> Result<std::result::Result<Revision, String>>;
+
     /// Stores a module blob under its digest (idempotent).
     fn put_module(&self, digest: &str, bytes: &[u8]) -> Result<()>;
     /// A module blob.

@@ -308,6 +308,30 @@ impl Store for SledStore {
         })
     }
 
+    fn update_env(
+        &self,
+        tenant: &str,
+        name: &str,
+        change: &mut (
+                 dyn FnMut(&mut BTreeMap<String, String>) -> std::result::Result<(), String> + Send
+             ),
+    ) -> Result<std::result::Result<Revision, String>> {
+        // sled may run the closure again on conflict: each run starts from
+        // the stored record, so `change` sees a fresh copy every time.
+        let change = std::sync::Mutex::new(change);
+        let out = self.write(|t| {
+            let mut app = t.app(tenant, name)?;
+            let mut env = app.env.clone();
+            if let Err(reason) = (change.lock().unwrap())(&mut env) {
+                return Ok(Err(reason));
+            }
+            app.env = env;
+            t.put_app(&app)?;
+            Ok(Ok(t.bump()?))
+        })?;
+        Ok(out)
+    }
+
     fn put_module(&self, digest: &str, bytes: &[u8]) -> Result<()> {
         if self
             .modules
