@@ -1,0 +1,236 @@
+//! The command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Deploy and manage WebAssembly workers on Outpost.
+#[derive(Debug, Parser)]
+#[command(
+    name = "outpost",
+    version,
+    about = "Deploy and manage WebAssembly workers on an Outpost control plane, or run one locally with `outpost dev`.",
+    after_help = "The control plane and token come from --url/--token, else OUTPOST_URL/OUTPOST_TOKEN, else the file `outpost login` writes."
+)]
+pub struct Cli {
+    /// Control plane URL [default: the saved login, else http://127.0.0.1:7070].
+    #[arg(long, global = true, env = "OUTPOST_URL", value_name = "URL")]
+    pub url: Option<String>,
+    /// Bearer token (admin or tenant) [default: the saved login].
+    #[arg(long, global = true, env = "OUTPOST_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print JSON instead of tables, for scripts.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Save the control plane URL and token for later commands (checks them first).
+    Login,
+    /// Manage tenants (admin token).
+    #[command(subcommand)]
+    Tenants(Tenants),
+    /// Manage your apps (tenant token).
+    #[command(subcommand)]
+    Apps(Apps),
+    /// Upload a component and make it the app's active version.
+    Deploy(Deploy),
+    /// List an app's versions.
+    Deployments {
+        /// The app.
+        app: String,
+    },
+    /// Make an earlier version active again.
+    Rollback(Rollback),
+    /// Manage an app's environment variables.
+    #[command(subcommand)]
+    Env(Env),
+    /// Manage TLS certificates for your hosts.
+    #[command(subcommand)]
+    Certs(Certs),
+    /// List edge nodes with their revision and lag (admin token).
+    Nodes,
+    /// Print an app's guest stdout/stderr, as collected from the nodes.
+    Logs(Logs),
+    /// Run a control plane and an edge node in this process, with an example worker.
+    Dev(Dev),
+}
+
+/// `outpost tenants …`.
+#[derive(Debug, Subcommand)]
+pub enum Tenants {
+    /// Create a tenant; prints its token (shown only once).
+    Create {
+        /// Tenant name (a-z, 0-9, '-').
+        name: String,
+    },
+    /// List tenants.
+    List,
+    /// Set a tenant's limits (unset flags go back to the node defaults).
+    Limits(TenantLimits),
+}
+
+/// `outpost tenants limits`.
+#[derive(Debug, Args)]
+pub struct TenantLimits {
+    /// The tenant.
+    pub name: String,
+    /// Fuel per request.
+    #[arg(long)]
+    pub fuel: Option<u64>,
+    /// Linear memory per instance, MiB.
+    #[arg(long)]
+    pub memory_mib: Option<u64>,
+    /// Wall-clock deadline per request, ms.
+    #[arg(long)]
+    pub timeout_ms: Option<u64>,
+    /// Instances of one app at once.
+    #[arg(long)]
+    pub max_concurrency: Option<u32>,
+}
+
+/// `outpost apps …`.
+#[derive(Debug, Subcommand)]
+pub enum Apps {
+    /// Create an app served on one or more routes.
+    Create {
+        /// App name (a-z, 0-9, '-').
+        name: String,
+        /// HOST or HOST/PATH-PREFIX; repeatable.
+        #[arg(long = "route", required = true, value_name = "ROUTE")]
+        routes: Vec<String>,
+    },
+    /// List your apps.
+    List,
+    /// Show one app.
+    Show {
+        /// The app.
+        name: String,
+    },
+    /// Delete an app, its routes and its versions.
+    Delete {
+        /// The app.
+        name: String,
+    },
+}
+
+/// `outpost deploy`.
+#[derive(Debug, Args)]
+pub struct Deploy {
+    /// The app.
+    pub app: String,
+    /// The component (`.wasm`).
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub wait: Wait,
+}
+
+/// Waiting for nodes.
+#[derive(Debug, Args)]
+pub struct Wait {
+    /// Return once the control plane accepted it, without waiting for nodes.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Give up waiting for the nodes after this many seconds.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    pub wait_timeout: u64,
+}
+
+/// `outpost rollback`.
+#[derive(Debug, Args)]
+pub struct Rollback {
+    /// The app.
+    pub app: String,
+    /// The version to make active.
+    pub version: u64,
+    #[command(flatten)]
+    pub wait: Wait,
+}
+
+/// `outpost env …`.
+#[derive(Debug, Subcommand)]
+pub enum Env {
+    /// Set variables (others are kept).
+    Set {
+        /// The app.
+        app: String,
+        /// KEY=VALUE, repeatable.
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        vars: Vec<String>,
+    },
+    /// Remove variables.
+    Unset {
+        /// The app.
+        app: String,
+        /// Names, repeatable.
+        #[arg(required = true, value_name = "KEY")]
+        keys: Vec<String>,
+    },
+    /// List variable names (values are never shown back).
+    List {
+        /// The app.
+        app: String,
+    },
+}
+
+/// `outpost certs …`.
+#[derive(Debug, Subcommand)]
+pub enum Certs {
+    /// Install a certificate for one of your hosts (HOST or *.DOMAIN).
+    Put {
+        /// The hostname.
+        host: String,
+        /// PEM certificate chain, leaf first.
+        #[arg(long, value_name = "FILE")]
+        cert: PathBuf,
+        /// PEM private key.
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+    },
+    /// List your certificates.
+    List,
+    /// Remove a certificate.
+    Delete {
+        /// The hostname.
+        host: String,
+    },
+}
+
+/// `outpost logs`.
+#[derive(Debug, Args)]
+pub struct Logs {
+    /// The app.
+    pub app: String,
+    /// Keep printing new lines as they arrive.
+    #[arg(long, short)]
+    pub follow: bool,
+}
+
+/// `outpost dev`.
+#[derive(Debug, Args)]
+pub struct Dev {
+    /// A component (FILE.wasm) or a directory holding exactly one, deployed as app `hello`
+    /// [default: the built-in example worker].
+    pub path: Option<PathBuf>,
+    /// Where state is kept (control plane data, node cache, tokens).
+    #[arg(long, default_value = ".outpost", value_name = "DIR")]
+    pub state_dir: PathBuf,
+    /// The control plane's API listener.
+    #[arg(long, default_value = "127.0.0.1:7070", value_name = "ADDR")]
+    pub api: SocketAddr,
+    /// The node's HTTP listener.
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    pub http: SocketAddr,
+    /// The node's HTTPS listener (self-signed certificate).
+    #[arg(long, default_value = "127.0.0.1:8443", value_name = "ADDR")]
+    pub https: SocketAddr,
+    /// The node's metrics listener.
+    #[arg(long, default_value = "127.0.0.1:9100", value_name = "ADDR")]
+    pub metrics: SocketAddr,
+}

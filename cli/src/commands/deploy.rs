@@ -1,0 +1,160 @@
+//! Deploys, versions, rollbacks (each waiting for the nodes), and logs.
+
+use std::io::{IsTerminal as _, Write as _};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use bytes::Bytes;
+use http::Method;
+use outpost_proto::{App, Deployment, Rollout};
+use serde_json::json;
+
+use super::{Out, table, when};
+use crate::args::{Deploy, Logs, Rollback, Wait};
+use crate::client::{Client, segment};
+
+/// Waits until every live node serves the control plane's current revision
+/// (which includes the change just made). Returns the rollout seen last.
+async fn wait_for_nodes(client: &Client, wait: &Wait, out: Out) -> anyhow::Result<Option<Rollout>> {
+    if wait.no_wait {
+        return Ok(None);
+    }
+    let started = Instant::now();
+    let first: Rollout = client.get("/v1/rollout").await?;
+    let path = format!("/v1/rollout?revision={}", first.revision);
+    loop {
+        let now: Rollout = client.get(&path).await?;
+        if now.nodes == 0 {
+            if !out.json {
+                eprintln!("No edge node is connected to this control plane; not waiting.");
+            }
+            return Ok(Some(now));
+        }
+        if now.applied >= now.nodes {
+            if !out.json {
+                eprintln!(
+                    "Live on {}/{} node(s) (revision {}) after {:.1} s.",
+                    now.applied,
+                    now.nodes,
+                    now.revision,
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            return Ok(Some(now));
+        }
+        if started.elapsed() > Duration::from_secs(wait.wait_timeout) {
+            bail!(
+                "only {}/{} node(s) serve revision {} after {} s (the change is saved; nodes will catch up)",
+                now.applied,
+                now.nodes,
+                now.revision,
+                wait.wait_timeout
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `outpost deploy APP FILE`.
+pub async fn deploy(client: &Client, cmd: Deploy, out: Out) -> anyhow::Result<()> {
+    let bytes =
+        std::fs::read(&cmd.file).with_context(|| format!("reading {}", cmd.file.display()))?;
+    let total = bytes.len() as u64;
+    let tty = std::io::stderr().is_terminal() && !out.json;
+    let path = format!("/v1/apps/{}/deployments", segment(&cmd.app));
+    let deployment: Deployment = client
+        .upload(&path, Bytes::from(bytes), move |sent| {
+            if tty {
+                let width = 30;
+                let done = (sent * width / total.max(1)) as usize;
+                eprint!(
+                    "\rUploading [{}{}] {:>3}% of {}",
+                    "#".repeat(done),
+                    " ".repeat(width as usize - done),
+                    sent * 100 / total.max(1),
+                    size(total)
+                );
+                let _ = std::io::stderr().flush();
+                if sent == total {
+                    eprintln!();
+                }
+            }
+        })
+        .await?;
+    let app: App = client
+        .get(&format!("/v1/apps/{}", segment(&cmd.app)))
+        .await?;
+    if !out.json {
+        println!(
+            "Deployed {} version {} ({}, {}).",
+            app.name,
+            deployment.version,
+            deployment.digest,
+            size(deployment.size)
+        );
+        println!("Served at: {}", super::apps::urls(&app).join("  "));
+    }
+    let rollout = wait_for_nodes(client, &cmd.wait, out).await?;
+    out.show(
+        &json!({"deployment": deployment, "app": app, "rollout": rollout}),
+        || {},
+    );
+    Ok(())
+}
+
+/// `outpost deployments APP`.
+pub async fn deployments(client: &Client, app: &str, out: Out) -> anyhow::Result<()> {
+    let shown: App = client.get(&format!("/v1/apps/{}", segment(app))).await?;
+    let list: Vec<Deployment> = client
+        .get(&format!("/v1/apps/{}/deployments", segment(app)))
+        .await?;
+    out.show(&list, || {
+        let rows: Vec<Vec<String>> = list
+            .iter()
+            .map(|d| {
+                let active = if Some(d.version) == shown.active_version {
+                    "*"
+                } else {
+                    ""
+                };
+                vec![
+                    format!("{}{active}", d.version),
+                    d.digest.clone(),
+                    size(d.size),
+                    when(d.created_at as i64),
+                ]
+            })
+            .collect();
+        table(&["version", "digest", "size", "created (UTC)"], &rows);
+    });
+    Ok(())
+}
+
+/// `outpost rollback APP VERSION`.
+pub async fn rollback(client: &Client, cmd: Rollback, out: Out) -> anyhow::Result<()> {
+    let path = format!("/v1/apps/{}/rollback", segment(&cmd.app));
+    let app: App = client
+        .json(Method::POST, &path, &json!({"version": cmd.version}))
+        .await?;
+    if !out.json {
+        println!("{} now serves version {}.", app.name, cmd.version);
+    }
+    let rollout = wait_for_nodes(client, &cmd.wait, out).await?;
+    out.show(&json!({"app": app, "rollout": rollout}), || {});
+    Ok(())
+}
+
+/// `outpost logs APP [--follow]`.
+pub async fn logs(client: &Client, cmd: Logs, out: Out) -> anyhow::Result<()> {
+    let _ = (client, cmd, out);
+    bail!("logs are not available yet")
+}
+
+/// `24.1 KB`-style sizes.
+fn size(bytes: u64) -> String {
+    match bytes {
+        0..1_000 => format!("{bytes} B"),
+        1_000..1_000_000 => format!("{:.1} KB", bytes as f64 / 1e3),
+        _ => format!("{:.1} MB", bytes as f64 / 1e6),
+    }
+}

@@ -1,0 +1,135 @@
+//! Operator commands: login, tenants, nodes.
+
+use anyhow::{Context as _, bail};
+use http::Method;
+use outpost_proto::{Limits, NodeStatus, Rollout, Tenant, TenantCreated};
+use serde_json::{Value, json};
+
+use super::{Out, table, when};
+use crate::args::Tenants;
+use crate::client::{Client, segment};
+use crate::config;
+
+/// `outpost login`: checks the token against the control plane, then saves
+/// URL and token.
+pub async fn login(client: &Client, token: Option<String>, out: Out) -> anyhow::Result<()> {
+    let Some(token) = token else {
+        bail!("give the token with --token or OUTPOST_TOKEN");
+    };
+    // Any admin or tenant token may read the rollout; it proves both the
+    // URL and the token.
+    let rollout: Rollout = client
+        .get("/v1/rollout")
+        .await
+        .context("checking the token")?;
+    let kind = match client.get::<Vec<Tenant>>("/v1/tenants").await {
+        Ok(_) => "admin",
+        Err(_) => "tenant",
+    };
+    let path = config::save(&config::Saved {
+        url: Some(client.url().to_string()),
+        token: Some(token),
+    })?;
+    out.show(
+        &json!({"url": client.url(), "kind": kind, "config": path, "revision": rollout.revision}),
+        || {
+            println!(
+                "Logged in to {} with a {kind} token (saved in {}).",
+                client.url(),
+                path.display()
+            )
+        },
+    );
+    Ok(())
+}
+
+/// `outpost tenants …`.
+pub async fn tenants(client: &Client, cmd: Tenants, out: Out) -> anyhow::Result<()> {
+    match cmd {
+        Tenants::Create { name } => {
+            let created: TenantCreated = client
+                .json(Method::POST, "/v1/tenants", &json!({"name": name}))
+                .await?;
+            out.show(&created, || {
+                println!(
+                    "Created tenant {}. Its token (shown only once):",
+                    created.name
+                );
+                println!("{}", created.token);
+            });
+        }
+        Tenants::List => {
+            let list: Vec<Tenant> = client.get("/v1/tenants").await?;
+            out.show(&list, || {
+                let rows: Vec<Vec<String>> = list
+                    .iter()
+                    .map(|t| vec![t.name.clone(), limits(&t.limits)])
+                    .collect();
+                table(&["tenant", "limits"], &rows);
+            });
+        }
+        Tenants::Limits(l) => {
+            let body = Limits {
+                fuel: l.fuel,
+                memory_mib: l.memory_mib,
+                timeout_ms: l.timeout_ms,
+                max_concurrency: l.max_concurrency,
+            };
+            let path = format!("/v1/tenants/{}/limits", segment(&l.name));
+            let answer: Value = client.json(Method::PUT, &path, &body).await?;
+            out.show(&answer, || {
+                println!("Limits of {}: {}", l.name, limits(&body));
+            });
+        }
+    }
+    Ok(())
+}
+
+fn limits(l: &Limits) -> String {
+    let mut parts = Vec::new();
+    if let Some(v) = l.fuel {
+        parts.push(format!("fuel={v}"));
+    }
+    if let Some(v) = l.memory_mib {
+        parts.push(format!("memory={v}MiB"));
+    }
+    if let Some(v) = l.timeout_ms {
+        parts.push(format!("timeout={v}ms"));
+    }
+    if let Some(v) = l.max_concurrency {
+        parts.push(format!("concurrency={v}"));
+    }
+    if parts.is_empty() {
+        "defaults".into()
+    } else {
+        parts.join(" ")
+    }
+}
+
+/// `outpost nodes`.
+pub async fn nodes(client: &Client, out: Out) -> anyhow::Result<()> {
+    let nodes: Vec<NodeStatus> = client.get("/v1/nodes").await?;
+    let rollout: Rollout = client.get("/v1/rollout").await?;
+    out.show(
+        &json!({"revision": rollout.revision, "nodes": nodes}),
+        || {
+            let rows: Vec<Vec<String>> = nodes
+                .iter()
+                .map(|n| {
+                    vec![
+                        n.id.clone(),
+                        n.applied_revision.to_string(),
+                        rollout
+                            .revision
+                            .saturating_sub(n.applied_revision)
+                            .to_string(),
+                        when(n.last_contact as i64),
+                    ]
+                })
+                .collect();
+            println!("Control plane revision {}", rollout.revision);
+            table(&["node", "revision", "lag", "last contact (UTC)"], &rows);
+        },
+    );
+    Ok(())
+}

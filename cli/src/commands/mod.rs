@@ -1,0 +1,118 @@
+//! One function per command; they talk to the control plane through
+//! [`Client`] and print a table (or, with `--json`, the API's JSON).
+
+mod apps;
+mod deploy;
+mod fleet;
+
+use serde::Serialize;
+
+use crate::args::{Cli, Command};
+use crate::client::Client;
+use crate::config;
+
+/// How to print.
+#[derive(Debug, Clone, Copy)]
+pub struct Out {
+    /// JSON for scripts instead of tables.
+    pub json: bool,
+}
+
+impl Out {
+    /// Prints `value` as JSON (with `--json`) or runs `human`.
+    pub fn show<T: Serialize>(&self, value: &T, human: impl FnOnce()) {
+        if self.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(value).expect("API values serialize")
+            );
+        } else {
+            human();
+        }
+    }
+}
+
+/// Prints rows under headers, columns padded to fit.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(headers.iter().map(|h| h.to_uppercase()).collect());
+    for row in rows {
+        line(row.clone());
+    }
+}
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let out = Out { json: cli.json };
+    if let Command::Dev(dev) = cli.command {
+        return crate::dev::run(dev).await;
+    }
+    let saved = config::load()?;
+    let url = cli
+        .url
+        .or(saved.url)
+        .unwrap_or_else(|| config::DEFAULT_URL.to_string());
+    let token = cli.token.or(saved.token);
+    let client = Client::new(&url, token.clone())?;
+    match cli.command {
+        Command::Login => fleet::login(&client, token, out).await,
+        Command::Tenants(cmd) => fleet::tenants(&client, cmd, out).await,
+        Command::Nodes => fleet::nodes(&client, out).await,
+        Command::Apps(cmd) => apps::apps(&client, cmd, out).await,
+        Command::Env(cmd) => apps::env(&client, cmd, out).await,
+        Command::Certs(cmd) => apps::certs(&client, cmd, out).await,
+        Command::Deploy(cmd) => deploy::deploy(&client, cmd, out).await,
+        Command::Deployments { app } => deploy::deployments(&client, &app, out).await,
+        Command::Rollback(cmd) => deploy::rollback(&client, cmd, out).await,
+        Command::Logs(cmd) => deploy::logs(&client, cmd, out).await,
+        Command::Dev(_) => unreachable!("handled above"),
+    }
+}
+
+/// Unix seconds as `YYYY-MM-DD HH:MM` UTC.
+pub fn when(unix: i64) -> String {
+    if unix <= 0 {
+        return "-".into();
+    }
+    let days = unix.div_euclid(86_400);
+    let secs = unix.rem_euclid(86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}",
+        secs / 3600,
+        secs % 3600 / 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dates_render_in_utc() {
+        assert_eq!(super::when(0), "-");
+        assert_eq!(super::when(1_795_644_752), "2026-11-25 22:12");
+        assert_eq!(super::when(951_782_400), "2000-02-29 00:00");
+    }
+}

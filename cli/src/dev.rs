@@ -1,0 +1,319 @@
+//! `outpost dev`: a control plane and an edge node in one process, state
+//! under `./.outpost`, a tenant `dev` and an app `hello` (the built-in
+//! example worker, or the component given) deployed, URLs printed.
+//!
+//! It is the real thing wired together in-process — the same API, store,
+//! watch stream, sync client, TLS listener and runtime as a fleet — so what
+//! works here works there. Running it again keeps every app, version,
+//! certificate and token.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use http::Method;
+use outpost_control_plane::api::{ApiState, DEFAULT_MAX_MODULE_BYTES};
+use outpost_control_plane::secrets::Sealer;
+use outpost_control_plane::store::{SledStore, Store};
+use outpost_edge_node::config::ServerConfig;
+use outpost_edge_node::metrics::Metrics;
+use outpost_edge_node::runtime::{Limits, PoolConfig, Runtime};
+use outpost_edge_node::server::Listeners;
+use outpost_edge_node::sync::{self, Cache, SyncConfig};
+use outpost_edge_node::tls::Certificate;
+use outpost_edge_node::{Config, Node};
+use outpost_proto::{App, Deployment, Rollout, TenantCreated};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::args::Dev;
+use crate::client::Client;
+
+/// The example worker deployed when no component is given: the C example
+/// (hello, JSON echo, env), committed so `outpost dev` needs only cargo.
+pub const EXAMPLE_WORKER: &[u8] = include_bytes!("../../guests/c/echo/echo.wasm");
+
+/// The app `outpost dev` deploys, and where.
+const APP: &str = "hello";
+const ROUTE: &str = "hello.localhost";
+const TENANT: &str = "dev";
+
+/// Tokens kept across runs in `STATE_DIR/dev.toml` (mode 0600).
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Tokens {
+    admin: String,
+    node: String,
+    tenant: Option<String>,
+}
+
+/// `len` random bytes in hex.
+fn random_hex(len: usize) -> anyhow::Result<String> {
+    let mut bytes = vec![0u8; len];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn random_token(prefix: &str) -> anyhow::Result<String> {
+    Ok(format!("{prefix}_{}", random_hex(16)?))
+}
+
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+fn load_tokens(path: &Path) -> anyhow::Result<Tokens> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => toml::from_str(&text).with_context(|| format!("reading {}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let tokens = Tokens {
+                admin: random_token("dev_admin")?,
+                node: random_token("dev_node")?,
+                tenant: None,
+            };
+            write_private(path, &toml::to_string(&tokens)?)?;
+            Ok(tokens)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// The component to deploy: the file, the one `.wasm` in the directory, or
+/// the built-in example.
+fn worker(path: Option<&Path>) -> anyhow::Result<(Vec<u8>, String)> {
+    let Some(path) = path else {
+        return Ok((
+            EXAMPLE_WORKER.to_vec(),
+            "the built-in example worker".into(),
+        ));
+    };
+    let file: PathBuf = if path.is_dir() {
+        let wasm: Vec<PathBuf> = std::fs::read_dir(path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "wasm"))
+            .collect();
+        match wasm.as_slice() {
+            [one] => one.clone(),
+            [] => bail!("{} holds no .wasm file", path.display()),
+            _ => bail!("{} holds several .wasm files; name one", path.display()),
+        }
+    } else {
+        path.to_path_buf()
+    };
+    let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+    Ok((bytes, file.display().to_string()))
+}
+
+/// Runs until Ctrl-C or SIGTERM.
+pub async fn run(dev: Dev) -> anyhow::Result<()> {
+    run_until(dev, outpost_edge_node::server::shutdown_signal()).await
+}
+
+/// Runs until `shutdown` completes.
+pub async fn run_until(
+    dev: Dev,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    // Everything that can be refused is checked before anything binds.
+    let (wasm, what) = worker(dev.path.as_deref())?;
+    let state_dir = &dev.state_dir;
+    std::fs::create_dir_all(state_dir)
+        .with_context(|| format!("creating {}", state_dir.display()))?;
+    let tokens_path = state_dir.join("dev.toml");
+    let mut tokens = load_tokens(&tokens_path)?;
+    // The dev state dir is the place for the key (the production control
+    // plane warns when it has to keep it beside its data).
+    let key_path = state_dir.join("cert.key");
+    if !key_path.exists() {
+        write_private(&key_path, &random_hex(32)?)?;
+    }
+    let sealer = Sealer::load_or_create(&key_path)?;
+    let store: Arc<dyn Store> =
+        Arc::new(SledStore::open(&state_dir.join("data")).with_context(|| {
+            format!(
+                "opening {} (is another `outpost dev` using it?)",
+                state_dir.join("data").display()
+            )
+        })?);
+
+    // The control plane.
+    let pool = PoolConfig {
+        enabled: false,
+        ..PoolConfig::default()
+    };
+    let validator = Arc::new(Runtime::new(&pool, Metrics::new())?);
+    let api_state = ApiState::new(
+        store,
+        &tokens.admin,
+        &tokens.node,
+        validator,
+        DEFAULT_MAX_MODULE_BYTES,
+        sealer,
+    );
+    let api = tokio::net::TcpListener::bind(dev.api)
+        .await
+        .with_context(|| format!("binding the control plane on {}", dev.api))?;
+    let api_addr = api.local_addr()?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let control_plane = tokio::spawn(outpost_control_plane::server::run(
+        api,
+        api_state,
+        stopped(stop_rx.clone()),
+    ));
+
+    // The edge node, following it.
+    let node = Node::new(&PoolConfig::default(), Metrics::new())?;
+    let cache_dir = state_dir.join("node-cache");
+    node.runtime()
+        .enable_compile_cache(&cache_dir.join("compiled"))?;
+    node.set_default_certificate(Certificate::self_signed(&["localhost", "*.localhost"])?.0);
+    let cache = Cache::open(&cache_dir)?;
+    let applied = sync::restore(&node, &cache, &Limits::default())
+        .await?
+        .unwrap_or(0);
+    let config = Config {
+        http: dev.http,
+        https: Some(dev.https),
+        metrics: dev.metrics,
+        ..Config::default()
+    };
+    let listeners = Listeners::bind(&config).await?;
+    let http = listeners.http.local_addr()?;
+    let https = listeners
+        .https
+        .as_ref()
+        .expect("https was configured")
+        .local_addr()?;
+    let metrics = listeners.metrics.local_addr()?;
+    let follow = tokio::spawn(sync::follow(
+        node.clone(),
+        SyncConfig {
+            url: format!("http://{api_addr}"),
+            token: tokens.node.clone(),
+            defaults: Limits::default(),
+            node_id: "dev".into(),
+        },
+        cache,
+        applied,
+    ));
+    let edge = tokio::spawn(outpost_edge_node::server::run(
+        node,
+        listeners,
+        ServerConfig {
+            shutdown_grace: Duration::from_secs(2),
+            ..ServerConfig::default()
+        },
+        stopped(stop_rx),
+    ));
+
+    let setup = async {
+        bootstrap(&api_addr.to_string(), &mut tokens, &tokens_path, &wasm).await?;
+        let tenant_token = tokens.tenant.clone().unwrap_or_default();
+        let port = |addr: std::net::SocketAddr| addr.port();
+        println!("Listening on http://{http}/");
+        println!("Listening on https://{https}/");
+        println!("Metrics on http://{metrics}/metrics");
+        println!("Control plane on http://{api_addr}/");
+        println!();
+        println!(
+            "Outpost dev is running {what} as app {APP:?} (state in {}; Ctrl-C stops).",
+            state_dir.display()
+        );
+        println!("  try:    curl http://{ROUTE}:{}/", port(http));
+        println!("          curl -k https://{ROUTE}:{}/", port(https));
+        println!("  CLI:    export OUTPOST_URL=http://{api_addr} OUTPOST_TOKEN={tenant_token}");
+        println!("          outpost deploy {APP} my-worker.wasm");
+        println!("  admin token and node token: {}", tokens_path.display());
+        anyhow::Ok(())
+    };
+    let outcome = setup.await;
+    if outcome.is_ok() {
+        shutdown.await;
+        eprintln!("Stopping…");
+    }
+    let _ = stop_tx.send(true);
+    follow.abort();
+    let _ = tokio::time::timeout(Duration::from_secs(5), edge).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), control_plane).await;
+    outcome
+}
+
+/// Creates the tenant and app on the first run, deploys `wasm` unless it is
+/// already the active version, and waits until the node serves it.
+async fn bootstrap(
+    api: &str,
+    tokens: &mut Tokens,
+    tokens_path: &Path,
+    wasm: &[u8],
+) -> anyhow::Result<()> {
+    let url = format!("http://{api}");
+    if tokens.tenant.is_none() {
+        let admin = Client::new(&url, Some(tokens.admin.clone()))?;
+        let created: TenantCreated = admin
+            .json(Method::POST, "/v1/tenants", &json!({"name": TENANT}))
+            .await
+            .context("creating the dev tenant (if it exists but its token is lost, delete the state dir)")?;
+        tokens.tenant = Some(created.token);
+        write_private(tokens_path, &toml::to_string(&*tokens)?)?;
+    }
+    let tenant = Client::new(&url, tokens.tenant.clone())?;
+    let app: App = match tenant.get(&format!("/v1/apps/{APP}")).await {
+        Ok(app) => app,
+        Err(_) => {
+            tenant
+                .json(
+                    Method::POST,
+                    "/v1/apps",
+                    &json!({"name": APP, "routes": [ROUTE]}),
+                )
+                .await?
+        }
+    };
+    let digest = outpost_edge_node::sync::digest_of(wasm);
+    let versions: Vec<Deployment> = tenant.get(&format!("/v1/apps/{APP}/deployments")).await?;
+    let active = versions
+        .iter()
+        .find(|d| Some(d.version) == app.active_version);
+    if active.is_none_or(|d| d.digest != digest) {
+        let _: Deployment = tenant
+            .upload(
+                &format!("/v1/apps/{APP}/deployments"),
+                bytes::Bytes::copy_from_slice(wasm),
+                |_| {},
+            )
+            .await
+            .context("deploying the worker")?;
+    }
+    // Serve before saying so: wait until the node has the revision.
+    let started = Instant::now();
+    let first: Rollout = tenant.get("/v1/rollout").await?;
+    loop {
+        let now: Rollout = tenant
+            .get(&format!("/v1/rollout?revision={}", first.revision))
+            .await?;
+        if now.nodes > 0 && now.applied >= now.nodes {
+            return Ok(());
+        }
+        if started.elapsed() > Duration::from_secs(300) {
+            bail!("the edge node did not pick up the deployment within 5 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,279 @@
+//! The `outpost` binary end to end: `outpost dev` brings up a control plane
+//! and a node (real listeners, real sled under a temp dir), and the CLI
+//! drives them — apps, deploy (waiting for the node), env, rollback,
+//! certificates, errors — exactly as a tenant would type it.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use outpost_test_fixtures as fixtures;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_outpost");
+
+/// `outpost dev`, killed when the test ends.
+struct Dev {
+    child: Child,
+    http: String,
+    api: String,
+    state: std::path::PathBuf,
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_dev(state: &Path, extra: &[&str]) -> Dev {
+    let mut child = Command::new(BIN)
+        .args(["dev", "--state-dir"])
+        .arg(state)
+        .args([
+            "--api",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--https",
+            "127.0.0.1:0",
+            "--metrics",
+            "127.0.0.1:0",
+        ])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut http = None;
+    let mut api = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(addr) = line.strip_prefix("Listening on http://") {
+            http = Some(addr.trim_end_matches('/').to_string());
+        }
+        if let Some(addr) = line.strip_prefix("Control plane on http://") {
+            api = Some(addr.trim_end_matches('/').to_string());
+        }
+        if line.starts_with("  CLI:") {
+            break;
+        }
+    }
+    // Keep draining stdout so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Dev {
+        child,
+        http: http.expect("dev printed its HTTP address"),
+        api: api.expect("dev printed its control plane address"),
+        state: state.to_path_buf(),
+    }
+}
+
+impl Dev {
+    fn tenant_token(&self) -> String {
+        let text = std::fs::read_to_string(self.state.join("dev.toml")).unwrap();
+        let value: toml::Value = toml::from_str(&text).unwrap();
+        value["tenant"].as_str().unwrap().to_string()
+    }
+
+    /// Runs `outpost ARGS…` against this dev instance with `token`.
+    fn outpost(&self, token: &str, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .env("OUTPOST_URL", format!("http://{}", self.api))
+            .env("OUTPOST_TOKEN", token)
+            .env("OUTPOST_CONFIG_DIR", self.state.join("cli-config"))
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, token: &str, args: &[&str]) -> String {
+        let out = self.outpost(token, args);
+        assert!(
+            out.status.success(),
+            "outpost {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn json(&self, token: &str, args: &[&str]) -> Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        serde_json::from_str(&self.ok(token, &all)).unwrap()
+    }
+
+    fn fails(&self, token: &str, args: &[&str]) -> String {
+        let out = self.outpost(token, args);
+        assert!(!out.status.success(), "outpost {args:?} succeeded");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(err.lines().count(), 1, "one line of error, got {err:?}");
+        err
+    }
+}
+
+/// One HTTP/1.0 request to the node; (status, headers+body text).
+fn get(addr: &str, host: &str, path: &str) -> (u16, String) {
+    let mut tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(tcp, "GET {path} HTTP/1.0\r\nhost: {host}\r\n\r\n").unwrap();
+    let mut out = String::new();
+    tcp.read_to_string(&mut out).unwrap();
+    let status = out[9..12].parse().unwrap();
+    (status, out)
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn dev_serves_the_example_and_the_cli_deploys_sets_env_and_rolls_back() {
+    let state = tempfile::tempdir().unwrap();
+    let dev = start_dev(state.path(), &[]);
+    // The example worker answers on the printed address right away.
+    let (status, _) = get(&dev.http, "hello.localhost", "/");
+    assert_eq!(status, 200);
+
+    let token = dev.tenant_token();
+    let files = tempfile::tempdir().unwrap();
+    let v1 = write(files.path(), "v1.wasm", &fixtures::hello("v1\n"));
+    let v2 = write(files.path(), "v2.wasm", &fixtures::hello("v2\n"));
+
+    let created = dev.json(
+        &token,
+        &["apps", "create", "web", "--route", "web.localhost"],
+    );
+    assert_eq!(created["routes"], serde_json::json!(["web.localhost"]));
+    let out = dev.ok(&token, &["deploy", "web", &v1]);
+    assert!(out.contains("Deployed web version 1 (sha256:"), "{out}");
+    assert!(out.contains("https://web.localhost/"), "{out}");
+    // deploy waited for the node: it serves v1 now, no polling needed.
+    assert!(get(&dev.http, "web.localhost", "/").1.ends_with("v1\n"));
+    let deployed = dev.json(&token, &["deploy", "web", &v2]);
+    assert_eq!(deployed["deployment"]["version"], 2);
+    assert_eq!(deployed["rollout"]["applied"], deployed["rollout"]["nodes"]);
+    assert!(get(&dev.http, "web.localhost", "/").1.ends_with("v2\n"));
+
+    let list = dev.ok(&token, &["deployments", "web"]);
+    assert!(list.lines().nth(2).unwrap().starts_with("2*"), "{list}");
+    dev.ok(&token, &["rollback", "web", "1"]);
+    assert!(get(&dev.http, "web.localhost", "/").1.ends_with("v1\n"));
+
+    // env: the echo worker reports GREETING in x-echo-env.
+    let echo = write(
+        files.path(),
+        "echo.wasm",
+        &std::fs::read(fixtures::c_guest("echo")).unwrap(),
+    );
+    dev.ok(
+        &token,
+        &["apps", "create", "echo", "--route", "echo.localhost"],
+    );
+    dev.ok(
+        &token,
+        &["env", "set", "echo", "GREETING=bonjour", "OTHER=1"],
+    );
+    dev.ok(&token, &["deploy", "echo", &echo]);
+    let (_, text) = get(&dev.http, "echo.localhost", "/");
+    assert!(
+        text.to_ascii_lowercase().contains("x-echo-env: bonjour"),
+        "{text}"
+    );
+    dev.ok(&token, &["env", "set", "echo", "GREETING=hallo"]);
+    let started = Instant::now();
+    while !get(&dev.http, "echo.localhost", "/")
+        .1
+        .to_ascii_lowercase()
+        .contains("x-echo-env: hallo")
+    {
+        assert!(started.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        dev.json(&token, &["env", "list", "echo"]),
+        serde_json::json!(["GREETING", "OTHER"])
+    );
+    dev.ok(&token, &["env", "unset", "echo", "OTHER"]);
+    assert_eq!(
+        dev.json(&token, &["env", "list", "echo"]),
+        serde_json::json!(["GREETING"])
+    );
+
+    // Errors: one line, non-zero exit, nothing changed.
+    let err = dev.fails(
+        &token,
+        &["deploy", "web", &write(files.path(), "bad.wasm", b"junk")],
+    );
+    assert!(err.contains("not a valid worker"), "{err}");
+    let err = dev.fails(&token, &["rollback", "web", "9"]);
+    assert!(err.contains("not found"), "{err}");
+    let err = dev.fails("wrong-token-0123456789", &["apps", "list"]);
+    assert!(err.contains("outpost login"), "{err}");
+    let err = dev.fails(&token, &["deploy", "web", "/no/such/file.wasm"]);
+    assert!(err.contains("/no/such/file.wasm"), "{err}");
+    assert!(get(&dev.http, "web.localhost", "/").1.ends_with("v1\n"));
+
+    // The table view.
+    let apps = dev.ok(&token, &["apps", "list"]);
+    assert!(apps.starts_with("APP"), "{apps}");
+    assert!(
+        apps.contains("web") && apps.contains("echo") && apps.contains("hello"),
+        "{apps}"
+    );
+}
+
+#[test]
+fn dev_keeps_its_state_across_runs_and_login_saves_the_token() {
+    let state = tempfile::tempdir().unwrap();
+    let path = state.path().to_path_buf();
+    let dev = start_dev(&path, &[]);
+    let token = dev.tenant_token();
+    let files = tempfile::tempdir().unwrap();
+    let v1 = write(files.path(), "v1.wasm", &fixtures::hello("kept\n"));
+    dev.ok(
+        &token,
+        &["apps", "create", "web", "--route", "web.localhost"],
+    );
+    dev.ok(&token, &["deploy", "web", &v1]);
+    // login saves URL + token; later commands need neither.
+    let login = Command::new(BIN)
+        .args([
+            "login",
+            "--url",
+            &format!("http://{}", dev.api),
+            "--token",
+            &token,
+        ])
+        .env("OUTPOST_CONFIG_DIR", path.join("cli-config"))
+        .env_remove("OUTPOST_URL")
+        .env_remove("OUTPOST_TOKEN")
+        .output()
+        .unwrap();
+    assert!(
+        login.status.success(),
+        "{}",
+        String::from_utf8_lossy(&login.stderr)
+    );
+    let saved = std::fs::read_to_string(path.join("cli-config/config.toml")).unwrap();
+    assert!(saved.contains(&token));
+
+    // Stop it (SIGKILL even: every acknowledged write is durable) and
+    // start again on the same state.
+    drop(dev);
+    let dev = start_dev(&path, &[]);
+    assert_eq!(dev.tenant_token(), token);
+    assert!(get(&dev.http, "web.localhost", "/").1.ends_with("kept\n"));
+    let versions = dev.json(&token, &["deployments", "hello"]);
+    assert_eq!(
+        versions.as_array().unwrap().len(),
+        1,
+        "the example was not redeployed"
+    );
+}
