@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
-# Builds Outpost's guest fixtures: real WebAssembly components that export
-# wasi:http/incoming-handler@0.2.x (the wasi:http/proxy world), from C,
-# JavaScript and Python sources. See guests/README.md.
+# Builds Outpost's guest fixtures and examples: real WebAssembly components
+# that export wasi:http/incoming-handler@0.2.x (the wasi:http/proxy world),
+# from C, JavaScript and Python sources. See guests/README.md.
 #
-#   guests/build.sh [c|js|python|all]        (default: all)
+#   guests/build.sh [TARGET...]        (default: all; e.g. `build.sh js python`)
+#
+#   c                guest fixtures in C (hello, echo, fetch)
+#   js | python      the JavaScript / Python guest fixture
+#   examples         the example worker in C, JavaScript and Python
+#   examples-c | examples-js | examples-python     one of those
+#   all              everything above (what CI runs)
 #
 # Runs as root on a fresh Debian machine: whatever a target needs and is
 # missing gets installed first (Debian packages, wit-bindgen via cargo,
@@ -11,26 +17,33 @@
 # tools already present are left alone, so a second run only rebuilds.
 #
 # Outputs
-#   c       guests/c/<name>/<name>.wasm   committed, next to its source
-#   js      guests/out/js-hello.wasm      not committed (~13 MB)
-#   python  guests/out/python-hello.wasm  not committed (~18 MB)
+#   c                guests/c/<name>/<name>.wasm     committed, next to its source
+#   js               guests/out/js-hello.wasm        not committed (~13 MB)
+#   python           guests/out/python-hello.wasm    not committed (~18 MB)
+#   examples-c       examples/c/example.wasm         committed, next to its source
+#   examples-js      examples/out/js-example.wasm    not committed
+#   examples-python  examples/out/python-example.wasm  not committed
 # Scratch files (copied WIT, generated bindings, core modules) go to
 # guests/.build/. Progress goes to stderr; stdout gets one line per artifact.
 set -euo pipefail
 
-target="${1:-all}"
-case "$target" in
-  c | js | python | all) ;;
-  *)
-    echo "usage: $0 [c|js|python|all]" >&2
-    exit 2
-    ;;
-esac
+targets=("${@:-all}")
+for target in "${targets[@]}"; do
+  case "$target" in
+    c | js | python | examples | examples-c | examples-js | examples-python | all) ;;
+    *)
+      echo "usage: $0 [TARGET...]  TARGET: c|js|python|examples|examples-c|examples-js|examples-python|all" >&2
+      exit 2
+      ;;
+  esac
+done
 
 GUESTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(dirname "$GUESTS_DIR")
 OUT_DIR="$GUESTS_DIR/out"
 BUILD_DIR="$GUESTS_DIR/.build"
+EXAMPLES_DIR="$REPO_DIR/examples"
+EXAMPLES_OUT_DIR="$EXAMPLES_DIR/out"
 
 # Versions known to work on this machine kind (shared/GUESTS.md).
 WIT_BINDGEN_VERSION=0.63.0
@@ -259,6 +272,11 @@ package outpost:guest;
 world guest {
   include wasi:http/proxy@$JS_WASI_HTTP_VERSION;
 }
+
+world guest-with-env {
+  include wasi:http/proxy@$JS_WASI_HTTP_VERSION;
+  import wasi:cli/environment@$JS_WASI_HTTP_VERSION;
+}
 EOF
   wit_ready=true
 }
@@ -274,23 +292,26 @@ verify() {
   wit=$(wasm-tools component wit "$file") || die "$file is not a component"
   exported=$(grep -oE 'export wasi:http/incoming-handler@0\.2\.[0-9]+' <<<"$wit" | head -n1) ||
     die "$file does not export wasi:http/incoming-handler"
-  printf '%-32s %10d bytes  %s\n' "${file#"$REPO_DIR"/}" "$(stat -c %s "$file")" "$exported"
+  printf '%-36s %10d bytes  %s\n' "${file#"$REPO_DIR"/}" "$(stat -c %s "$file")" "$exported"
 }
 
 # ---------------------------------------------------------------- builders
 
 # clang + wasi-libc compile the handler and the wit-bindgen glue into a core
 # module; `wasm-tools component new` wraps it into a component using the
-# component-type section wit-bindgen emitted. Neither source uses stdio, so
-# the core module has no wasi_snapshot_preview1 imports and needs no adapter.
-build_c_guest() {
-  local name=$1 world=$2
-  local src="$GUESTS_DIR/c/$name" work="$BUILD_DIR/c/$name"
+# component-type section wit-bindgen emitted. No source uses stdio, so the
+# core module has no wasi_snapshot_preview1 imports and needs no adapter.
+#
+#   build_c_component SRC_DIR NAME WORLD   builds SRC_DIR/NAME.c into
+#                                          SRC_DIR/NAME.wasm (committed)
+build_c_component() {
+  local src=$1 name=$2 world=$3
+  local work="$BUILD_DIR/${src#"$REPO_DIR"/}"
   local stem=${world//-/_}
   rm -rf "$work"
   mkdir -p "$work"
   wit-bindgen c "$WIT_DIR" --world "$world" --out-dir "$work/gen" >"$work/wit-bindgen.log" 2>&1 ||
-    { cat "$work/wit-bindgen.log" >&2; die "wit-bindgen failed for $name"; }
+    { cat "$work/wit-bindgen.log" >&2; die "wit-bindgen failed for $src/$name.c"; }
   clang --target=wasm32-wasi -mexec-model=reactor -O2 -Wall -Wextra \
     -I"$work/gen" -o "$work/$name.core.wasm" \
     "$src/$name.c" "$work/gen/$stem.c" "$work/gen/${stem}_component_type.o"
@@ -304,53 +325,103 @@ build_c_guest() {
   verify "$src/$name.wasm"
 }
 
+# componentize-js: the CLI directly (`jco componentize` fails on this setup),
+# against the WIT copy relabelled as wasi:http 0.2.10.
+#   componentize_js SOURCE WORLD OUTPUT
+componentize_js() {
+  local source=$1 world=$2 output=$3
+  mkdir -p "$(dirname "$output")"
+  log "componentize-js ${source#"$REPO_DIR"/} (~10 s on an idle machine)"
+  local start=$SECONDS
+  node "$GUESTS_DIR/js/node_modules/@bytecodealliance/componentize-js/src/cli.js" \
+    "$source" --wit "$WIT_JS_DIR" --world-name "$world" -o "$output" >&2
+  log "  done in $((SECONDS - start)) s"
+  verify "$output"
+}
+
+# componentize-py: SOURCE_DIR/MODULE.py defines IncomingHandler.
+#   componentize_py SOURCE_DIR MODULE WORLD OUTPUT
+componentize_py() {
+  local dir=$1 module=$2 world=$3 output=$4
+  mkdir -p "$(dirname "$output")"
+  log "componentize-py ${dir#"$REPO_DIR"/}/$module.py (~10 s on an idle machine)"
+  local start=$SECONDS
+  componentize-py -d "$WIT_DIR" -w "$world" componentize -p "$dir" "$module" -o "$output" >&2
+  # componentize-py imports the module with its bundled CPython, which
+  # leaves a bytecode cache beside the source.
+  rm -rf "$dir/__pycache__"
+  log "  done in $((SECONDS - start)) s"
+  verify "$output"
+}
+
 build_c() {
   ensure_c_toolchain
   ensure_wit_bindgen
   ensure_wasm_tools
   prepare_wit
-  build_c_guest hello guest
-  build_c_guest echo guest-with-env
+  build_c_component "$GUESTS_DIR/c/hello" hello guest
+  build_c_component "$GUESTS_DIR/c/echo" echo guest-with-env
+  build_c_component "$GUESTS_DIR/c/fetch" fetch guest-with-env
 }
 
 build_js() {
   ensure_componentize_js
   ensure_wasm_tools
   prepare_wit
-  mkdir -p "$OUT_DIR"
-  log "componentize-js hello.js (~10 s on an idle machine)"
-  local start=$SECONDS
-  # The componentize-js CLI directly: `jco componentize` fails on this setup.
-  node "$GUESTS_DIR/js/node_modules/@bytecodealliance/componentize-js/src/cli.js" \
-    "$GUESTS_DIR/js/hello.js" --wit "$WIT_JS_DIR" --world-name guest \
-    -o "$OUT_DIR/js-hello.wasm" >&2
-  log "  done in $((SECONDS - start)) s"
-  verify "$OUT_DIR/js-hello.wasm"
+  componentize_js "$GUESTS_DIR/js/hello.js" guest "$OUT_DIR/js-hello.wasm"
 }
 
 build_python() {
   ensure_componentize_py
   ensure_wasm_tools
   prepare_wit
-  mkdir -p "$OUT_DIR"
-  log "componentize-py app.py (~10 s on an idle machine)"
-  local start=$SECONDS
-  componentize-py -d "$WIT_DIR" -w guest componentize \
-    -p "$GUESTS_DIR/python/hello" app -o "$OUT_DIR/python-hello.wasm" >&2
-  # componentize-py imports app.py with its bundled CPython, which leaves a
-  # bytecode cache beside the source.
-  rm -rf "$GUESTS_DIR/python/hello/__pycache__"
-  log "  done in $((SECONDS - start)) s"
-  verify "$OUT_DIR/python-hello.wasm"
+  componentize_py "$GUESTS_DIR/python/hello" app guest "$OUT_DIR/python-hello.wasm"
 }
 
-case "$target" in
-  c) build_c ;;
-  js) build_js ;;
-  python) build_python ;;
-  all)
-    build_c
-    build_js
-    build_python
-    ;;
-esac
+# The example worker (examples/): the same routes in every language, and each
+# reads GREETING through wasi:cli/environment, hence world guest-with-env.
+build_examples_c() {
+  ensure_c_toolchain
+  ensure_wit_bindgen
+  ensure_wasm_tools
+  prepare_wit
+  build_c_component "$EXAMPLES_DIR/c" example guest-with-env
+}
+
+build_examples_js() {
+  ensure_componentize_js
+  ensure_wasm_tools
+  prepare_wit
+  componentize_js "$EXAMPLES_DIR/js/example.js" guest-with-env "$EXAMPLES_OUT_DIR/js-example.wasm"
+}
+
+build_examples_python() {
+  ensure_componentize_py
+  ensure_wasm_tools
+  prepare_wit
+  componentize_py "$EXAMPLES_DIR/python" app guest-with-env "$EXAMPLES_OUT_DIR/python-example.wasm"
+}
+
+build_examples() {
+  build_examples_c
+  build_examples_js
+  build_examples_python
+}
+
+for target in "${targets[@]}"; do
+  case "$target" in
+    c) build_c ;;
+    js) build_js ;;
+    python) build_python ;;
+    examples) build_examples ;;
+    examples-c) build_examples_c ;;
+    examples-js) build_examples_js ;;
+    examples-python) build_examples_python ;;
+    all)
+      build_c
+      build_js
+      build_python
+      build_examples
+      ;;
+  esac
+done
