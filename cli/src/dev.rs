@@ -33,7 +33,7 @@ use crate::client::Client;
 
 /// The example worker deployed when no component is given: the C example
 /// (hello, JSON echo, env), committed so `outpost dev` needs only cargo.
-pub const EXAMPLE_WORKER: &[u8] = include_bytes!("../../guests/c/echo/echo.wasm");
+pub const EXAMPLE_WORKER: &[u8] = include_bytes!("../../examples/c/example.wasm");
 
 /// The app `outpost dev` deploys, and where.
 const APP: &str = "hello";

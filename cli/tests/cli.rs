@@ -138,8 +138,9 @@ fn dev_serves_the_example_and_the_cli_deploys_sets_env_and_rolls_back() {
     let state = tempfile::tempdir().unwrap();
     let dev = start_dev(state.path(), &[]);
     // The example worker answers on the printed address right away.
-    let (status, _) = get(&dev.http, "hello.localhost", "/");
+    let (status, text) = get(&dev.http, "hello.localhost", "/");
     assert_eq!(status, 200);
+    assert!(text.ends_with("Hello from C!\n"), "{text}");
 
     let token = dev.tenant_token();
     let files = tempfile::tempdir().unwrap();
