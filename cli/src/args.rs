@@ -105,6 +105,17 @@ pub enum Apps {
         /// HOST or HOST/PATH-PREFIX; repeatable.
         #[arg(long = "route", required = true, value_name = "ROUTE")]
         routes: Vec<String>,
+        /// A host (or host:port) the worker may call over outbound HTTP; repeatable.
+        #[arg(long = "allow-outbound", value_name = "HOST")]
+        allow_outbound: Vec<String>,
+    },
+    /// Replace the hosts an app may call over outbound HTTP (none: deny all).
+    AllowOutbound {
+        /// The app.
+        name: String,
+        /// host or host:port, repeatable.
+        #[arg(value_name = "HOST")]
+        hosts: Vec<String>,
     },
     /// List your apps.
     List,

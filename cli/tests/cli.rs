@@ -221,6 +221,39 @@ fn dev_serves_the_example_and_the_cli_deploys_sets_env_and_rolls_back() {
     assert!(err.contains("/no/such/file.wasm"), "{err}");
     assert!(get(&dev.http, "web.localhost", "/").1.ends_with("v1\n"));
 
+    // Outbound allow-list: set at creation, replaced later, checked.
+    let app = dev.json(
+        &token,
+        &[
+            "apps",
+            "create",
+            "caller",
+            "--route",
+            "caller.localhost",
+            "--allow-outbound",
+            "API.example.com",
+            "--allow-outbound",
+            "127.0.0.1:8080",
+        ],
+    );
+    assert_eq!(
+        app["allow_outbound"],
+        serde_json::json!(["api.example.com", "127.0.0.1:8080"])
+    );
+    let app = dev.json(
+        &token,
+        &["apps", "allow-outbound", "caller", "other.example.com"],
+    );
+    assert_eq!(
+        app["allow_outbound"],
+        serde_json::json!(["other.example.com"])
+    );
+    let err = dev.fails(
+        &token,
+        &["apps", "allow-outbound", "caller", "http://x.example.com/"],
+    );
+    assert!(err.contains("a host, not a URL"), "{err}");
+
     // The table view.
     let apps = dev.ok(&token, &["apps", "list"]);
     assert!(apps.starts_with("APP"), "{apps}");

@@ -97,6 +97,7 @@ pub fn snapshot(store: &dyn Store, sealer: &Sealer) -> Result<Snapshot, StoreErr
                 version,
                 digest: deployment.digest,
                 env: app.env,
+                allow_outbound: app.allow_outbound,
             },
         );
     }

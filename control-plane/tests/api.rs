@@ -614,6 +614,7 @@ const OPERATIONS: &[(&str, &str)] = &[
     ("get", "/v1/apps/{app}"),
     ("delete", "/v1/apps/{app}"),
     ("put", "/v1/apps/{app}/routes"),
+    ("put", "/v1/apps/{app}/outbound"),
     ("put", "/v1/apps/{app}/env"),
     ("patch", "/v1/apps/{app}/env"),
     ("post", "/v1/apps/{app}/deployments"),

@@ -183,6 +183,9 @@ struct AppFileConfig {
     /// Environment variables for the guest.
     #[serde(default)]
     env: BTreeMap<String, String>,
+    /// Hosts the guest may call (`host` or `host:port`).
+    #[serde(default)]
+    allow_outbound: Vec<String>,
 }
 
 /// Connection handling settings.
@@ -291,6 +294,8 @@ pub struct AppConfig {
     pub limits: Limits,
     /// Its guest environment.
     pub env: Vec<(String, String)>,
+    /// Hosts it may call.
+    pub allow_outbound: Vec<String>,
 }
 
 impl AppConfig {
@@ -308,6 +313,7 @@ impl AppConfig {
                 wasm,
                 limits: self.limits.clone(),
                 env: self.env.clone(),
+                allow_outbound: self.allow_outbound.clone(),
             },
         ))
     }
@@ -342,6 +348,7 @@ impl Config {
             max_request_body_bytes: args.max_request_body_bytes,
             max_response_body_bytes: args.max_response_body_bytes,
             max_log_bytes_per_request: None,
+            max_subrequests: None,
         };
         let limits = defaults.limits.with(&file.limits.or(&flag_limits));
         problems.extend(limits.problems("limits"));
@@ -426,6 +433,7 @@ impl Config {
                 wasm: base.join(app.wasm),
                 limits: app_limits,
                 env: app.env.into_iter().collect(),
+                allow_outbound: app.allow_outbound,
             });
         }
         for spec in &args.apps {
@@ -449,6 +457,7 @@ impl Config {
                 wasm: PathBuf::from(file),
                 limits: limits.clone(),
                 env: Vec::new(),
+                allow_outbound: Vec::new(),
             });
         }
         check_apps(&apps, &mut problems);

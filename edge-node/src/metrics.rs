@@ -23,6 +23,9 @@ const COMPILE_BUCKETS: &[f64] = &[
     0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
 ];
 
+/// The `result` labels of `outpost_runtime_subrequests_total`.
+const SUBREQUEST_RESULTS: [&str; 3] = ["sent", "denied", "limit"];
+
 /// Status classes used as the `status` label.
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
@@ -41,6 +44,7 @@ pub struct Metrics {
     guest_log_dropped: IntCounterVec,
     compile_duration: HistogramVec,
     compile_cache: IntCounterVec,
+    subrequests: IntCounterVec,
     apps_loaded: IntGauge,
     pooling_allocator: IntGauge,
     applied_revision: IntGauge,
@@ -139,6 +143,13 @@ impl Metrics {
                 .buckets(COMPILE_BUCKETS.to_vec()),
                 app,
             )?,
+            subrequests: IntCounterVec::new(
+                Opts::new(
+                    "outpost_runtime_subrequests_total",
+                    "Outbound HTTP requests from guests, by result (sent, denied: host not allow-listed, limit: over the per-request cap).",
+                ),
+                &["tenant", "app", "result"],
+            )?,
             compile_cache: IntCounterVec::new(
                 Opts::new(
                     "outpost_runtime_compile_cache_lookups_total",
@@ -208,6 +219,7 @@ impl Metrics {
         m.registry.register(Box::new(m.guest_log_dropped.clone()))?;
         m.registry.register(Box::new(m.compile_duration.clone()))?;
         m.registry.register(Box::new(m.compile_cache.clone()))?;
+        m.registry.register(Box::new(m.subrequests.clone()))?;
         m.registry.register(Box::new(m.apps_loaded.clone()))?;
         m.registry.register(Box::new(m.pooling_allocator.clone()))?;
         m.registry.register(Box::new(m.applied_revision.clone()))?;
@@ -272,6 +284,8 @@ impl Metrics {
             instances_in_flight: self.instances_in_flight.with_label_values(&labels),
             guest_log_dropped: self.guest_log_dropped.with_label_values(&labels),
             compile_duration: self.compile_duration.with_label_values(&labels),
+            subrequests: SUBREQUEST_RESULTS
+                .map(|r| self.subrequests.with_label_values(&[tenant, app, r])),
         }
     }
 
@@ -293,6 +307,9 @@ impl Metrics {
         let _ = self.instances_in_flight.remove_label_values(&labels);
         let _ = self.guest_log_dropped.remove_label_values(&labels);
         let _ = self.compile_duration.remove_label_values(&labels);
+        for r in SUBREQUEST_RESULTS {
+            let _ = self.subrequests.remove_label_values(&[tenant, app, r]);
+        }
     }
 
     /// Counts a request the node answered without any app.
@@ -411,6 +428,8 @@ pub struct AppMetrics {
     pub guest_log_dropped: IntCounter,
     /// Component compile time.
     pub compile_duration: Histogram,
+    /// Outbound requests: sent, denied, over the limit.
+    pub subrequests: [IntCounter; 3],
 }
 
 impl AppMetrics {

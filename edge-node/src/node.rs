@@ -92,7 +92,13 @@ impl Node {
         let mut next = HashMap::with_capacity(apps.len());
         for (routes, spec) in apps {
             let app = self.load_or_reuse(&current, spec).await?;
-            next.insert(key(&app), (routes, app));
+            if next.insert(key(&app), (routes, app.clone())).is_some() {
+                return Err(Error::Config(vec![format!(
+                    "app {:?} of tenant {:?} is given twice",
+                    app.name(),
+                    app.tenant()
+                )]));
+            }
         }
         self.install(&current, next)
     }

@@ -195,6 +195,7 @@ fn to_runtime(app: &WireApp, wasm: Vec<u8>, defaults: &Limits) -> Result<(Vec<Ro
             wasm,
             limits: defaults.with(&overrides),
             env: app.env.clone().into_iter().collect(),
+            allow_outbound: app.allow_outbound.clone(),
         },
     ))
 }

@@ -112,6 +112,9 @@ pub struct CreateApp {
     /// Routes: `HOST` or `HOST/PATH-PREFIX`.
     #[serde(default)]
     pub routes: Vec<String>,
+    /// Hosts (`host` or `host:port`) the worker may call; empty: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_outbound: Vec<String>,
 }
 
 /// An app as `GET /v1/apps[/{app}]` shows it. Environment values are never
@@ -131,6 +134,9 @@ pub struct App {
     /// Number of deployments made.
     #[serde(default)]
     pub versions: u64,
+    /// Hosts the worker may call.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_outbound: Vec<String>,
 }
 
 /// `PUT /v1/apps/{app}/routes`.
@@ -163,6 +169,15 @@ pub struct Deployment {
     pub created_at: u64,
 }
 
+/// `PUT /v1/apps/{app}/outbound`: the hosts the worker may call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SetOutbound {
+    /// `host` or `host:port` each; empty denies all outbound HTTP.
+    pub hosts: Vec<String>,
+}
+
 /// `POST /v1/apps/{app}/rollback`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -193,6 +208,9 @@ pub struct AppSpec {
     /// Limits, tenant and app overrides merged (node defaults fill the rest).
     #[serde(default)]
     pub limits: Limits,
+    /// Hosts (`host` or `host:port`) the worker may call; empty: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_outbound: Vec<String>,
 }
 
 /// Body of `PUT /v1/certificates/{hostname}`.

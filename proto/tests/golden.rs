@@ -45,6 +45,7 @@ fn spec() -> AppSpec {
             timeout_ms: Some(5000),
             ..Limits::default()
         },
+        allow_outbound: vec!["api.payments.example".into()],
     }
 }
 
@@ -85,6 +86,7 @@ fn api_bodies() {
         CreateApp {
             name: "web".into(),
             routes: vec!["acme.example.com".into()],
+            allow_outbound: vec!["api.payments.example".into()],
         },
     );
     check(
@@ -95,6 +97,7 @@ fn api_bodies() {
             active_version: Some(2),
             env_keys: vec!["GREETING".into()],
             versions: 2,
+            allow_outbound: vec!["api.payments.example".into()],
         },
     );
     check(
@@ -155,6 +158,12 @@ fn watch_events() {
         },
     );
     check("watch_heartbeat", WatchEvent::Heartbeat { revision: 9 });
+    check(
+        "set_outbound",
+        SetOutbound {
+            hosts: vec!["api.payments.example".into(), "127.0.0.1:8080".into()],
+        },
+    );
 }
 
 #[test]

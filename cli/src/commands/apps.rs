@@ -35,6 +35,14 @@ fn show_app(app: &App) {
     println!("Routes:   {}", app.routes.join(", "));
     println!("URLs:     {}", urls(app).join(", "));
     println!(
+        "Outbound: {}",
+        if app.allow_outbound.is_empty() {
+            "none".into()
+        } else {
+            app.allow_outbound.join(", ")
+        }
+    );
+    println!(
         "Env:      {}",
         if app.env_keys.is_empty() {
             "-".into()
@@ -47,12 +55,16 @@ fn show_app(app: &App) {
 /// `outpost apps …`.
 pub async fn apps(client: &Client, cmd: Apps, out: Out) -> anyhow::Result<()> {
     match cmd {
-        Apps::Create { name, routes } => {
+        Apps::Create {
+            name,
+            routes,
+            allow_outbound,
+        } => {
             let app: App = client
                 .json(
                     Method::POST,
                     "/v1/apps",
-                    &json!({"name": name, "routes": routes}),
+                    &json!({"name": name, "routes": routes, "allow_outbound": allow_outbound}),
                 )
                 .await?;
             out.show(&app, || {
@@ -78,6 +90,13 @@ pub async fn apps(client: &Client, cmd: Apps, out: Out) -> anyhow::Result<()> {
         }
         Apps::Show { name } => {
             let app: App = client.get(&format!("/v1/apps/{}", segment(&name))).await?;
+            out.show(&app, || show_app(&app));
+        }
+        Apps::AllowOutbound { name, hosts } => {
+            let path = format!("/v1/apps/{}/outbound", segment(&name));
+            let app: App = client
+                .json(Method::PUT, &path, &json!({"hosts": hosts}))
+                .await?;
             out.show(&app, || show_app(&app));
         }
         Apps::Delete { name } => {

@@ -9,7 +9,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use outpost_edge_node::router::Route;
-use outpost_proto::{App, CreateApp, Deployment, ErrorBody, Rollback, SetEnv, SetRoutes};
+use outpost_proto::{
+    App, CreateApp, Deployment, ErrorBody, Rollback, SetEnv, SetOutbound, SetRoutes,
+};
 use sha2::{Digest, Sha256};
 
 use super::auth::{NodeAuth, TenantAuth, hex};
@@ -31,6 +33,7 @@ fn view(app: AppRecord) -> App {
         active_version: app.active_version,
         env_keys: app.env.into_keys().collect(),
         versions: app.versions,
+        allow_outbound: app.allow_outbound,
     }
 }
 
@@ -54,6 +57,67 @@ fn normalize_routes(routes: &[String]) -> ApiResult<Vec<String>> {
         out.push(route);
     }
     Ok(out)
+}
+
+/// Most hosts one app may list.
+const MAX_OUTBOUND_HOSTS: usize = 64;
+
+/// Checks and lower-cases an allow-list: `host` or `host:port` each.
+fn normalize_outbound(hosts: &[String]) -> ApiResult<Vec<String>> {
+    let bad = |h: &str, why: &str| ApiError::bad_request("bad_outbound", format!("{h:?}: {why}"));
+    if hosts.len() > MAX_OUTBOUND_HOSTS {
+        return Err(ApiError::bad_request(
+            "bad_outbound",
+            format!("at most {MAX_OUTBOUND_HOSTS} hosts"),
+        ));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(hosts.len());
+    for h in hosts {
+        if h.contains('/') {
+            return Err(bad(h, "a host, not a URL"));
+        }
+        let (host, port) = match h.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (h.as_str(), None),
+        };
+        if let Some(port) = port
+            && !port.parse::<u16>().is_ok_and(|p| p > 0)
+        {
+            return Err(bad(h, "the port must be 1-65535"));
+        }
+        let route: Route = host
+            .parse()
+            .map_err(|e: outpost_edge_node::router::RouteError| bad(h, &e.to_string()))?;
+        let entry = match port {
+            Some(port) => format!("{}:{port}", route.host()),
+            None => route.host().to_string(),
+        };
+        if !out.contains(&entry) {
+            out.push(entry);
+        }
+    }
+    Ok(out)
+}
+
+#[utoipa::path(
+    put,
+    path = "/v1/apps/{app}/outbound",
+    tag = "apps",
+    params(("app" = String, Path, description = "App name")),
+    request_body = SetOutbound,
+    responses((status = 200, body = App), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn set_outbound(
+    TenantAuth(tenant): TenantAuth,
+    State(state): State<Arc<ApiState>>,
+    Path(app): Path<String>,
+    body: JsonBody<SetOutbound>,
+) -> ApiResult<Json<App>> {
+    let hosts = normalize_outbound(&json(body)?.hosts)?;
+    let (t, a) = (tenant.name.clone(), app.clone());
+    state.mutate(move |s| s.set_outbound(&t, &a, hosts)).await?;
+    Ok(Json(view(load(&state, &tenant.name, &app).await?)))
 }
 
 async fn load(state: &ApiState, tenant: &str, app: &str) -> ApiResult<AppRecord> {
@@ -87,6 +151,7 @@ pub async fn create(
         active_version: None,
         versions: 0,
         created_at: now(),
+        allow_outbound: normalize_outbound(&body.allow_outbound)?,
     };
     let stored = record.clone();
     state.mutate(move |s| s.create_app(stored)).await?;

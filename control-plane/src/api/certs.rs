@@ -201,6 +201,7 @@ mod tests {
             active_version: None,
             versions: 0,
             created_at: 0,
+            allow_outbound: Vec::new(),
         };
         let apps = [
             app("acme", &["a.example.com/v2", "shop.acme.test"]),

@@ -156,6 +156,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/apps", post(apps::create).get(apps::list))
         .route("/v1/apps/{app}", get(apps::show).delete(apps::delete))
         .route("/v1/apps/{app}/routes", put(apps::set_routes))
+        .route("/v1/apps/{app}/outbound", put(apps::set_outbound))
         .route(
             "/v1/apps/{app}/env",
             put(apps::set_env).patch(apps::patch_env),

@@ -71,6 +71,9 @@ pub struct AppRecord {
     pub active_version: Option<u64>,
     /// Deployments made so far (the next one is `versions + 1`).
     pub versions: u64,
+    /// Hosts the worker may call over outbound HTTP.
+    #[serde(default)]
+    pub allow_outbound: Vec<String>,
     /// Unix seconds.
     pub created_at: u64,
 }
@@ -150,6 +153,8 @@ pub trait Store: Send + Sync + 'static {
     fn delete_app(&self, tenant: &str, name: &str) -> Result<Revision>;
     /// Replaces an app's routes (all free or already its own).
     fn set_routes(&self, tenant: &str, name: &str, routes: Vec<String>) -> Result<Revision>;
+    /// Replaces the hosts an app may call.
+    fn set_outbound(&self, tenant: &str, name: &str, hosts: Vec<String>) -> Result<Revision>;
     /// Replaces an app's environment.
     fn set_env(&self, tenant: &str, name: &str, env: BTreeMap<String, String>) -> Result<Revision>;
 

@@ -299,6 +299,15 @@ impl Store for SledStore {
         })
     }
 
+    fn set_outbound(&self, tenant: &str, name: &str, hosts: Vec<String>) -> Result<Revision> {
+        self.write(|t| {
+            let mut app = t.app(tenant, name)?;
+            app.allow_outbound = hosts.clone();
+            t.put_app(&app)?;
+            t.bump()
+        })
+    }
+
     fn set_env(&self, tenant: &str, name: &str, env: BTreeMap<String, String>) -> Result<Revision> {
         self.write(|t| {
             let mut app = t.app(tenant, name)?;

@@ -18,7 +18,7 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use super::guest_log::{GuestLog, LogLine, RequestOutput};
-use super::host::HostState;
+use super::host::{HostState, OutboundPolicy};
 use super::limits::{KillReason, Limits};
 use crate::body::{Body, CappedResponseBody, LimitedRequestBody, error_response};
 use crate::metrics::{AppMetrics, Metrics};
@@ -36,6 +36,9 @@ pub struct AppSpec {
     pub limits: Limits,
     /// Environment variables the guest sees through `wasi:cli/environment`.
     pub env: Vec<(String, String)>,
+    /// Hosts (`host` or `host:port`) the guest may call over
+    /// `wasi:http/outgoing-handler`; empty: none.
+    pub allow_outbound: Vec<String>,
 }
 
 /// A compiled, ready-to-serve app.
@@ -49,6 +52,7 @@ pub struct App {
     permits: Arc<Semaphore>,
     metrics: AppMetrics,
     log: Arc<GuestLog>,
+    outbound: Arc<OutboundPolicy>,
 }
 
 /// How a request's instance ended, when it ended without the guest
@@ -76,7 +80,13 @@ impl AppSpec {
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
         h.update(&self.wasm);
-        h.update(format!("{:?}\0{:?}", self.limits, self.env).as_bytes());
+        h.update(
+            format!(
+                "{:?}\0{:?}\0{:?}",
+                self.limits, self.env, self.allow_outbound
+            )
+            .as_bytes(),
+        );
         h.finalize().into()
     }
 }
@@ -89,8 +99,14 @@ impl App {
             &spec.name,
             app_metrics.guest_log_dropped.clone(),
         ));
+        let outbound = Arc::new(OutboundPolicy::new(
+            &spec.allow_outbound,
+            spec.limits.max_subrequests,
+            app_metrics.subrequests.clone(),
+        ));
         Arc::new(App {
             fingerprint: spec.fingerprint(),
+            outbound,
             permits: Arc::new(Semaphore::new(spec.limits.max_concurrency as usize)),
             tenant: spec.tenant,
             name: spec.name,
@@ -139,7 +155,12 @@ impl App {
             request_id,
             self.limits.max_log_bytes_per_request,
         );
-        let state = HostState::new(&self.env, &output, self.limits.memory_bytes);
+        let state = HostState::new(
+            &self.env,
+            &output,
+            self.limits.memory_bytes,
+            self.outbound.clone(),
+        );
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| &mut s.limiter);
         store

@@ -32,6 +32,10 @@ pub struct Limits {
     pub max_response_body_bytes: u64,
     /// Guest stdout+stderr kept per request, in bytes; the rest is dropped.
     pub max_log_bytes_per_request: u64,
+    /// Outbound HTTP requests (to allow-listed hosts) one request may make.
+    /// Past it the guest gets an `internal-error` naming the limit, and the
+    /// metric `outpost_runtime_subrequests_total{result="limit"}` counts it.
+    pub max_subrequests: u32,
 }
 
 impl Limits {
@@ -52,6 +56,8 @@ impl Limits {
     pub const DEFAULT_MAX_RESPONSE_BODY_BYTES: u64 = 100 * MIB;
     /// 64 KiB of guest output per request.
     pub const DEFAULT_MAX_LOG_BYTES_PER_REQUEST: u64 = 64 * 1024;
+    /// 50 outbound requests per request (Cloudflare's free-plan figure).
+    pub const DEFAULT_MAX_SUBREQUESTS: u32 = 50;
 
     /// These limits with `overrides` applied on top.
     pub fn with(&self, overrides: &LimitOverrides) -> Limits {
@@ -75,6 +81,7 @@ impl Limits {
             max_log_bytes_per_request: overrides
                 .max_log_bytes_per_request
                 .unwrap_or(self.max_log_bytes_per_request),
+            max_subrequests: overrides.max_subrequests.unwrap_or(self.max_subrequests),
         }
     }
 
@@ -112,6 +119,7 @@ impl Default for Limits {
             max_request_body_bytes: Self::DEFAULT_MAX_REQUEST_BODY_BYTES,
             max_response_body_bytes: Self::DEFAULT_MAX_RESPONSE_BODY_BYTES,
             max_log_bytes_per_request: Self::DEFAULT_MAX_LOG_BYTES_PER_REQUEST,
+            max_subrequests: Self::DEFAULT_MAX_SUBREQUESTS,
         }
     }
 }
@@ -135,6 +143,8 @@ pub struct LimitOverrides {
     pub max_response_body_bytes: Option<u64>,
     /// Guest output kept per request, in bytes.
     pub max_log_bytes_per_request: Option<u64>,
+    /// Outbound requests per request.
+    pub max_subrequests: Option<u32>,
 }
 
 impl LimitOverrides {
@@ -152,6 +162,7 @@ impl LimitOverrides {
             max_log_bytes_per_request: other
                 .max_log_bytes_per_request
                 .or(self.max_log_bytes_per_request),
+            max_subrequests: other.max_subrequests.or(self.max_subrequests),
         }
     }
 }

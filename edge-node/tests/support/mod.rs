@@ -61,6 +61,7 @@ pub fn app(tenant: &str, name: &str, wasm: Vec<u8>, limits: Limits) -> AppSpec {
         wasm,
         limits,
         env: Vec::new(),
+        allow_outbound: Vec::new(),
     }
 }
 

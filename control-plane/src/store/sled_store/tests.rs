@@ -27,6 +27,7 @@ fn app(tenant: &str, name: &str, routes: &[&str]) -> AppRecord {
         active_version: None,
         versions: 0,
         created_at: 1,
+        allow_outbound: Vec::new(),
     }
 }
 
