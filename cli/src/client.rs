@@ -94,6 +94,51 @@ impl Client {
         Err(api_error(status, &bytes))
     }
 
+    /// `GET path` of a newline-delimited JSON stream: `on_line` gets each
+    /// line as it arrives, until the server ends the stream.
+    pub async fn stream_lines(
+        &self,
+        path: &str,
+        mut on_line: impl FnMut(&[u8]) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let url = format!("{}{path}", self.base);
+        let mut req = Request::get(&url);
+        if let Some(token) = &self.token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let req = req
+            .body(full(Bytes::new()))
+            .with_context(|| format!("bad URL {url}"))?;
+        let resp = self
+            .http
+            .request(req)
+            .await
+            .map_err(|e| anyhow!("cannot reach the control plane at {}: {e}", self.base))?;
+        let status = resp.status();
+        let mut body = resp.into_body();
+        if !status.is_success() {
+            let bytes = body
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            return Err(api_error(status, &bytes));
+        }
+        let mut buf = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| anyhow!("reading the stream: {e}"))?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            buf.extend_from_slice(&data);
+            while let Some(end) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=end).collect();
+                on_line(&line[..end])?;
+            }
+        }
+        Ok(())
+    }
+
     /// `GET path`, parsed.
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         parse(

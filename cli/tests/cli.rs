@@ -107,6 +107,15 @@ impl Dev {
         serde_json::from_str(&self.ok(token, &all)).unwrap()
     }
 
+    fn json_lines(&self, token: &str, args: &[&str]) -> Vec<Value> {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        self.ok(token, &all)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
     fn fails(&self, token: &str, args: &[&str]) -> String {
         let out = self.outpost(token, args);
         assert!(!out.status.success(), "outpost {args:?} succeeded");
@@ -220,6 +229,61 @@ fn dev_serves_the_example_and_the_cli_deploys_sets_env_and_rolls_back() {
     let err = dev.fails(&token, &["deploy", "web", "/no/such/file.wasm"]);
     assert!(err.contains("/no/such/file.wasm"), "{err}");
     assert!(get(&dev.http, "web.localhost", "/").1.ends_with("v1\n"));
+
+    // Guest output comes back through `outpost logs`.
+    let talker = write(
+        files.path(),
+        "talker.wasm",
+        &fixtures::stdout("talking to the log"),
+    );
+    dev.ok(
+        &token,
+        &["apps", "create", "talker", "--route", "talker.localhost"],
+    );
+    dev.ok(&token, &["deploy", "talker", &talker]);
+    for _ in 0..3 {
+        assert_eq!(get(&dev.http, "talker.localhost", "/").0, 200);
+    }
+    let started = Instant::now();
+    let lines = loop {
+        let lines = dev.json_lines(&token, &["logs", "talker"]);
+        if lines.len() >= 3 {
+            break lines;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{lines:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(lines[0]["text"], "talking to the log");
+    assert_eq!(lines[0]["stream"], "stdout");
+    assert_eq!(lines[0]["node"], "dev");
+    assert_ne!(lines[0]["request_id"], lines[1]["request_id"]);
+    let human = dev.ok(&token, &["logs", "talker"]);
+    assert!(
+        human
+            .lines()
+            .all(|l| l.contains(" dev req=") && l.ends_with("stdout: talking to the log")),
+        "{human}"
+    );
+    // --follow streams new lines as they come.
+    let mut follow = Command::new(BIN)
+        .args(["logs", "talker", "--follow"])
+        .env("OUTPOST_URL", format!("http://{}", dev.api))
+        .env("OUTPOST_TOKEN", &token)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut followed = BufReader::new(follow.stdout.take().unwrap()).lines();
+    for _ in 0..lines.len() {
+        followed.next().unwrap().unwrap();
+    }
+    assert_eq!(get(&dev.http, "talker.localhost", "/").0, 200);
+    let new = followed.next().unwrap().unwrap();
+    assert!(new.ends_with("stdout: talking to the log"), "{new}");
+    let _ = follow.kill();
+    let _ = follow.wait();
+    // An app that isn't there is an error, not an empty stream.
+    let err = dev.fails(&token, &["logs", "nope"]);
+    assert!(err.contains("not found"), "{err}");
 
     // Outbound allow-list: set at creation, replaced later, checked.
     let app = dev.json(

@@ -625,6 +625,8 @@ const OPERATIONS: &[(&str, &str)] = &[
     ("get", "/v1/certificates"),
     ("delete", "/v1/certificates/{hostname}"),
     ("put", "/v1/nodes/{node}/status"),
+    ("post", "/v1/nodes/{node}/logs"),
+    ("get", "/v1/apps/{app}/logs"),
     ("get", "/v1/nodes"),
     ("get", "/v1/rollout"),
     ("get", "/v1/nodes/watch"),
@@ -995,4 +997,63 @@ async fn env_patches_merge_and_rollout_counts_live_nodes() {
         StatusCode::FORBIDDEN,
         "forbidden",
     );
+}
+
+#[tokio::test]
+async fn guest_logs_reach_only_their_own_tenant() {
+    let api = Api::new();
+    let acme = api.tenant("acme").await;
+    let beta = api.tenant("beta").await;
+    api.app(&acme, "web", &["web.example.com"]).await;
+    api.app(&beta, "web", &["web.beta.example"]).await;
+    let line = |tenant: &str, text: &str| json!({"tenant": tenant, "app": "web", "request_id": 1, "stream": "stdout", "text": text, "time_ms": 1});
+    let r = api
+        .json(
+            "POST",
+            "/v1/nodes/edge-1/logs",
+            Some(NODE),
+            json!([line("acme", "for acme"), line("beta", "for beta")]),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.raw);
+    let r = api.get("/v1/apps/web/logs", Some(&acme)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let lines: Vec<Value> = r
+        .raw
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{}", r.raw);
+    assert_eq!(lines[0]["text"], "for acme");
+    assert_eq!(lines[0]["node"], "edge-1");
+    assert!(
+        !api.get("/v1/apps/web/logs", Some(&beta))
+            .await
+            .raw
+            .contains("for acme")
+    );
+    // Only nodes post lines; tenants read only existing apps of their own.
+    let r = api
+        .json(
+            "POST",
+            "/v1/nodes/edge-1/logs",
+            Some(&acme),
+            json!([line("beta", "forged")]),
+        )
+        .await;
+    assert_error(&r, StatusCode::FORBIDDEN, "forbidden");
+    assert_error(
+        &api.get("/v1/apps/nope/logs", Some(&acme)).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    let r = api
+        .json(
+            "POST",
+            "/v1/nodes/edge-1/logs",
+            Some(NODE),
+            json!({"not": "a list"}),
+        )
+        .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "bad_json");
 }

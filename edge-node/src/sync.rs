@@ -205,6 +205,10 @@ fn to_runtime(app: &WireApp, wasm: Vec<u8>, defaults: &Limits) -> Result<(Vec<Ro
 /// (what [`restore`] returned, or 0).
 pub async fn follow(node: Arc<Node>, config: SyncConfig, cache: Cache, applied: u64) {
     let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    if let Some(lines) = node.runtime().take_guest_logs() {
+        let shipper = ship_logs(config.clone(), client.clone(), lines);
+        tokio::spawn(shipper);
+    }
     // Deltas apply to the snapshot being served; without it (nothing
     // restored) the node asks for a full snapshot first.
     let mut have = cache
@@ -303,6 +307,48 @@ async fn applied(
     *have = Some(snapshot);
     report(config, client, revision).await;
     Ok(())
+}
+
+/// Lines sent in one batch at most.
+const LOG_BATCH: usize = 500;
+/// How long a batch waits to fill before it is sent.
+const LOG_LINGER: Duration = Duration::from_millis(200);
+
+/// Ships guest output lines to the control plane in batches, for `outpost
+/// logs`. Best effort: a batch the control plane does not take is dropped
+/// (the node's own log still has every line).
+async fn ship_logs(
+    config: SyncConfig,
+    client: HttpClient,
+    mut lines: tokio::sync::mpsc::Receiver<outpost_proto::GuestLogLine>,
+) {
+    let url = format!(
+        "{}/v1/nodes/{}/logs",
+        config.url.trim_end_matches('/'),
+        config.node_id
+    );
+    let mut batch = Vec::with_capacity(LOG_BATCH);
+    while lines.recv_many(&mut batch, LOG_BATCH).await > 0 {
+        let deadline = tokio::time::Instant::now() + LOG_LINGER;
+        while batch.len() < LOG_BATCH {
+            match tokio::time::timeout_at(deadline, lines.recv()).await {
+                Ok(Some(line)) => batch.push(line),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let body = serde_json::to_vec(&batch).expect("log lines serialize");
+        batch.clear();
+        let req = Request::post(&url)
+            .header(header::AUTHORIZATION, format!("Bearer {}", config.token))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body)));
+        let Ok(req) = req else { return };
+        match client.request(req).await {
+            Ok(resp) if resp.status().is_success() => {}
+            Ok(resp) => tracing::debug!(status = %resp.status(), "shipping guest logs failed"),
+            Err(e) => tracing::debug!(error = %e, "shipping guest logs failed"),
+        }
+    }
 }
 
 /// Tells the control plane what this node now serves (best effort: the

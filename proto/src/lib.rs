@@ -169,6 +169,29 @@ pub struct Deployment {
     pub created_at: u64,
 }
 
+/// One line a worker wrote to stdout or stderr: what nodes send in
+/// `POST /v1/nodes/{id}/logs` and what `GET /v1/apps/{app}/logs` streams.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct GuestLogLine {
+    /// Owning tenant.
+    pub tenant: String,
+    /// App.
+    pub app: String,
+    /// The node that ran the request (filled in by the control plane).
+    #[serde(default)]
+    pub node: String,
+    /// The node-unique id of the request that wrote it.
+    pub request_id: u64,
+    /// `stdout` or `stderr`.
+    pub stream: String,
+    /// The line, without its newline.
+    pub text: String,
+    /// Unix time in milliseconds, when the node saw it.
+    pub time_ms: u64,
+}
+
 /// `PUT /v1/apps/{app}/outbound`: the hosts the worker may call.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

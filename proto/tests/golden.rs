@@ -159,6 +159,18 @@ fn watch_events() {
     );
     check("watch_heartbeat", WatchEvent::Heartbeat { revision: 9 });
     check(
+        "guest_log_line",
+        GuestLogLine {
+            tenant: "acme".into(),
+            app: "web".into(),
+            node: "edge-1".into(),
+            request_id: 42,
+            stream: "stderr".into(),
+            text: "warning: cache miss".into(),
+            time_ms: 1_795_000_000_123,
+        },
+    );
+    check(
         "set_outbound",
         SetOutbound {
             hosts: vec!["api.payments.example".into(), "127.0.0.1:8080".into()],

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
 use http::Method;
-use outpost_proto::{App, Deployment, Rollout};
+use outpost_proto::{App, Deployment, GuestLogLine, Rollout};
 use serde_json::json;
 
 use super::{Out, table, when};
@@ -144,10 +144,33 @@ pub async fn rollback(client: &Client, cmd: Rollback, out: Out) -> anyhow::Resul
     Ok(())
 }
 
-/// `outpost logs APP [--follow]`.
+/// `outpost logs APP [--follow]`: the app's recent guest output from every
+/// node, then (with `--follow`) new lines as they come.
 pub async fn logs(client: &Client, cmd: Logs, out: Out) -> anyhow::Result<()> {
-    let _ = (client, cmd, out);
-    bail!("logs are not available yet")
+    let path = format!("/v1/apps/{}/logs?follow={}", segment(&cmd.app), cmd.follow);
+    client
+        .stream_lines(&path, |raw| {
+            if out.json {
+                println!("{}", String::from_utf8_lossy(raw));
+            } else {
+                let line: GuestLogLine = serde_json::from_slice(raw)
+                    .map_err(|e| anyhow::anyhow!("unexpected log line: {e}"))?;
+                let millis = line.time_ms % 1000;
+                println!(
+                    "{}:{:02}.{millis:03} {} req={} {}: {}",
+                    when((line.time_ms / 1000) as i64),
+                    line.time_ms / 1000 % 60,
+                    line.node,
+                    line.request_id,
+                    line.stream,
+                    line.text
+                );
+            }
+            // Followers read a terminal; show each line at once.
+            let _ = std::io::stdout().flush();
+            Ok(())
+        })
+        .await
 }
 
 /// `24.1 KB`-style sizes.

@@ -6,6 +6,7 @@ mod apps;
 pub mod auth;
 pub(crate) mod certs;
 pub mod error;
+pub mod logs;
 mod nodes;
 pub mod openapi;
 mod tenants;
@@ -42,6 +43,8 @@ pub struct ApiState {
         std::sync::Mutex<std::collections::BTreeMap<String, outpost_proto::NodeStatus>>,
     /// Prometheus metrics.
     pub(crate) metrics: crate::metrics::CpMetrics,
+    /// Guest output from the nodes, for `outpost logs`.
+    pub(crate) logs: logs::LogHub,
     /// Seals tenants' private keys at rest.
     pub(crate) sealer: crate::secrets::Sealer,
     /// The newest snapshot built for watch streams, shared by all of them.
@@ -67,6 +70,7 @@ impl ApiState {
             closing: tokio::sync::watch::Sender::new(false),
             nodes: Default::default(),
             latest_snapshot: Default::default(),
+            logs: Default::default(),
             metrics: {
                 let m = crate::metrics::CpMetrics::new();
                 m.set_revision(current);
@@ -175,6 +179,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/nodes", get(nodes::list))
         .route("/v1/rollout", get(nodes::rollout))
         .route("/v1/nodes/{node}/status", put(nodes::report))
+        .route("/v1/nodes/{node}/logs", post(logs::ingest))
+        .route("/v1/apps/{app}/logs", get(logs::read))
         .route("/v1/nodes/watch", get(crate::watch::watch))
         .fallback(|| async { error::ApiError::not_found("no such endpoint") })
         .with_state(state)

@@ -33,6 +33,8 @@ use utoipa::{Modify, OpenApi};
         super::certs::list,
         super::certs::delete,
         super::nodes::report,
+        super::logs::ingest,
+        super::logs::read,
         super::nodes::list,
         super::nodes::rollout,
         crate::watch::watch,
@@ -60,6 +62,7 @@ use utoipa::{Modify, OpenApi};
         outpost_proto::NodeReport,
         outpost_proto::NodeStatus,
         outpost_proto::Rollout,
+        outpost_proto::GuestLogLine,
     )),
     modifiers(&BearerTokens)
 )]

@@ -92,13 +92,21 @@ impl AppSpec {
 }
 
 impl App {
-    pub(super) fn new(spec: AppSpec, pre: ProxyPre<HostState>, metrics: &Metrics) -> Arc<App> {
+    pub(super) fn new(
+        spec: AppSpec,
+        pre: ProxyPre<HostState>,
+        metrics: &Metrics,
+        log_sink: Arc<super::guest_log::LogSink>,
+    ) -> Arc<App> {
         let app_metrics = metrics.app(&spec.tenant, &spec.name);
-        let log = Arc::new(GuestLog::new(
-            &spec.tenant,
-            &spec.name,
-            app_metrics.guest_log_dropped.clone(),
-        ));
+        let log = Arc::new(
+            GuestLog::new(
+                &spec.tenant,
+                &spec.name,
+                app_metrics.guest_log_dropped.clone(),
+            )
+            .shipping_to(Some(log_sink)),
+        );
         let outbound = Arc::new(OutboundPolicy::new(
             &spec.allow_outbound,
             spec.limits.max_subrequests,

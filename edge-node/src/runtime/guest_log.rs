@@ -61,6 +61,48 @@ pub struct GuestLog {
     app: String,
     ring: Mutex<VecDeque<LogLine>>,
     dropped: IntCounter,
+    /// Where lines are shipped to the control plane (sync mode), if anywhere.
+    ship: Option<Arc<LogSink>>,
+}
+
+/// Longest line text shipped to the control plane; the local log keeps all.
+const MAX_SHIPPED_LINE: usize = 4096;
+
+/// The node-wide channel guest lines are shipped through. It only carries
+/// lines once someone took its receiver (sync mode's shipper): a
+/// standalone node keeps nothing queued.
+#[derive(Debug)]
+pub struct LogSink {
+    tx: tokio::sync::mpsc::Sender<outpost_proto::GuestLogLine>,
+    rx: Mutex<Option<tokio::sync::mpsc::Receiver<outpost_proto::GuestLogLine>>>,
+    on: std::sync::atomic::AtomicBool,
+}
+
+impl LogSink {
+    /// A sink holding at most `capacity` lines not yet shipped.
+    pub fn new(capacity: usize) -> LogSink {
+        let (tx, rx) = tokio::sync::mpsc::channel(capacity);
+        LogSink {
+            tx,
+            rx: Mutex::new(Some(rx)),
+            on: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// The receiving end (once), which also turns shipping on.
+    pub fn take(&self) -> Option<tokio::sync::mpsc::Receiver<outpost_proto::GuestLogLine>> {
+        let rx = self.rx.lock().unwrap().take()?;
+        self.on.store(true, std::sync::atomic::Ordering::Relaxed);
+        Some(rx)
+    }
+
+    fn send(&self, line: outpost_proto::GuestLogLine) {
+        if self.on.load(std::sync::atomic::Ordering::Relaxed) {
+            // Never wait: a shipper that falls behind loses lines, the
+            // guest never stalls.
+            let _ = self.tx.try_send(line);
+        }
+    }
 }
 
 impl GuestLog {
@@ -71,7 +113,14 @@ impl GuestLog {
             app: app.to_string(),
             ring: Mutex::new(VecDeque::with_capacity(16)),
             dropped,
+            ship: None,
         }
+    }
+
+    /// Also sends every line to `ship`.
+    pub fn shipping_to(mut self, ship: Option<Arc<LogSink>>) -> GuestLog {
+        self.ship = ship;
+        self
     }
 
     /// The most recent lines, oldest first.
@@ -89,6 +138,29 @@ impl GuestLog {
             "{}",
             line.text
         );
+        if let Some(ship) = &self.ship {
+            let time_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let mut text = line.text.clone();
+            if text.len() > MAX_SHIPPED_LINE {
+                let mut cut = MAX_SHIPPED_LINE;
+                while !text.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                text.truncate(cut);
+                text.push('…');
+            }
+            ship.send(outpost_proto::GuestLogLine {
+                tenant: self.tenant.clone(),
+                app: self.app.clone(),
+                node: String::new(),
+                request_id: line.request_id,
+                stream: line.stream.as_str().to_string(),
+                text,
+                time_ms,
+            });
+        }
         let mut ring = self.ring.lock().unwrap();
         if ring.len() == RING_LINES {
             ring.pop_front();

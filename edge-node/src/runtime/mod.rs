@@ -36,6 +36,9 @@ use crate::metrics::Metrics;
 /// granularity.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
+/// Guest output lines waiting to be shipped at most; more are dropped.
+const LOG_SHIP_QUEUE: usize = 4096;
+
 /// Fuel a guest burns between yields to the async executor: small enough
 /// that a spinning guest gives up its worker thread often (~every 100 µs),
 /// large enough that yielding costs nothing measurable.
@@ -120,6 +123,7 @@ pub struct Runtime {
     pooling: bool,
     metrics: Metrics,
     compile_cache: OnceLock<CompileCache>,
+    log_sink: Arc<guest_log::LogSink>,
 }
 
 impl Runtime {
@@ -158,6 +162,7 @@ impl Runtime {
             pooling,
             metrics,
             compile_cache: OnceLock::new(),
+            log_sink: Arc::new(guest_log::LogSink::new(LOG_SHIP_QUEUE)),
         })
     }
 
@@ -175,6 +180,14 @@ impl Runtime {
         })?;
         let _ = self.compile_cache.set(cache);
         Ok(())
+    }
+
+    /// Guest output lines of every app, for shipping to the control plane
+    /// (sync mode). The first call gets the receiver and turns shipping on.
+    pub fn take_guest_logs(
+        &self,
+    ) -> Option<tokio::sync::mpsc::Receiver<outpost_proto::GuestLogLine>> {
+        self.log_sink.take()
     }
 
     /// The engine (for tests and tools that precompile).
@@ -235,7 +248,7 @@ impl Runtime {
         .map_err(|e| Error::Engine(format!("compile task failed: {e}")))?;
         let pre = checked?;
         let compile_time = started.elapsed();
-        let app = App::new(spec, pre, &self.metrics);
+        let app = App::new(spec, pre, &self.metrics, self.log_sink.clone());
         app.metrics()
             .compile_duration
             .observe(compile_time.as_secs_f64());
