@@ -137,6 +137,16 @@ pub async fn env(client: &Client, cmd: Env, out: Out) -> anyhow::Result<()> {
     };
     let path = format!("/v1/apps/{}/env", segment(&app));
     let shown: App = client.json(Method::PATCH, &path, &changes).await?;
+    // The new environment applies once nodes have the revision.
+    super::deploy::wait_for_nodes(
+        client,
+        &crate::args::Wait {
+            no_wait: false,
+            wait_timeout: 60,
+        },
+        out,
+    )
+    .await?;
     out.show(&shown, || {
         println!(
             "Environment of {} now holds: {}",

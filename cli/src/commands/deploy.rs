@@ -15,7 +15,11 @@ use crate::client::{Client, segment};
 
 /// Waits until every live node serves the control plane's current revision
 /// (which includes the change just made). Returns the rollout seen last.
-async fn wait_for_nodes(client: &Client, wait: &Wait, out: Out) -> anyhow::Result<Option<Rollout>> {
+pub(super) async fn wait_for_nodes(
+    client: &Client,
+    wait: &Wait,
+    out: Out,
+) -> anyhow::Result<Option<Rollout>> {
     if wait.no_wait {
         return Ok(None);
     }
