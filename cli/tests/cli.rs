@@ -375,3 +375,29 @@ fn dev_keeps_its_state_across_runs_and_login_saves_the_token() {
         "the example was not redeployed"
     );
 }
+
+#[test]
+fn dev_stops_cleanly_on_sigterm() {
+    let state = tempfile::tempdir().unwrap();
+    let mut dev = start_dev(state.path(), &[]);
+    assert_eq!(get(&dev.http, "hello.localhost", "/").0, 200);
+    let pid = dev.child.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = dev.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "outpost dev ignored SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    // The ports are free again and the state opens.
+    assert!(TcpStream::connect(&dev.http).is_err());
+    let again = start_dev(state.path(), &[]);
+    assert_eq!(get(&again.http, "hello.localhost", "/").0, 200);
+}
