@@ -60,6 +60,29 @@ impl Client {
         &self.base
     }
 
+    /// Sends one request with the token; the response head, unread body.
+    async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        ctype: &str,
+        body: Body,
+    ) -> anyhow::Result<http::Response<hyper::body::Incoming>> {
+        let url = format!("{}{path}", self.base);
+        let mut req = Request::builder()
+            .method(method)
+            .uri(&url)
+            .header(header::CONTENT_TYPE, ctype);
+        if let Some(token) = &self.token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let req = req.body(body).with_context(|| format!("bad URL {url}"))?;
+        self.http
+            .request(req)
+            .await
+            .map_err(|e| anyhow!("cannot reach the control plane at {}: {e}", self.base))
+    }
+
     async fn send(
         &self,
         method: Method,
@@ -67,20 +90,7 @@ impl Client {
         ctype: &str,
         body: Body,
     ) -> anyhow::Result<Bytes> {
-        let url = format!("{}{path}", self.base);
-        let mut req = Request::builder()
-            .method(method.clone())
-            .uri(&url)
-            .header(header::CONTENT_TYPE, ctype);
-        if let Some(token) = &self.token {
-            req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
-        }
-        let req = req.body(body).with_context(|| format!("bad URL {url}"))?;
-        let resp = self
-            .http
-            .request(req)
-            .await
-            .map_err(|e| anyhow!("cannot reach the control plane at {}: {e}", self.base))?;
+        let resp = self.request(method.clone(), path, ctype, body).await?;
         let status = resp.status();
         let bytes = resp
             .into_body()
@@ -101,19 +111,9 @@ impl Client {
         path: &str,
         mut on_line: impl FnMut(&[u8]) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
-        let url = format!("{}{path}", self.base);
-        let mut req = Request::get(&url);
-        if let Some(token) = &self.token {
-            req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
-        }
-        let req = req
-            .body(full(Bytes::new()))
-            .with_context(|| format!("bad URL {url}"))?;
         let resp = self
-            .http
-            .request(req)
-            .await
-            .map_err(|e| anyhow!("cannot reach the control plane at {}: {e}", self.base))?;
+            .request(Method::GET, path, "application/json", full(Bytes::new()))
+            .await?;
         let status = resp.status();
         let mut body = resp.into_body();
         if !status.is_success() {

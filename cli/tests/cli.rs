@@ -3,127 +3,17 @@
 //! drives them — apps, deploy (waiting for the node), env, rollback,
 //! certificates, errors — exactly as a tenant would type it.
 
+mod support;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use outpost_test_fixtures as fixtures;
-use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_outpost");
-
-/// `outpost dev`, killed when the test ends.
-struct Dev {
-    child: Child,
-    http: String,
-    api: String,
-    state: std::path::PathBuf,
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_dev(state: &Path, extra: &[&str]) -> Dev {
-    let mut child = Command::new(BIN)
-        .args(["dev", "--state-dir"])
-        .arg(state)
-        .args([
-            "--api",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-            "--https",
-            "127.0.0.1:0",
-            "--metrics",
-            "127.0.0.1:0",
-        ])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut http = None;
-    let mut api = None;
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if let Some(addr) = line.strip_prefix("Listening on http://") {
-            http = Some(addr.trim_end_matches('/').to_string());
-        }
-        if let Some(addr) = line.strip_prefix("Control plane on http://") {
-            api = Some(addr.trim_end_matches('/').to_string());
-        }
-        if line.starts_with("  CLI:") {
-            break;
-        }
-    }
-    // Keep draining stdout so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Dev {
-        child,
-        http: http.expect("dev printed its HTTP address"),
-        api: api.expect("dev printed its control plane address"),
-        state: state.to_path_buf(),
-    }
-}
-
-impl Dev {
-    fn tenant_token(&self) -> String {
-        let text = std::fs::read_to_string(self.state.join("dev.toml")).unwrap();
-        let value: toml::Value = toml::from_str(&text).unwrap();
-        value["tenant"].as_str().unwrap().to_string()
-    }
-
-    /// Runs `outpost ARGS…` against this dev instance with `token`.
-    fn outpost(&self, token: &str, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .args(args)
-            .env("OUTPOST_URL", format!("http://{}", self.api))
-            .env("OUTPOST_TOKEN", token)
-            .env("OUTPOST_CONFIG_DIR", self.state.join("cli-config"))
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, token: &str, args: &[&str]) -> String {
-        let out = self.outpost(token, args);
-        assert!(
-            out.status.success(),
-            "outpost {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn json(&self, token: &str, args: &[&str]) -> Value {
-        let mut all = vec!["--json"];
-        all.extend_from_slice(args);
-        serde_json::from_str(&self.ok(token, &all)).unwrap()
-    }
-
-    fn json_lines(&self, token: &str, args: &[&str]) -> Vec<Value> {
-        let mut all = vec!["--json"];
-        all.extend_from_slice(args);
-        self.ok(token, &all)
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-
-    fn fails(&self, token: &str, args: &[&str]) -> String {
-        let out = self.outpost(token, args);
-        assert!(!out.status.success(), "outpost {args:?} succeeded");
-        let err = String::from_utf8(out.stderr).unwrap();
-        assert_eq!(err.lines().count(), 1, "one line of error, got {err:?}");
-        err
-    }
-}
+use support::{BIN, start_dev};
 
 /// One HTTP/1.0 request to the node; (status, headers+body text).
 fn get(addr: &str, host: &str, path: &str) -> (u16, String) {

@@ -4,24 +4,14 @@
 //! rollback. Needs the JS and Python builds (`guests/build.sh all`), so it
 //! is ignored by default; CI runs it with `--ignored` after building them.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod support;
+
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-
-const BIN: &str = env!("CARGO_BIN_EXE_outpost");
-
-struct Dev(Child);
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -59,56 +49,10 @@ fn request(addr: &str, method: &str, host: &str, path: &str, body: &str) -> (u16
 #[ignore = "needs guests/build.sh all (JS and Python toolchains)"]
 fn c_js_and_python_examples_deploy_through_the_cli() {
     let state = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
-        .args(["dev", "--state-dir"])
-        .arg(state.path())
-        .args([
-            "--api",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-            "--https",
-            "127.0.0.1:0",
-            "--metrics",
-            "127.0.0.1:0",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut http, mut api) = (String::new(), String::new());
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if let Some(a) = line.strip_prefix("Listening on http://") {
-            http = a.trim_end_matches('/').into();
-        }
-        if let Some(a) = line.strip_prefix("Control plane on http://") {
-            api = a.trim_end_matches('/').into();
-        }
-        if line.starts_with("  CLI:") {
-            break;
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    let _dev = Dev(child);
-    let tokens: toml::Value =
-        toml::from_str(&std::fs::read_to_string(state.path().join("dev.toml")).unwrap()).unwrap();
-    let token = tokens["tenant"].as_str().unwrap().to_string();
-    let outpost = |args: &[&str]| {
-        let out = Command::new(BIN)
-            .args(args)
-            .env("OUTPOST_URL", format!("http://{api}"))
-            .env("OUTPOST_TOKEN", &token)
-            .env("OUTPOST_CONFIG_DIR", state.path().join("cli"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "outpost {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let dev = support::start_dev(state.path(), &[]);
+    let http = dev.http.clone();
+    let token = dev.tenant_token();
+    let outpost = |args: &[&str]| dev.ok(&token, args);
 
     for (lang, greeting, file) in [
         ("c", "C", repo().join("examples/c/example.wasm")),
