@@ -1,7 +1,7 @@
 //! The example workers in C, JavaScript and Python, deployed through the
 //! `outpost` CLI to `outpost dev` and checked against their shared
-//! contract (examples/README.md): text, env, JSON echo, 404, then a
-//! rollback. Needs the JS and Python builds (`guests/build.sh all`), so it
+//! contract (examples/README.md): text, env, JSON echo, 404, their log
+//! lines through `outpost logs`, then a rollback. Needs the JS and Python builds (`guests/build.sh all`), so it
 //! is ignored by default; CI runs it with `--ignored` after building them.
 
 mod support;
@@ -102,6 +102,32 @@ fn c_js_and_python_examples_deploy_through_the_cli() {
             "{lang}"
         );
         assert_eq!(request(&http, "GET", &host, "/nope", "").0, 404, "{lang}");
+
+        // Each request wrote one stderr line; `outpost logs` brings them back.
+        let want = [
+            format!("{greeting} handled GET /"),
+            format!("{greeting} handled GET /env"),
+            format!("{greeting} handled POST /echo"),
+            format!("{greeting} handled GET /nope"),
+        ];
+        let started = std::time::Instant::now();
+        loop {
+            let lines = dev.json_lines(&token, &["logs", &app]);
+            let texts: Vec<&str> = lines.iter().filter_map(|l| l["text"].as_str()).collect();
+            if texts == want {
+                assert!(
+                    lines
+                        .iter()
+                        .all(|l| l["stream"] == "stderr" && l["node"] == "dev")
+                );
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "{lang}: outpost logs gave {texts:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
 
         // A second version, then back to the first.
         outpost(&[

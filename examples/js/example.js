@@ -11,6 +11,10 @@
 // (StarlingMonkey) maps it onto the exported wasi:http/incoming-handler.
 // GREETING is read through the wasi:cli/environment import, which the world
 // `guest-with-env` adds to wasi:http/proxy. Build: guests/build.sh examples-js.
+//
+// Every request also writes one line to stderr, `JavaScript handled <METHOD>
+// <PATH>` (PATH without the query string): what `outpost logs APP` shows.
+// console.error goes to the component's wasi:cli/stderr.
 import { getEnvironment } from 'wasi:cli/environment@0.2.10';
 
 function text(status, body) {
@@ -28,6 +32,7 @@ function json(value) {
 
 async function handle(request) {
   const path = new URL(request.url).pathname;
+  console.error(`JavaScript handled ${request.method} ${path}`);
   if (request.method === 'GET' && path === '/') {
     return text(200, 'Hello from JavaScript!\n');
   }

@@ -14,9 +14,13 @@ wasi:http/incoming-handler (build: guests/build.sh examples-python).
 `wit_world` is the bindings package it generates from the world
 `guest-with-env` (wasi:http/proxy plus wasi:cli/environment, through which
 GREETING is read).
+
+Every request also writes one line to stderr, `Python handled <METHOD> <PATH>`
+(PATH without the query string): what `outpost logs APP` shows.
 """
 
 import json
+import sys
 from typing import Optional
 
 from componentize_py_types import Err, Ok
@@ -27,8 +31,17 @@ from wit_world.imports.types import (
     Fields,
     IncomingBody,
     IncomingRequest,
+    Method,
+    Method_Connect,
+    Method_Delete,
     Method_Get,
+    Method_Head,
+    Method_Options,
+    Method_Other,
+    Method_Patch,
     Method_Post,
+    Method_Put,
+    Method_Trace,
     OutgoingBody,
     OutgoingResponse,
     ResponseOutparam,
@@ -88,6 +101,25 @@ def reject_constant(name: str) -> object:
     raise ValueError(f"{name} is not JSON")
 
 
+METHOD_NAMES = {
+    Method_Get: "GET",
+    Method_Head: "HEAD",
+    Method_Post: "POST",
+    Method_Put: "PUT",
+    Method_Delete: "DELETE",
+    Method_Connect: "CONNECT",
+    Method_Options: "OPTIONS",
+    Method_Trace: "TRACE",
+    Method_Patch: "PATCH",
+}
+
+
+def method_name(method: Method) -> str:
+    if isinstance(method, Method_Other):
+        return method.value
+    return METHOD_NAMES[type(method)]
+
+
 def getenv(name: str) -> Optional[str]:
     for key, value in environment.get_environment():
         if key == name:
@@ -101,6 +133,8 @@ class IncomingHandler(exports.IncomingHandler):
         path = (request.path_with_query() or "/").split("?", 1)[0]
         get = isinstance(method, Method_Get)
         post = isinstance(method, Method_Post)
+        line = f"Python handled {method_name(method)} {path}"
+        print(line, file=sys.stderr, flush=True)
 
         if get and path == "/":
             send_text(response_out, 200, "Hello from Python!\n")
