@@ -202,9 +202,9 @@ pub async fn delete(
     State(state): State<Arc<ApiState>>,
     Path(app): Path<String>,
 ) -> ApiResult<StatusCode> {
-    state
-        .mutate(move |s| s.delete_app(&tenant.name, &app))
-        .await?;
+    let (t, a) = (tenant.name.clone(), app.clone());
+    state.mutate(move |s| s.delete_app(&t, &a)).await?;
+    state.logs.forget(&tenant.name, &app);
     Ok(StatusCode::NO_CONTENT)
 }
 

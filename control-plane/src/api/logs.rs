@@ -1,7 +1,8 @@
 //! Guest output, from the nodes to `outpost logs`: nodes post batches of
 //! lines (`POST /v1/nodes/{node}/logs`), the control plane keeps the last
 //! [`RECENT_LINES`] per app in memory and fans new ones out to followers
-//! (`GET /v1/apps/{app}/logs?follow=true`, NDJSON).
+//! (`GET /v1/apps/{app}/logs?follow=true`, NDJSON). Memory is bounded:
+//! per app by lines and bytes, and a deleted app's lines go with it.
 //!
 //! Deliberately not a log store: lines live in memory only, a restart
 //! forgets them, and a follower that reads too slowly skips lines rather
@@ -25,8 +26,10 @@ use super::auth::{NodeAuth, TenantAuth};
 use super::error::{ApiError, ApiResult};
 use super::{ApiState, check_name};
 
-/// Lines kept per app for a new reader.
+/// Lines kept per app for a new reader…
 pub const RECENT_LINES: usize = 1000;
+/// …and bytes of text, whichever bound comes first.
+pub const RECENT_BYTES: usize = 256 * 1024;
 /// Lines in flight to followers; a follower further behind skips ahead.
 const FOLLOW_BUFFER: usize = 4096;
 /// Most lines one post may carry.
@@ -34,10 +37,17 @@ const MAX_BATCH: usize = 5000;
 
 type Line = (u64, Arc<GuestLogLine>);
 
+/// One app's recent lines and the bytes of text they hold.
+#[derive(Default)]
+struct Ring {
+    lines: VecDeque<Line>,
+    bytes: usize,
+}
+
 /// Recent lines per app and the feed followers subscribe to.
 pub struct LogHub {
     next: AtomicU64,
-    recent: std::sync::Mutex<HashMap<(String, String), VecDeque<Line>>>,
+    recent: std::sync::Mutex<HashMap<(String, String), Ring>>,
     feed: broadcast::Sender<Line>,
 }
 
@@ -60,10 +70,14 @@ impl LogHub {
             let ring = recent
                 .entry((line.tenant.clone(), line.app.clone()))
                 .or_default();
-            if ring.len() == RECENT_LINES {
-                ring.pop_front();
+            ring.bytes += line.text.len();
+            ring.lines.push_back((seq, line.clone()));
+            while ring.lines.len() > RECENT_LINES || ring.bytes > RECENT_BYTES {
+                let Some((_, old)) = ring.lines.pop_front() else {
+                    break;
+                };
+                ring.bytes -= old.text.len();
             }
-            ring.push_back((seq, line.clone()));
         }
         // No followers is fine.
         let _ = self.feed.send((seq, line));
@@ -74,8 +88,16 @@ impl LogHub {
             .lock()
             .unwrap()
             .get(&(tenant.to_string(), app.to_string()))
-            .map(|ring| ring.iter().cloned().collect())
+            .map(|ring| ring.lines.iter().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// Drops a deleted app's lines.
+    pub(crate) fn forget(&self, tenant: &str, app: &str) {
+        self.recent
+            .lock()
+            .unwrap()
+            .remove(&(tenant.to_string(), app.to_string()));
     }
 }
 
@@ -185,4 +207,40 @@ pub async fn read(
     let mut rx = rx;
     let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
     Ok((headers, Body::from_stream(stream)).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(app: &str, text: &str) -> GuestLogLine {
+        GuestLogLine {
+            tenant: "acme".into(),
+            app: app.into(),
+            node: "edge-1".into(),
+            request_id: 1,
+            stream: "stdout".into(),
+            text: text.into(),
+            time_ms: 0,
+        }
+    }
+
+    #[test]
+    fn rings_are_bounded_by_lines_and_bytes_and_forgotten_with_their_app() {
+        let hub = LogHub::default();
+        for i in 0..RECENT_LINES + 10 {
+            hub.add(line("web", &i.to_string()));
+        }
+        let kept = hub.recent("acme", "web");
+        assert_eq!(kept.len(), RECENT_LINES);
+        assert_eq!(kept[0].1.text, "10");
+        let big = "x".repeat(4096);
+        for _ in 0..100 {
+            hub.add(line("big", &big));
+        }
+        assert_eq!(hub.recent("acme", "big").len(), RECENT_BYTES / 4096);
+        hub.forget("acme", "web");
+        assert!(hub.recent("acme", "web").is_empty());
+        assert_eq!(hub.recent("acme", "big").len(), RECENT_BYTES / 4096);
+    }
 }
