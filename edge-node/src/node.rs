@@ -90,8 +90,7 @@ impl Node {
         let _changing = self.changing.lock().await;
         let current = self.table.load_full();
         let mut next = HashMap::with_capacity(apps.len());
-        for (routes, spec) in apps {
-            let app = self.load_or_reuse(&current, spec).await?;
+        for (routes, app) in self.load_all(&current, apps).await? {
             if next.insert(key(&app), (routes, app.clone())).is_some() {
                 return Err(Error::Config(vec![format!(
                     "app {:?} of tenant {:?} is given twice",
@@ -118,11 +117,30 @@ impl Node {
         for gone in remove {
             next.remove(gone);
         }
-        for (routes, spec) in upsert {
-            let app = self.load_or_reuse(&current, spec).await?;
+        for (routes, app) in self.load_all(&current, upsert).await? {
             next.insert(key(&app), (routes, app));
         }
         self.install(&current, next)
+    }
+
+    /// Loads (or reuses) every app, several at once: compiling is CPU work on
+    /// the blocking pool, so a node applying hundreds of apps (a restart, a
+    /// first sync) uses every core. The first failure is the result.
+    async fn load_all(
+        &self,
+        current: &Table,
+        apps: Vec<(Vec<Route>, AppSpec)>,
+    ) -> Result<Vec<(Vec<Route>, Arc<App>)>> {
+        use futures::{StreamExt as _, TryStreamExt as _};
+        let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
+        futures::stream::iter(apps)
+            .map(|(routes, spec)| async move {
+                let app = self.load_or_reuse(current, spec).await?;
+                Ok((routes, app))
+            })
+            .buffered(parallel)
+            .try_collect()
+            .await
     }
 
     /// The loaded app for `spec`: the one already serving if its component,
