@@ -15,7 +15,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let closing = state.clone();
-    axum::serve(listener, api::router(state))
+    // Peer addresses feed the failed-authentication limiter.
+    let app = api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;
             // Watch streams never end by themselves; graceful shutdown

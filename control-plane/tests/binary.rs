@@ -88,3 +88,53 @@ fn missing_tokens_fail_before_binding() {
     assert!(err.contains("admin token is required"), "{err}");
     assert!(err.contains("node token is required"), "{err}");
 }
+
+/// Token guessing: after 20 unknown tokens from one address, every request
+/// from it is 429 with Retry-After, even with a valid token.
+#[test]
+fn guessing_tokens_gets_an_address_locked_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = start(dir.path());
+    assert!(
+        call(&cp.1, "GET", "/v1/tenants", ADMIN, "")
+            .0
+            .contains("200")
+    );
+    for i in 0..20 {
+        let (status, body) = call(
+            &cp.1,
+            "GET",
+            "/v1/tenants",
+            &format!("guess-{i:02}-abcdefghij"),
+            "",
+        );
+        assert!(status.contains("401"), "{status} {body}");
+    }
+    let mut tcp = TcpStream::connect(&cp.1).unwrap();
+    write!(
+        tcp,
+        "GET /v1/tenants HTTP/1.0\r\nauthorization: Bearer {ADMIN}\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    tcp.read_to_string(&mut out).unwrap();
+    assert!(
+        out.starts_with("HTTP/1.0 429") || out.starts_with("HTTP/1.1 429"),
+        "{out}"
+    );
+    let retry: u64 = out
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("retry-after: ")
+                .map(str::to_string)
+        })
+        .expect("a Retry-After header")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert!(out.contains("too_many_attempts"), "{out}");
+    // Unauthenticated endpoints still answer.
+    assert!(call(&cp.1, "GET", "/healthz", "", "").0.contains("200"));
+}

@@ -52,8 +52,24 @@ enum Caller {
     Tenant(TenantRecord),
 }
 
-/// Identifies the caller; no token or an unknown one is 401.
+/// The client's address, when the server recorded it (not in `oneshot`
+/// tests, which all share one key).
+fn peer_ip(parts: &Parts) -> std::net::IpAddr {
+    parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0.ip())
+}
+
+/// Identifies the caller; no token or an unknown one is 401, and an
+/// address that presented too many unknown tokens lately is 429.
 async fn caller(parts: &Parts, state: &ApiState) -> Result<Caller, ApiError> {
+    let ip = peer_ip(parts);
+    let now = std::time::Instant::now();
+    if let Err(wait) = state.auth_limiter.check(ip, now) {
+        return Err(ApiError::too_many_attempts(wait));
+    }
+    // No token at all is a mistake, not a guess: only unknown tokens count.
     let token = bearer(parts).ok_or_else(ApiError::unauthorized)?;
     let hash = token_sha256(token);
     if constant_time_eq(hash.as_bytes(), state.admin_token_sha256.as_bytes()) {
@@ -64,7 +80,10 @@ async fn caller(parts: &Parts, state: &ApiState) -> Result<Caller, ApiError> {
     }
     match state.tenant_by_token_hash(hash).await? {
         Some(tenant) => Ok(Caller::Tenant(tenant)),
-        None => Err(ApiError::unauthorized()),
+        None => {
+            state.auth_limiter.failed(ip, now);
+            Err(ApiError::unauthorized())
+        }
     }
 }
 

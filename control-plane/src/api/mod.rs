@@ -6,6 +6,7 @@ mod apps;
 pub mod auth;
 pub(crate) mod certs;
 pub mod error;
+pub mod limiter;
 pub mod logs;
 mod nodes;
 pub mod openapi;
@@ -43,6 +44,8 @@ pub struct ApiState {
         std::sync::Mutex<std::collections::BTreeMap<String, outpost_proto::NodeStatus>>,
     /// Prometheus metrics.
     pub(crate) metrics: crate::metrics::CpMetrics,
+    /// Unknown tokens per client address (429 past the limit).
+    pub(crate) auth_limiter: limiter::AuthLimiter,
     /// Guest output from the nodes, for `outpost logs`.
     pub(crate) logs: logs::LogHub,
     /// Seals tenants' private keys at rest.
@@ -71,6 +74,7 @@ impl ApiState {
             nodes: Default::default(),
             latest_snapshot: Default::default(),
             logs: Default::default(),
+            auth_limiter: Default::default(),
             metrics: {
                 let m = crate::metrics::CpMetrics::new();
                 m.set_revision(current);
