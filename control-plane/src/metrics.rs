@@ -12,6 +12,7 @@ pub struct CpMetrics {
     watch_streams: IntGauge,
     node_applied: IntGaugeVec,
     node_lag: IntGaugeVec,
+    node_last_contact: IntGaugeVec,
 }
 
 impl CpMetrics {
@@ -53,6 +54,14 @@ impl CpMetrics {
                 &["node"],
             )
             .unwrap(),
+            node_last_contact: IntGaugeVec::new(
+                Opts::new(
+                    "outpost_cp_node_last_contact_timestamp_seconds",
+                    "Unix time each node was last heard from (watch stream or report).",
+                ),
+                &["node"],
+            )
+            .unwrap(),
         };
         m.registry.register(Box::new(m.revision.clone())).unwrap();
         m.registry
@@ -65,6 +74,9 @@ impl CpMetrics {
             .register(Box::new(m.node_applied.clone()))
             .unwrap();
         m.registry.register(Box::new(m.node_lag.clone())).unwrap();
+        m.registry
+            .register(Box::new(m.node_last_contact.clone()))
+            .unwrap();
         m
     }
 
@@ -95,6 +107,9 @@ impl CpMetrics {
             self.node_lag
                 .with_label_values(&[&node.id])
                 .set((current - applied).max(0));
+            self.node_last_contact
+                .with_label_values(&[&node.id])
+                .set(i64::try_from(node.last_contact).unwrap_or(i64::MAX));
         }
         let mut buf = Vec::new();
         TextEncoder::new()
@@ -124,7 +139,7 @@ mod tests {
         let text = m.render(&[outpost_proto::NodeStatus {
             id: "edge-1".into(),
             applied_revision: 5,
-            last_contact: 0,
+            last_contact: 1_795_000_000,
         }]);
         for line in [
             "outpost_cp_revision 7",
@@ -132,6 +147,7 @@ mod tests {
             "outpost_cp_watch_streams 1",
             r#"outpost_cp_node_applied_revision{node="edge-1"} 5"#,
             r#"outpost_cp_node_lag_revisions{node="edge-1"} 2"#,
+            r#"outpost_cp_node_last_contact_timestamp_seconds{node="edge-1"} 1795000000"#,
         ] {
             assert!(text.contains(line), "missing {line:?} in:\n{text}");
         }
