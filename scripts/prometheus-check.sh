@@ -30,22 +30,10 @@ ADMIN=admin-token-0123456789abcdef
 NODE=node-token-0123456789abcdef
 TRAFFIC_SECONDS="${PROM_TRAFFIC_SECONDS:-10}"
 
-log() { printf '[prometheus-check %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() {
-    log "FAILED: $*"
-    exit 1
-}
 
-WORK="$(mktemp -d)"
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 143' TERM INT
+SCRIPT_NAME=prometheus-check
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
 
 for tool in curl python3; do
     command -v "$tool" >/dev/null || die "$tool is not installed"
@@ -186,19 +174,6 @@ if [[ ! -x "$BIN/edge-node" || ! -x "$BIN/control-plane" || -n "${PROM_BUILD:-}"
     cargo build -j2 -p outpost-edge-node -p outpost-control-plane
 fi
 
-# wait_for FILE REGEX: prints the first host:port of REGEX in FILE (30 s max).
-wait_for() {
-    local file="$1" regex="$2" deadline=$((SECONDS + 30)) found=""
-    while [[ -z "$found" ]]; do
-        ((SECONDS < deadline)) || {
-            cat "$file" "${file%.out}.err" >&2 2>/dev/null || true
-            die "no '$regex' in $file"
-        }
-        found="$(grep -oE "$regex" "$file" 2>/dev/null | head -1 | grep -oE '127\.0\.0\.1:[0-9]+' || true)"
-        [[ -n "$found" ]] || sleep 0.05
-    done
-    echo "$found"
-}
 
 log "starting the control plane"
 "$BIN/control-plane" --listen 127.0.0.1:0 --data-dir "$WORK/cp-data" \

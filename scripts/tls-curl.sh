@@ -20,21 +20,9 @@ BIN="$ROOT/target/$PROFILE"
 ADMIN=admin-token-0123456789abcdef
 NODE=node-token-0123456789abcdef
 
-log() { printf '[tls-curl %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() {
-    log "FAILED: $*"
-    exit 1
-}
-
-WORK="$(mktemp -d)"
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+SCRIPT_NAME=tls-curl
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
 
 for tool in curl openssl; do
     command -v "$tool" >/dev/null || die "$tool is not installed"
@@ -49,19 +37,6 @@ if [[ ! -x "$BIN/edge-node" || ! -x "$BIN/control-plane" || -n "${TLS_BUILD:-}" 
     cargo build -j2 $flag -p outpost-control-plane -p outpost-edge-node
 fi
 
-# wait_for FILE REGEX: prints the first host:port of REGEX in FILE (30 s max).
-wait_for() {
-    local file="$1" regex="$2" deadline=$((SECONDS + 30)) found=""
-    while [[ -z "$found" ]]; do
-        ((SECONDS < deadline)) || {
-            cat "$file" >&2
-            die "no '$regex' in $file"
-        }
-        found="$(grep -oE "$regex" "$file" 2>/dev/null | head -1 | grep -oE '127\.0\.0\.1:[0-9]+' || true)"
-        [[ -n "$found" ]] || sleep 0.05
-    done
-    echo "$found"
-}
 
 log "issuing certificates from a throwaway CA"
 cd "$WORK"
