@@ -208,6 +208,42 @@ fn dev_serves_the_example_and_the_cli_deploys_sets_env_and_rolls_back() {
     );
     assert!(err.contains("a host, not a URL"), "{err}");
 
+    // Certificates for one of the tenant's hosts.
+    let ca = fixtures::tls::TestCa::new();
+    let issued = ca.issue(&["caller.localhost"]);
+    let cert = write(files.path(), "cert.pem", issued.chain_pem.as_bytes());
+    let key = write(files.path(), "key.pem", issued.key_pem.as_bytes());
+    let put = dev.json(
+        &token,
+        &[
+            "certs",
+            "put",
+            "caller.localhost",
+            "--cert",
+            &cert,
+            "--key",
+            &key,
+        ],
+    );
+    assert_eq!(put["names"], serde_json::json!(["caller.localhost"]));
+    let listed = dev.json(&token, &["certs", "list"]);
+    assert_eq!(listed[0]["hostname"], "caller.localhost");
+    let err = dev.fails(
+        &token,
+        &[
+            "certs",
+            "put",
+            "web.example.org",
+            "--cert",
+            &cert,
+            "--key",
+            &key,
+        ],
+    );
+    assert!(err.contains("not the host of any of your routes"), "{err}");
+    dev.ok(&token, &["certs", "delete", "caller.localhost"]);
+    assert_eq!(dev.json(&token, &["certs", "list"]), serde_json::json!([]));
+
     // The table view.
     let apps = dev.ok(&token, &["apps", "list"]);
     assert!(apps.starts_with("APP"), "{apps}");
