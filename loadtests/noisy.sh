@@ -35,7 +35,8 @@
 # Writes results/noisy-latest.md (+ timestamped copy) and raw wrk output in
 # results/noisy-raw/.
 #
-# Knobs (env): NOISY_DURATION (10, seconds) NOISY_CONNS (16) NOISY_CONFIGS
+# Knobs (env): NOISY_DURATION (10, seconds) NOISY_CONNS (16, B's wrk and A's)
+# NOISY_A_CONNS (A's wrk only; default NOISY_CONNS) NOISY_CONFIGS
 # NOISY_CASES NOISY_SLOW_MS (2000) NOISY_SLOW_TIMEOUT_MS (500)
 # NOISY_BOMB_MIB (64) NOISY_LOW_FUEL (10000000) NOISY_B_CONCURRENCY (4)
 # ISO_SKIP_BUILD ISO_BIN_DIR BENCH_MAX_BUSY (0.5) BENCH_LOAD_WAIT_S (600).
@@ -58,6 +59,7 @@ die() {
 
 DUR="${NOISY_DURATION:-10}"
 CONNS="${NOISY_CONNS:-16}"
+A_CONNS="${NOISY_A_CONNS:-$CONNS}"
 CONFIGS="${NOISY_CONFIGS:-default fuel10m conc4 fuel10m-conc4}"
 CASES="${NOISY_CASES:-alone peer loop bomb slow all alone-end}"
 SLOW_MS="${NOISY_SLOW_MS:-2000}"
@@ -167,7 +169,7 @@ probe_b() {
 declare -A R
 ROWS=()
 PROBE_NOTES=()
-log "RUST_BACKTRACE=$BACKTRACE; A: wrk -t1 -c$CONNS -d${DUR}s; B: wrk -t1 -c$CONNS per hostile route"
+log "RUST_BACKTRACE=$BACKTRACE; A: wrk -t1 -c$A_CONNS -d${DUR}s; B: wrk -t1 -c$CONNS per hostile route"
 LOAD_AT_START="$(cut -d' ' -f1-3 /proc/loadavg)"
 wait_for_quiet_machine
 
@@ -183,7 +185,7 @@ for cfg in $CONFIGS; do
     probe_b
     PROBE_NOTES+=("$cfg: $PROBES")
     log "$cfg: warm-up 2 s on A"
-    wrk_run "$WORK/warmup.txt" 2 "$CONNS" a.test
+    wrk_run "$WORK/warmup.txt" 2 "$A_CONNS" a.test
     for c in $CASES; do
         wait_for_idle_cpu
         busy="$BUSY"
@@ -197,7 +199,7 @@ for cfg in $CONFIGS; do
         done
         ((${#bpids[@]} == 0)) || sleep 1
         log "$cfg/$c: A for ${DUR}s${bpids[*]:+ while B is hammered on $(b_hosts "$c")}"
-        wrk_run "$RAW/$cfg-$c-A.txt" "$DUR" "$CONNS" a.test
+        wrk_run "$RAW/$cfg-$c-A.txt" "$DUR" "$A_CONNS" a.test
         ((${#bpids[@]} == 0)) || reap "${bpids[@]}"
         t1="$EPOCHREALTIME"
         cpu1="$(cpu_s "$NODE_PID")"
@@ -264,7 +266,7 @@ stamp="$(date -u +%Y%m%dT%H%M%SZ)"
     echo "## Noisy neighbour ($stamp)"
     echo
     echo "RUST_BACKTRACE=$BACKTRACE; commit $(describe_commit); $(nproc) cores; load average at start $LOAD_AT_START."
-    echo "A: \`wrk -t1 -c$CONNS -d${DUR}s --latency\` on tenant a's C hello; B: one \`wrk -t1 -c$CONNS\` per hostile route (started 1 s before A's run, ending 1 s after)."
+    echo "A: \`wrk -t1 -c$A_CONNS -d${DUR}s --latency\` on tenant a's C hello; B: one \`wrk -t1 -c$CONNS\` per hostile route (started 1 s before A's run, ending 1 s after)."
     echo "B apps: peer = the same C hello as A (a well-behaved neighbour), loop = \`infinite_loop\`, bomb = \`memory_bomb\` (memory_mib $BOMB_MIB), slow = \`slow($SLOW_MS)\` (timeout_ms $SLOW_TIMEOUT_MS)."
     echo "Target (the issue): A keeps ≥ 0.90 of its alone throughput and its p99 at most doubles."
     echo
@@ -292,4 +294,5 @@ echo
 cat "$WORK/table.md"
 cp "$WORK/table.md" "$RESULTS_DIR/noisy-latest.md"
 cp "$WORK/table.md" "$RESULTS_DIR/noisy-$stamp.md"
+cp -r "$RAW" "$RESULTS_DIR/noisy-raw-$stamp"
 log "wrote $RESULTS_DIR/noisy-latest.md (raw wrk output and node logs in $RAW)"

@@ -20,12 +20,15 @@
 # an earlier version, env set on churn, create + deploy a temporary app,
 # delete it. Every call's exit status and time are kept.
 # Every 30 s: node and control-plane RSS, node apps loaded, B instances in
-# flight, open connections, node cache size.
+# flight, open connections, node cache size, and the node's executable
+# mappings (r-xp lines of /proc/PID/maps: roughly one per compiled
+# component still mapped, so retained old versions show up there).
 # Target: zero non-2xx answers on hello and churn; node RSS flat.
 # Writes results/soak-latest.md (+ timestamped copy) and raw data in
 # results/soak-raw/.
 #
-# Knobs (env): SOAK_SECONDS (600) SOAK_STEP_S (3) SOAK_SAMPLE_S (30)
+# Knobs (env): SOAK_SECONDS (600) SOAK_STEP_S (3, may be fractional)
+# SOAK_CHANGES (1; 0 = traffic only, no changes) SOAK_SAMPLE_S (30)
 # SOAK_CONNS (4) SOAK_BAD_FUEL (10000000) ISO_SKIP_BUILD ISO_BIN_DIR
 # ISO_TIMEOUT_S (120) BENCH_MAX_BUSY (0.5) BENCH_LOAD_WAIT_S (600).
 set -euo pipefail
@@ -46,6 +49,7 @@ die() {
 
 SOAK_S="${SOAK_SECONDS:-600}"
 STEP_S="${SOAK_STEP_S:-3}"
+CHANGES="${SOAK_CHANGES:-1}"
 SAMPLE_S="${SOAK_SAMPLE_S:-30}"
 CONNS="${SOAK_CONNS:-4}"
 BAD_FUEL="${SOAK_BAD_FUEL:-10000000}"
@@ -108,15 +112,16 @@ printf '%s\n' loop.bad.test bomb.bad.test slow.bad.test >"$WORK/bad-hosts.txt"
 
 sampler() {
     local t0="$EPOCHREALTIME"
-    echo "elapsed_s node_rss_mib cp_rss_mib apps_loaded bad_in_flight conns_open cache_mib node_cpu_s" >"$RAW/samples.txt"
+    echo "elapsed_s node_rss_mib cp_rss_mib apps_loaded bad_in_flight conns_open cache_mib node_cpu_s code_maps" >"$RAW/samples.txt"
     while kill -0 "$NODE_PID" 2>/dev/null; do
-        printf '%s %s %s %s %s %s %s %s\n' \
+        printf '%s %s %s %s %s %s %s %s %s\n' \
             "$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", b - a }')" \
             "$(rss_mib "$NODE_PID")" "$(rss_mib "$CP_PID")" \
             "$(metric "$NODE_METRICS" outpost_runtime_apps_loaded)" \
             "$(metric_sum "$NODE_METRICS" '^outpost_runtime_instances_in_flight\{.*tenant="bad"')" \
             "$(metric_sum "$NODE_METRICS" '^outpost_http_connections_open')" \
-            "$(du_mib "$WORK/node-cache")" "$(cpu_s "$NODE_PID")" >>"$RAW/samples.txt"
+            "$(du_mib "$WORK/node-cache")" "$(cpu_s "$NODE_PID")" \
+            "$(grep -c ' r-xp ' "/proc/$NODE_PID/maps" 2>/dev/null || echo '?')" >>"$RAW/samples.txt"
         sleep "$SAMPLE_S"
     done
 }
@@ -143,6 +148,10 @@ versions=2
 tmp=0
 echo "step action exit seconds live_after_s" >"$RAW/changes.txt"
 while ((SECONDS < END)); do
+    if [[ "$CHANGES" == 0 ]]; then # traffic only: the RSS baseline
+        sleep 1
+        continue
+    fi
     t0="$EPOCHREALTIME"
     case $((step % 5)) in
         0)
@@ -223,7 +232,11 @@ R_SLOPE="$(awk 'NR > 1 && $1 >= 60 { n++; x += $1; y += $2; xx += $1 * $1; xy +=
     END { if (n >= 2 && (n * xx - x * x) != 0) printf "%.2f", (n * xy - x * y) / (n * xx - x * x) * 60; else print "n/a" }' "$RAW/samples.txt")"
 stamp="$(date -u +%Y%m%dT%H%M%SZ)"
 {
-    echo "## Soak: ${SOAK_S} s of mixed traffic with a change every ${STEP_S} s ($stamp)"
+    if [[ "$CHANGES" == 0 ]]; then
+        echo "## Soak: ${SOAK_S} s of mixed traffic, no changes ($stamp)"
+    else
+        echo "## Soak: ${SOAK_S} s of mixed traffic with a change every ${STEP_S} s ($stamp)"
+    fi
     echo
     echo "RUST_BACKTRACE=$BACKTRACE; commit $(describe_commit); $(nproc) cores; load average at start $LOAD_AT_START; other load: $R_BUSY cores before the traffic, $R_OTHER on average during it (machine busy time minus the node, the control plane, wrk, the CLI and this script)."
     echo "Traffic: three \`wrk -t1 -c$CONNS\` for ${SOAK_S} s (hello, churn, and one rotating over bad's loop/bomb/slow; bad's tenant limits: fuel $BAD_FUEL, timeout_ms 500, max_concurrency 4)."
@@ -239,9 +252,9 @@ stamp="$(date -u +%Y%m%dT%H%M%SZ)"
     echo
     echo "Samples every ${SAMPLE_S} s:"
     echo
-    echo "| elapsed s | node RSS MiB | control plane RSS MiB | apps loaded | bad in flight | connections open | node cache MiB | node CPU s |"
-    echo "|---:|---:|---:|---:|---:|---:|---:|---:|"
-    awk 'NR > 1 { printf "| %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8 }' "$RAW/samples.txt"
+    echo "| elapsed s | node RSS MiB | control plane RSS MiB | apps loaded | bad in flight | connections open | node cache MiB | node CPU s | node executable mappings |"
+    echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    awk 'NR > 1 { printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9 }' "$RAW/samples.txt"
     echo
     echo "Node RSS trend after the first minute: $R_SLOPE MiB/min (least squares); at the end $R_RSS_END MiB, peak (VmHWM) $R_HWM MiB; control plane peak $R_CP_HWM MiB. Last sample under load: $FINAL."
     echo "WARN/ERROR lines: node $(grep -cE ' (WARN|ERROR) ' "$RAW/node.log" || true), control plane $(grep -cE ' (WARN|ERROR) ' "$RAW/cp.log" || true)."
@@ -251,4 +264,5 @@ echo
 cat "$WORK/table.md"
 cp "$WORK/table.md" "$RESULTS_DIR/soak-latest.md"
 cp "$WORK/table.md" "$RESULTS_DIR/soak-$stamp.md"
+cp -r "$RAW" "$RESULTS_DIR/soak-raw-$stamp"
 log "wrote $RESULTS_DIR/soak-latest.md (raw data in $RAW)"
