@@ -164,6 +164,18 @@ struct ServerFileConfig {
     header_read_timeout_ms: Option<u64>,
     /// Time in-flight requests get to finish on shutdown, in ms.
     shutdown_grace_ms: Option<u64>,
+    /// Time a connection may sit with no bytes moving and no request being
+    /// handled before it is closed, in ms.
+    idle_timeout_ms: Option<u64>,
+    /// Largest HTTP/1 request head (request line and headers), in bytes.
+    max_header_bytes: Option<usize>,
+    /// Longest request target (path and query), in bytes.
+    max_uri_bytes: Option<usize>,
+    /// HTTP/2 streams one connection may have open at once.
+    h2_max_concurrent_streams: Option<u32>,
+    /// HTTP/2 streams a client may reset before the node accepted them,
+    /// before the node ends the connection with GOAWAY.
+    h2_max_pending_accept_reset_streams: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -201,6 +213,24 @@ pub struct ServerConfig {
     pub handshake_timeout: Duration,
     /// Answer plain HTTP with 308 to HTTPS (when HTTPS is on). Default: false.
     pub redirect_http: bool,
+    /// Time a connection may sit with no bytes moving either way while no
+    /// request on it is being handled; it is then closed. This reclaims idle
+    /// keep-alive connections (HTTP/1.1 and h2), sockets that never say
+    /// anything, and clients that stop reading their response. Default: 60 s.
+    pub idle_timeout: Duration,
+    /// Largest HTTP/1 request head; a larger one gets 431. Default: 64 KiB
+    /// (at least 8 KiB, hyper's minimum read buffer).
+    pub max_header_bytes: usize,
+    /// Longest request target (path and query); a longer one gets 414.
+    /// Default: 8 KiB.
+    pub max_uri_bytes: usize,
+    /// HTTP/2 streams one connection may have open at once; more are
+    /// refused with `REFUSED_STREAM`. Default: 100.
+    pub h2_max_concurrent_streams: u32,
+    /// HTTP/2 streams a client may reset before the node accepted them
+    /// before the connection is closed with GOAWAY — the "rapid reset"
+    /// defence (CVE-2023-44487). Default: 20.
+    pub h2_max_pending_accept_reset_streams: usize,
 }
 
 impl Default for ServerConfig {
@@ -211,7 +241,36 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
             redirect_http: false,
+            idle_timeout: Duration::from_secs(60),
+            max_header_bytes: 64 * 1024,
+            max_uri_bytes: 8 * 1024,
+            h2_max_concurrent_streams: 100,
+            h2_max_pending_accept_reset_streams: 20,
         }
+    }
+}
+
+impl ServerConfig {
+    /// What is wrong with the settings hyper would otherwise panic on or
+    /// that would make the node refuse everything.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.idle_timeout.is_zero() {
+            out.push("server.idle_timeout_ms must be greater than 0".into());
+        }
+        if self.max_header_bytes < 8192 {
+            out.push("server.max_header_bytes must be at least 8192".into());
+        }
+        if self.max_uri_bytes == 0 {
+            out.push("server.max_uri_bytes must be greater than 0".into());
+        }
+        if self.h2_max_concurrent_streams == 0 {
+            out.push("server.h2_max_concurrent_streams must be greater than 0".into());
+        }
+        if self.h2_max_pending_accept_reset_streams == 0 {
+            out.push("server.h2_max_pending_accept_reset_streams must be greater than 0".into());
+        }
+        out
     }
 }
 
@@ -380,6 +439,27 @@ impl Config {
                 .map(Duration::from_millis)
                 .unwrap_or(defaults.server.handshake_timeout),
             redirect_http: args.redirect_http || file.server.redirect_http.unwrap_or(false),
+            idle_timeout: file
+                .server
+                .idle_timeout_ms
+                .map(Duration::from_millis)
+                .unwrap_or(defaults.server.idle_timeout),
+            max_header_bytes: file
+                .server
+                .max_header_bytes
+                .unwrap_or(defaults.server.max_header_bytes),
+            max_uri_bytes: file
+                .server
+                .max_uri_bytes
+                .unwrap_or(defaults.server.max_uri_bytes),
+            h2_max_concurrent_streams: file
+                .server
+                .h2_max_concurrent_streams
+                .unwrap_or(defaults.server.h2_max_concurrent_streams),
+            h2_max_pending_accept_reset_streams: file
+                .server
+                .h2_max_pending_accept_reset_streams
+                .unwrap_or(defaults.server.h2_max_pending_accept_reset_streams),
         };
         if server.handshake_timeout.is_zero() {
             problems.push("server.handshake_timeout_ms must be greater than 0".into());
@@ -412,6 +492,7 @@ impl Config {
         if server.header_read_timeout.is_zero() {
             problems.push("server.header_read_timeout_ms must be greater than 0".into());
         }
+        problems.extend(server.problems());
 
         let mut apps = Vec::new();
         for (i, app) in file.apps.into_iter().enumerate() {

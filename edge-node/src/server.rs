@@ -7,11 +7,22 @@
 //! stalls its handshake blocks nobody. A connection cap (shared by HTTP and
 //! HTTPS) bounds the node's memory under a connection flood, and a
 //! header-read timeout stops clients that trickle their request head.
+//!
+//! Connections over the cap are closed as soon as they are accepted (the
+//! client sees its socket closed, never a queue), so the accept loop keeps
+//! draining the backlog whatever the load. An idle timeout closes any
+//! connection on which no byte has moved for a while and no request is being
+//! handled: idle keep-alive, sockets that never speak, clients that stop
+//! reading their response. HTTP/2 caps the streams open per connection and
+//! the streams a client may reset before they are accepted (rapid reset).
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -21,6 +32,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
@@ -183,8 +195,15 @@ async fn serve_clients(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(server.header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
+        .header_read_timeout(server.header_read_timeout)
+        // hyper answers a head that does not fit with 431.
+        .max_buf_size(server.max_header_bytes);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(server.h2_max_concurrent_streams)
+        .max_pending_accept_reset_streams(server.h2_max_pending_accept_reset_streams)
+        .max_header_list_size(u32::try_from(server.max_header_bytes).unwrap_or(u32::MAX));
     let builder = Arc::new(builder);
 
     loop {
@@ -212,6 +231,8 @@ async fn serve_clients(
             builder: builder.clone(),
             watcher: graceful.watcher(),
             handshake_timeout: server.handshake_timeout,
+            idle_timeout: server.idle_timeout,
+            max_uri_bytes: server.max_uri_bytes,
         };
         let kind = kind.clone();
         tokio::spawn(async move {
@@ -237,21 +258,27 @@ struct Connection {
     builder: Arc<auto::Builder<TokioExecutor>>,
     watcher: Watcher,
     handshake_timeout: Duration,
+    idle_timeout: Duration,
+    max_uri_bytes: usize,
 }
 
 impl Connection {
     async fn run(self, stream: TcpStream, kind: Kind) {
+        let activity = Arc::new(Activity::new());
+        // Track the raw socket, under TLS: a client that stops reading stalls
+        // the TCP stream whatever runs on top of it.
+        let stream = Tracked {
+            inner: stream,
+            activity: activity.clone(),
+        };
         match kind {
-            Kind::Http => self.serve(TokioIo::new(stream), Conn::default()).await,
+            Kind::Http => {
+                self.serve(TokioIo::new(stream), Conn::default(), None, activity)
+                    .await
+            }
             Kind::Redirect(port) => {
-                let service = service_fn(move |req: Request<Incoming>| async move {
-                    Ok::<_, Infallible>(redirect(&req, port))
-                });
-                let conn = self
-                    .builder
-                    .serve_connection(TokioIo::new(stream), service)
-                    .into_owned();
-                let _ = self.watcher.watch(conn).await;
+                self.serve(TokioIo::new(stream), Conn::default(), Some(port), activity)
+                    .await
             }
             Kind::Https(acceptor) => {
                 let metrics = self.node.metrics().clone();
@@ -284,26 +311,190 @@ impl Connection {
                         .server_name()
                         .map(|name| Arc::from(name.to_ascii_lowercase())),
                 };
-                self.serve(TokioIo::new(tls), conn).await;
+                self.serve(TokioIo::new(tls), conn, None, activity).await;
             }
         }
     }
 
-    async fn serve<I>(self, io: TokioIo<I>, conn: Conn)
-    where
-        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    /// Serves requests until the client leaves, the node shuts down or the
+    /// connection has been idle for `idle_timeout`. With `redirect`, every
+    /// request is answered with a 308 to that HTTPS port instead.
+    async fn serve<I>(
+        self,
+        io: TokioIo<I>,
+        conn: Conn,
+        redirect_to: Option<u16>,
+        activity: Arc<Activity>,
+    ) where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let node = self.node;
         let conn = Arc::new(conn);
+        let max_uri_bytes = self.max_uri_bytes;
+        let busy = activity.clone();
         let service = service_fn(move |req: Request<Incoming>| {
             let node = node.clone();
             let conn = conn.clone();
-            async move { Ok::<_, Infallible>(node.handle(req, &conn).await) }
+            let busy = busy.clone();
+            async move {
+                if let Some(port) = redirect_to {
+                    return Ok::<_, Infallible>(redirect(&req, port));
+                }
+                // hyper itself only refuses targets over 64 KiB; a far
+                // shorter cap keeps paths that no app routes on out of the
+                // guests and the logs.
+                let target = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+                if target > max_uri_bytes {
+                    return Ok(error_response(
+                        StatusCode::URI_TOO_LONG,
+                        "uri_too_long",
+                        "the request target is too long",
+                    ));
+                }
+                let _busy = busy.busy();
+                Ok(node.handle(req, &conn).await)
+            }
         });
         let served = self.builder.serve_connection(io, service).into_owned();
-        if let Err(e) = self.watcher.watch(served).await {
-            tracing::debug!(error = %e, "connection ended with an error");
+        tokio::select! {
+            result = self.watcher.watch(served) => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+            }
+            // Dropping the connection closes the socket. That is what an
+            // idle keep-alive connection expects; a client that stopped
+            // reading its response loses it, as it would on any proxy.
+            () = activity.idle(self.idle_timeout) => {
+                tracing::debug!("closing an idle connection");
+            }
         }
+    }
+}
+
+/// When bytes last moved on a connection, and how many of its requests are
+/// being handled right now.
+struct Activity {
+    started: Instant,
+    /// Milliseconds since `started` at the last read or write.
+    last_ms: AtomicU64,
+    busy: AtomicUsize,
+}
+
+/// Marks a request as being handled for as long as it lives.
+struct Busy<'a>(&'a Activity);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            started: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            busy: AtomicUsize::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(now, Ordering::Relaxed);
+    }
+
+    fn busy(&self) -> Busy<'_> {
+        self.busy.fetch_add(1, Ordering::Relaxed);
+        Busy(self)
+    }
+
+    fn idle_for(&self) -> Duration {
+        let last = self.started + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        Instant::now().saturating_duration_since(last)
+    }
+
+    /// Completes once nothing has moved for `timeout` while no request was
+    /// being handled. A request in a guest is bounded by the app's deadline,
+    /// so it is not cut short here even if it is quiet.
+    async fn idle(&self, timeout: Duration) {
+        loop {
+            let idle_for = self.idle_for();
+            if idle_for >= timeout {
+                if self.busy.load(Ordering::Relaxed) == 0 {
+                    return;
+                }
+                tokio::time::sleep(timeout).await;
+            } else {
+                tokio::time::sleep(timeout - idle_for).await;
+            }
+        }
+    }
+}
+
+/// A socket that records in its [`Activity`] every time bytes move.
+struct Tracked<I> {
+    inner: I,
+    activity: Arc<Activity>,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Tracked<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.activity.touch();
+        }
+        polled
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Tracked<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = polled
+            && n > 0
+        {
+            this.activity.touch();
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = polled
+            && n > 0
+        {
+            this.activity.touch();
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 

@@ -21,6 +21,8 @@ use outpost_edge_node::server::{self, Listeners};
 use outpost_edge_node::{Config, Node};
 use tokio::sync::oneshot;
 
+pub mod wire;
+
 /// A running node.
 pub struct TestNode {
     pub node: Arc<Node>,
@@ -191,6 +193,49 @@ impl Drop for TestNode {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
+        }
+    }
+}
+
+impl TestNode {
+    /// Starts a node serving `apps` with these connection settings.
+    pub async fn start_with_server(
+        server_config: ServerConfig,
+        apps: Vec<(&[&str], AppSpec)>,
+    ) -> TestNode {
+        let node = Node::new(&PoolConfig::default(), Metrics::new()).expect("node");
+        let apps = apps
+            .into_iter()
+            .map(|(routes, spec)| {
+                let routes: Vec<Route> = routes.iter().map(|r| r.parse().unwrap()).collect();
+                (routes, spec)
+            })
+            .collect();
+        node.apply(apps).await.expect("apps load");
+        Self::serve_with(node, server_config).await
+    }
+
+    /// Client connections open on the plain HTTP listener, as `/metrics`
+    /// reports them.
+    pub async fn http_connections_open(&self) -> f64 {
+        self.metric(r#"outpost_http_connections_open{listener="http"}"#)
+            .await
+    }
+
+    /// Waits (bounded, 30 s) until the HTTP connections gauge is back at
+    /// `baseline`, and panics with the last value otherwise.
+    pub async fn wait_connections_back_to(&self, baseline: f64) {
+        let started = std::time::Instant::now();
+        loop {
+            let open = self.http_connections_open().await;
+            if open == baseline {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "{open} connections still open, expected {baseline}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 }
