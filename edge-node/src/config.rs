@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::router::{Route, Router};
-use crate::runtime::{AppSpec, LimitOverrides, Limits, PoolConfig};
+use crate::runtime::{AppSpec, LaneConfig, LimitOverrides, Limits, PoolConfig};
 
 /// Tenant name used for apps given on the command line or without one.
 pub const DEFAULT_TENANT: &str = "default";
@@ -126,6 +126,9 @@ struct FileConfig {
     /// Instance pool settings.
     #[serde(default)]
     pool: PoolConfig,
+    /// Foreground/background lanes for guest execution.
+    #[serde(default)]
+    lanes: LaneConfig,
     /// Connection handling.
     #[serde(default)]
     server: ServerFileConfig,
@@ -290,6 +293,8 @@ pub struct Config {
     pub limits: Limits,
     /// Instance pool settings.
     pub pool: PoolConfig,
+    /// Foreground/background lanes for guest execution.
+    pub lanes: LaneConfig,
     /// Connection handling.
     pub server: ServerConfig,
     /// Apps to serve (standalone mode).
@@ -331,6 +336,7 @@ impl Default for Config {
             metrics: SocketAddr::from(([127, 0, 0, 1], 9100)),
             limits: Limits::default(),
             pool: PoolConfig::default(),
+            lanes: LaneConfig::default(),
             server: ServerConfig::default(),
             apps: Vec::new(),
             sync: None,
@@ -417,6 +423,7 @@ impl Config {
             pool.enabled = on;
         }
         problems.extend(pool.problems());
+        problems.extend(file.lanes.problems());
 
         let server = ServerConfig {
             max_connections: args
@@ -593,6 +600,7 @@ impl Config {
             metrics: args.metrics.or(file.metrics).unwrap_or(defaults.metrics),
             limits,
             pool,
+            lanes: file.lanes,
             server,
             apps,
             sync,

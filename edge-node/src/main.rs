@@ -26,7 +26,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let node = Node::new(&config.pool, Metrics::new())?;
+    let node = Node::with_lanes(&config.pool, &config.lanes, Metrics::new())?;
     if config.https.is_some() {
         node.set_default_certificate(tls::default_certificate(config.tls_default.as_ref())?);
     }

@@ -11,6 +11,7 @@ use prometheus::{
 };
 
 use crate::runtime::limits::KillReason;
+use crate::runtime::lanes::Demotion;
 
 /// Buckets for request and instantiation latency: 50 µs to 30 s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -45,6 +46,8 @@ pub struct Metrics {
     compile_duration: HistogramVec,
     compile_cache: IntCounterVec,
     subrequests: IntCounterVec,
+    demotions: IntCounterVec,
+    background_requests: IntCounterVec,
     apps_loaded: IntGauge,
     pooling_allocator: IntGauge,
     applied_revision: IntGauge,
@@ -150,6 +153,20 @@ impl Metrics {
                 ),
                 &["tenant", "app", "result"],
             )?,
+            demotions: IntCounterVec::new(
+                Opts::new(
+                    "outpost_runtime_demotions_total",
+                    "Times an app was sent to the low-priority background lane, by reason (cpu: a request used up its foreground CPU budget; limit: a request ended in a limit kill or a trap).",
+                ),
+                &["tenant", "app", "reason"],
+            )?,
+            background_requests: IntCounterVec::new(
+                Opts::new(
+                    "outpost_runtime_background_requests_total",
+                    "Requests that ran, wholly or partly, in the low-priority background lane.",
+                ),
+                app,
+            )?,
             compile_cache: IntCounterVec::new(
                 Opts::new(
                     "outpost_runtime_compile_cache_lookups_total",
@@ -220,6 +237,9 @@ impl Metrics {
         m.registry.register(Box::new(m.compile_duration.clone()))?;
         m.registry.register(Box::new(m.compile_cache.clone()))?;
         m.registry.register(Box::new(m.subrequests.clone()))?;
+        m.registry.register(Box::new(m.demotions.clone()))?;
+        m.registry
+            .register(Box::new(m.background_requests.clone()))?;
         m.registry.register(Box::new(m.apps_loaded.clone()))?;
         m.registry.register(Box::new(m.pooling_allocator.clone()))?;
         m.registry.register(Box::new(m.applied_revision.clone()))?;
@@ -286,6 +306,11 @@ impl Metrics {
             compile_duration: self.compile_duration.with_label_values(&labels),
             subrequests: SUBREQUEST_RESULTS
                 .map(|r| self.subrequests.with_label_values(&[tenant, app, r])),
+            demotions: Demotion::ALL.map(|r| {
+                self.demotions
+                    .with_label_values(&[tenant, app, r.as_str()])
+            }),
+            background_requests: self.background_requests.with_label_values(&labels),
         }
     }
 
@@ -310,6 +335,12 @@ impl Metrics {
         for r in SUBREQUEST_RESULTS {
             let _ = self.subrequests.remove_label_values(&[tenant, app, r]);
         }
+        for r in Demotion::ALL {
+            let _ = self
+                .demotions
+                .remove_label_values(&[tenant, app, r.as_str()]);
+        }
+        let _ = self.background_requests.remove_label_values(&labels);
     }
 
     /// Counts a request the node answered without any app.
@@ -430,6 +461,10 @@ pub struct AppMetrics {
     pub compile_duration: Histogram,
     /// Outbound requests: sent, denied, over the limit.
     pub subrequests: [IntCounter; 3],
+    /// Demotions to the background lane, in [`Demotion::ALL`] order.
+    pub demotions: [IntCounter; 2],
+    /// Requests that ran in the background lane.
+    pub background_requests: IntCounter,
 }
 
 impl AppMetrics {

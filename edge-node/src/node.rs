@@ -13,7 +13,7 @@ use crate::body::{Body, error_response};
 use crate::error::{Error, Result};
 use crate::metrics::{Metrics, UnroutedReason};
 use crate::router::{Route, Router};
-use crate::runtime::{App, AppSpec, PoolConfig, Runtime};
+use crate::runtime::{App, AppSpec, LaneConfig, PoolConfig, Runtime};
 use crate::tls::{CertTable, Certificate, Installed};
 
 /// What a request arrived on.
@@ -62,7 +62,16 @@ impl std::fmt::Debug for Node {
 impl Node {
     /// A node with no apps yet.
     pub fn new(pool: &PoolConfig, metrics: Metrics) -> Result<Arc<Node>> {
-        let runtime = Arc::new(Runtime::new(pool, metrics.clone())?);
+        Self::with_lanes(pool, &LaneConfig::default(), metrics)
+    }
+
+    /// [`Node::new`] with these lane settings.
+    pub fn with_lanes(
+        pool: &PoolConfig,
+        lanes: &LaneConfig,
+        metrics: Metrics,
+    ) -> Result<Arc<Node>> {
+        let runtime = Arc::new(Runtime::with_lanes(pool, lanes, metrics.clone())?);
         Ok(Arc::new(Node {
             runtime,
             table: ArcSwap::from_pointee(Table::default()),

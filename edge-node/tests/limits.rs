@@ -98,6 +98,46 @@ async fn a_spinning_guest_runs_out_of_fuel() {
     assert!(burned >= 20_000_000.0, "fuel consumed {burned}");
 }
 
+/// A request that passes its foreground CPU budget (10 ms) finishes in the
+/// low-priority background lane, and its app's next requests start there;
+/// the neighbour never leaves the foreground.
+#[tokio::test]
+async fn a_spinning_app_is_moved_to_the_background_lane_and_its_neighbour_is_not() {
+    let limits = Limits {
+        fuel: 300_000_000,
+        ..quick_limits()
+    };
+    let node = node_with(fixtures::infinite_loop(), limits).await;
+    let lane = |what: &str, app: &str, tenant: &str| match what {
+        "background" => format!(
+            r#"outpost_runtime_background_requests_total{{app="{app}",tenant="{tenant}"}}"#
+        ),
+        reason => format!(
+            r#"outpost_runtime_demotions_total{{app="{app}",reason="{reason}",tenant="{tenant}"}}"#
+        ),
+    };
+
+    let r = with_neighbour(&node, node.get(HOSTILE, "/")).await;
+    assert_eq!(r.outpost_error(), Some("fuel"));
+    // Moved mid-flight once its budget was used up, then demoted again by
+    // the fuel kill.
+    wait_metric(&node, &lane("cpu", "hostile", "evil"), 1.0).await;
+    wait_metric(&node, &lane("limit", "hostile", "evil"), 1.0).await;
+    wait_metric(&node, &lane("background", "hostile", "evil"), 1.0).await;
+
+    // Demoted: the next request starts in the background, so it never
+    // uses a foreground budget and no new CPU demotion is counted.
+    let r = with_neighbour(&node, node.get(HOSTILE, "/")).await;
+    assert_eq!(r.outpost_error(), Some("fuel"));
+    wait_metric(&node, &lane("limit", "hostile", "evil"), 2.0).await;
+    assert_eq!(node.metric(&lane("background", "hostile", "evil")).await, 2.0);
+    assert_eq!(node.metric(&lane("cpu", "hostile", "evil")).await, 1.0);
+
+    for what in ["background", "cpu", "limit"] {
+        assert_eq!(node.metric(&lane(what, "hello", "good")).await, 0.0, "{what}");
+    }
+}
+
 #[tokio::test]
 async fn a_spinning_guest_with_fuel_to_spare_hits_the_deadline() {
     let limits = Limits {

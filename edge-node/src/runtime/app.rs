@@ -19,6 +19,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use super::guest_log::{GuestLog, LogLine, RequestOutput};
 use super::host::{HostState, OutboundPolicy};
+use super::lanes::{Demotion, Lanes, Standing};
 use super::limits::{KillReason, Limits};
 use crate::body::{Body, CappedResponseBody, LimitedRequestBody, error_response};
 use crate::metrics::{AppMetrics, Metrics};
@@ -53,6 +54,8 @@ pub struct App {
     metrics: AppMetrics,
     log: Arc<GuestLog>,
     outbound: Arc<OutboundPolicy>,
+    lanes: Arc<Lanes>,
+    standing: Standing,
 }
 
 /// How a request's instance ended, when it ended without the guest
@@ -97,6 +100,7 @@ impl App {
         pre: ProxyPre<HostState>,
         metrics: &Metrics,
         log_sink: Arc<super::guest_log::LogSink>,
+        lanes: Arc<Lanes>,
     ) -> Arc<App> {
         let app_metrics = metrics.app(&spec.tenant, &spec.name);
         let log = Arc::new(
@@ -112,7 +116,13 @@ impl App {
             spec.limits.max_subrequests,
             app_metrics.subrequests.clone(),
         ));
+        let standing = Standing::new(
+            app_metrics.demotions.clone(),
+            app_metrics.background_requests.clone(),
+        );
         Arc::new(App {
+            lanes,
+            standing,
             fingerprint: spec.fingerprint(),
             outbound,
             permits: Arc::new(Semaphore::new(spec.limits.max_concurrency as usize)),
@@ -293,7 +303,10 @@ impl App {
         };
 
         let app = self.clone();
-        let task = tokio::spawn(async move {
+        // The instance runs in its own task (the response body streams
+        // from it after the head is sent), in whichever lane the app's
+        // standing says.
+        let task = self.lanes.spawn(&self.standing, async move {
             let outcome = app.run(&mut store, req, out, deadline, permit).await;
             app.account(&outcome, &store);
             outcome
@@ -357,9 +370,15 @@ impl App {
             .fuel_consumed
             .inc_by(self.limits.fuel.saturating_sub(left));
         match outcome {
-            Outcome::Killed(reason) => self.metrics.kill(*reason),
+            Outcome::Killed(reason) => {
+                self.metrics.kill(*reason);
+                if reason.demotes() {
+                    self.lanes.demote(&self.standing, Demotion::Limit);
+                }
+            }
             Outcome::Trapped(why) => {
                 self.metrics.traps.inc();
+                self.lanes.demote(&self.standing, Demotion::Limit);
                 tracing::debug!(tenant = %self.tenant, app = %self.name, %why, "guest trapped");
             }
             Outcome::Failed(why) => {

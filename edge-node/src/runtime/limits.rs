@@ -196,6 +196,16 @@ impl KillReason {
         KillReason::ResponseBody,
     ];
 
+    /// Whether the kill says the app itself is expensive (it spun, grew
+    /// or stalled), so it goes to the background lane for a while. A full
+    /// pool or an oversize body says nothing about the app's code.
+    pub fn demotes(self) -> bool {
+        matches!(
+            self,
+            KillReason::Fuel | KillReason::Memory | KillReason::Timeout
+        )
+    }
+
     /// The metric label / header value.
     pub fn as_str(self) -> &'static str {
         match self {

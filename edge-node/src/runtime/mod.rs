@@ -9,6 +9,7 @@ pub mod app;
 pub mod compile_cache;
 pub mod guest_log;
 pub mod host;
+pub mod lanes;
 pub mod limits;
 
 use std::path::Path;
@@ -26,6 +27,8 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 pub use app::{App, AppSpec};
 use compile_cache::CompileCache;
 use host::HostState;
+pub use lanes::LaneConfig;
+use lanes::Lanes;
 pub use limits::{KillReason, LimitOverrides, Limits};
 
 use crate::error::{Error, Result};
@@ -124,12 +127,18 @@ pub struct Runtime {
     metrics: Metrics,
     compile_cache: OnceLock<CompileCache>,
     log_sink: Arc<guest_log::LogSink>,
+    lanes: Arc<Lanes>,
 }
 
 impl Runtime {
     /// Builds the engine (pooling if possible) and links the full WASI p2
-    /// set plus wasi:http, and starts the epoch ticker.
+    /// set plus wasi:http, and starts the epoch ticker. Default lanes.
     pub fn new(pool: &PoolConfig, metrics: Metrics) -> Result<Runtime> {
+        Self::with_lanes(pool, &LaneConfig::default(), metrics)
+    }
+
+    /// [`Runtime::new`] with these lane settings (see [`lanes`]).
+    pub fn with_lanes(pool: &PoolConfig, lanes: &LaneConfig, metrics: Metrics) -> Result<Runtime> {
         let (engine, pooling) = if pool.enabled {
             match Engine::new(&engine_config(Some(pool))) {
                 Ok(engine) => (engine, true),
@@ -163,6 +172,7 @@ impl Runtime {
             metrics,
             compile_cache: OnceLock::new(),
             log_sink: Arc::new(guest_log::LogSink::new(LOG_SHIP_QUEUE)),
+            lanes: Arc::new(Lanes::new(lanes.clone())),
         })
     }
 
@@ -248,7 +258,13 @@ impl Runtime {
         .map_err(|e| Error::Engine(format!("compile task failed: {e}")))?;
         let pre = checked?;
         let compile_time = started.elapsed();
-        let app = App::new(spec, pre, &self.metrics, self.log_sink.clone());
+        let app = App::new(
+            spec,
+            pre,
+            &self.metrics,
+            self.log_sink.clone(),
+            self.lanes.clone(),
+        );
         app.metrics()
             .compile_duration
             .observe(compile_time.as_secs_f64());
