@@ -9,6 +9,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use outpost_edge_node::router::Route;
+use outpost_edge_node::runtime::Limits;
+use outpost_edge_node::runtime::limits::MIB;
 use outpost_proto::{
     App, CreateApp, Deployment, ErrorBody, Rollback, SetEnv, SetOutbound, SetRoutes,
 };
@@ -16,15 +18,8 @@ use sha2::{Digest, Sha256};
 
 use super::auth::{NodeAuth, TenantAuth, hex};
 use super::error::{ApiError, ApiResult};
-use super::{ApiState, check_name};
+use super::{ApiState, JsonBody, check_name};
 use crate::store::{AppRecord, DeploymentRecord, now};
-
-type JsonBody<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
-
-fn json<T>(body: JsonBody<T>) -> ApiResult<T> {
-    body.map(|Json(b)| b)
-        .map_err(|e| ApiError::bad_request("bad_json", e.body_text()))
-}
 
 fn view(app: AppRecord) -> App {
     App {
@@ -112,9 +107,9 @@ pub async fn set_outbound(
     TenantAuth(tenant): TenantAuth,
     State(state): State<Arc<ApiState>>,
     Path(app): Path<String>,
-    body: JsonBody<SetOutbound>,
+    JsonBody(body): JsonBody<SetOutbound>,
 ) -> ApiResult<Json<App>> {
-    let hosts = normalize_outbound(&json(body)?.hosts)?;
+    let hosts = normalize_outbound(&body.hosts)?;
     let (t, a) = (tenant.name.clone(), app.clone());
     state.mutate(move |s| s.set_outbound(&t, &a, hosts)).await?;
     Ok(Json(view(load(&state, &tenant.name, &app).await?)))
@@ -139,9 +134,9 @@ async fn load(state: &ApiState, tenant: &str, app: &str) -> ApiResult<AppRecord>
 pub async fn create(
     TenantAuth(tenant): TenantAuth,
     State(state): State<Arc<ApiState>>,
-    body: JsonBody<CreateApp>,
+    JsonBody(body): JsonBody<CreateApp>,
 ) -> ApiResult<(StatusCode, Json<App>)> {
-    let body = json(body)?;
+    let body = body;
     check_name("app", &body.name)?;
     let record = AppRecord {
         tenant: tenant.name,
@@ -221,9 +216,9 @@ pub async fn set_routes(
     TenantAuth(tenant): TenantAuth,
     State(state): State<Arc<ApiState>>,
     Path(app): Path<String>,
-    body: JsonBody<SetRoutes>,
+    JsonBody(body): JsonBody<SetRoutes>,
 ) -> ApiResult<Json<App>> {
-    let routes = normalize_routes(&json(body)?.routes)?;
+    let routes = normalize_routes(&body.routes)?;
     let (t, a) = (tenant.name.clone(), app.clone());
     state.mutate(move |s| s.set_routes(&t, &a, routes)).await?;
     Ok(Json(view(load(&state, &tenant.name, &app).await?)))
@@ -245,9 +240,9 @@ pub async fn set_env(
     TenantAuth(tenant): TenantAuth,
     State(state): State<Arc<ApiState>>,
     Path(app): Path<String>,
-    body: JsonBody<SetEnv>,
+    JsonBody(body): JsonBody<SetEnv>,
 ) -> ApiResult<Json<App>> {
-    let env = json(body)?;
+    let env = body;
     check_env(&env)?;
     let (t, a) = (tenant.name.clone(), app.clone());
     state.mutate(move |s| s.set_env(&t, &a, env)).await?;
@@ -289,9 +284,9 @@ pub async fn patch_env(
     TenantAuth(tenant): TenantAuth,
     State(state): State<Arc<ApiState>>,
     Path(app): Path<String>,
-    body: JsonBody<std::collections::BTreeMap<String, Option<String>>>,
+    JsonBody(body): JsonBody<std::collections::BTreeMap<String, Option<String>>>,
 ) -> ApiResult<Json<App>> {
-    let changes = json(body)?;
+    let changes = body;
     // Checked on what the environment would become, inside the store's
     // transaction, so two concurrent patches both land.
     let (t, a) = (tenant.name.clone(), app.clone());
@@ -319,6 +314,52 @@ pub async fn patch_env(
         (None, None) => return Err(ApiError::bad_request("bad_env", "refused")),
     }
     Ok(Json(view(load(&state, &tenant.name, &app).await?)))
+}
+
+/// Table elements an instance may start with: the nodes' pooling
+/// allocator default (`pool.max_table_elements`).
+const MAX_INITIAL_TABLE_ELEMENTS: u64 = 100_000;
+
+/// Refuses a component whose memories or tables start larger than the
+/// tenant's instances may ever be: it would compile here, then fail to
+/// instantiate on every node. Declaring 4 GiB costs a few bytes of
+/// upload, so this is checked before anything is stored.
+///
+/// The memory bound is the tenant's own limit, or the nodes' documented
+/// default when the tenant has none (the control plane does not know a
+/// node's configuration; an operator who raised it raises the tenant's
+/// limit too).
+fn check_fits(
+    initial_pages: Option<u64>,
+    initial_table: Option<u64>,
+    memory_limit: u64,
+) -> ApiResult<()> {
+    const PAGE: u64 = 64 * 1024;
+    if let Some(pages) = initial_pages
+        && pages.saturating_mul(PAGE) > memory_limit
+    {
+        return Err(ApiError::bad_request(
+            "over_limits",
+            format!(
+                "the component's linear memory starts at {} MiB ({pages} pages), more than \
+                 the {} MiB an instance may use",
+                pages.saturating_mul(PAGE) / MIB,
+                memory_limit / MIB
+            ),
+        ));
+    }
+    if let Some(elements) = initial_table
+        && elements > MAX_INITIAL_TABLE_ELEMENTS
+    {
+        return Err(ApiError::bad_request(
+            "over_limits",
+            format!(
+                "the component's table starts with {elements} elements, more than the \
+                 {MAX_INITIAL_TABLE_ELEMENTS} an instance may hold"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn deployment(d: DeploymentRecord) -> Deployment {
@@ -387,10 +428,25 @@ pub async fn deploy(
     let validator = state.validator.clone();
     let checked = wasm.clone();
     let what = format!("app {app:?}");
-    tokio::task::spawn_blocking(move || validator.check(&what, &checked).map(|_| ()))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
-        .map_err(|e| ApiError::bad_request("bad_wasm", e.to_string()))?;
+    let needs = tokio::task::spawn_blocking(move || {
+        validator
+            .check(&what, &checked)
+            .map(|pre| pre.instance_pre().component().resources_required())
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+    .map_err(|e| ApiError::bad_request("bad_wasm", e.to_string()))?;
+    let memory_limit = tenant
+        .limits
+        .memory_mib
+        .map_or(Limits::DEFAULT_MEMORY_BYTES, |m| m.saturating_mul(MIB));
+    if let Some(needs) = needs {
+        check_fits(
+            needs.max_initial_memory_size,
+            needs.max_initial_table_size,
+            memory_limit,
+        )?;
+    }
 
     let size = wasm.len() as u64;
     let (t, a, d) = (tenant.name.clone(), app.clone(), digest.clone());
@@ -438,9 +494,9 @@ pub async fn rollback(
     TenantAuth(tenant): TenantAuth,
     State(state): State<Arc<ApiState>>,
     Path(app): Path<String>,
-    body: JsonBody<Rollback>,
+    JsonBody(body): JsonBody<Rollback>,
 ) -> ApiResult<Json<App>> {
-    let Rollback { version } = json(body)?;
+    let Rollback { version } = body;
     let (t, a) = (tenant.name.clone(), app.clone());
     state.mutate(move |s| s.rollback(&t, &a, version)).await?;
     Ok(Json(view(load(&state, &tenant.name, &app).await?)))

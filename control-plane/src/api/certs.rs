@@ -15,12 +15,10 @@ use outpost_edge_node::router::Route;
 use outpost_edge_node::tls::Certificate;
 use outpost_proto::{CertInfo, CertUpload, ErrorBody};
 
-use super::ApiState;
 use super::auth::TenantAuth;
 use super::error::{ApiError, ApiResult};
+use super::{ApiState, JsonBody};
 use crate::store::{AppRecord, CertRecord, now};
-
-type JsonBody<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
 
 fn info(record: &CertRecord) -> CertInfo {
     CertInfo {
@@ -91,9 +89,8 @@ pub async fn put(
     TenantAuth(tenant): TenantAuth,
     State(state): State<Arc<ApiState>>,
     Path(hostname): Path<String>,
-    body: JsonBody<CertUpload>,
+    JsonBody(upload): JsonBody<CertUpload>,
 ) -> ApiResult<Json<CertInfo>> {
-    let Json(upload) = body.map_err(|e| ApiError::bad_request("bad_json", e.body_text()))?;
     let hostname = normalize_hostname(&hostname)?;
     let apps = state.blocking(|s| s.all_apps()).await?;
     if !routed_by(&hostname, &tenant.name, &apps) {

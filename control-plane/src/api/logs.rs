@@ -13,9 +13,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use outpost_proto::{ErrorBody, GuestLogLine};
@@ -24,7 +23,7 @@ use tokio::sync::broadcast;
 
 use super::auth::{NodeAuth, TenantAuth};
 use super::error::{ApiError, ApiResult};
-use super::{ApiState, check_name};
+use super::{ApiState, JsonList, QueryParams, check_name};
 
 /// Lines kept per app for a new reader…
 pub const RECENT_LINES: usize = 1000;
@@ -114,9 +113,8 @@ pub async fn ingest(
     _: NodeAuth,
     State(state): State<Arc<ApiState>>,
     Path(node): Path<String>,
-    body: Result<Json<Vec<GuestLogLine>>, axum::extract::rejection::JsonRejection>,
+    JsonList(lines): JsonList<GuestLogLine>,
 ) -> ApiResult<StatusCode> {
-    let Json(lines) = body.map_err(|e| ApiError::bad_request("bad_json", e.body_text()))?;
     check_name("node", &node)?;
     if lines.len() > MAX_BATCH {
         return Err(ApiError::bad_request(
@@ -157,7 +155,7 @@ pub async fn read(
     TenantAuth(tenant): TenantAuth,
     State(state): State<Arc<ApiState>>,
     Path(app): Path<String>,
-    Query(query): Query<LogsQuery>,
+    QueryParams(query): QueryParams<LogsQuery>,
 ) -> ApiResult<Response> {
     let (t, a) = (tenant.name.clone(), app.clone());
     if state.blocking(move |s| s.app(&t, &a)).await?.is_none() {

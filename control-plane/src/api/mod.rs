@@ -187,7 +187,190 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/apps/{app}/logs", get(logs::read))
         .route("/v1/nodes/watch", get(crate::watch::watch))
         .fallback(|| async { error::ApiError::not_found("no such endpoint") })
+        .layer(axum::middleware::map_response(json_errors))
         .with_state(state)
+}
+
+/// Gives the few error answers that axum makes itself (405 with its
+/// `Allow` header, a query string that does not parse, a body over the
+/// default limit) the same JSON error body as every other error, so
+/// clients parse one shape. Answers that already are JSON pass untouched.
+async fn json_errors(resp: axum::response::Response) -> axum::response::Response {
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    // These bodies are axum's one-line explanations; anything longer is
+    // not one of them and is cut rather than buffered.
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_string();
+    let code = match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        _ if status.is_server_error() => "internal",
+        _ => "error",
+    };
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text
+    };
+    let mut fresh = error::ApiError::new(status, code, message).into_response();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.remove(header::CONTENT_TYPE);
+    fresh.headers_mut().extend(parts.headers);
+    fresh
+}
+
+/// A JSON object request body, refused with the API's own 400
+/// (`bad_json`) or 413 (`body_too_large`) instead of axum's plain-text
+/// rejections.
+///
+/// The body must be an object: serde would also fill a struct from an
+/// array of its fields in order (`[null, null]`), which no client means.
+/// Integers written as floats with no fraction (`3.0`) are accepted as the
+/// integers they are: JSON Schema, which the OpenAPI document speaks,
+/// counts them as integers, and serde alone would refuse them.
+pub struct JsonBody<T>(pub T);
+
+/// Like [`JsonBody`] for a body that is an array of objects.
+pub struct JsonList<T>(pub Vec<T>);
+
+impl<T, S> axum::extract::FromRequest<S> for JsonBody<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = error::ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> ApiResult<Self> {
+        let value = json_value(req, state).await?;
+        if !value.is_object() {
+            return Err(error::ApiError::bad_request(
+                "bad_json",
+                "the body must be a JSON object",
+            ));
+        }
+        serde_json::from_value(value)
+            .map(JsonBody)
+            .map_err(|e| error::ApiError::bad_request("bad_json", e.to_string()))
+    }
+}
+
+impl<T, S> axum::extract::FromRequest<S> for JsonList<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = error::ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> ApiResult<Self> {
+        let value = json_value(req, state).await?;
+        let objects = value
+            .as_array()
+            .is_some_and(|items| items.iter().all(serde_json::Value::is_object));
+        if !objects {
+            return Err(error::ApiError::bad_request(
+                "bad_json",
+                "the body must be a JSON array of objects",
+            ));
+        }
+        serde_json::from_value(value)
+            .map(JsonList)
+            .map_err(|e| error::ApiError::bad_request("bad_json", e.to_string()))
+    }
+}
+
+/// The body as JSON, if it is declared and parses as JSON.
+async fn json_value<S: Send + Sync>(
+    req: axum::extract::Request,
+    state: &S,
+) -> ApiResult<serde_json::Value> {
+    use axum::extract::FromRequest;
+    let json_type = req
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| {
+            let v = v.trim();
+            v.eq_ignore_ascii_case("application/json")
+                || (v.starts_with("application/") && v.ends_with("+json"))
+        });
+    if !json_type {
+        return Err(error::ApiError::bad_request(
+            "bad_json",
+            "send the body as JSON with Content-Type: application/json",
+        ));
+    }
+    let bytes = axum::body::Bytes::from_request(req, state)
+        .await
+        .map_err(|e| {
+            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                error::ApiError::new(
+                    axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    e.body_text(),
+                )
+            } else {
+                error::ApiError::bad_request("bad_json", e.body_text())
+            }
+        })?;
+    let mut value: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| error::ApiError::bad_request("bad_json", e.to_string()))?;
+    integral_floats_to_integers(&mut value);
+    Ok(value)
+}
+
+fn integral_floats_to_integers(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            // Only exactly representable integers: beyond 2^53 a float
+            // no longer says which integer it meant.
+            if f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_992.0 {
+                *value = if f < 0.0 {
+                    Value::from(f as i64)
+                } else {
+                    Value::from(f as u64)
+                };
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_floats_to_integers),
+        Value::Object(fields) => fields.values_mut().for_each(integral_floats_to_integers),
+        _ => {}
+    }
+}
+
+/// A query string, refused with the API's own 400 (`bad_query`).
+pub struct QueryParams<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for QueryParams<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = error::ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> ApiResult<Self> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(q)| QueryParams(q))
+            .map_err(|e| error::ApiError::bad_request("bad_query", e.body_text()))
+    }
 }
 
 /// `GET /metrics`: Prometheus text, unauthenticated like the nodes' own.

@@ -9,8 +9,8 @@ use outpost_proto::{ErrorBody, NodeReport, NodeStatus, Rollout};
 use serde::Deserialize;
 
 use super::auth::{Admin, NodeAuth, UserAuth};
-use super::error::{ApiError, ApiResult};
-use super::{ApiState, check_name};
+use super::error::ApiResult;
+use super::{ApiState, JsonBody, QueryParams, check_name};
 
 #[utoipa::path(
     put,
@@ -25,9 +25,8 @@ pub async fn report(
     _: NodeAuth,
     State(state): State<Arc<ApiState>>,
     Path(node): Path<String>,
-    body: Result<Json<NodeReport>, axum::extract::rejection::JsonRejection>,
+    JsonBody(report): JsonBody<NodeReport>,
 ) -> ApiResult<StatusCode> {
-    let Json(report) = body.map_err(|e| ApiError::bad_request("bad_json", e.body_text()))?;
     check_name("node", &node)?;
     state.node_seen(&node, Some(report.applied_revision));
     Ok(StatusCode::NO_CONTENT)
@@ -66,7 +65,7 @@ pub struct RolloutQuery {
 pub async fn rollout(
     _: UserAuth,
     State(state): State<Arc<ApiState>>,
-    axum::extract::Query(query): axum::extract::Query<RolloutQuery>,
+    QueryParams(query): QueryParams<RolloutQuery>,
 ) -> Json<Rollout> {
     let revision = query.revision.unwrap_or_else(|| *state.revision.borrow());
     let now = crate::store::now();

@@ -9,7 +9,7 @@ use outpost_proto::{CreateTenant, ErrorBody, Limits, Tenant, TenantCreated};
 
 use super::auth::{self, Admin};
 use super::error::{ApiError, ApiResult};
-use super::{ApiState, check_name};
+use super::{ApiState, JsonBody, check_name};
 use crate::store::{TenantRecord, now};
 
 #[utoipa::path(
@@ -23,9 +23,8 @@ use crate::store::{TenantRecord, now};
 pub async fn create(
     _: Admin,
     State(state): State<Arc<ApiState>>,
-    body: Result<Json<CreateTenant>, axum::extract::rejection::JsonRejection>,
+    JsonBody(body): JsonBody<CreateTenant>,
 ) -> ApiResult<(StatusCode, Json<TenantCreated>)> {
-    let Json(body) = body.map_err(|e| ApiError::bad_request("bad_json", e.body_text()))?;
     check_name("tenant", &body.name)?;
     let token = auth::new_token();
     let record = TenantRecord {
@@ -80,9 +79,8 @@ pub async fn set_limits(
     _: Admin,
     State(state): State<Arc<ApiState>>,
     Path(tenant): Path<String>,
-    body: Result<Json<Limits>, axum::extract::rejection::JsonRejection>,
+    JsonBody(limits): JsonBody<Limits>,
 ) -> ApiResult<Json<Tenant>> {
-    let Json(limits) = body.map_err(|e| ApiError::bad_request("bad_json", e.body_text()))?;
     check_limits(&limits)?;
     let name = tenant.clone();
     let stored = limits.clone();
