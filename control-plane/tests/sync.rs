@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use outpost_test_fixtures as fixtures;
 use serde_json::{Value, json};
+use sha2::Digest;
 use support::{ADMIN, ControlPlane, EdgeNode};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -206,4 +207,79 @@ async fn uploaded_certificates_are_served_by_nodes_and_rotate() {
     }
     node.stop();
     cp.stop().await;
+}
+
+/// Files of `dir` with extension `ext`.
+fn cached(dir: &std::path::Path, ext: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(ext))
+        .collect();
+    names.sort();
+    names
+}
+
+/// With no room for unused entries, a node keeps only what it serves:
+/// the replaced version's module and compiled code are deleted, and a
+/// rollback to it fetches and compiles it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_prunes_versions_it_no_longer_serves() {
+    let data = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(data.path(), "127.0.0.1:0".parse().unwrap()).await;
+    let token = cp.acme_with_web_app().await;
+    let node = EdgeNode::start_keeping(cp.addr, cache.path(), "edge-1", 0).await;
+    let (modules, compiled) = (cache.path().join("modules"), cache.path().join("compiled"));
+    let v1 = fixtures::hello("v1\n");
+    let v1_name = format!("{}.wasm", hex(&sha2::Sha256::digest(&v1)));
+
+    cp.deploy(&token, v1).await;
+    node.until_serves("web.example.com", "v1\n").await;
+    assert_eq!(cached(&modules, ".wasm"), [v1_name.clone()]);
+    assert_eq!(cached(&compiled, ".cwasm").len(), 1);
+
+    let v2 = fixtures::hello("v2\n");
+    let v2_name = format!("{}.wasm", hex(&sha2::Sha256::digest(&v2)));
+    let v2_len = v2.len() as f64;
+    cp.deploy(&token, v2).await;
+    node.until_serves("web.example.com", "v2\n").await;
+    // Pruning follows the apply; give it a bounded moment.
+    let started = Instant::now();
+    while cached(&modules, ".wasm") != [v2_name.clone()] {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "modules left: {:?}",
+            cached(&modules, ".wasm")
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(cached(&compiled, ".cwasm").len(), 1);
+    let scrape = node.metrics.render();
+    assert!(
+        scrape.contains(&format!(
+            "outpost_sync_cache_bytes{{kind=\"modules\"}} {v2_len}"
+        )),
+        "{scrape}"
+    );
+
+    let (status, _) = cp
+        .json(
+            "POST",
+            "/v1/apps/web/rollback",
+            &token,
+            json!({"version": 1}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    node.until_serves("web.example.com", "v1\n").await;
+    let started = Instant::now();
+    while cached(&modules, ".wasm") != [v1_name.clone()] {
+        assert!(started.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

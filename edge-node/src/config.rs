@@ -105,6 +105,11 @@ pub struct Args {
     /// This node's id as the control plane lists it [default: the hostname].
     #[arg(long, env = "OUTPOST_NODE_ID")]
     pub node_id: Option<String>,
+    /// Cached modules, and separately compiled code, that the applied
+    /// snapshot no longer uses and are kept for quick rollbacks; older ones
+    /// are deleted [default: 512].
+    #[arg(long, env = "OUTPOST_CACHE_KEEP_UNUSED_MIB", value_name = "MIB")]
+    pub cache_keep_unused_mib: Option<u64>,
 }
 
 /// The config file's shape.
@@ -143,6 +148,8 @@ struct FileConfig {
     cache_dir: Option<PathBuf>,
     /// This node's id.
     node_id: Option<String>,
+    /// Unused cached modules / compiled code kept, in MiB.
+    cache_keep_unused_mib: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -312,6 +319,9 @@ pub struct SyncSettings {
     pub token: String,
     /// Cache directory.
     pub cache_dir: PathBuf,
+    /// Bytes of unused modules (and of unused compiled code) the cache
+    /// keeps.
+    pub keep_unused_bytes: u64,
     /// This node's id.
     pub node_id: String,
 }
@@ -586,6 +596,12 @@ impl Config {
                         .cache_dir
                         .or(file.cache_dir.map(|d| base.join(d)))
                         .unwrap_or_else(|| PathBuf::from("node-cache")),
+                    keep_unused_bytes: args
+                        .cache_keep_unused_mib
+                        .or(file.cache_keep_unused_mib)
+                        .map_or(crate::sync::DEFAULT_KEEP_UNUSED_BYTES, |mib| {
+                            mib.saturating_mul(1024 * 1024)
+                        }),
                 })
             }
         };

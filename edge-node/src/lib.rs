@@ -22,6 +22,7 @@ pub mod config;
 pub mod error;
 pub mod metrics;
 pub mod node;
+pub mod prune;
 pub mod router;
 pub mod runtime;
 pub mod server;

@@ -45,7 +45,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // node answers even while the control plane is down.
     let follow = match &config.sync {
         Some(settings) => {
-            let cache = Cache::open(&settings.cache_dir)?;
+            let cache =
+                Cache::open(&settings.cache_dir)?.keep_unused_bytes(settings.keep_unused_bytes);
             let applied = sync::restore(&node, &cache, &config.limits)
                 .await?
                 .unwrap_or(0);

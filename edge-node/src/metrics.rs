@@ -10,8 +10,8 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::runtime::limits::KillReason;
 use crate::runtime::lanes::Demotion;
+use crate::runtime::limits::KillReason;
 
 /// Buckets for request and instantiation latency: 50 µs to 30 s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -53,6 +53,7 @@ pub struct Metrics {
     applied_revision: IntGauge,
     sync_lag: IntGauge,
     sync_reconnects: IntCounter,
+    cache_bytes: IntGaugeVec,
     connections_open: IntGaugeVec,
     tls_handshakes: IntCounterVec,
     tls_handshake_duration: Histogram,
@@ -167,6 +168,13 @@ impl Metrics {
                 ),
                 app,
             )?,
+            cache_bytes: IntGaugeVec::new(
+                Opts::new(
+                    "outpost_sync_cache_bytes",
+                    "Bytes in the node's on-disk cache after the last prune, by kind (modules, compiled).",
+                ),
+                &["kind"],
+            )?,
             compile_cache: IntCounterVec::new(
                 Opts::new(
                     "outpost_runtime_compile_cache_lookups_total",
@@ -245,6 +253,7 @@ impl Metrics {
         m.registry.register(Box::new(m.applied_revision.clone()))?;
         m.registry.register(Box::new(m.sync_reconnects.clone()))?;
         m.registry.register(Box::new(m.sync_lag.clone()))?;
+        m.registry.register(Box::new(m.cache_bytes.clone()))?;
         m.registry.register(Box::new(m.connections_open.clone()))?;
         m.registry.register(Box::new(m.tls_handshakes.clone()))?;
         m.registry
@@ -306,10 +315,8 @@ impl Metrics {
             compile_duration: self.compile_duration.with_label_values(&labels),
             subrequests: SUBREQUEST_RESULTS
                 .map(|r| self.subrequests.with_label_values(&[tenant, app, r])),
-            demotions: Demotion::ALL.map(|r| {
-                self.demotions
-                    .with_label_values(&[tenant, app, r.as_str()])
-            }),
+            demotions: Demotion::ALL
+                .map(|r| self.demotions.with_label_values(&[tenant, app, r.as_str()])),
             background_requests: self.background_requests.with_label_values(&labels),
         }
     }
@@ -346,6 +353,13 @@ impl Metrics {
     /// Counts a request the node answered without any app.
     pub fn unrouted(&self, reason: UnroutedReason) {
         self.unrouted.with_label_values(&[reason.as_str()]).inc();
+    }
+
+    /// Records the size of one kind of on-disk cache after a prune.
+    pub fn set_cache_bytes(&self, kind: &str, bytes: u64) {
+        self.cache_bytes
+            .with_label_values(&[kind])
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     /// Counts one compiled-module cache lookup.

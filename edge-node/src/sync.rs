@@ -52,11 +52,13 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
 /// The on-disk cache: `snapshot.json` and `modules/<sha256>.wasm`, each
-/// written to a temporary file and renamed, and each module re-verified
-/// against its digest when read, so a half-written entry is refetched,
-/// never executed.
+/// written to a temporary file and renamed, and each re-verified when read
+/// (a module against its digest, the snapshot against the checksum on its
+/// first line), so a half-written or corrupted entry is refetched, never
+/// executed or served.
 pub struct Cache {
     dir: PathBuf,
+    keep_unused_bytes: u64,
 }
 
 impl Cache {
@@ -76,17 +78,75 @@ impl Cache {
         }
         Ok(Cache {
             dir: dir.to_path_buf(),
+            keep_unused_bytes: DEFAULT_KEEP_UNUSED_BYTES,
         })
     }
 
-    /// The last applied snapshot, if one was saved and parses.
+    /// Keeps at most `bytes` of modules (and, separately, of compiled
+    /// code) that the applied snapshot does not use; see [`crate::prune`].
+    pub fn keep_unused_bytes(mut self, bytes: u64) -> Cache {
+        self.keep_unused_bytes = bytes;
+        self
+    }
+
+    /// Deletes cached modules and compiled code that `snapshot` does not
+    /// use, past the budget, and records what is left in the metrics.
+    /// Best effort: a failure is logged and costs only disk space.
+    fn prune(&self, snapshot: &Snapshot, node: &Node) {
+        let hexes: std::collections::HashSet<String> = snapshot
+            .apps
+            .values()
+            .filter_map(|app| app.digest.strip_prefix("sha256:"))
+            .map(str::to_string)
+            .collect();
+        let raw: Vec<[u8; 32]> = hexes.iter().filter_map(|h| unhex32(h)).collect();
+        let budget = self.keep_unused_bytes;
+        let modules = crate::prune::prune_dir(&self.dir.join("modules"), "wasm", &hexes, budget);
+        let compiled = node.runtime().prune_compile_cache(&raw, budget);
+        for (kind, result) in [("modules", Some(modules)), ("compiled", compiled)] {
+            match result {
+                Some(Ok(pruned)) => {
+                    node.metrics().set_cache_bytes(kind, pruned.kept_bytes);
+                    if pruned.removed > 0 {
+                        tracing::info!(
+                            kind,
+                            files = pruned.removed,
+                            bytes = pruned.removed_bytes,
+                            "pruned the cache"
+                        );
+                    }
+                }
+                Some(Err(e)) => tracing::warn!(kind, error = %e, "could not prune the cache"),
+                None => {}
+            }
+        }
+    }
+
+    /// The last applied snapshot, if one was saved whole: its checksum
+    /// matches and it parses.
     pub fn snapshot(&self) -> Option<Snapshot> {
         let bytes = std::fs::read(self.dir.join("snapshot.json")).ok()?;
-        serde_json::from_slice(&bytes).ok()
+        // A flipped bit inside a route or an env value still parses as
+        // JSON, so parsing alone does not prove the file intact.
+        let verified = bytes.strip_prefix(SNAPSHOT_HEADER).and_then(|rest| {
+            let end = rest.iter().position(|b| *b == b'\n')?;
+            let (sum, json) = (&rest[..end], &rest[end + 1..]);
+            (digest_of(json).as_bytes() == sum).then_some(json)
+        });
+        let Some(json) = verified else {
+            tracing::warn!(dir = %self.dir.display(), "cached snapshot torn or corrupt; waiting for the control plane");
+            return None;
+        };
+        serde_json::from_slice(json).ok()
     }
 
     fn save_snapshot(&self, snapshot: &Snapshot) -> std::io::Result<()> {
-        let bytes = serde_json::to_vec(snapshot).expect("snapshots serialize");
+        let json = serde_json::to_vec(snapshot).expect("snapshots serialize");
+        let mut bytes = Vec::with_capacity(SNAPSHOT_HEADER.len() + 72 + json.len());
+        bytes.extend_from_slice(SNAPSHOT_HEADER);
+        bytes.extend_from_slice(digest_of(&json).as_bytes());
+        bytes.push(b'\n');
+        bytes.extend_from_slice(&json);
         write_atomically(&self.dir.join("snapshot.json"), &bytes)
     }
 
@@ -111,6 +171,25 @@ impl Cache {
             .then(|| self.dir.join("modules").join(format!("{hex}.wasm")))
     }
 }
+
+/// Unused cached modules (and compiled code) kept by default: 512 MiB.
+pub const DEFAULT_KEEP_UNUSED_BYTES: u64 = 512 * 1024 * 1024;
+
+/// The 32 bytes written as 64 hex digits in `hex`.
+fn unhex32(hex: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    if hex.len() != 64 {
+        return None;
+    }
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// First bytes of the cached snapshot, followed by `sha256:<hex>` of the
+/// JSON, a newline, and the JSON. Bump the version if the layout changes.
+const SNAPSHOT_HEADER: &[u8] = b"outpost-snapshot1 ";
 
 /// Writes `bytes` to a temporary file, syncs it and renames it over
 /// `path`, so readers see the old file or the whole new one.
@@ -258,11 +337,8 @@ async fn watch_once(
             continue;
         };
         buf.extend_from_slice(&data);
-        while let Some(end) = buf.iter().position(|b| *b == b'\n') {
-            let line = buf.split_to(end + 1);
-            let event: WatchEvent = serde_json::from_slice(&line[..end])
-                .map_err(|e| format!("malformed event: {e}"))?;
-            match event {
+        while let Some(event) = next_event(&mut buf) {
+            match event? {
                 WatchEvent::Snapshot { snapshot } => {
                     apply(node, config, cache, client, &snapshot).await?;
                     applied(node, config, cache, client, have, snapshot).await?;
@@ -287,6 +363,16 @@ async fn watch_once(
     }
 }
 
+/// Takes the next complete (newline-terminated) event line off the front
+/// of `buf` and decodes it; `None` while no whole line has arrived. Public
+/// so that the `watch_decode` fuzz target drives exactly what the watch
+/// loop runs on bytes from the network.
+pub fn next_event(buf: &mut BytesMut) -> Option<std::result::Result<WatchEvent, String>> {
+    let end = buf.iter().position(|b| *b == b'\n')?;
+    let line = buf.split_to(end + 1);
+    Some(serde_json::from_slice(&line[..end]).map_err(|e| format!("malformed event: {e}")))
+}
+
 /// Records that `snapshot` is now served: on disk (so a restart serves
 /// it), in metrics, and to the control plane.
 async fn applied(
@@ -300,6 +386,7 @@ async fn applied(
     cache
         .save_snapshot(&snapshot)
         .map_err(|e| format!("caching the snapshot: {e}"))?;
+    cache.prune(&snapshot, node);
     let revision = snapshot.revision;
     node.metrics().set_applied_revision(revision);
     node.metrics().set_sync_lag(0);

@@ -109,9 +109,9 @@ async fn a_spinning_app_is_moved_to_the_background_lane_and_its_neighbour_is_not
     };
     let node = node_with(fixtures::infinite_loop(), limits).await;
     let lane = |what: &str, app: &str, tenant: &str| match what {
-        "background" => format!(
-            r#"outpost_runtime_background_requests_total{{app="{app}",tenant="{tenant}"}}"#
-        ),
+        "background" => {
+            format!(r#"outpost_runtime_background_requests_total{{app="{app}",tenant="{tenant}"}}"#)
+        }
         reason => format!(
             r#"outpost_runtime_demotions_total{{app="{app}",reason="{reason}",tenant="{tenant}"}}"#
         ),
@@ -130,11 +130,18 @@ async fn a_spinning_app_is_moved_to_the_background_lane_and_its_neighbour_is_not
     let r = with_neighbour(&node, node.get(HOSTILE, "/")).await;
     assert_eq!(r.outpost_error(), Some("fuel"));
     wait_metric(&node, &lane("limit", "hostile", "evil"), 2.0).await;
-    assert_eq!(node.metric(&lane("background", "hostile", "evil")).await, 2.0);
+    assert_eq!(
+        node.metric(&lane("background", "hostile", "evil")).await,
+        2.0
+    );
     assert_eq!(node.metric(&lane("cpu", "hostile", "evil")).await, 1.0);
 
     for what in ["background", "cpu", "limit"] {
-        assert_eq!(node.metric(&lane(what, "hello", "good")).await, 0.0, "{what}");
+        assert_eq!(
+            node.metric(&lane(what, "hello", "good")).await,
+            0.0,
+            "{what}"
+        );
     }
 }
 

@@ -162,12 +162,25 @@ pub struct EdgeNode {
 
 impl EdgeNode {
     pub async fn start(cp: SocketAddr, cache_dir: &Path, id: &str) -> EdgeNode {
+        Self::start_keeping(cp, cache_dir, id, sync::DEFAULT_KEEP_UNUSED_BYTES).await
+    }
+
+    /// [`EdgeNode::start`] keeping `keep_unused` bytes of unused modules
+    /// (and of compiled code) in its cache.
+    pub async fn start_keeping(
+        cp: SocketAddr,
+        cache_dir: &Path,
+        id: &str,
+        keep_unused: u64,
+    ) -> EdgeNode {
         let metrics = Metrics::new();
         let node = Node::new(&PoolConfig::default(), metrics.clone()).unwrap();
         node.runtime()
             .enable_compile_cache(&cache_dir.join("compiled"))
             .unwrap();
-        let cache = Cache::open(cache_dir).unwrap();
+        let cache = Cache::open(cache_dir)
+            .unwrap()
+            .keep_unused_bytes(keep_unused);
         let applied = sync::restore(&node, &cache, &Limits::default())
             .await
             .unwrap()

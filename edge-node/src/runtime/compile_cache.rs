@@ -20,6 +20,8 @@ use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
+pub use crate::prune::Pruned;
+
 /// First bytes of every entry; bump the version if the layout changes.
 const MAGIC: &[u8; 12] = b"outpost-cc1\n";
 
@@ -75,12 +77,25 @@ impl CompileCache {
     }
 
     fn path(&self, wasm: &[u8]) -> PathBuf {
+        let stem = self.stem(&Sha256::digest(wasm).into());
+        self.dir.join(format!("{stem}.cwasm"))
+    }
+
+    /// The file stem of the entry for the module whose sha256 is `module`.
+    fn stem(&self, module: &[u8; 32]) -> String {
         let mut h = Sha256::new();
         h.update(MAGIC);
         h.update(self.engine_key);
-        h.update(Sha256::digest(wasm));
-        let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
-        self.dir.join(format!("{hex}.cwasm"))
+        h.update(module);
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Deletes entries of modules not in `keep` (sha256 of each module)
+    /// past `budget` bytes, oldest first; entries of other engine setups
+    /// count as unused. See [`crate::prune`].
+    pub fn prune(&self, keep: &[[u8; 32]], budget: u64) -> std::io::Result<Pruned> {
+        let keep = keep.iter().map(|m| self.stem(m)).collect();
+        crate::prune::prune_dir(&self.dir, "cwasm", &keep, budget)
     }
 
     /// The compiled form of `wasm`, if this engine compiled it before.

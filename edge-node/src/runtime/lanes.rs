@@ -27,8 +27,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
@@ -258,7 +258,10 @@ struct Budgeted<T> {
 }
 
 enum State<T> {
-    Foreground { work: BoxedWork<T>, used: Duration },
+    Foreground {
+        work: BoxedWork<T>,
+        used: Duration,
+    },
     Moved(JoinHandle<T>),
     /// Only between the two states above, inside one `poll`.
     Moving,

@@ -192,6 +192,16 @@ impl Runtime {
         Ok(())
     }
 
+    /// Prunes the compile cache, if enabled, to the entries of `keep`
+    /// (sha256 of each module) plus `budget` bytes of unused ones.
+    pub fn prune_compile_cache(
+        &self,
+        keep: &[[u8; 32]],
+        budget: u64,
+    ) -> Option<std::io::Result<compile_cache::Pruned>> {
+        Some(self.compile_cache.get()?.prune(keep, budget))
+    }
+
     /// Guest output lines of every app, for shipping to the control plane
     /// (sync mode). The first call gets the receiver and turns shipping on.
     pub fn take_guest_logs(
