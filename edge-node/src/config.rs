@@ -846,4 +846,46 @@ mod tests {
         let err = Config::from_args(args(&["--config", path.to_str().unwrap()])).unwrap_err();
         assert!(err.to_string().contains("unknown field `htp`"), "{err}");
     }
+
+    #[test]
+    fn server_section_sets_connection_limits_and_refuses_bad_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("edge.toml");
+        std::fs::write(
+            &path,
+            r#"
+            [server]
+            idle_timeout_ms = 1500
+            max_header_bytes = 16384
+            max_uri_bytes = 2048
+            h2_max_concurrent_streams = 50
+            h2_max_pending_accept_reset_streams = 10
+            "#,
+        )
+        .unwrap();
+        let c = Config::from_args(args(&["--config", path.to_str().unwrap()])).unwrap();
+        assert_eq!(c.server.idle_timeout, Duration::from_millis(1500));
+        assert_eq!(c.server.max_header_bytes, 16384);
+        assert_eq!(c.server.max_uri_bytes, 2048);
+        assert_eq!(c.server.h2_max_concurrent_streams, 50);
+        assert_eq!(c.server.h2_max_pending_accept_reset_streams, 10);
+
+        std::fs::write(
+            &path,
+            "[server]\nidle_timeout_ms = 0\nmax_header_bytes = 100\nmax_uri_bytes = 0\n\
+             h2_max_concurrent_streams = 0\nh2_max_pending_accept_reset_streams = 0\n",
+        )
+        .unwrap();
+        let err = Config::from_args(args(&["--config", path.to_str().unwrap()])).unwrap_err();
+        let text = err.to_string();
+        for needle in [
+            "idle_timeout_ms must be greater than 0",
+            "max_header_bytes must be at least 8192",
+            "max_uri_bytes must be greater than 0",
+            "h2_max_concurrent_streams must be greater than 0",
+            "h2_max_pending_accept_reset_streams must be greater than 0",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+        }
+    }
 }

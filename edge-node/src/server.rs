@@ -8,9 +8,13 @@
 //! HTTPS) bounds the node's memory under a connection flood, and a
 //! header-read timeout stops clients that trickle their request head.
 //!
-//! Connections over the cap are closed as soon as they are accepted (the
-//! client sees its socket closed, never a queue), so the accept loop keeps
-//! draining the backlog whatever the load. An idle timeout closes any
+//! At the cap, a new connection takes the place of an idle one (no request
+//! in a guest, nothing sent or received for a second), as nginx reuses idle
+//! keep-alive connections: otherwise a few thousand sockets that never say
+//! anything would lock every real client out until the idle timeout. If no
+//! idle connection turns up among a small sample, the new one is closed at
+//! once (the client sees its socket closed, never a queue), so the accept
+//! loop keeps draining the backlog whatever the load. An idle timeout closes any
 //! connection on which no byte has moved for a while and no request is being
 //! handled: idle keep-alive, sockets that never speak, clients that stop
 //! reading their response. HTTP/2 caps the streams open per connection and
@@ -34,7 +38,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::body::{Body, error_response, full};
@@ -115,6 +119,7 @@ pub async fn run(
     let metrics = node.metrics().clone();
     // One cap for both client listeners: it bounds what the node holds.
     let connections = Arc::new(Semaphore::new(server.max_connections));
+    let slots = Arc::new(Slots::default());
     let https_port = match &listeners.https {
         Some(l) => Some(l.local_addr()?.port()),
         None => None,
@@ -128,6 +133,7 @@ pub async fn run(
             node.clone(),
             server.clone(),
             connections.clone(),
+            slots.clone(),
             stop_rx.clone(),
         )));
     }
@@ -141,6 +147,7 @@ pub async fn run(
         node,
         server,
         connections,
+        slots,
         stop_rx.clone(),
     )));
     let admin = tokio::spawn(serve_metrics(listeners.metrics, metrics, stop_rx));
@@ -188,8 +195,12 @@ async fn serve_clients(
     node: Arc<Node>,
     server: ServerConfig,
     connections: Arc<Semaphore>,
+    slots: Arc<Slots>,
     mut stop: watch::Receiver<bool>,
 ) {
+    // A connection quiet for this long may be closed to make room at the
+    // cap: long enough for a new client to send its request.
+    let evictable_after = server.idle_timeout.min(Duration::from_secs(1));
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -220,12 +231,6 @@ async fn serve_clients(
             },
             _ = stop.changed() => break,
         };
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
-            // Over the cap: close at once rather than let it queue.
-            drop(stream);
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
         let task = Connection {
             node: node.clone(),
             builder: builder.clone(),
@@ -235,13 +240,28 @@ async fn serve_clients(
             max_uri_bytes: server.max_uri_bytes,
         };
         let kind = kind.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let gauge = task.node.metrics().connections_open(kind.listener());
-            gauge.inc();
-            let _open = Open(gauge);
-            task.run(stream, kind).await;
-        });
+        match connections.clone().try_acquire_owned() {
+            Ok(permit) => {
+                tokio::spawn(task.start(stream, kind, permit, slots.clone()));
+            }
+            Err(_) if slots.evict_one(evictable_after) => {
+                // The evicted connection's task hands its permit back as it
+                // ends; waiters are served first, so this one gets it.
+                let connections = connections.clone();
+                let slots = slots.clone();
+                tokio::spawn(async move {
+                    let permit =
+                        tokio::time::timeout(Duration::from_secs(1), connections.acquire_owned())
+                            .await;
+                    if let Ok(Ok(permit)) = permit {
+                        task.start(stream, kind, permit, slots).await;
+                    }
+                });
+            }
+            // Over the cap with nothing idle: close at once rather than
+            // let it queue.
+            Err(_) => drop(stream),
+        }
     }
     drop(listener);
     tokio::select! {
@@ -263,8 +283,30 @@ struct Connection {
 }
 
 impl Connection {
-    async fn run(self, stream: TcpStream, kind: Kind) {
+    /// Serves the connection while holding one of the cap's permits, until
+    /// it ends or is evicted to make room for a new one.
+    async fn start(
+        self,
+        stream: TcpStream,
+        kind: Kind,
+        _permit: OwnedSemaphorePermit,
+        slots: Arc<Slots>,
+    ) {
+        let _ = stream.set_nodelay(true);
+        let gauge = self.node.metrics().connections_open(kind.listener());
+        gauge.inc();
+        let _open = Open(gauge);
         let activity = Arc::new(Activity::new());
+        let slot = slots.register(activity.clone());
+        tokio::select! {
+            () = self.run(stream, kind, activity) => {}
+            () = slot.evicted() => {
+                tracing::debug!("closed an idle connection to make room for a new one");
+            }
+        }
+    }
+
+    async fn run(self, stream: TcpStream, kind: Kind, activity: Arc<Activity>) {
         // Track the raw socket, under TLS: a client that stops reading stalls
         // the TCP stream whatever runs on top of it.
         let stream = Tracked {
@@ -369,6 +411,105 @@ impl Connection {
                 tracing::debug!("closing an idle connection");
             }
         }
+    }
+}
+
+/// The open client connections, so that one idle connection can be closed
+/// when a new one arrives at the cap.
+#[derive(Default)]
+struct Slots {
+    open: std::sync::Mutex<Vec<Arc<Slot>>>,
+    /// State of the xorshift generator that picks the sample.
+    seed: AtomicU64,
+}
+
+struct Slot {
+    activity: Arc<Activity>,
+    evict: Notify,
+    /// Position in `Slots::open`; only changed under its lock.
+    index: AtomicUsize,
+}
+
+/// A connection's entry in [`Slots`], removed when dropped.
+struct Registered {
+    slots: Arc<Slots>,
+    slot: Arc<Slot>,
+}
+
+impl Slots {
+    /// How many connections one eviction looks at: enough to find an idle
+    /// one when most are, without scanning ten thousand on every accept.
+    const SAMPLE: usize = 16;
+
+    fn register(self: &Arc<Self>, activity: Arc<Activity>) -> Registered {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = Arc::new(Slot {
+            activity,
+            evict: Notify::new(),
+            index: AtomicUsize::new(open.len()),
+        });
+        open.push(slot.clone());
+        Registered {
+            slots: self.clone(),
+            slot,
+        }
+    }
+
+    /// Removes `slot` if it is still listed; true if it was.
+    fn remove(open: &mut Vec<Arc<Slot>>, slot: &Arc<Slot>) -> bool {
+        let i = slot.index.load(Ordering::Relaxed);
+        if !open.get(i).is_some_and(|s| Arc::ptr_eq(s, slot)) {
+            return false;
+        }
+        open.swap_remove(i);
+        if let Some(moved) = open.get(i) {
+            moved.index.store(i, Ordering::Relaxed);
+        }
+        true
+    }
+
+    /// Closes the idlest of a random sample of connections that have been
+    /// quiet for `after` with no request in a guest. False if the sample
+    /// had none.
+    fn evict_one(&self, after: Duration) -> bool {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if open.is_empty() {
+            return false;
+        }
+        let mut x = self.seed.load(Ordering::Relaxed) | 1;
+        let mut victim: Option<(Duration, Arc<Slot>)> = None;
+        for _ in 0..Self::SAMPLE.min(open.len()) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let slot = &open[(x % open.len() as u64) as usize];
+            let idle_for = slot.activity.idle_for();
+            let idle = idle_for >= after && slot.activity.busy.load(Ordering::Relaxed) == 0;
+            if idle && victim.as_ref().is_none_or(|(best, _)| idle_for > *best) {
+                victim = Some((idle_for, slot.clone()));
+            }
+        }
+        self.seed.store(x, Ordering::Relaxed);
+        let Some((_, slot)) = victim else {
+            return false;
+        };
+        Self::remove(&mut open, &slot);
+        slot.evict.notify_one();
+        true
+    }
+}
+
+impl Registered {
+    /// Completes once this connection was picked to make room.
+    async fn evicted(&self) {
+        self.slot.evict.notified().await;
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        let mut open = self.slots.open.lock().unwrap_or_else(|e| e.into_inner());
+        Slots::remove(&mut open, &self.slot);
     }
 }
 
