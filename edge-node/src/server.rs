@@ -23,10 +23,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -36,9 +33,9 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::body::{Body, error_response, full};
@@ -46,6 +43,10 @@ use crate::config::{Config, ServerConfig};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::node::{Conn, Node};
+
+mod idle;
+
+use idle::{Activity, Slots, Tracked};
 
 /// The node's bound sockets.
 pub struct Listeners {
@@ -411,231 +412,6 @@ impl Connection {
                 tracing::debug!("closing an idle connection");
             }
         }
-    }
-}
-
-/// The open client connections, so that one idle connection can be closed
-/// when a new one arrives at the cap.
-#[derive(Default)]
-struct Slots {
-    open: std::sync::Mutex<Vec<Arc<Slot>>>,
-    /// State of the xorshift generator that picks the sample.
-    seed: AtomicU64,
-}
-
-struct Slot {
-    activity: Arc<Activity>,
-    evict: Notify,
-    /// Position in `Slots::open`; only changed under its lock.
-    index: AtomicUsize,
-}
-
-/// A connection's entry in [`Slots`], removed when dropped.
-struct Registered {
-    slots: Arc<Slots>,
-    slot: Arc<Slot>,
-}
-
-impl Slots {
-    /// How many connections one eviction looks at: enough to find an idle
-    /// one when most are, without scanning ten thousand on every accept.
-    const SAMPLE: usize = 16;
-
-    fn register(self: &Arc<Self>, activity: Arc<Activity>) -> Registered {
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        let slot = Arc::new(Slot {
-            activity,
-            evict: Notify::new(),
-            index: AtomicUsize::new(open.len()),
-        });
-        open.push(slot.clone());
-        Registered {
-            slots: self.clone(),
-            slot,
-        }
-    }
-
-    /// Removes `slot` if it is still listed; true if it was.
-    fn remove(open: &mut Vec<Arc<Slot>>, slot: &Arc<Slot>) -> bool {
-        let i = slot.index.load(Ordering::Relaxed);
-        if !open.get(i).is_some_and(|s| Arc::ptr_eq(s, slot)) {
-            return false;
-        }
-        open.swap_remove(i);
-        if let Some(moved) = open.get(i) {
-            moved.index.store(i, Ordering::Relaxed);
-        }
-        true
-    }
-
-    /// Closes the idlest of a random sample of connections that have been
-    /// quiet for `after` with no request in a guest. False if the sample
-    /// had none.
-    fn evict_one(&self, after: Duration) -> bool {
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        if open.is_empty() {
-            return false;
-        }
-        let mut x = self.seed.load(Ordering::Relaxed) | 1;
-        let mut victim: Option<(Duration, Arc<Slot>)> = None;
-        for _ in 0..Self::SAMPLE.min(open.len()) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let slot = &open[(x % open.len() as u64) as usize];
-            let idle_for = slot.activity.idle_for();
-            let idle = idle_for >= after && slot.activity.busy.load(Ordering::Relaxed) == 0;
-            if idle && victim.as_ref().is_none_or(|(best, _)| idle_for > *best) {
-                victim = Some((idle_for, slot.clone()));
-            }
-        }
-        self.seed.store(x, Ordering::Relaxed);
-        let Some((_, slot)) = victim else {
-            return false;
-        };
-        Self::remove(&mut open, &slot);
-        slot.evict.notify_one();
-        true
-    }
-}
-
-impl Registered {
-    /// Completes once this connection was picked to make room.
-    async fn evicted(&self) {
-        self.slot.evict.notified().await;
-    }
-}
-
-impl Drop for Registered {
-    fn drop(&mut self) {
-        let mut open = self.slots.open.lock().unwrap_or_else(|e| e.into_inner());
-        Slots::remove(&mut open, &self.slot);
-    }
-}
-
-/// When bytes last moved on a connection, and how many of its requests are
-/// being handled right now.
-struct Activity {
-    started: Instant,
-    /// Milliseconds since `started` at the last read or write.
-    last_ms: AtomicU64,
-    busy: AtomicUsize,
-}
-
-/// Marks a request as being handled for as long as it lives.
-struct Busy<'a>(&'a Activity);
-
-impl Drop for Busy<'_> {
-    fn drop(&mut self) {
-        self.0.busy.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-impl Activity {
-    fn new() -> Activity {
-        Activity {
-            started: Instant::now(),
-            last_ms: AtomicU64::new(0),
-            busy: AtomicUsize::new(0),
-        }
-    }
-
-    fn touch(&self) {
-        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(now, Ordering::Relaxed);
-    }
-
-    fn busy(&self) -> Busy<'_> {
-        self.busy.fetch_add(1, Ordering::Relaxed);
-        Busy(self)
-    }
-
-    fn idle_for(&self) -> Duration {
-        let last = self.started + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-        Instant::now().saturating_duration_since(last)
-    }
-
-    /// Completes once nothing has moved for `timeout` while no request was
-    /// being handled. A request in a guest is bounded by the app's deadline,
-    /// so it is not cut short here even if it is quiet.
-    async fn idle(&self, timeout: Duration) {
-        loop {
-            let idle_for = self.idle_for();
-            if idle_for >= timeout {
-                if self.busy.load(Ordering::Relaxed) == 0 {
-                    return;
-                }
-                tokio::time::sleep(timeout).await;
-            } else {
-                tokio::time::sleep(timeout - idle_for).await;
-            }
-        }
-    }
-}
-
-/// A socket that records in its [`Activity`] every time bytes move.
-struct Tracked<I> {
-    inner: I,
-    activity: Arc<Activity>,
-}
-
-impl<I: AsyncRead + Unpin> AsyncRead for Tracked<I> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            this.activity.touch();
-        }
-        polled
-    }
-}
-
-impl<I: AsyncWrite + Unpin> AsyncWrite for Tracked<I> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = polled
-            && n > 0
-        {
-            this.activity.touch();
-        }
-        polled
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = polled
-            && n > 0
-        {
-            this.activity.touch();
-        }
-        polled
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 

