@@ -174,8 +174,8 @@ struct ServerFileConfig {
     header_read_timeout_ms: Option<u64>,
     /// Time in-flight requests get to finish on shutdown, in ms.
     shutdown_grace_ms: Option<u64>,
-    /// Time a connection may sit with no bytes moving and no request being
-    /// handled before it is closed, in ms.
+    /// Time a connection may sit with no bytes moving and no request
+    /// waiting for its response before it is closed, in ms.
     idle_timeout_ms: Option<u64>,
     /// Largest HTTP/1 request head (request line and headers), in bytes.
     max_header_bytes: Option<usize>,
@@ -224,9 +224,11 @@ pub struct ServerConfig {
     /// Answer plain HTTP with 308 to HTTPS (when HTTPS is on). Default: false.
     pub redirect_http: bool,
     /// Time a connection may sit with no bytes moving either way while no
-    /// request on it is being handled; it is then closed. This reclaims idle
-    /// keep-alive connections (HTTP/1.1 and h2), sockets that never say
-    /// anything, and clients that stop reading their response. Default: 60 s.
+    /// request on it waits for its response; it is then closed. This
+    /// reclaims idle keep-alive connections (HTTP/1.1 and h2), sockets that
+    /// never say anything, and clients that stop reading their response. A
+    /// streamed response that pauses longer than this is cut off too, so
+    /// keep it above the longest app timeout. Default: 60 s.
     pub idle_timeout: Duration,
     /// Largest HTTP/1 request head; a larger one gets 431. Default: 64 KiB
     /// (at least 8 KiB, hyper's minimum read buffer).

@@ -102,10 +102,25 @@ pub async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
+/// Connections the kernel may hold for the accept loop. tokio's default
+/// of 1024 overflows under a connection flood, and a client whose handshake
+/// lands in a full queue waits seconds for SYN-ACK retransmits; the kernel
+/// still caps this at `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 4096;
+
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| Error::Bind { what, addr, source })
+    let bound = || -> std::io::Result<TcpListener> {
+        let socket = match addr {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        // As std and tokio do, so a restarted node can rebind at once.
+        #[cfg(unix)]
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    bound().map_err(|source| Error::Bind { what, addr, source })
 }
 
 /// Serves until `shutdown` completes, then stops accepting and gives

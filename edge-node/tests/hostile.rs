@@ -683,11 +683,11 @@ async fn ten_thousand_connections_past_the_cap_are_closed_at_once() {
                     let mut tcp = tcp.ok()?;
                     let started = Instant::now();
                     let mut buf = [0u8; 16];
-                    let read = tokio::time::timeout(Duration::from_secs(20), tcp.read(&mut buf));
+                    let read = tokio::time::timeout(Duration::from_secs(60), tcp.read(&mut buf));
                     match read.await {
                         Ok(Ok(0)) | Ok(Err(_)) => Some(started.elapsed()),
                         Ok(Ok(_)) => panic!("the node sent bytes to a silent client"),
-                        Err(_) => panic!("an attacker's socket was held for 20 s"),
+                        Err(_) => panic!("an attacker's socket was held for 60 s"),
                     }
                 })
                 .buffer_unordered(ATTACKERS)

@@ -153,8 +153,10 @@ impl Activity {
     }
 
     /// Completes once nothing has moved for `timeout` while no request was
-    /// being handled. A request in a guest is bounded by the app's deadline,
-    /// so it is not cut short here even if it is quiet.
+    /// waiting for its response. Such a request is in a guest, bounded by
+    /// the app's deadline, so it is not cut short here even if it is quiet.
+    /// A body that is being streamed moves bytes; one that stalls (the guest
+    /// pauses, or the client stops reading) ends with the connection.
     pub(super) async fn idle(&self, timeout: Duration) {
         loop {
             let idle_for = self.idle_for();
