@@ -448,13 +448,9 @@ pub async fn deploy(
         )?;
     }
 
-    let size = wasm.len() as u64;
     let (t, a, d) = (tenant.name.clone(), app.clone(), digest.clone());
     let (record, revision) = state
-        .blocking(move |s| {
-            s.put_module(&d, &wasm)?;
-            s.deploy(&t, &a, &d, size, now())
-        })
+        .blocking(move |s| s.deploy_module(&t, &a, &d, &wasm, now()))
         .await?;
     state.notify(revision);
     state.metrics.deployed(&tenant.name);

@@ -82,6 +82,16 @@ impl From<StoreError> for ApiError {
                 format!("route {route} is already served by another app"),
             ),
             StoreError::NotFound(_) => Self::not_found(e.to_string()),
+            StoreError::Full(ref why) => {
+                tracing::error!(error = %why, "the store's disk is full");
+                // 507 tells the client (and the operator's alerting) that
+                // retrying will not help until space is freed.
+                Self::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "storage_full",
+                    "the control plane's disk is full; nothing was changed",
+                )
+            }
             StoreError::Backend(ref why) => {
                 tracing::error!(error = %why, "storage failure");
                 Self::new(

@@ -5,6 +5,7 @@
 //! revision, and is durable (flushed) before it returns: an acknowledged
 //! write survives a crash. Module blobs are content-addressed by sha256.
 
+pub mod faulty;
 mod sled_store;
 
 use std::collections::BTreeMap;
@@ -12,6 +13,7 @@ use std::collections::BTreeMap;
 use outpost_proto::Limits;
 use serde::{Deserialize, Serialize};
 
+pub use faulty::FaultyStore;
 pub use sled_store::SledStore;
 
 /// A monotonically increasing number, bumped by every change to what nodes
@@ -35,9 +37,26 @@ pub enum StoreError {
     /// The thing does not exist.
     #[error("{0} not found")]
     NotFound(String),
-    /// The underlying database failed (disk full, corruption, …).
+    /// The disk under the store is full (`ENOSPC`): nothing was changed,
+    /// and retrying helps only once an operator frees space.
+    #[error("no space left for the store: {0}")]
+    Full(String),
+    /// The underlying database failed (I/O error, corruption, …).
     #[error("storage failure: {0}")]
     Backend(String),
+}
+
+impl StoreError {
+    /// Classifies an I/O error from the database: a full disk is told
+    /// apart from every other failure, because the operator's fix differs.
+    pub fn io(e: &std::io::Error) -> StoreError {
+        // `StorageFull` is what std maps ENOSPC (and EDQUOT) to.
+        if e.kind() == std::io::ErrorKind::StorageFull {
+            StoreError::Full(e.to_string())
+        } else {
+            StoreError::Backend(e.to_string())
+        }
+    }
 }
 
 /// `Result` with [`StoreError`].
@@ -174,6 +193,18 @@ pub trait Store: Send + Sync + 'static {
     fn put_module(&self, digest: &str, bytes: &[u8]) -> Result<()>;
     /// A module blob.
     fn module(&self, digest: &str) -> Result<Option<Vec<u8>>>;
+
+    /// Stores `bytes` under `digest` and records a deployment of it, made
+    /// active, as one change: if it fails, neither the module nor the
+    /// version is stored.
+    fn deploy_module(
+        &self,
+        tenant: &str,
+        app: &str,
+        digest: &str,
+        bytes: &[u8],
+        now: u64,
+    ) -> Result<(DeploymentRecord, Revision)>;
 
     /// Records a new deployment of a stored module and makes it active.
     fn deploy(

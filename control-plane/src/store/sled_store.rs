@@ -67,17 +67,21 @@ impl SledStore {
             &self.meta,
             &self.tenants,
             &self.certificates,
+            &self.modules,
         )
-            .transaction(|(apps, routes, deployments, meta, tenants, certificates)| {
-                f(&Trees {
-                    apps,
-                    routes,
-                    deployments,
-                    meta,
-                    tenants,
-                    certificates,
-                })
-            })
+            .transaction(
+                |(apps, routes, deployments, meta, tenants, certificates, modules)| {
+                    f(&Trees {
+                        apps,
+                        routes,
+                        deployments,
+                        meta,
+                        tenants,
+                        certificates,
+                        modules,
+                    })
+                },
+            )
             .map_err(|e| match e {
                 TransactionError::Abort(e) => e,
                 TransactionError::Storage(e) => backend(e),
@@ -95,6 +99,7 @@ struct Trees<'a> {
     meta: &'a TransactionalTree,
     tenants: &'a TransactionalTree,
     certificates: &'a TransactionalTree,
+    modules: &'a TransactionalTree,
 }
 
 impl Trees<'_> {
@@ -135,6 +140,33 @@ impl Trees<'_> {
         Ok(())
     }
 
+    /// Records version `versions + 1` of `app` for `digest` and makes it
+    /// active.
+    fn new_deployment(
+        &self,
+        tenant: &str,
+        app: &str,
+        digest: &str,
+        size: u64,
+        now: u64,
+    ) -> TxResult<(DeploymentRecord, Revision)> {
+        let mut record = self.app(tenant, app)?;
+        record.versions += 1;
+        record.active_version = Some(record.versions);
+        let deployment = DeploymentRecord {
+            version: record.versions,
+            digest: digest.to_string(),
+            size,
+            created_at: now,
+        };
+        self.deployments.insert(
+            deployment_key(tenant, app, deployment.version),
+            encode(&deployment),
+        )?;
+        self.put_app(&record)?;
+        Ok((deployment, self.bump()?))
+    }
+
     fn release_routes(&self, routes: &[String]) -> TxResult<()> {
         for route in routes {
             self.routes.remove(route.as_bytes())?;
@@ -147,8 +179,12 @@ fn abort<T>(e: StoreError) -> TxResult<T> {
     Err(ConflictableTransactionError::Abort(e))
 }
 
-fn backend(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(e.to_string())
+/// A database error as the API tells it: a full disk apart from the rest.
+fn backend(e: sled::Error) -> StoreError {
+    match e {
+        sled::Error::Io(ref io) => StoreError::io(io),
+        other => StoreError::Backend(other.to_string()),
+    }
 }
 
 fn app_key(tenant: &str, name: &str) -> String {
@@ -378,22 +414,24 @@ impl Store for SledStore {
         {
             return Err(StoreError::NotFound(format!("module {digest}")));
         }
+        self.write(|t| t.new_deployment(tenant, app, digest, size, now))
+    }
+
+    fn deploy_module(
+        &self,
+        tenant: &str,
+        app: &str,
+        digest: &str,
+        bytes: &[u8],
+        now: u64,
+    ) -> Result<(DeploymentRecord, Revision)> {
+        // The blob goes in the same transaction as the version: a failure
+        // (a full disk, say) leaves no orphan module behind.
         self.write(|t| {
-            let mut record = t.app(tenant, app)?;
-            record.versions += 1;
-            record.active_version = Some(record.versions);
-            let deployment = DeploymentRecord {
-                version: record.versions,
-                digest: digest.to_string(),
-                size,
-                created_at: now,
-            };
-            t.deployments.insert(
-                deployment_key(tenant, app, deployment.version),
-                encode(&deployment),
-            )?;
-            t.put_app(&record)?;
-            Ok((deployment, t.bump()?))
+            if t.modules.get(digest.as_bytes())?.is_none() {
+                t.modules.insert(digest.as_bytes(), bytes)?;
+            }
+            t.new_deployment(tenant, app, digest, bytes.len() as u64, now)
         })
     }
 
