@@ -456,6 +456,7 @@ async fn small_modules_declaring_huge_resources_are_refused_or_fit() {
         );
         assert_eq!(r.status, 400, "{what}: {}", r.raw);
         let msg = r.body["error"]["message"].as_str().unwrap_or_default();
+        eprintln!("{what}: {} after {:?}: {msg}", r.status, started.elapsed());
         assert!(msg.contains(needle), "{what}: {msg:?} lacks {needle:?}");
         assert_eq!(
             cp.state(),
@@ -484,6 +485,7 @@ async fn small_modules_declaring_huge_resources_are_refused_or_fit() {
     let r = cp
         .deploy(&acme, fixtures::far_data_segment(0xFFFF_0000))
         .await;
+    eprintln!("data segment at 0xFFFF0000: {} {}", r.status, r.raw);
     assert!(r.status == 201 || r.status == 400, "{}", r.raw);
 
     let grown = rss().saturating_sub(rss_before);

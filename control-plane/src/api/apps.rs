@@ -32,11 +32,23 @@ fn view(app: AppRecord) -> App {
     }
 }
 
+/// Longest route accepted: a hostname is at most 253 characters, and a
+/// path prefix has no business being much longer; routes travel in every
+/// snapshot.
+pub(crate) const MAX_ROUTE_CHARS: usize = 1024;
+
 /// Parses and normalizes routes with the node's own parser, refusing
 /// duplicates, so what is stored is exactly what nodes will route.
 fn normalize_routes(routes: &[String]) -> ApiResult<Vec<String>> {
     let mut out: Vec<String> = Vec::with_capacity(routes.len());
     for r in routes {
+        // Characters, as the OpenAPI document's `maxLength` counts them.
+        if r.chars().count() > MAX_ROUTE_CHARS {
+            return Err(ApiError::bad_request(
+                "bad_route",
+                format!("a route is at most {MAX_ROUTE_CHARS} characters"),
+            ));
+        }
         let route: Route = r
             .parse()
             .map_err(|e: outpost_edge_node::router::RouteError| {
@@ -136,7 +148,6 @@ pub async fn create(
     State(state): State<Arc<ApiState>>,
     JsonBody(body): JsonBody<CreateApp>,
 ) -> ApiResult<(StatusCode, Json<App>)> {
-    let body = body;
     check_name("app", &body.name)?;
     let record = AppRecord {
         tenant: tenant.name,
@@ -240,9 +251,8 @@ pub async fn set_env(
     TenantAuth(tenant): TenantAuth,
     State(state): State<Arc<ApiState>>,
     Path(app): Path<String>,
-    JsonBody(body): JsonBody<SetEnv>,
+    JsonBody(env): JsonBody<SetEnv>,
 ) -> ApiResult<Json<App>> {
-    let env = body;
     check_env(&env)?;
     let (t, a) = (tenant.name.clone(), app.clone());
     state.mutate(move |s| s.set_env(&t, &a, env)).await?;
@@ -250,13 +260,20 @@ pub async fn set_env(
 }
 
 /// Names non-empty without `=` or NUL, values without NUL, 64 KiB in all.
+fn env_name_ok(name: &str) -> bool {
+    !name.is_empty() && !name.contains(['=', '\0'])
+}
+
 fn check_env(env: &std::collections::BTreeMap<String, String>) -> ApiResult<()> {
     let mut size = 0;
     for (k, v) in env {
-        if k.is_empty() || k.contains(['=', '\0']) || v.contains('\0') {
+        if !env_name_ok(k) || v.contains('\0') {
             return Err(ApiError::bad_request(
                 "bad_env",
-                format!("environment variable names must be non-empty without '=' or NUL: {k:?}"),
+                format!(
+                    "environment variable names must be non-empty without '=' or NUL, \
+                     and values without NUL: {k:?}"
+                ),
             ));
         }
         size += k.len() + v.len();
@@ -284,9 +301,16 @@ pub async fn patch_env(
     TenantAuth(tenant): TenantAuth,
     State(state): State<Arc<ApiState>>,
     Path(app): Path<String>,
-    JsonBody(body): JsonBody<std::collections::BTreeMap<String, Option<String>>>,
+    JsonBody(changes): JsonBody<std::collections::BTreeMap<String, Option<String>>>,
 ) -> ApiResult<Json<App>> {
-    let changes = body;
+    // A name no variable can have is refused even when it only removes:
+    // the request is malformed whatever the environment holds.
+    if let Some(name) = changes.keys().find(|k| !env_name_ok(k)) {
+        return Err(ApiError::bad_request(
+            "bad_env",
+            format!("environment variable names must be non-empty without '=' or NUL: {name:?}"),
+        ));
+    }
     // Checked on what the environment would become, inside the store's
     // transaction, so two concurrent patches both land.
     let (t, a) = (tenant.name.clone(), app.clone());
@@ -490,9 +514,8 @@ pub async fn rollback(
     TenantAuth(tenant): TenantAuth,
     State(state): State<Arc<ApiState>>,
     Path(app): Path<String>,
-    JsonBody(body): JsonBody<Rollback>,
+    JsonBody(Rollback { version }): JsonBody<Rollback>,
 ) -> ApiResult<Json<App>> {
-    let Rollback { version } = body;
     let (t, a) = (tenant.name.clone(), app.clone());
     state.mutate(move |s| s.rollback(&t, &a, version)).await?;
     Ok(Json(view(load(&state, &tenant.name, &app).await?)))

@@ -134,7 +134,11 @@ fn refine(doc: &mut Value) {
         let f = &mut schemas[schema]["properties"][field];
         f["pattern"] = json!(NAME);
     }
-    let route = json!({"type": "string", "pattern": route_pattern(), "maxLength": 1024});
+    let route = json!({
+        "type": "string",
+        "pattern": route_pattern(),
+        "maxLength": super::apps::MAX_ROUTE_CHARS
+    });
     let outbound = json!({
         "type": "string",
         "pattern": format!("^{}(?::{PORT})?$", host()),
@@ -173,12 +177,15 @@ fn refine(doc: &mut Value) {
         json!({"application/wasm": {"schema": binary}});
     paths["/v1/modules/{digest}"]["get"]["responses"]["200"]["content"] =
         json!({"application/wasm": {"schema": binary}});
-    let logs = &mut paths["/v1/apps/{app}/logs"]["get"]["responses"]["200"]["content"];
-    if let Some(schema) = logs
-        .as_object_mut()
-        .and_then(|c| c.remove("application/json"))
-    {
-        logs["application/x-ndjson"] = schema;
+    // Both streams are newline-delimited JSON, one documented object a line.
+    for path in ["/v1/apps/{app}/logs", "/v1/nodes/watch"] {
+        let content = &mut paths[path]["get"]["responses"]["200"]["content"];
+        if let Some(schema) = content
+            .as_object_mut()
+            .and_then(|c| c.remove("application/json"))
+        {
+            content["application/x-ndjson"] = schema;
+        }
     }
 
     let hostname = format!("^(?:\\*\\.{LABEL}(?:\\.{LABEL})+|{LABEL}(?:\\.{LABEL})*)\\.?$");
@@ -285,6 +292,80 @@ fn common_errors(paths: &mut Value) {
             if writes {
                 add("507", error("The store is full; nothing changed"));
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every operation of the served document, with its path.
+    fn every_operation(doc: &Value) -> Vec<(String, String, Value)> {
+        let mut out = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                out.push((method.clone(), path.clone(), op.clone()));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_error_answer_is_documented_with_the_error_body() {
+        let doc = document_json();
+        for (method, path, op) in every_operation(&doc) {
+            let responses = op["responses"].as_object().unwrap();
+            for status in ["401", "403", "429", "503"] {
+                assert!(
+                    responses.contains_key(status),
+                    "{method} {path}: no {status}"
+                );
+            }
+            assert!(
+                responses["429"]["headers"]["Retry-After"]["required"] == true,
+                "{method} {path}: 429 without Retry-After"
+            );
+            if op.get("requestBody").is_some() {
+                assert!(responses.contains_key("400"), "{method} {path}: no 400");
+            }
+            for (status, response) in responses {
+                if status.starts_with('4') || status.starts_with('5') {
+                    assert_eq!(
+                        response["content"]["application/json"]["schema"]["$ref"],
+                        "#/components/schemas/ErrorBody",
+                        "{method} {path} {status}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn unsigned_integers_say_how_large_they_may_be() {
+        let doc = document_json();
+        let limits = &doc["components"]["schemas"]["Limits"]["properties"];
+        assert_eq!(limits["fuel"]["maximum"], json!(u64::MAX));
+        assert_eq!(limits["fuel"]["minimum"], json!(1));
+        assert_eq!(limits["max_concurrency"]["maximum"], json!(u32::MAX));
+        assert_eq!(limits["memory_mib"]["maximum"], json!(4096));
+        let rollout = &doc["paths"]["/v1/rollout"]["get"]["parameters"][0]["schema"];
+        assert_eq!(rollout["format"], "uint64");
+        assert_eq!(rollout["maximum"], json!(u64::MAX));
+    }
+
+    #[test]
+    fn binary_and_streamed_bodies_have_their_real_content_types() {
+        let doc = document_json();
+        let paths = &doc["paths"];
+        let deploy = &paths["/v1/apps/{app}/deployments"]["post"]["requestBody"]["content"];
+        assert_eq!(deploy["application/wasm"]["schema"]["format"], "binary");
+        let module = &paths["/v1/modules/{digest}"]["get"]["responses"]["200"]["content"];
+        assert!(module.get("application/wasm").is_some(), "{module}");
+        for path in ["/v1/apps/{app}/logs", "/v1/nodes/watch"] {
+            let stream = &paths[path]["get"]["responses"]["200"]["content"];
+            assert!(stream.get("application/x-ndjson").is_some(), "{stream}");
+            assert!(stream.get("application/json").is_none(), "{stream}");
         }
     }
 }
