@@ -27,7 +27,7 @@ use crate::runtime::{AppSpec, LimitOverrides, Limits};
 use crate::tls::Certificate;
 
 /// Where and how to follow a control plane.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SyncConfig {
     /// Base URL, e.g. `http://127.0.0.1:7070`.
     pub url: String,
@@ -37,6 +37,16 @@ pub struct SyncConfig {
     pub defaults: Limits,
     /// This node's id in `GET /v1/nodes`.
     pub node_id: String,
+}
+
+impl std::fmt::Debug for SyncConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token never reaches logs.
+        f.debug_struct("SyncConfig")
+            .field("url", &self.url)
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One client for the watch stream, module fetches and status reports.
