@@ -112,16 +112,17 @@ printf '%s\n' loop.bad.test bomb.bad.test slow.bad.test >"$WORK/bad-hosts.txt"
 
 sampler() {
     local t0="$EPOCHREALTIME"
-    echo "elapsed_s node_rss_mib cp_rss_mib apps_loaded bad_in_flight conns_open cache_mib node_cpu_s code_maps" >"$RAW/samples.txt"
+    echo "elapsed_s node_rss_mib cp_rss_mib apps_loaded bad_in_flight conns_open cache_mib node_cpu_s code_maps pool_warm_mib" >"$RAW/samples.txt"
     while kill -0 "$NODE_PID" 2>/dev/null; do
-        printf '%s %s %s %s %s %s %s %s %s\n' \
+        printf '%s %s %s %s %s %s %s %s %s %s\n' \
             "$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", b - a }')" \
             "$(rss_mib "$NODE_PID")" "$(rss_mib "$CP_PID")" \
             "$(metric "$NODE_METRICS" outpost_runtime_apps_loaded)" \
             "$(metric_sum "$NODE_METRICS" '^outpost_runtime_instances_in_flight\{.*tenant="bad"')" \
             "$(metric_sum "$NODE_METRICS" '^outpost_http_connections_open')" \
             "$(du_mib "$WORK/node-cache")" "$(cpu_s "$NODE_PID")" \
-            "$(grep -c ' r-xp ' "/proc/$NODE_PID/maps" 2>/dev/null || echo '?')" >>"$RAW/samples.txt"
+            "$(grep -c ' r-xp ' "/proc/$NODE_PID/maps" 2>/dev/null || echo '?')" \
+            "$(awk -v b="$(metric "$NODE_METRICS" outpost_runtime_pool_warm_memory_bytes)" 'BEGIN { printf "%.1f", b / 1048576 }')" >>"$RAW/samples.txt"
         sleep "$SAMPLE_S"
     done
 }
@@ -228,8 +229,17 @@ R_LIVE="$(awk 'NR > 1 && $5 != "-" { print $5 }' "$RAW/changes.txt" | sort -n | 
         if (NR) printf "p50 %s s, p99 %s s, max %s s over %d waits", v[int((NR + 1) / 2)], v[i99], v[NR], NR; else print "none"
     }')"
 # RSS trend: least-squares slope over the samples after the first minute.
-R_SLOPE="$(awk 'NR > 1 && $1 >= 60 { n++; x += $1; y += $2; xx += $1 * $1; xy += $1 * $2 }
-    END { if (n >= 2 && (n * xx - x * x) != 0) printf "%.2f", (n * xy - x * y) / (n * xx - x * x) * 60; else print "n/a" }' "$RAW/samples.txt")"
+slope() { # all | cold (RSS minus the pool's warm slots)
+    awk -v mode="$1" 'NR > 1 && $1 >= 60 {
+            v = (mode == "cold") ? $2 - $10 : $2
+            n++; x += $1; y += v; xx += $1 * $1; xy += $1 * v
+        }
+        END { if (n >= 2 && (n * xx - x * x) != 0) printf "%.2f", (n * xy - x * y) / (n * xx - x * x) * 60; else print "n/a" }' "$RAW/samples.txt"
+}
+R_SLOPE="$(slope all)"
+# The same without the pool's warm slots: memory kept resident on purpose,
+# bounded by pool.max_unused_warm_slots, that fills as new modules arrive.
+R_SLOPE_COLD="$(slope cold)"
 stamp="$(date -u +%Y%m%dT%H%M%SZ)"
 {
     if [[ "$CHANGES" == 0 ]]; then
@@ -252,11 +262,11 @@ stamp="$(date -u +%Y%m%dT%H%M%SZ)"
     echo
     echo "Samples every ${SAMPLE_S} s:"
     echo
-    echo "| elapsed s | node RSS MiB | control plane RSS MiB | apps loaded | bad in flight | connections open | node cache MiB | node CPU s | node executable mappings |"
-    echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-    awk 'NR > 1 { printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9 }' "$RAW/samples.txt"
+    echo "| elapsed s | node RSS MiB | control plane RSS MiB | apps loaded | bad in flight | connections open | node cache MiB | node CPU s | node executable mappings | pool warm slots MiB |"
+    echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    awk 'NR > 1 { printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 }' "$RAW/samples.txt"
     echo
-    echo "Node RSS trend after the first minute: $R_SLOPE MiB/min (least squares); at the end $R_RSS_END MiB, peak (VmHWM) $R_HWM MiB; control plane peak $R_CP_HWM MiB. Last sample under load: $FINAL."
+    echo "Node RSS trend after the first minute: $R_SLOPE MiB/min (least squares), $R_SLOPE_COLD MiB/min without the pool's warm slots; at the end $R_RSS_END MiB, peak (VmHWM) $R_HWM MiB; control plane peak $R_CP_HWM MiB. Last sample under load: $FINAL."
     echo "WARN/ERROR lines: node $(grep -cE ' (WARN|ERROR) ' "$RAW/node.log" || true), control plane $(grep -cE ' (WARN|ERROR) ' "$RAW/cp.log" || true)."
 } >"$WORK/table.md"
 

@@ -54,6 +54,11 @@ pub struct Metrics {
     sync_lag: IntGauge,
     sync_reconnects: IntCounter,
     cache_bytes: IntGaugeVec,
+    pool_memories: IntGauge,
+    pool_warm_memories: IntGauge,
+    pool_warm_memory_bytes: IntGauge,
+    /// The engine's pooling allocator, read at each render.
+    pool_source: std::sync::Arc<std::sync::OnceLock<wasmtime::PoolingAllocatorMetrics>>,
     connections_open: IntGaugeVec,
     tls_handshakes: IntCounterVec,
     tls_handshake_duration: Histogram,
@@ -183,6 +188,19 @@ impl Metrics {
                 &["result"],
             )?,
             apps_loaded: IntGauge::new("outpost_runtime_apps_loaded", "Apps ready to serve.")?,
+            pool_memories: IntGauge::new(
+                "outpost_runtime_pool_memories_in_use",
+                "Linear-memory slots of the instance pool in use right now.",
+            )?,
+            pool_warm_memories: IntGauge::new(
+                "outpost_runtime_pool_warm_memories",
+                "Unused memory slots that were used before and keep some pages resident (at most pool.max_unused_warm_slots).",
+            )?,
+            pool_warm_memory_bytes: IntGauge::new(
+                "outpost_runtime_pool_warm_memory_bytes",
+                "Bytes kept resident in unused warm memory slots.",
+            )?,
+            pool_source: Default::default(),
             pooling_allocator: IntGauge::new(
                 "outpost_runtime_pooling_allocator",
                 "1 if instances come from the pooling allocator, 0 if on-demand.",
@@ -254,6 +272,11 @@ impl Metrics {
         m.registry.register(Box::new(m.sync_reconnects.clone()))?;
         m.registry.register(Box::new(m.sync_lag.clone()))?;
         m.registry.register(Box::new(m.cache_bytes.clone()))?;
+        m.registry.register(Box::new(m.pool_memories.clone()))?;
+        m.registry
+            .register(Box::new(m.pool_warm_memories.clone()))?;
+        m.registry
+            .register(Box::new(m.pool_warm_memory_bytes.clone()))?;
         m.registry.register(Box::new(m.connections_open.clone()))?;
         m.registry.register(Box::new(m.tls_handshakes.clone()))?;
         m.registry
@@ -277,8 +300,21 @@ impl Metrics {
         &self.registry
     }
 
+    /// Reads the instance pool's occupancy from `pool` at every render.
+    pub fn watch_pool(&self, pool: wasmtime::PoolingAllocatorMetrics) {
+        let _ = self.pool_source.set(pool);
+    }
+
     /// Renders every metric in the Prometheus text format.
     pub fn render(&self) -> String {
+        if let Some(pool) = self.pool_source.get() {
+            let int = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+            self.pool_memories.set(int(pool.memories()));
+            self.pool_warm_memories
+                .set(i64::from(pool.unused_warm_memories()));
+            self.pool_warm_memory_bytes
+                .set(int(pool.unused_memory_bytes_resident()));
+        }
         let nearest = self
             .tls_nearest_expiry
             .load(std::sync::atomic::Ordering::Relaxed);

@@ -234,6 +234,23 @@ async fn metrics_listener_serves_prometheus_text_and_health() {
         .await;
     assert!(fuel > 0.0);
 
+    // The instance pool: freed slots are handed back in batches of
+    // `decommit_batch_size` (64), then kept warm for the next request.
+    for _ in 0..70 {
+        assert_eq!(node.get("a.example.com", "/").await.status, 200);
+    }
+    let mut warm = 0.0;
+    for _ in 0..200 {
+        warm = node.metric("outpost_runtime_pool_warm_memories").await;
+        if warm >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(warm >= 1.0, "{}", node.scrape().await);
+    assert!(node.metric("outpost_runtime_pool_warm_memory_bytes").await > 0.0);
+    assert!(node.metric("outpost_runtime_pool_memories_in_use").await <= 1.0);
+
     let health = node
         .request(
             Request::get(format!("http://{}/healthz", node.metrics))

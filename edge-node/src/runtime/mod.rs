@@ -79,6 +79,11 @@ pub struct PoolConfig {
     pub stack_keep_resident: usize,
     /// Freed slots decommitted together, in one batch. Default: 64.
     pub decommit_batch_size: usize,
+    /// Unused slots kept warm (their first pages resident, for a quick
+    /// reuse) at most; past it, freed slots are returned to the kernel.
+    /// This bounds the node's resident memory on top of what is in use.
+    /// Default: 100 (wasmtime's).
+    pub max_unused_warm_slots: u32,
 }
 
 impl Default for PoolConfig {
@@ -94,6 +99,7 @@ impl Default for PoolConfig {
             table_keep_resident: 64 * 1024,
             stack_keep_resident: 256 * 1024,
             decommit_batch_size: 64,
+            max_unused_warm_slots: 100,
         }
     }
 }
@@ -154,6 +160,9 @@ impl Runtime {
             (new_engine(None)?, false)
         };
         metrics.set_pooling_allocator(pooling);
+        if let Some(pool) = engine.pooling_allocator_metrics() {
+            metrics.watch_pool(pool);
+        }
 
         let mut linker = Linker::new(&engine);
         // JS and Python guests import wasi:cli and wasi:filesystem as well
@@ -320,7 +329,8 @@ fn engine_config(pool: Option<&PoolConfig>) -> Config {
             .linear_memory_keep_resident(pool.memory_keep_resident)
             .table_keep_resident(pool.table_keep_resident)
             .async_stack_keep_resident(pool.stack_keep_resident)
-            .decommit_batch_size(pool.decommit_batch_size);
+            .decommit_batch_size(pool.decommit_batch_size)
+            .max_unused_warm_slots(pool.max_unused_warm_slots);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(p));
     }
     config
