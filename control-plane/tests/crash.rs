@@ -308,7 +308,15 @@ async fn acknowledged_writes_survive_kill_9() {
     let initial = fixtures::hello("initial\n");
     let digest = outpost_edge_node::sync::digest_of(&initial);
     let path = "/v1/apps/web/deployments";
-    let got = call(process.addr, "POST", path, &token, "application/wasm", initial).await;
+    let got = call(
+        process.addr,
+        "POST",
+        path,
+        &token,
+        "application/wasm",
+        initial,
+    )
+    .await;
     assert_eq!(got.as_ref().map(|g| g.0), Some(201), "{got:?}");
     acked.lock().unwrap().deploys.insert(1, digest);
     let mut revision = 0;
