@@ -236,7 +236,7 @@ async fn a_node_prunes_versions_it_no_longer_serves() {
 
     cp.deploy(&token, v1).await;
     node.until_serves("web.example.com", "v1\n").await;
-    assert_eq!(cached(&modules, ".wasm"), [v1_name.clone()]);
+    assert_eq!(cached(&modules, ".wasm"), std::slice::from_ref(&v1_name));
     assert_eq!(cached(&compiled, ".cwasm").len(), 1);
 
     let v2 = fixtures::hello("v2\n");

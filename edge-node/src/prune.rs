@@ -65,7 +65,7 @@ pub fn prune_dir(
         }
     }
     // Newest first: they are the likeliest rollback targets.
-    unused.sort_by(|a, b| b.0.cmp(&a.0));
+    unused.sort_by_key(|u| std::cmp::Reverse(u.0));
     let mut unused_bytes = 0u64;
     for (_, len, path) in unused {
         if unused_bytes + len <= budget {
