@@ -2,6 +2,7 @@
 //! or SIGTERM.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser as _;
@@ -41,6 +42,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         ..PoolConfig::default()
     };
     let validator = Arc::new(Runtime::new(&pool, Metrics::new())?);
+    let store_at_exit = store.clone();
     let state = ApiState::new(
         store,
         &config.admin_token,
@@ -59,5 +61,29 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         outpost_edge_node::server::shutdown_signal(),
     )
     .await?;
+    close_store(store_at_exit);
     Ok(())
+}
+
+/// Longest wait for the store to close at exit.
+const STORE_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Drops the store (sled flushes on drop) on its own thread and waits for
+/// it a bounded time. After the disk has filled up, sled's final flush can
+/// retry forever, and the process would ignore SIGTERM; every write was
+/// flushed before it was acknowledged, so giving up on this one loses
+/// nothing that was promised.
+fn close_store(store: Arc<dyn Store>) {
+    let (done, closed) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        drop(store);
+        let _ = done.send(());
+    });
+    if closed.recv_timeout(STORE_CLOSE_TIMEOUT).is_err() {
+        tracing::error!(
+            timeout_s = STORE_CLOSE_TIMEOUT.as_secs(),
+            "the store did not close in time (a full disk?); exiting anyway: every acknowledged write is already on disk"
+        );
+        std::process::exit(1);
+    }
 }

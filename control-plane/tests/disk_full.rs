@@ -454,8 +454,10 @@ async fn sled_on_a_full_filesystem_answers_507_and_keeps_what_it_acknowledged() 
         .status()
         .unwrap();
     assert!(grown.success());
-    let graceful = process.stop(std::time::Duration::from_secs(10)).await;
-    eprintln!("after ENOSPC, SIGTERM stopped the process within 10 s: {graceful}");
+    // The store's final flush may hang after ENOSPC; the process gives it
+    // 10 s and exits anyway, so SIGTERM is always enough.
+    let graceful = process.stop(std::time::Duration::from_secs(30)).await;
+    assert!(graceful, "after ENOSPC, SIGTERM did not stop the process");
     let process = Binary::start(&data);
     let cp = CpRef(process.addr);
     assert_eq!(cp.versions(&token).await, acknowledged);
