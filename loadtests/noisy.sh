@@ -11,7 +11,10 @@
 #             bomb         bomb.b.test     fixtures::memory_bomb()    (memory_mib NOISY_BOMB_MIB)
 #             slow         slow.b.test     fixtures::slow(NOISY_SLOW_MS) with timeout_ms NOISY_SLOW_TIMEOUT_MS
 # (the WAT fixtures are written as .wasm by loadtests/fixture-dump). Each
-# node configuration (NOISY_CONFIGS) changes only B's limits:
+# node configuration (NOISY_CONFIGS; default: nolanes default fuel10m)
+# changes only B's limits or the node's lanes:
+#   nolanes       as default, with the node's background lane turned off
+#                 ([lanes] enabled = false: every guest in the foreground)
 #   default       B's fuel at the node default (1e9)
 #   fuel10m       fuel = NOISY_LOW_FUEL (10M) on every B app
 #   conc4         max_concurrency = NOISY_B_CONCURRENCY (4) on every B app
@@ -60,7 +63,7 @@ die() {
 DUR="${NOISY_DURATION:-10}"
 CONNS="${NOISY_CONNS:-16}"
 A_CONNS="${NOISY_A_CONNS:-$CONNS}"
-CONFIGS="${NOISY_CONFIGS:-default fuel10m conc4 fuel10m-conc4}"
+CONFIGS="${NOISY_CONFIGS:-nolanes default fuel10m}"
 CASES="${NOISY_CASES:-alone peer loop bomb slow all alone-end}"
 SLOW_MS="${NOISY_SLOW_MS:-2000}"
 SLOW_TIMEOUT_MS="${NOISY_SLOW_TIMEOUT_MS:-500}"
@@ -83,9 +86,10 @@ rm -f "$RAW"/*.txt
 
 # write_config NAME: the node's TOML for configuration NAME.
 write_config() {
-    local b_extra=""
+    local b_extra="" lanes=""
     case "$1" in
         default) b_extra="" ;;
+        nolanes) lanes=$'\n[lanes]\nenabled = false' ;;
         fuel10m) b_extra="fuel = $LOW_FUEL" ;;
         conc4) b_extra="max_concurrency = $B_CONC" ;;
         fuel10m-conc4) b_extra="fuel = $LOW_FUEL, max_concurrency = $B_CONC" ;;
@@ -95,6 +99,7 @@ write_config() {
     cat >"$WORK/$1.toml" <<EOF
 http = "127.0.0.1:0"
 metrics = "127.0.0.1:0"
+$lanes
 
 [[app]]
 name = "hello"
@@ -135,6 +140,7 @@ EOF
 b_limits_text() {
     case "$1" in
         default) echo "fuel 1e9 (default)" ;;
+        nolanes) echo "fuel 1e9 (default), node with [lanes] enabled = false (every guest in the foreground, as before the lanes)" ;;
         fuel10m) echo "fuel $LOW_FUEL" ;;
         conc4) echo "fuel 1e9, max_concurrency $B_CONC" ;;
         fuel10m-conc4) echo "fuel $LOW_FUEL, max_concurrency $B_CONC" ;;
