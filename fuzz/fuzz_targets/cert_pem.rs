@@ -10,16 +10,24 @@
 //! - 3: a valid self-signed certificate's DER with fuzzer edits, with its
 //!   own key (reaches deep into the X.509 parser and the key match).
 //!
+//! - 4: the SNI table (`CertTable`): the input's lines are hostnames
+//!   installed and removed in turn, the last one is a client's server name.
+//!
 //! Properties: nothing panics; a certificate that parses names at least
 //! one DNS name, covers each of its non-wildcard names, and `check_for`
-//! agrees with `covers` and its validity window.
+//! agrees with `covers` and its validity window; an SNI lookup finds the
+//! exact entry for the name (case and trailing dots aside), else the
+//! wildcard for its parent domain, as a naive model does.
 
 #![no_main]
 
 use std::sync::LazyLock;
 
+use std::collections::HashSet;
+use std::sync::Arc;
+
 use libfuzzer_sys::fuzz_target;
-use outpost_edge_node::tls::Certificate;
+use outpost_edge_node::tls::{CertTable, Certificate, Installed};
 
 /// A valid chain's DER and key PEM for the structured modes.
 static VALID: LazyLock<(Vec<u8>, String)> = LazyLock::new(|| {
@@ -141,6 +149,50 @@ fn check(chain: &[u8], key: &[u8], host: &str) {
     }
 }
 
+/// Installs and removes the input's hostnames in turn, then looks the last
+/// line up as a TLS server name and compares with a model.
+fn sni(input: &[u8]) {
+    static CERT: LazyLock<Arc<Certificate>> = LazyLock::new(|| {
+        Arc::new(
+            Certificate::self_signed(&["fuzz.example.com"])
+                .expect("rcgen")
+                .0,
+        )
+    });
+    let text = String::from_utf8_lossy(input);
+    let mut lines: Vec<&str> = text.split('\n').collect();
+    let server_name = lines.pop().unwrap_or("");
+    let mut table = CertTable::default();
+    let (mut exact, mut wildcard) = (HashSet::new(), HashSet::new());
+    for (i, host) in lines.iter().enumerate() {
+        let lower = host.to_ascii_lowercase();
+        let set = match lower.strip_prefix("*.") {
+            Some(parent) => (&mut wildcard, parent.to_string()),
+            None => (&mut exact, lower.clone()),
+        };
+        if i % 3 == 2 {
+            table.remove(host);
+            set.0.remove(&set.1);
+        } else {
+            let tenant = format!("t{i}");
+            let cert = Arc::clone(&CERT);
+            table.insert(host, Installed { tenant, cert });
+            set.0.insert(set.1);
+        }
+    }
+    assert_eq!(table.len(), exact.len() + wildcard.len());
+    let name = server_name.trim_end_matches('.').to_ascii_lowercase();
+    let want = if exact.contains(&name) {
+        Some(true)
+    } else {
+        name.split_once('.')
+            .filter(|(_, parent)| wildcard.contains(*parent))
+            .map(|_| false)
+    };
+    let got = table.lookup(server_name).map(|(_, is_exact)| is_exact);
+    assert_eq!(got, want, "SNI lookup of {server_name:?}");
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {
         return;
@@ -154,7 +206,11 @@ fuzz_target!(|data: &[u8]| {
         None => (rest, "fuzz.example.com".to_string()),
     };
     let (valid_der, valid_key) = &*VALID;
-    match mode % 4 {
+    if mode % 5 == 4 {
+        sni(rest);
+        return;
+    }
+    match mode % 5 {
         0 => {
             let split = rest
                 .first()
