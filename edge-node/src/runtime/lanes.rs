@@ -7,7 +7,8 @@
 //! node adds up how long the guest held the thread. A request that passes
 //! its CPU budget there (10 ms by default, ten times a Python handler doing
 //! real work) is moved, mid-flight, to the **background** lane: a second
-//! tokio runtime whose threads run at the lowest OS priority (nice 19). Its
+//! tokio runtime whose threads run at the lowest OS priority (on Linux the
+//! `SCHED_IDLE` policy, elsewhere nice 19). Its
 //! app is then *demoted* for a while: its next requests start in the
 //! background lane directly. Requests that end in a limit kill (fuel,
 //! memory, deadline) or a trap demote their app the same way, because an
@@ -15,8 +16,9 @@
 //!
 //! The OS scheduler does the rest. When the node has CPU to spare, the
 //! background lane gets all of it and a heavy app runs at full speed; when
-//! the foreground is busy, a nice-19 thread gets about 1.5% of a core
-//! against each busy normal one, so well-behaved tenants keep their
+//! the foreground is busy, a `SCHED_IDLE` thread gets about 0.3% of a core
+//! against each busy normal one (nice 19: 1.5%), and a waking foreground
+//! thread preempts it at once, so well-behaved tenants keep their
 //! throughput and their latency. Nothing is refused or killed by the lanes
 //! themselves: limits still do that.
 //!
@@ -54,6 +56,10 @@ pub struct LaneConfig {
     /// OS nice value of the background threads, 0 (no lower than the
     /// foreground) to 19 (the lowest). Default: 19.
     pub background_nice: i32,
+    /// Also put the background threads under Linux's `SCHED_IDLE` policy,
+    /// below every nice value: they run only on CPU time nothing else
+    /// wants. Default: true. Ignored on other systems.
+    pub background_idle: bool,
 }
 
 impl Default for LaneConfig {
@@ -64,6 +70,7 @@ impl Default for LaneConfig {
             demotion_ms: 10_000,
             background_threads: 0,
             background_nice: 19,
+            background_idle: true,
         }
     }
 }
@@ -168,11 +175,11 @@ impl Lanes {
                 0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
                 n => n,
             };
-            let nice = self.config.background_nice;
+            let (nice, idle) = (self.config.background_nice, self.config.background_idle);
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(threads)
                 .thread_name("outpost-background")
-                .on_thread_start(move || lower_priority(nice))
+                .on_thread_start(move || lower_priority(nice, idle))
                 .enable_all()
                 .build()
                 .expect("starting the background lane's threads")
@@ -191,15 +198,35 @@ impl Drop for Lanes {
     }
 }
 
-/// Sets the calling thread's nice value. On Linux the nice value belongs
-/// to the thread, not the process, so this leaves the foreground alone.
-fn lower_priority(nice: i32) {
+/// Lowers the calling thread's priority: its nice value, and on Linux
+/// (if `idle`) the `SCHED_IDLE` policy. On Linux both belong to the
+/// thread, not the process, so this leaves the foreground alone.
+fn lower_priority(nice: i32, idle: bool) {
     #[cfg(unix)]
     if let Err(e) = rustix::process::setpriority_process(None, nice) {
         tracing::warn!(error = %e, nice, "cannot lower the background lane's priority");
     }
+    #[cfg(target_os = "linux")]
+    if idle && let Err(e) = sched_idle() {
+        tracing::warn!(error = %e, "cannot put the background lane under SCHED_IDLE; nice only");
+    }
     #[cfg(not(unix))]
-    let _ = nice;
+    let _ = (nice, idle);
+}
+
+/// Puts the calling thread under `SCHED_IDLE`.
+#[cfg(target_os = "linux")]
+fn sched_idle() -> std::io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: sched_setscheduler(2) with pid 0 changes only the calling
+    // thread's policy, and only reads `param`, a valid local for the call.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// One app's place in the lanes: demoted until when, and its counters.
@@ -431,20 +458,31 @@ mod tests {
     }
 
     #[test]
-    fn background_threads_run_at_the_configured_nice_value() {
-        let lanes = Arc::new(Lanes::new(LaneConfig {
-            background_nice: 19,
-            ..LaneConfig::default()
-        }));
-        let before = current_nice();
-        let nice = lanes
+    fn background_threads_run_at_the_configured_priority() {
+        let lanes = Arc::new(Lanes::new(LaneConfig::default()));
+        let before = priority();
+        let seen = lanes
             .background()
-            .block_on(async { tokio::spawn(async { current_nice() }).await.unwrap() });
-        assert_eq!(nice, 19);
-        assert_eq!(current_nice(), before, "the calling thread is left alone");
+            .block_on(async { tokio::spawn(async { priority() }).await.unwrap() });
+        // nice 19, and policy 5 (SCHED_IDLE) on Linux.
+        assert_eq!(seen.0, 19);
+        #[cfg(target_os = "linux")]
+        assert_eq!(seen.1, 5);
+        assert_eq!(priority(), before, "the calling thread is left alone");
     }
 
-    fn current_nice() -> i32 {
-        rustix::process::getpriority_process(None).unwrap()
+    /// The calling thread's (nice, policy), from /proc on Linux.
+    fn priority() -> (i32, u32) {
+        let nice = rustix::process::getpriority_process(None).unwrap();
+        let policy = std::fs::read_to_string("/proc/thread-self/stat")
+            .ok()
+            .and_then(|stat| {
+                // Fields after the command name, which ends at the last
+                // ')'; the policy is field 41 of the whole line.
+                let rest = &stat[stat.rfind(')')? + 2..];
+                rest.split(' ').nth(41 - 3)?.parse().ok()
+            })
+            .unwrap_or(0);
+        (nice, policy)
     }
 }
