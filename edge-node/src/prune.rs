@@ -13,6 +13,9 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::SystemTime;
 
+/// A temporary file older than this is a leftover of a crashed write.
+const TMP_LEFTOVER_AGE: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// What one pass over a directory did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Pruned {
@@ -26,7 +29,8 @@ pub struct Pruned {
 
 /// Prunes the `*.{ext}` files of `dir`: files named `{stem}.{ext}` with a
 /// stem in `keep` stay; of the others, the newest stay while they total at
-/// most `budget` bytes and the rest are deleted. `*.tmp` files are deleted.
+/// most `budget` bytes and the rest are deleted. `*.tmp` files older than
+/// ten minutes are deleted.
 /// Anything else in the directory is left alone.
 pub fn prune_dir(
     dir: &Path,
@@ -51,7 +55,14 @@ pub fn prune_dir(
             continue;
         };
         if file_ext == "tmp" {
-            if std::fs::remove_file(&path).is_ok() {
+            // A fresh one may be a write in progress (a compile that
+            // outlived the apply that started it); only leftovers go.
+            let age = meta
+                .modified()
+                .ok()
+                .and_then(|m| m.elapsed().ok())
+                .unwrap_or_default();
+            if age >= TMP_LEFTOVER_AGE && std::fs::remove_file(&path).is_ok() {
                 out.removed += 1;
                 out.removed_bytes += meta.len();
             }
@@ -112,11 +123,21 @@ mod tests {
         write(d, "new.wasm", 100, 10);
         write(d, "mid.wasm", 100, 100);
         write(d, "old.wasm", 100, 1000);
-        write(d, "torn.tmp", 7, 5);
+        write(d, "torn.tmp", 7, 3600);
+        write(d, "writing.tmp", 9, 1);
         write(d, "other.txt", 3, 5);
         let keep = HashSet::from(["used".to_string()]);
         let pruned = prune_dir(d, "wasm", &keep, 250).unwrap();
-        assert_eq!(names(d), ["mid.wasm", "new.wasm", "other.txt", "used.wasm"]);
+        assert_eq!(
+            names(d),
+            [
+                "mid.wasm",
+                "new.wasm",
+                "other.txt",
+                "used.wasm",
+                "writing.tmp"
+            ]
+        );
         assert_eq!(
             pruned,
             Pruned {
@@ -129,7 +150,7 @@ mod tests {
         // A zero budget keeps only what is used; the used file is kept
         // however large it is.
         let pruned = prune_dir(d, "wasm", &keep, 0).unwrap();
-        assert_eq!(names(d), ["other.txt", "used.wasm"]);
+        assert_eq!(names(d), ["other.txt", "used.wasm", "writing.tmp"]);
         assert_eq!(pruned.kept_bytes, 500);
     }
 }

@@ -205,7 +205,12 @@ const SNAPSHOT_HEADER: &[u8] = b"outpost-snapshot1 ";
 /// `path`, so readers see the old file or the whole new one.
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    let tmp = path.with_extension("tmp");
+    use std::sync::atomic::{AtomicU64, Ordering};
+    // A name of its own per write: two apps of one module may compile and
+    // cache it at the same moment, and must not rename each other's file.
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let tmp = path.with_extension(format!("{}-{n}.tmp", std::process::id()));
     let mut file = std::fs::File::create(&tmp)?;
     file.write_all(bytes)?;
     file.sync_all()?;
