@@ -36,7 +36,7 @@
 #
 # Knobs (env): MANY_APPS (1000) MANY_TENANTS (10) MANY_PARALLEL (4)
 # MANY_MAX_S (600) MANY_FRESH (5) MANY_DURATION (10) MANY_CONNS (16)
-# MANY_SKIP_FRESH_NODE (unset) ISO_SKIP_BUILD ISO_BIN_DIR ISO_TIMEOUT_S
+# MANY_SKIP_FRESH_NODE (unset) MANY_NODE_CONFIG (unset) ISO_SKIP_BUILD ISO_BIN_DIR ISO_TIMEOUT_S
 # (120: banners, API calls) BENCH_MAX_BUSY (0.5) BENCH_LOAD_WAIT_S (600).
 set -euo pipefail
 export LC_ALL=C
@@ -55,6 +55,9 @@ die() {
 }
 
 N="${MANY_APPS:-1000}"
+# MANY_NODE_CONFIG: a TOML file for the nodes (e.g. [pool] settings).
+NODE_ARGS=()
+[[ -z "${MANY_NODE_CONFIG:-}" ]] || NODE_ARGS=(--config "$MANY_NODE_CONFIG")
 TENANTS="${MANY_TENANTS:-10}"
 PARALLEL="${MANY_PARALLEL:-4}"
 MAX_S="${MANY_MAX_S:-600}"
@@ -179,7 +182,7 @@ for ((t = 0; t < TENANTS; t++)); do
     TOKENS[t]="$(api POST /v1/tenants "$ADMIN_TOKEN" -H 'content-type: application/json' \
         -d "{\"name\":\"t$t\"}" | jq -er .token)" || die "no token for tenant t$t"
 done
-edge_node_sync node1 "$CP_ADDR" "$WORK/node1-cache"
+edge_node_sync node1 "$CP_ADDR" "$WORK/node1-cache" "${NODE_ARGS[@]}"
 NODE_PID="$PROC_PID"
 NODE_ADDR="$PROC_ADDR"
 NODE_METRICS="$PROC_METRICS"
@@ -341,7 +344,7 @@ if [[ -z "${MANY_SKIP_FRESH_NODE:-}" ]]; then
     wait_for_idle_cpu
     R[busy_node2]="$BUSY"
     WAIT_T0="$EPOCHREALTIME"
-    edge_node_sync node2 "$CP_ADDR" "$WORK/node2-cache"
+    edge_node_sync node2 "$CP_ADDR" "$WORK/node2-cache" "${NODE_ARGS[@]}"
     N2_PID="$PROC_PID"
     N2_METRICS="$PROC_METRICS"
     sampler "$N2_METRICS" "$RAW/timeline-node2.txt" "$N2_PID" &
@@ -363,7 +366,7 @@ stop_server "$NODE_PID"
 stop_server "$CP_PID"
 wait_for_idle_cpu
 R[busy_restart]="$BUSY"
-edge_node_sync node1-restart "$CP_ADDR" "$WORK/node1-cache"
+edge_node_sync node1-restart "$CP_ADDR" "$WORK/node1-cache" "${NODE_ARGS[@]}"
 R[restart_ms]="$PROC_BANNER_MS"
 NODE_PID="$PROC_PID"
 NODE_ADDR="$PROC_ADDR"
