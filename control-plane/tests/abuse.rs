@@ -17,19 +17,14 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use outpost_control_plane::api::ApiState;
 use outpost_control_plane::api::limiter::MAX_FAILURES;
-use outpost_control_plane::secrets::Sealer;
-use outpost_control_plane::server;
 use outpost_control_plane::store::{SledStore, Store};
-use outpost_edge_node::metrics::Metrics;
-use outpost_edge_node::runtime::{PoolConfig, Runtime};
 use outpost_test_fixtures as fixtures;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use support::{ADMIN, CERT_KEY, NODE};
+use support::{ADMIN, ControlPlane, NODE};
 
 /// Small, so oversize uploads are cheap to send in a debug build.
 const MAX_MODULE: u64 = 1024 * 1024;
@@ -40,13 +35,7 @@ struct Cp {
     addr: SocketAddr,
     store: Arc<dyn Store>,
     _dir: tempfile::TempDir,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Cp {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _server: ControlPlane,
 }
 
 struct Reply {
@@ -60,31 +49,14 @@ impl Cp {
     async fn start() -> Cp {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
-        let pool = PoolConfig {
-            enabled: false,
-            ..PoolConfig::default()
-        };
-        let validator = Arc::new(Runtime::new(&pool, Metrics::new()).unwrap());
-        let state = ApiState::new(
-            store.clone(),
-            ADMIN,
-            NODE,
-            validator,
-            MAX_MODULE,
-            Sealer::from_hex(CERT_KEY).unwrap(),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let task = tokio::spawn(async move {
-            server::run(listener, state, std::future::pending())
-                .await
-                .unwrap();
-        });
+        let server =
+            ControlPlane::start_with(store.clone(), "127.0.0.1:0".parse().unwrap(), MAX_MODULE)
+                .await;
         Cp {
-            addr,
+            addr: server.addr,
             store,
             _dir: dir,
-            task,
+            _server: server,
         }
     }
 

@@ -13,59 +13,12 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use outpost_control_plane::api::{ApiState, DEFAULT_MAX_MODULE_BYTES};
-use outpost_control_plane::secrets::Sealer;
-use outpost_control_plane::server;
+use outpost_control_plane::api::DEFAULT_MAX_MODULE_BYTES;
 use outpost_control_plane::store::faulty::Fault;
-use outpost_control_plane::store::{FaultyStore, SledStore, Store};
-use outpost_edge_node::metrics::Metrics;
-use outpost_edge_node::runtime::{PoolConfig, Runtime};
+use outpost_control_plane::store::{FaultyStore, SledStore};
 use outpost_test_fixtures as fixtures;
 use serde_json::{Value, json};
-use support::{ADMIN, CERT_KEY, NODE};
-
-/// An API server over `store` on 127.0.0.1:0, running until the test ends.
-struct Api {
-    addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Api {
-    async fn start(store: Arc<dyn Store>) -> Api {
-        let pool = PoolConfig {
-            enabled: false,
-            ..PoolConfig::default()
-        };
-        let validator = Arc::new(Runtime::new(&pool, Metrics::new()).unwrap());
-        let state = ApiState::new(
-            store,
-            ADMIN,
-            NODE,
-            validator,
-            DEFAULT_MAX_MODULE_BYTES,
-            Sealer::from_hex(CERT_KEY).unwrap(),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let task = tokio::spawn(async move {
-            server::run(listener, state, std::future::pending())
-                .await
-                .unwrap();
-        });
-        Api { addr, task }
-    }
-
-    /// The same calls as the shared harness, on this server.
-    fn cp(&self) -> CpRef {
-        CpRef(self.addr)
-    }
-}
-
-impl Drop for Api {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
+use support::{ADMIN, CERT_KEY, ControlPlane, NODE};
 
 /// Borrowed view for the harness's `call`/`json` helpers.
 struct CpRef(SocketAddr);
@@ -214,8 +167,13 @@ fn assert_error(status: u16, body: &Value, want_status: u16, want_code: &str) {
 async fn a_full_disk_is_507_and_a_refused_write_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(FaultyStore::new(SledStore::open(dir.path()).unwrap()));
-    let api = Api::start(store.clone()).await;
-    let cp = api.cp();
+    let api = ControlPlane::start_with(
+        store.clone(),
+        "127.0.0.1:0".parse().unwrap(),
+        DEFAULT_MAX_MODULE_BYTES,
+    )
+    .await;
+    let cp = CpRef(api.addr);
     let token = cp.acme_with_web_app().await;
     let v1 = fixtures::hello("v1\n");
     let (status, body) = cp.deploy(&token, v1.clone()).await;

@@ -47,6 +47,16 @@ pub struct ControlPlane {
 impl ControlPlane {
     pub async fn start(data: &Path, addr: SocketAddr) -> ControlPlane {
         let store: Arc<dyn Store> = Arc::new(SledStore::open(data).unwrap());
+        Self::start_with(store, addr, DEFAULT_MAX_MODULE_BYTES).await
+    }
+
+    /// A control plane over any `store` (a faulty one, say), refusing
+    /// modules over `max_module_bytes`.
+    pub async fn start_with(
+        store: Arc<dyn Store>,
+        addr: SocketAddr,
+        max_module_bytes: u64,
+    ) -> ControlPlane {
         let pool = PoolConfig {
             enabled: false,
             ..PoolConfig::default()
@@ -57,7 +67,7 @@ impl ControlPlane {
             ADMIN,
             NODE,
             validator,
-            DEFAULT_MAX_MODULE_BYTES,
+            max_module_bytes,
             Sealer::from_hex(CERT_KEY).unwrap(),
         );
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
