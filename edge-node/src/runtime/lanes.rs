@@ -158,7 +158,7 @@ impl Lanes {
             },
             budget: Duration::from_millis(self.config.cpu_budget_ms),
             lanes: self.clone(),
-            standing: standing.share(),
+            standing: standing.clone(),
         })
     }
 
@@ -230,6 +230,8 @@ fn sched_idle() -> std::io::Result<()> {
 }
 
 /// One app's place in the lanes: demoted until when, and its counters.
+/// Clones share one standing.
+#[derive(Clone)]
 pub struct Standing {
     inner: Arc<StandingInner>,
 }
@@ -252,12 +254,6 @@ impl Standing {
                 demotions,
                 background,
             }),
-        }
-    }
-
-    fn share(&self) -> Standing {
-        Standing {
-            inner: self.inner.clone(),
         }
     }
 
