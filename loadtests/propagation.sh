@@ -11,6 +11,6 @@ profile_flag="--release"
 if [[ "${PROFILE:-release}" == "dev" ]]; then profile_flag=""; fi
 echo "RUST_BACKTRACE=${RUST_BACKTRACE:-unset}; profile: ${PROFILE:-release}"
 # shellcheck disable=SC2086
-cargo test -j2 $profile_flag -p outpost-control-plane --test propagation -- \
+cargo test -j2 $profile_flag -p outpost-e2e --test all propagation:: -- \
   --ignored --nocapture --test-threads 1 2>&1 |
   grep -E 'propagation over|deploy storm|test result|panicked|FAILED'

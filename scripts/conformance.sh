@@ -20,7 +20,7 @@
 # Not checked by schemathesis: GET /v1/nodes/watch and
 # GET /v1/apps/{app}/logs, because `follow=true` (and watch, always) is an
 # endless stream that no generated request would see the end of; their
-# errors are covered by control-plane/tests/api.rs.
+# errors are covered by control-plane/tests/all/api.rs.
 #
 #   bash scripts/conformance.sh
 #   CONFORMANCE_EXAMPLES=50 bash scripts/conformance.sh   # more cases per operation

@@ -13,16 +13,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use http::Method;
-use outpost_control_plane::api::{ApiState, DEFAULT_MAX_MODULE_BYTES};
+use outpost_control_plane::api::DEFAULT_MAX_MODULE_BYTES;
 use outpost_control_plane::secrets::Sealer;
 use outpost_control_plane::store::{SledStore, Store};
-use outpost_edge_node::config::ServerConfig;
-use outpost_edge_node::metrics::Metrics;
-use outpost_edge_node::runtime::{Limits, PoolConfig, Runtime};
-use outpost_edge_node::server::Listeners;
-use outpost_edge_node::sync::{self, Cache, SyncConfig};
+use outpost_edge_node::Config;
+use outpost_edge_node::config::{ServerConfig, SyncSettings};
+use outpost_edge_node::sync::DEFAULT_KEEP_UNUSED_BYTES;
 use outpost_edge_node::tls::Certificate;
-use outpost_edge_node::{Config, Node};
 use outpost_proto::{App, Deployment, Rollout, TenantCreated};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -150,78 +147,53 @@ pub async fn run_until(
             )
         })?);
 
-    // The control plane.
-    let pool = PoolConfig {
-        enabled: false,
-        ..PoolConfig::default()
-    };
-    let validator = Arc::new(Runtime::new(&pool, Metrics::new())?);
-    let api_state = ApiState::new(
-        store,
-        &tokens.admin,
-        &tokens.node,
-        validator,
-        DEFAULT_MAX_MODULE_BYTES,
-        sealer,
-    );
-    let api = tokio::net::TcpListener::bind(dev.api)
-        .await
-        .with_context(|| format!("binding the control plane on {}", dev.api))?;
-    let api_addr = api.local_addr()?;
+    // The control plane, then an edge node following it: each through the
+    // start-up path its own binary takes.
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let control_plane = tokio::spawn(outpost_control_plane::server::run(
-        api,
-        api_state,
-        stopped(stop_rx.clone()),
-    ));
-
-    // The edge node, following it.
-    let node = Node::new(&PoolConfig::default(), Metrics::new())?;
-    let cache_dir = state_dir.join("node-cache");
-    node.runtime()
-        .enable_compile_cache(&cache_dir.join("compiled"))?;
-    node.set_default_certificate(Certificate::self_signed(&["localhost", "*.localhost"])?.0);
-    let cache = Cache::open(&cache_dir)?;
-    let applied = sync::restore(&node, &cache, &Limits::default())
-        .await?
-        .unwrap_or(0);
-    let config = Config {
+    let cp_config = outpost_control_plane::config::Config {
+        listen: dev.api,
+        data_dir: state_dir.join("data"),
+        admin_token: tokens.admin.clone(),
+        node_token: tokens.node.clone(),
+        max_module_bytes: DEFAULT_MAX_MODULE_BYTES,
+        cert_key: None,
+    };
+    let control_plane =
+        outpost_control_plane::start_with(&cp_config, store, sealer, stopped(stop_rx.clone()))
+            .await?;
+    let api_addr = control_plane.addr;
+    let node_config = Config {
         http: dev.http,
         https: Some(dev.https),
         metrics: dev.metrics,
-        ..Config::default()
-    };
-    let listeners = Listeners::bind(&config).await?;
-    let http = listeners.http.local_addr()?;
-    let https = listeners
-        .https
-        .as_ref()
-        .expect("https was configured")
-        .local_addr()?;
-    let metrics = listeners.metrics.local_addr()?;
-    let follow = tokio::spawn(sync::follow(
-        node.clone(),
-        SyncConfig {
-            url: format!("http://{api_addr}"),
-            token: tokens.node.clone(),
-            defaults: Limits::default(),
-            node_id: "dev".into(),
-        },
-        cache,
-        applied,
-    ));
-    let edge = tokio::spawn(outpost_edge_node::server::run(
-        node,
-        listeners,
-        ServerConfig {
+        server: ServerConfig {
             shutdown_grace: Duration::from_secs(2),
             ..ServerConfig::default()
         },
-        stopped(stop_rx),
-    ));
+        sync: Some(SyncSettings {
+            url: format!("http://{api_addr}"),
+            token: tokens.node.clone(),
+            cache_dir: state_dir.join("node-cache"),
+            keep_unused_bytes: DEFAULT_KEEP_UNUSED_BYTES,
+            node_id: "dev".into(),
+        }),
+        ..Config::default()
+    };
+    let edge = match outpost_edge_node::start(node_config, stopped(stop_rx)).await {
+        Ok(edge) => edge,
+        Err(e) => {
+            control_plane.abort();
+            return Err(e.into());
+        }
+    };
+    // `*.localhost` too: every dev app is routed under it.
+    edge.node
+        .set_default_certificate(Certificate::self_signed(&["localhost", "*.localhost"])?.0);
+    let (http, metrics) = (edge.http, edge.metrics);
+    let https = edge.https.expect("https was configured");
 
     let setup = async {
         bootstrap(&api_addr.to_string(), &mut tokens, &tokens_path, &wasm).await?;
@@ -249,9 +221,8 @@ pub async fn run_until(
         eprintln!("Stopping…");
     }
     let _ = stop_tx.send(true);
-    follow.abort();
-    let _ = tokio::time::timeout(Duration::from_secs(5), edge).await;
-    let _ = tokio::time::timeout(Duration::from_secs(5), control_plane).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), edge.stopped()).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), control_plane.stopped()).await;
     outcome
 }
 

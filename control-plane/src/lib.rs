@@ -7,17 +7,22 @@
 //!
 //! Edge nodes follow it through the watch stream ([`watch`]).
 //!
-//! The `control-plane` binary (`main.rs`) is thin: [`config::Config`],
-//! [`store::SledStore::open`], bind, [`server::run`].
+//! Its one start-up path is [`start()`] (or [`start_with`] over a given
+//! store): the `control-plane` binary parses its config and calls it, and
+//! so do `outpost dev` and the tests.
 //!
-//! Edge nodes consume the stream in sync mode (`outpost_edge_node::sync`)
-//! and report what they serve; `/metrics` and `/v1/openapi.json` describe
-//! the rest. Not here yet: delta events (only snapshots are sent).
+//! Components and certificates are vetted with the same runtime the nodes
+//! run ([`outpost_runtime`]); this crate does not depend on the edge node.
+//! Nodes consume the watch stream and report what they serve; `/metrics`
+//! and `/v1/openapi.json` describe the rest.
 
 pub mod api;
 pub mod config;
 pub mod metrics;
 pub mod secrets;
 pub mod server;
+mod start;
 pub mod store;
 pub mod watch;
+
+pub use start::{Running, StartError, start, start_with};

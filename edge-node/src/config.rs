@@ -5,14 +5,15 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use clap::Parser;
 use serde::Deserialize;
 
+pub use crate::server::config::Config as ServerConfig;
+
 use crate::error::{Error, Result};
-use crate::router::{Route, Router};
-use crate::runtime::{AppSpec, LaneConfig, LimitOverrides, Limits, PoolConfig};
+use outpost_runtime::router::{Route, Router};
+use outpost_runtime::{AppSpec, LaneConfig, LimitOverrides, Limits, PoolConfig};
 
 /// Tenant name used for apps given on the command line or without one.
 pub const DEFAULT_TENANT: &str = "default";
@@ -134,9 +135,9 @@ struct FileConfig {
     /// Foreground/background lanes for guest execution.
     #[serde(default)]
     lanes: LaneConfig,
-    /// Connection handling.
+    /// Connection handling (the server's own section).
     #[serde(default)]
-    server: ServerFileConfig,
+    server: ServerConfig,
     /// Apps served in standalone mode.
     #[serde(default, rename = "app")]
     apps: Vec<AppFileConfig>,
@@ -161,33 +162,6 @@ struct TlsFileConfig {
     key: Option<PathBuf>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ServerFileConfig {
-    /// Time a client has to finish its TLS handshake, in ms.
-    handshake_timeout_ms: Option<u64>,
-    /// Redirect plain HTTP to HTTPS.
-    redirect_http: Option<bool>,
-    /// Client connections open at once.
-    max_connections: Option<usize>,
-    /// Time a client has to send a request head, in ms.
-    header_read_timeout_ms: Option<u64>,
-    /// Time in-flight requests get to finish on shutdown, in ms.
-    shutdown_grace_ms: Option<u64>,
-    /// Time a connection may sit with no bytes moving and no request
-    /// waiting for its response before it is closed, in ms.
-    idle_timeout_ms: Option<u64>,
-    /// Largest HTTP/1 request head (request line and headers), in bytes.
-    max_header_bytes: Option<usize>,
-    /// Longest request target (path and query), in bytes.
-    max_uri_bytes: Option<usize>,
-    /// HTTP/2 streams one connection may have open at once.
-    h2_max_concurrent_streams: Option<u32>,
-    /// HTTP/2 streams a client may reset before the node accepted them,
-    /// before the node ends the connection with GOAWAY.
-    h2_max_pending_accept_reset_streams: Option<usize>,
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AppFileConfig {
@@ -208,82 +182,6 @@ struct AppFileConfig {
     /// Hosts the guest may call (`host` or `host:port`).
     #[serde(default)]
     allow_outbound: Vec<String>,
-}
-
-/// Connection handling settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerConfig {
-    /// Client connections open at once. Default: 10 000.
-    pub max_connections: usize,
-    /// Time a client has to send a complete request head. Default: 10 s.
-    pub header_read_timeout: Duration,
-    /// Time in-flight requests get to finish on shutdown. Default: 10 s.
-    pub shutdown_grace: Duration,
-    /// Time a client has to finish its TLS handshake. Default: 10 s.
-    pub handshake_timeout: Duration,
-    /// Answer plain HTTP with 308 to HTTPS (when HTTPS is on). Default: false.
-    pub redirect_http: bool,
-    /// Time a connection may sit with no bytes moving either way while no
-    /// request on it waits for its response; it is then closed. This
-    /// reclaims idle keep-alive connections (HTTP/1.1 and h2), sockets that
-    /// never say anything, and clients that stop reading their response. A
-    /// streamed response that pauses longer than this is cut off too, so
-    /// keep it above the longest app timeout. Default: 60 s.
-    pub idle_timeout: Duration,
-    /// Largest HTTP/1 request head; a larger one gets 431. Default: 64 KiB
-    /// (at least 8 KiB, hyper's minimum read buffer).
-    pub max_header_bytes: usize,
-    /// Longest request target (path and query); a longer one gets 414.
-    /// Default: 8 KiB.
-    pub max_uri_bytes: usize,
-    /// HTTP/2 streams one connection may have open at once; more are
-    /// refused with `REFUSED_STREAM`. Default: 100.
-    pub h2_max_concurrent_streams: u32,
-    /// HTTP/2 streams a client may reset before the node accepted them
-    /// before the connection is closed with GOAWAY — the "rapid reset"
-    /// defence (CVE-2023-44487). Default: 20.
-    pub h2_max_pending_accept_reset_streams: usize,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        ServerConfig {
-            max_connections: 10_000,
-            header_read_timeout: Duration::from_secs(10),
-            shutdown_grace: Duration::from_secs(10),
-            handshake_timeout: Duration::from_secs(10),
-            redirect_http: false,
-            idle_timeout: Duration::from_secs(60),
-            max_header_bytes: 64 * 1024,
-            max_uri_bytes: 8 * 1024,
-            h2_max_concurrent_streams: 100,
-            h2_max_pending_accept_reset_streams: 20,
-        }
-    }
-}
-
-impl ServerConfig {
-    /// What is wrong with the settings hyper would otherwise panic on or
-    /// that would make the node refuse everything.
-    pub fn problems(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        if self.idle_timeout.is_zero() {
-            out.push("server.idle_timeout_ms must be greater than 0".into());
-        }
-        if self.max_header_bytes < 8192 {
-            out.push("server.max_header_bytes must be at least 8192".into());
-        }
-        if self.max_uri_bytes == 0 {
-            out.push("server.max_uri_bytes must be greater than 0".into());
-        }
-        if self.h2_max_concurrent_streams == 0 {
-            out.push("server.h2_max_concurrent_streams must be greater than 0".into());
-        }
-        if self.h2_max_pending_accept_reset_streams == 0 {
-            out.push("server.h2_max_pending_accept_reset_streams must be greater than 0".into());
-        }
-        out
-    }
 }
 
 /// A fully resolved node configuration.
@@ -437,52 +335,13 @@ impl Config {
         problems.extend(pool.problems());
         problems.extend(file.lanes.problems());
 
-        let server = ServerConfig {
-            max_connections: args
-                .max_connections
-                .or(file.server.max_connections)
-                .unwrap_or(defaults.server.max_connections),
-            header_read_timeout: file
-                .server
-                .header_read_timeout_ms
-                .map(Duration::from_millis)
-                .unwrap_or(defaults.server.header_read_timeout),
-            shutdown_grace: file
-                .server
-                .shutdown_grace_ms
-                .map(Duration::from_millis)
-                .unwrap_or(defaults.server.shutdown_grace),
-            handshake_timeout: file
-                .server
-                .handshake_timeout_ms
-                .map(Duration::from_millis)
-                .unwrap_or(defaults.server.handshake_timeout),
-            redirect_http: args.redirect_http || file.server.redirect_http.unwrap_or(false),
-            idle_timeout: file
-                .server
-                .idle_timeout_ms
-                .map(Duration::from_millis)
-                .unwrap_or(defaults.server.idle_timeout),
-            max_header_bytes: file
-                .server
-                .max_header_bytes
-                .unwrap_or(defaults.server.max_header_bytes),
-            max_uri_bytes: file
-                .server
-                .max_uri_bytes
-                .unwrap_or(defaults.server.max_uri_bytes),
-            h2_max_concurrent_streams: file
-                .server
-                .h2_max_concurrent_streams
-                .unwrap_or(defaults.server.h2_max_concurrent_streams),
-            h2_max_pending_accept_reset_streams: file
-                .server
-                .h2_max_pending_accept_reset_streams
-                .unwrap_or(defaults.server.h2_max_pending_accept_reset_streams),
-        };
-        if server.handshake_timeout.is_zero() {
-            problems.push("server.handshake_timeout_ms must be greater than 0".into());
+        // The file's [server] section (already defaulted and typed by
+        // serde), with the two flags laid over it.
+        let mut server = file.server;
+        if let Some(n) = args.max_connections {
+            server.max_connections = n;
         }
+        server.redirect_http |= args.redirect_http;
         let https = args.https.or(file.https);
         if server.redirect_http && https.is_none() {
             problems.push("--redirect-http needs --https".into());
@@ -504,12 +363,6 @@ impl Config {
                     problems.push(format!("TLS file {} does not exist", file.display()));
                 }
             }
-        }
-        if server.max_connections == 0 {
-            problems.push("max_connections must be greater than 0".into());
-        }
-        if server.header_read_timeout.is_zero() {
-            problems.push("server.header_read_timeout_ms must be greater than 0".into());
         }
         problems.extend(server.problems());
 
@@ -601,7 +454,7 @@ impl Config {
                     keep_unused_bytes: args
                         .cache_keep_unused_mib
                         .or(file.cache_keep_unused_mib)
-                        .map_or(crate::sync::DEFAULT_KEEP_UNUSED_BYTES, |mib| {
+                        .map_or(crate::sync::cache::DEFAULT_KEEP_UNUSED_BYTES, |mib| {
                             mib.saturating_mul(1024 * 1024)
                         }),
                 })
@@ -688,6 +541,8 @@ fn check_apps(apps: &[AppConfig], problems: &mut Vec<String>) {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn args(list: &[&str]) -> Args {

@@ -10,17 +10,10 @@ pub enum Error {
     /// The configuration has problems; every one is listed.
     #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
     Config(Vec<String>),
-    /// A component was refused.
-    #[error("{what}: not a valid worker: {reason}")]
-    InvalidWasm {
-        /// Which app.
-        what: String,
-        /// Why.
-        reason: String,
-    },
-    /// A certificate or key was refused.
-    #[error("{0}")]
-    Certificate(String),
+    /// The runtime refused a component or a certificate, or could not set
+    /// up wasmtime.
+    #[error(transparent)]
+    Runtime(#[from] outpost_runtime::Error),
     /// A file could not be read.
     #[error("reading {path}: {source}")]
     Read {
@@ -39,9 +32,6 @@ pub enum Error {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// wasmtime could not be set up.
-    #[error("setting up wasmtime: {0}")]
-    Engine(String),
     /// Serving failed.
     #[error("serving: {0}")]
     Serve(#[from] std::io::Error),

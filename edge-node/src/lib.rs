@@ -12,23 +12,21 @@
 //! on disk too). What it deliberately is not: a general reverse proxy —
 //! every request is answered by a worker or by the node itself.
 //!
-//! The binary in `main.rs` is thin: [`config::Config::from_args`], then
-//! [`Node::new`] + [`Node::apply`] (every component compiled before any
-//! port is bound), then [`server::Listeners::bind`] and [`server::run`].
-//! Tests run exactly that in-process.
+//! The node's one start-up path is [`start()`]: the binary in `main.rs`
+//! parses its config and calls it, and so do `outpost dev` and the tests,
+//! so every component is compiled and the cached snapshot applied before
+//! any port is bound, wherever a node runs.
 
-pub mod body;
 pub mod config;
 pub mod error;
 pub mod metrics;
 pub mod node;
-pub mod prune;
-pub mod router;
-pub mod runtime;
 pub mod server;
+mod start;
 pub mod sync;
 pub mod tls;
 
 pub use config::Config;
 pub use error::{Error, Result};
 pub use node::Node;
+pub use start::{Running, start};

@@ -1,458 +1,57 @@
-//! The node's Prometheus metrics.
-//!
-//! Names follow `outpost_<subsystem>_<what>_<unit>`; labels are bounded
-//! (`tenant`, `app`, a status class or a reason — never a raw path or host).
-//! Per-app series are bound once when the app is loaded ([`AppMetrics`]), so
-//! the request path never hashes label values.
+//! The node's Prometheus registry: each subsystem registers its own
+//! metrics on it ([`outpost_runtime::metrics`] for apps and the pool,
+//! [`crate::server::metrics::Metrics`] for connections and unrouted requests,
+//! [`crate::tls::Metrics`] for handshakes and certificates,
+//! [`crate::sync::metrics::Metrics`] for following the control plane), and the
+//! admin listener renders the whole registry.
 
-use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
-};
+use prometheus::{Encoder as _, Registry, TextEncoder};
 
-use crate::runtime::lanes::Demotion;
-use crate::runtime::limits::KillReason;
-
-/// Buckets for request and instantiation latency: 50 µs to 30 s.
-const LATENCY_BUCKETS: &[f64] = &[
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-    2.5, 5.0, 10.0, 30.0,
-];
-
-/// Buckets for module compilation: 1 ms to 2 min.
-const COMPILE_BUCKETS: &[f64] = &[
-    0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
-];
-
-/// The `result` labels of `outpost_runtime_subrequests_total`.
-const SUBREQUEST_RESULTS: [&str; 3] = ["sent", "denied", "limit"];
-
-/// Status classes used as the `status` label.
-const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
-
-/// Every metric the node exports.
+/// Every metric the node exports, by subsystem. Cloning shares the series.
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
-    requests: IntCounterVec,
-    request_duration: HistogramVec,
-    unrouted: IntCounterVec,
-    instantiate_duration: HistogramVec,
-    fuel_consumed: IntCounterVec,
-    limit_kills: IntCounterVec,
-    traps: IntCounterVec,
-    instances_in_flight: IntGaugeVec,
-    guest_log_dropped: IntCounterVec,
-    compile_duration: HistogramVec,
-    compile_cache: IntCounterVec,
-    subrequests: IntCounterVec,
-    demotions: IntCounterVec,
-    background_requests: IntCounterVec,
-    apps_loaded: IntGauge,
-    pooling_allocator: IntGauge,
-    applied_revision: IntGauge,
-    sync_lag: IntGauge,
-    sync_reconnects: IntCounter,
-    cache_bytes: IntGaugeVec,
-    pool_memories: IntGauge,
-    pool_warm_memories: IntGauge,
-    pool_warm_memory_bytes: IntGauge,
-    /// The engine's pooling allocator, read at each render.
-    pool_source: std::sync::Arc<std::sync::OnceLock<wasmtime::PoolingAllocatorMetrics>>,
-    connections_open: IntGaugeVec,
-    tls_handshakes: IntCounterVec,
-    tls_handshake_duration: Histogram,
-    tls_certificates: IntGauge,
-    tls_expiry_days: prometheus::Gauge,
-    /// Unix time of the nearest certificate expiry (0: none); turned into
-    /// days left at each render, so the gauge never goes stale.
-    tls_nearest_expiry: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    /// Apps, instances, limits, compilation, the instance pool.
+    pub runtime: outpost_runtime::Metrics,
+    /// Connections and requests no app answered.
+    pub server: crate::server::metrics::Metrics,
+    /// TLS handshakes and installed certificates.
+    pub tls: crate::tls::Metrics,
+    /// Following the control plane.
+    pub sync: crate::sync::metrics::Metrics,
 }
 
 impl Metrics {
-    /// Creates the metrics and registers them on a fresh registry.
+    /// Every subsystem's metrics on a fresh registry.
     pub fn new() -> Metrics {
         Self::register(Registry::new()).expect("metric definitions are valid and unique")
     }
 
-    /// Creates the metrics and registers them on `registry`.
+    /// Every subsystem's metrics on `registry`.
     pub fn register(registry: Registry) -> prometheus::Result<Metrics> {
-        let app = &["tenant", "app"];
-        let m = Metrics {
-            requests: IntCounterVec::new(
-                Opts::new(
-                    "outpost_http_requests_total",
-                    "Requests answered for an app, by status class.",
-                ),
-                &["tenant", "app", "status"],
-            )?,
-            request_duration: HistogramVec::new(
-                HistogramOpts::new(
-                    "outpost_http_request_duration_seconds",
-                    "Time from request head to response head, per app.",
-                )
-                .buckets(LATENCY_BUCKETS.to_vec()),
-                app,
-            )?,
-            unrouted: IntCounterVec::new(
-                Opts::new(
-                    "outpost_http_unrouted_requests_total",
-                    "Requests the node answered itself because no app matched.",
-                ),
-                &["reason"],
-            )?,
-            instantiate_duration: HistogramVec::new(
-                HistogramOpts::new(
-                    "outpost_runtime_instantiate_duration_seconds",
-                    "Time to create a fresh instance for one request.",
-                )
-                .buckets(LATENCY_BUCKETS.to_vec()),
-                app,
-            )?,
-            fuel_consumed: IntCounterVec::new(
-                Opts::new(
-                    "outpost_runtime_fuel_consumed_total",
-                    "Fuel burned by an app's instances.",
-                ),
-                app,
-            )?,
-            limit_kills: IntCounterVec::new(
-                Opts::new(
-                    "outpost_runtime_limit_kills_total",
-                    "Requests stopped because they hit a limit, by limit.",
-                ),
-                &["tenant", "app", "reason"],
-            )?,
-            traps: IntCounterVec::new(
-                Opts::new(
-                    "outpost_runtime_traps_total",
-                    "Guest traps not caused by a limit (bugs in the guest).",
-                ),
-                app,
-            )?,
-            instances_in_flight: IntGaugeVec::new(
-                Opts::new(
-                    "outpost_runtime_instances_in_flight",
-                    "Instances of an app alive right now.",
-                ),
-                app,
-            )?,
-            guest_log_dropped: IntCounterVec::new(
-                Opts::new(
-                    "outpost_runtime_guest_log_dropped_bytes_total",
-                    "Guest stdout/stderr bytes dropped over the per-request cap.",
-                ),
-                app,
-            )?,
-            compile_duration: HistogramVec::new(
-                HistogramOpts::new(
-                    "outpost_runtime_compile_duration_seconds",
-                    "Time to compile an app's component.",
-                )
-                .buckets(COMPILE_BUCKETS.to_vec()),
-                app,
-            )?,
-            subrequests: IntCounterVec::new(
-                Opts::new(
-                    "outpost_runtime_subrequests_total",
-                    "Outbound HTTP requests from guests, by result (sent, denied: host not allow-listed, limit: over the per-request cap).",
-                ),
-                &["tenant", "app", "result"],
-            )?,
-            demotions: IntCounterVec::new(
-                Opts::new(
-                    "outpost_runtime_demotions_total",
-                    "Times an app was sent to the low-priority background lane, by reason (cpu: a request used up its foreground CPU budget; limit: a request ended in a limit kill or a trap).",
-                ),
-                &["tenant", "app", "reason"],
-            )?,
-            background_requests: IntCounterVec::new(
-                Opts::new(
-                    "outpost_runtime_background_requests_total",
-                    "Requests that ran, wholly or partly, in the low-priority background lane.",
-                ),
-                app,
-            )?,
-            cache_bytes: IntGaugeVec::new(
-                Opts::new(
-                    "outpost_sync_cache_bytes",
-                    "Bytes in the node's on-disk cache after the last prune, by kind (modules, compiled).",
-                ),
-                &["kind"],
-            )?,
-            compile_cache: IntCounterVec::new(
-                Opts::new(
-                    "outpost_runtime_compile_cache_lookups_total",
-                    "Compiled-module cache lookups, by result (hit, miss, invalid).",
-                ),
-                &["result"],
-            )?,
-            apps_loaded: IntGauge::new("outpost_runtime_apps_loaded", "Apps ready to serve.")?,
-            pool_memories: IntGauge::new(
-                "outpost_runtime_pool_memories_in_use",
-                "Linear-memory slots of the instance pool in use right now.",
-            )?,
-            pool_warm_memories: IntGauge::new(
-                "outpost_runtime_pool_warm_memories",
-                "Unused memory slots that were used before and keep some pages resident (at most pool.max_unused_warm_slots).",
-            )?,
-            pool_warm_memory_bytes: IntGauge::new(
-                "outpost_runtime_pool_warm_memory_bytes",
-                "Bytes kept resident in unused warm memory slots.",
-            )?,
-            pool_source: Default::default(),
-            pooling_allocator: IntGauge::new(
-                "outpost_runtime_pooling_allocator",
-                "1 if instances come from the pooling allocator, 0 if on-demand.",
-            )?,
-            applied_revision: IntGauge::new(
-                "outpost_sync_applied_revision",
-                "Control-plane revision this node serves (0 in standalone mode).",
-            )?,
-            sync_lag: IntGauge::new(
-                "outpost_sync_lag_revisions",
-                "Revisions the control plane is ahead of what this node serves.",
-            )?,
-            sync_reconnects: IntCounter::new(
-                "outpost_sync_reconnects_total",
-                "Times the watch stream to the control plane was re-established.",
-            )?,
-            connections_open: IntGaugeVec::new(
-                Opts::new(
-                    "outpost_http_connections_open",
-                    "Client connections open, by listener (http, https).",
-                ),
-                &["listener"],
-            )?,
-            tls_handshakes: IntCounterVec::new(
-                Opts::new(
-                    "outpost_tls_handshakes_total",
-                    "TLS handshakes, by result (ok, error, timeout) and protocol version.",
-                ),
-                &["result", "version"],
-            )?,
-            tls_handshake_duration: Histogram::with_opts(
-                HistogramOpts::new(
-                    "outpost_tls_handshake_duration_seconds",
-                    "Time from accepting a connection to a finished TLS handshake.",
-                )
-                .buckets(LATENCY_BUCKETS.to_vec()),
-            )?,
-            tls_certificates: IntGauge::new(
-                "outpost_tls_certificates_loaded",
-                "Tenant certificates installed on this node.",
-            )?,
-            tls_expiry_days: prometheus::Gauge::new(
-                "outpost_tls_certificate_expiry_days",
-                "Days until the nearest certificate (tenants' or the default) expires; negative once expired.",
-            )?,
-            tls_nearest_expiry: Default::default(),
+        Ok(Metrics {
+            runtime: outpost_runtime::Metrics::register(&registry)?,
+            server: crate::server::metrics::Metrics::register(&registry)?,
+            tls: crate::tls::Metrics::register(&registry)?,
+            sync: crate::sync::metrics::Metrics::register(&registry)?,
             registry,
-        };
-        m.registry.register(Box::new(m.requests.clone()))?;
-        m.registry.register(Box::new(m.request_duration.clone()))?;
-        m.registry.register(Box::new(m.unrouted.clone()))?;
-        m.registry
-            .register(Box::new(m.instantiate_duration.clone()))?;
-        m.registry.register(Box::new(m.fuel_consumed.clone()))?;
-        m.registry.register(Box::new(m.limit_kills.clone()))?;
-        m.registry.register(Box::new(m.traps.clone()))?;
-        m.registry
-            .register(Box::new(m.instances_in_flight.clone()))?;
-        m.registry.register(Box::new(m.guest_log_dropped.clone()))?;
-        m.registry.register(Box::new(m.compile_duration.clone()))?;
-        m.registry.register(Box::new(m.compile_cache.clone()))?;
-        m.registry.register(Box::new(m.subrequests.clone()))?;
-        m.registry.register(Box::new(m.demotions.clone()))?;
-        m.registry
-            .register(Box::new(m.background_requests.clone()))?;
-        m.registry.register(Box::new(m.apps_loaded.clone()))?;
-        m.registry.register(Box::new(m.pooling_allocator.clone()))?;
-        m.registry.register(Box::new(m.applied_revision.clone()))?;
-        m.registry.register(Box::new(m.sync_reconnects.clone()))?;
-        m.registry.register(Box::new(m.sync_lag.clone()))?;
-        m.registry.register(Box::new(m.cache_bytes.clone()))?;
-        m.registry.register(Box::new(m.pool_memories.clone()))?;
-        m.registry
-            .register(Box::new(m.pool_warm_memories.clone()))?;
-        m.registry
-            .register(Box::new(m.pool_warm_memory_bytes.clone()))?;
-        m.registry.register(Box::new(m.connections_open.clone()))?;
-        m.registry.register(Box::new(m.tls_handshakes.clone()))?;
-        m.registry
-            .register(Box::new(m.tls_handshake_duration.clone()))?;
-        m.registry.register(Box::new(m.tls_certificates.clone()))?;
-        m.registry.register(Box::new(m.tls_expiry_days.clone()))?;
-        for listener in ["http", "https"] {
-            m.connections_open.with_label_values(&[listener]);
-        }
-        for reason in UnroutedReason::ALL {
-            m.unrouted.with_label_values(&[reason.as_str()]);
-        }
-        for result in ["hit", "miss", "invalid"] {
-            m.compile_cache.with_label_values(&[result]);
-        }
-        Ok(m)
+        })
     }
 
-    /// The registry, for adding other subsystems' metrics.
+    /// The registry, for adding other metrics.
     pub fn registry(&self) -> &Registry {
         &self.registry
     }
 
-    /// Reads the instance pool's occupancy from `pool` at every render.
-    pub fn watch_pool(&self, pool: wasmtime::PoolingAllocatorMetrics) {
-        let _ = self.pool_source.set(pool);
-    }
-
     /// Renders every metric in the Prometheus text format.
     pub fn render(&self) -> String {
-        if let Some(pool) = self.pool_source.get() {
-            let int = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
-            self.pool_memories.set(int(pool.memories()));
-            self.pool_warm_memories
-                .set(i64::from(pool.unused_warm_memories()));
-            self.pool_warm_memory_bytes
-                .set(int(pool.unused_memory_bytes_resident()));
-        }
-        let nearest = self
-            .tls_nearest_expiry
-            .load(std::sync::atomic::Ordering::Relaxed);
-        if nearest != 0 {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs() as i64);
-            self.tls_expiry_days
-                .set(((nearest - now) as f64 / 86_400.0 * 10.0).round() / 10.0);
-        }
+        self.runtime.refresh();
+        self.tls.refresh();
         let mut buf = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut buf)
             .expect("text encoding into a Vec cannot fail");
         String::from_utf8(buf).expect("the text format is UTF-8")
-    }
-
-    /// Binds the series of one app.
-    pub fn app(&self, tenant: &str, app: &str) -> AppMetrics {
-        let labels = [tenant, app];
-        AppMetrics {
-            requests: STATUS_CLASSES
-                .map(|class| self.requests.with_label_values(&[tenant, app, class])),
-            request_duration: self.request_duration.with_label_values(&labels),
-            instantiate_duration: self.instantiate_duration.with_label_values(&labels),
-            fuel_consumed: self.fuel_consumed.with_label_values(&labels),
-            limit_kills: KillReason::ALL.map(|r| {
-                self.limit_kills
-                    .with_label_values(&[tenant, app, r.as_str()])
-            }),
-            traps: self.traps.with_label_values(&labels),
-            instances_in_flight: self.instances_in_flight.with_label_values(&labels),
-            guest_log_dropped: self.guest_log_dropped.with_label_values(&labels),
-            compile_duration: self.compile_duration.with_label_values(&labels),
-            subrequests: SUBREQUEST_RESULTS
-                .map(|r| self.subrequests.with_label_values(&[tenant, app, r])),
-            demotions: Demotion::ALL
-                .map(|r| self.demotions.with_label_values(&[tenant, app, r.as_str()])),
-            background_requests: self.background_requests.with_label_values(&labels),
-        }
-    }
-
-    /// Forgets an unloaded app's series so they don't linger forever.
-    pub fn remove_app(&self, tenant: &str, app: &str) {
-        let labels = [tenant, app];
-        for class in STATUS_CLASSES {
-            let _ = self.requests.remove_label_values(&[tenant, app, class]);
-        }
-        for r in KillReason::ALL {
-            let _ = self
-                .limit_kills
-                .remove_label_values(&[tenant, app, r.as_str()]);
-        }
-        let _ = self.request_duration.remove_label_values(&labels);
-        let _ = self.instantiate_duration.remove_label_values(&labels);
-        let _ = self.fuel_consumed.remove_label_values(&labels);
-        let _ = self.traps.remove_label_values(&labels);
-        let _ = self.instances_in_flight.remove_label_values(&labels);
-        let _ = self.guest_log_dropped.remove_label_values(&labels);
-        let _ = self.compile_duration.remove_label_values(&labels);
-        for r in SUBREQUEST_RESULTS {
-            let _ = self.subrequests.remove_label_values(&[tenant, app, r]);
-        }
-        for r in Demotion::ALL {
-            let _ = self
-                .demotions
-                .remove_label_values(&[tenant, app, r.as_str()]);
-        }
-        let _ = self.background_requests.remove_label_values(&labels);
-    }
-
-    /// Counts a request the node answered without any app.
-    pub fn unrouted(&self, reason: UnroutedReason) {
-        self.unrouted.with_label_values(&[reason.as_str()]).inc();
-    }
-
-    /// Records the size of one kind of on-disk cache after a prune.
-    pub fn set_cache_bytes(&self, kind: &str, bytes: u64) {
-        self.cache_bytes
-            .with_label_values(&[kind])
-            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
-    }
-
-    /// Counts one compiled-module cache lookup.
-    pub fn compile_cache(&self, result: &str) {
-        self.compile_cache.with_label_values(&[result]).inc();
-    }
-
-    /// Sets the number of apps ready to serve.
-    pub fn set_apps_loaded(&self, n: usize) {
-        self.apps_loaded.set(n as i64);
-    }
-
-    /// Records the control-plane revision now served.
-    pub fn set_applied_revision(&self, revision: u64) {
-        self.applied_revision
-            .set(i64::try_from(revision).unwrap_or(i64::MAX));
-    }
-
-    /// Records how far behind the control plane this node is.
-    pub fn set_sync_lag(&self, revisions: u64) {
-        self.sync_lag
-            .set(i64::try_from(revisions).unwrap_or(i64::MAX));
-    }
-
-    /// Counts one reconnection of the watch stream.
-    pub fn sync_reconnect(&self) {
-        self.sync_reconnects.inc();
-    }
-
-    /// Records the installed certificates: how many tenants' there are and
-    /// when the first of them (or the default) expires.
-    pub fn set_certificates(&self, tenants: usize, nearest_expiry: Option<i64>) {
-        self.tls_certificates.set(tenants as i64);
-        self.tls_nearest_expiry.store(
-            nearest_expiry.unwrap_or(0),
-            std::sync::atomic::Ordering::Relaxed,
-        );
-    }
-
-    /// The open-connections gauge of one listener.
-    pub fn connections_open(&self, listener: &str) -> IntGauge {
-        self.connections_open.with_label_values(&[listener])
-    }
-
-    /// Counts one TLS handshake; `version` is e.g. `TLSv1_3`, or `none`.
-    pub fn tls_handshake(&self, result: &str, version: &str, seconds: Option<f64>) {
-        self.tls_handshakes
-            .with_label_values(&[result, version])
-            .inc();
-        if let Some(s) = seconds {
-            self.tls_handshake_duration.observe(s);
-        }
-    }
-
-    /// Records whether the pooling allocator is in use.
-    pub fn set_pooling_allocator(&self, on: bool) {
-        self.pooling_allocator.set(i64::from(on));
     }
 }
 
@@ -462,141 +61,35 @@ impl Default for Metrics {
     }
 }
 
-/// Why a request reached no app.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UnroutedReason {
-    /// No `Host` header (nor authority in the URI).
-    MissingHost,
-    /// No route for that host and path.
-    UnknownHost,
-    /// On TLS, the `Host` belongs to another tenant than the SNI name.
-    Misdirected,
-}
-
-impl UnroutedReason {
-    const ALL: [UnroutedReason; 3] = [
-        UnroutedReason::MissingHost,
-        UnroutedReason::UnknownHost,
-        UnroutedReason::Misdirected,
-    ];
-
-    /// The metric label / `x-outpost-error` value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            UnroutedReason::MissingHost => "missing_host",
-            UnroutedReason::UnknownHost => "unknown_host",
-            UnroutedReason::Misdirected => "misdirected",
-        }
-    }
-}
-
-/// One app's pre-bound series.
-#[derive(Clone)]
-pub struct AppMetrics {
-    requests: [IntCounter; 5],
-    /// Time to response head.
-    pub request_duration: Histogram,
-    /// Time to create an instance.
-    pub instantiate_duration: Histogram,
-    /// Fuel burned.
-    pub fuel_consumed: IntCounter,
-    limit_kills: [IntCounter; 6],
-    /// Guest traps not caused by a limit.
-    pub traps: IntCounter,
-    /// Live instances.
-    pub instances_in_flight: IntGauge,
-    /// Guest output dropped over the cap.
-    pub guest_log_dropped: IntCounter,
-    /// Component compile time.
-    pub compile_duration: Histogram,
-    /// Outbound requests: sent, denied, over the limit.
-    pub subrequests: [IntCounter; 3],
-    /// Demotions to the background lane, in [`Demotion::ALL`] order.
-    pub demotions: [IntCounter; 2],
-    /// Requests that ran in the background lane.
-    pub background_requests: IntCounter,
-}
-
-impl AppMetrics {
-    /// Counts one answered request by its status code.
-    pub fn request(&self, status: u16) {
-        let class = match status {
-            100..=199 => 0,
-            200..=299 => 1,
-            300..=399 => 2,
-            400..=499 => 3,
-            _ => 4,
-        };
-        self.requests[class].inc();
-    }
-
-    /// Counts one request stopped by a limit.
-    pub fn kill(&self, reason: KillReason) {
-        self.kill_counter(reason).inc();
-    }
-
-    /// The counter for one limit, for code that counts later by itself.
-    pub fn kill_counter(&self, reason: KillReason) -> IntCounter {
-        let i = KillReason::ALL
-            .iter()
-            .position(|r| *r == reason)
-            .expect("ALL lists every reason");
-        self.limit_kills[i].clone()
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use outpost_runtime::KillReason;
+
     use super::*;
+    use crate::server::metrics::UnroutedReason;
 
-    fn line<'a>(text: &'a str, starts: &str) -> Vec<&'a str> {
-        text.lines().filter(|l| l.starts_with(starts)).collect()
+    /// Whole-line match: `x 1` must not pass for `x 10`.
+    fn has_line(text: &str, line: &str) -> bool {
+        text.lines().any(|l| l == line)
     }
 
     #[test]
-    fn app_series_render_with_their_labels() {
+    fn every_subsystem_renders_on_one_registry() {
         let m = Metrics::new();
-        let a = m.app("acme", "web");
-        a.request(200);
-        a.request(204);
-        a.request(503);
-        a.kill(KillReason::Fuel);
-        a.fuel_consumed.inc_by(1234);
-        a.instances_in_flight.inc();
-        m.set_apps_loaded(3);
-        m.unrouted(UnroutedReason::UnknownHost);
+        m.runtime.app("acme", "web").kill(KillReason::Fuel);
+        m.server.unrouted(UnroutedReason::UnknownHost);
+        m.tls.handshake("ok", "TLSv1_3", Some(0.001));
+        m.sync.set_applied_revision(12);
         let text = m.render();
-        assert_eq!(
-            line(&text, "outpost_http_requests_total{"),
-            vec![
-                r#"outpost_http_requests_total{app="web",status="1xx",tenant="acme"} 0"#,
-                r#"outpost_http_requests_total{app="web",status="2xx",tenant="acme"} 2"#,
-                r#"outpost_http_requests_total{app="web",status="3xx",tenant="acme"} 0"#,
-                r#"outpost_http_requests_total{app="web",status="4xx",tenant="acme"} 0"#,
-                r#"outpost_http_requests_total{app="web",status="5xx",tenant="acme"} 1"#,
-            ]
-        );
-        assert!(text.contains(
-            r#"outpost_runtime_limit_kills_total{app="web",reason="fuel",tenant="acme"} 1"#
-        ));
-        assert!(text.contains(
-            r#"outpost_runtime_limit_kills_total{app="web",reason="timeout",tenant="acme"} 0"#
-        ));
-        assert!(
-            text.contains(r#"outpost_runtime_fuel_consumed_total{app="web",tenant="acme"} 1234"#)
-        );
-        assert!(text.contains(r#"outpost_runtime_instances_in_flight{app="web",tenant="acme"} 1"#));
-        assert!(text.contains("outpost_runtime_apps_loaded 3\n"));
-        assert!(text.contains(r#"outpost_http_unrouted_requests_total{reason="unknown_host"} 1"#));
-        assert!(text.contains(r#"outpost_http_unrouted_requests_total{reason="missing_host"} 0"#));
-        assert!(text.contains("# TYPE outpost_http_request_duration_seconds histogram"));
-    }
-
-    #[test]
-    fn removed_apps_leave_no_series() {
-        let m = Metrics::new();
-        m.app("acme", "web").request(200);
-        m.remove_app("acme", "web");
-        assert!(!m.render().contains(r#"app="web""#));
+        for line in [
+            r#"outpost_runtime_limit_kills_total{app="web",reason="fuel",tenant="acme"} 1"#,
+            r#"outpost_http_unrouted_requests_total{reason="unknown_host"} 1"#,
+            r#"outpost_http_unrouted_requests_total{reason="missing_host"} 0"#,
+            r#"outpost_http_connections_open{listener="https"} 0"#,
+            r#"outpost_tls_handshakes_total{result="ok",version="TLSv1_3"} 1"#,
+            "outpost_sync_applied_revision 12",
+        ] {
+            assert!(has_line(&text, line), "{line:?} missing from\n{text}");
+        }
     }
 }

@@ -6,14 +6,16 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::{Request, Response, StatusCode, header};
+use http::{Request, Response, header};
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
-use crate::body::{Body, error_response};
+use outpost_runtime::body::{Body, error_response};
+use outpost_runtime::router::{Route, Router};
+use outpost_runtime::{App, AppSpec, LaneConfig, PoolConfig, Runtime};
+
 use crate::error::{Error, Result};
-use crate::metrics::{Metrics, UnroutedReason};
-use crate::router::{Route, Router};
-use crate::runtime::{App, AppSpec, LaneConfig, PoolConfig, Runtime};
+use crate::metrics::Metrics;
+use crate::server::metrics::UnroutedReason;
 use crate::tls::{CertTable, Certificate, Installed};
 
 /// What a request arrived on.
@@ -71,7 +73,7 @@ impl Node {
         lanes: &LaneConfig,
         metrics: Metrics,
     ) -> Result<Arc<Node>> {
-        let runtime = Arc::new(Runtime::with_lanes(pool, lanes, metrics.clone())?);
+        let runtime = Arc::new(Runtime::with_lanes(pool, lanes, metrics.runtime.clone())?);
         Ok(Arc::new(Node {
             runtime,
             table: ArcSwap::from_pointee(Table::default()),
@@ -162,7 +164,7 @@ impl Node {
             .filter(|(_, app)| app.fingerprint() == spec.fingerprint());
         match same {
             Some((_, app)) => Ok(app.clone()),
-            None => self.runtime.load(spec).await,
+            None => Ok(self.runtime.load(spec).await?),
         }
     }
 
@@ -180,10 +182,10 @@ impl Node {
         self.table.store(next.clone());
         for (gone, (_, app)) in &current.apps {
             if !next.apps.contains_key(gone) {
-                self.metrics.remove_app(app.tenant(), app.name());
+                self.metrics.runtime.remove_app(app.tenant(), app.name());
             }
         }
-        self.metrics.set_apps_loaded(next.apps.len());
+        self.metrics.runtime.set_apps_loaded(next.apps.len());
         Ok(())
     }
 
@@ -216,7 +218,7 @@ impl Node {
     }
 
     fn install_certificates(&self, table: CertTable) {
-        self.metrics.set_certificates(
+        self.metrics.tls.set_certificates(
             table.len(),
             table
                 .iter()
@@ -295,18 +297,16 @@ impl Node {
             .and_then(|v| v.to_str().ok())
             .or_else(|| req.uri().authority().map(|a| a.as_str()));
         let Some(host) = host else {
-            self.metrics.unrouted(UnroutedReason::MissingHost);
+            self.metrics.server.unrouted(UnroutedReason::MissingHost);
             return error_response(
-                StatusCode::BAD_REQUEST,
-                UnroutedReason::MissingHost.as_str(),
+                UnroutedReason::MissingHost.code(),
                 "the request has no Host header",
             );
         };
         let Some(app) = self.route(host, req.uri().path()) else {
-            self.metrics.unrouted(UnroutedReason::UnknownHost);
+            self.metrics.server.unrouted(UnroutedReason::UnknownHost);
             return error_response(
-                StatusCode::NOT_FOUND,
-                UnroutedReason::UnknownHost.as_str(),
+                UnroutedReason::UnknownHost.code(),
                 "no app is deployed at this host and path",
             );
         };
@@ -314,10 +314,9 @@ impl Node {
             && !same_name(sni, host)
             && self.tenant_of_name(sni).as_deref() != Some(app.tenant())
         {
-            self.metrics.unrouted(UnroutedReason::Misdirected);
+            self.metrics.server.unrouted(UnroutedReason::Misdirected);
             return error_response(
-                StatusCode::MISDIRECTED_REQUEST,
-                UnroutedReason::Misdirected.as_str(),
+                UnroutedReason::Misdirected.code(),
                 "this connection was opened for another site; open a new one for this host",
             );
         }
@@ -336,6 +335,6 @@ fn key(app: &App) -> AppKey {
 
 /// Whether a `Host` value names the SNI name (case and port aside).
 fn same_name(sni: &str, host: &str) -> bool {
-    let host = crate::router::normalize_host(host).unwrap_or(host);
+    let host = outpost_runtime::router::normalize_host(host).unwrap_or(host);
     host.eq_ignore_ascii_case(sni.trim_end_matches('.'))
 }

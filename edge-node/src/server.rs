@@ -38,15 +38,20 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
-use crate::body::{Body, error_response, full};
+use outpost_runtime::body::{Body, ErrorCode, error_response, full};
+
 use crate::config::{Config, ServerConfig};
 use crate::error::{Error, Result};
-use crate::metrics::Metrics;
+use crate::metrics::Metrics as NodeMetrics;
 use crate::node::{Conn, Node};
 
+pub mod config;
 mod idle;
+pub mod metrics;
+mod tls;
 
 use idle::{Activity, Slots, Tracked};
+pub use metrics::{Metrics, UnroutedReason};
 
 /// The node's bound sockets.
 pub struct Listeners {
@@ -86,21 +91,7 @@ impl Listeners {
     }
 }
 
-/// Completes on Ctrl-C or (on Unix) SIGTERM: what the binaries stop on.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing the SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-}
+pub use outpost_runtime::signal::shutdown_signal;
 
 /// Connections the kernel may hold for the accept loop. tokio's default
 /// of 1024 overflows under a connection flood, and a client whose handshake
@@ -142,7 +133,7 @@ pub async fn run(
     };
     let mut clients = Vec::new();
     if let Some(https) = listeners.https {
-        let acceptor = TlsAcceptor::from(crate::tls::server_config(node.clone())?);
+        let acceptor = TlsAcceptor::from(tls::server_config(node.clone())?);
         clients.push(tokio::spawn(serve_clients(
             https,
             Kind::Https(acceptor),
@@ -309,7 +300,7 @@ impl Connection {
         slots: Arc<Slots>,
     ) {
         let _ = stream.set_nodelay(true);
-        let gauge = self.node.metrics().connections_open(kind.listener());
+        let gauge = self.node.metrics().server.connections_open(kind.listener());
         gauge.inc();
         let _open = Open(gauge);
         let activity = Arc::new(Activity::new());
@@ -339,7 +330,7 @@ impl Connection {
                     .await
             }
             Kind::Https(acceptor) => {
-                let metrics = self.node.metrics().clone();
+                let metrics = self.node.metrics().tls.clone();
                 let started = Instant::now();
                 let tls =
                     match tokio::time::timeout(self.handshake_timeout, acceptor.accept(stream))
@@ -347,12 +338,12 @@ impl Connection {
                     {
                         Ok(Ok(tls)) => tls,
                         Ok(Err(e)) => {
-                            metrics.tls_handshake("error", "none", None);
+                            metrics.handshake("error", "none", None);
                             tracing::debug!(error = %e, "TLS handshake failed");
                             return;
                         }
                         Err(_) => {
-                            metrics.tls_handshake("timeout", "none", None);
+                            metrics.handshake("timeout", "none", None);
                             return;
                         }
                     };
@@ -362,7 +353,7 @@ impl Connection {
                     Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1_2",
                     _ => "other",
                 };
-                metrics.tls_handshake("ok", version, Some(started.elapsed().as_secs_f64()));
+                metrics.handshake("ok", version, Some(started.elapsed().as_secs_f64()));
                 let conn = Conn {
                     tls: true,
                     sni: session
@@ -404,8 +395,7 @@ impl Connection {
                 let target = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
                 if target > max_uri_bytes {
                     return Ok(error_response(
-                        StatusCode::URI_TOO_LONG,
-                        "uri_too_long",
+                        ErrorCode::UriTooLong,
                         "the request target is too long",
                     ));
                 }
@@ -436,13 +426,9 @@ fn redirect<B>(req: &Request<B>, https_port: u16) -> Response<Body> {
         .headers()
         .get(http::header::HOST)
         .and_then(|v| v.to_str().ok())
-        .and_then(crate::router::normalize_host);
+        .and_then(outpost_runtime::router::normalize_host);
     let Some(host) = host else {
-        return error_response(
-            StatusCode::BAD_REQUEST,
-            "missing_host",
-            "the request has no Host header",
-        );
+        return error_response(ErrorCode::MissingHost, "the request has no Host header");
     };
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let location = if https_port == 443 {
@@ -457,11 +443,15 @@ fn redirect<B>(req: &Request<B>, https_port: u16) -> Response<Body> {
             resp.headers_mut().insert(http::header::LOCATION, value);
             resp
         }
-        Err(_) => error_response(StatusCode::BAD_REQUEST, "bad_host", "malformed Host header"),
+        Err(_) => error_response(ErrorCode::BadHost, "malformed Host header"),
     }
 }
 
-async fn serve_metrics(listener: TcpListener, metrics: Metrics, mut stop: watch::Receiver<bool>) {
+async fn serve_metrics(
+    listener: TcpListener,
+    metrics: NodeMetrics,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -489,13 +479,9 @@ async fn serve_metrics(listener: TcpListener, metrics: Metrics, mut stop: watch:
     }
 }
 
-fn admin_response<B>(req: &Request<B>, metrics: &Metrics) -> Response<Body> {
+fn admin_response<B>(req: &Request<B>, metrics: &NodeMetrics) -> Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return error_response(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "only GET is served here",
-        );
+        return error_response(ErrorCode::MethodNotAllowed, "only GET is served here");
     }
     match req.uri().path() {
         "/metrics" => {
@@ -507,10 +493,6 @@ fn admin_response<B>(req: &Request<B>, metrics: &Metrics) -> Response<Body> {
             resp
         }
         "/healthz" => Response::new(full("ok\n".into())),
-        _ => error_response(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "try /metrics or /healthz",
-        ),
+        _ => error_response(ErrorCode::NotFound, "try /metrics or /healthz"),
     }
 }

@@ -1,163 +1,22 @@
-//! TLS: certificates (parsing, checks, a generated self-signed default),
-//! the SNI table tenants' certificates live in, and the rustls server
-//! config whose resolver looks names up in it.
-//!
-//! The control plane uses the same [`Certificate::parse`] and
-//! [`Certificate::check_for`] to vet uploads, so a certificate it accepts
-//! is one the node can serve.
+//! Certificates on the node: its default certificate, the SNI table
+//! tenants' certificates live in, and the TLS metrics. Parsing and checking
+//! a certificate is [`outpost_runtime::cert`], shared with the control
+//! plane; the rustls server config that looks names up here is
+//! [`crate::server`]'s.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
-use rustls::crypto::CryptoProvider;
-use rustls::server::{ClientHello, ResolvesServerCert};
-use rustls::sign::CertifiedKey;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use outpost_runtime::metrics::LATENCY_BUCKETS;
+use prometheus::{Gauge, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry};
+
+pub use outpost_runtime::cert::{Certificate, provider};
 
 use crate::error::{Error, Result};
 
-/// A certificate chain with its private key, parsed and checked to match.
-pub struct Certificate {
-    names: Vec<String>,
-    not_before: i64,
-    not_after: i64,
-    key: Arc<CertifiedKey>,
-}
-
-impl std::fmt::Debug for Certificate {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The key stays out of logs.
-        f.debug_struct("Certificate")
-            .field("names", &self.names)
-            .field("not_before", &self.not_before)
-            .field("not_after", &self.not_after)
-            .finish_non_exhaustive()
-    }
-}
-
 fn bad(reason: impl Into<String>) -> Error {
-    Error::Certificate(reason.into())
-}
-
-/// The crypto rustls uses here (ring: no cmake or C toolchain beyond cc).
-pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-impl Certificate {
-    /// Parses a PEM chain (leaf first) and a PEM private key (PKCS#8,
-    /// PKCS#1 or SEC1), and checks that the key belongs to the leaf.
-    pub fn parse(chain_pem: &[u8], key_pem: &[u8]) -> Result<Certificate> {
-        let chain = CertificateDer::pem_slice_iter(chain_pem)
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| bad(format!("the certificate chain is not valid PEM: {e}")))?;
-        let Some(leaf) = chain.first() else {
-            return Err(bad("the certificate chain holds no CERTIFICATE block"));
-        };
-        let (_, parsed) = x509_parser::parse_x509_certificate(leaf)
-            .map_err(|e| bad(format!("the certificate does not parse: {e}")))?;
-        let mut names = Vec::new();
-        if let Ok(Some(san)) = parsed.subject_alternative_name() {
-            for name in &san.value.general_names {
-                if let x509_parser::extensions::GeneralName::DNSName(dns) = name {
-                    names.push(dns.trim_end_matches('.').to_ascii_lowercase());
-                }
-            }
-        }
-        if names.is_empty() {
-            return Err(bad(
-                "the certificate names no DNS subject alternative name (clients ignore the common name)",
-            ));
-        }
-        let not_before = parsed.validity().not_before.timestamp();
-        let not_after = parsed.validity().not_after.timestamp();
-
-        let key = PrivateKeyDer::from_pem_slice(key_pem)
-            .map_err(|e| bad(format!("the private key is not valid PEM: {e}")))?;
-        let signer = provider()
-            .key_provider
-            .load_private_key(key)
-            .map_err(|e| bad(format!("the private key is not usable: {e}")))?;
-        let certified = CertifiedKey::new(chain, signer);
-        certified
-            .keys_match()
-            .map_err(|_| bad("the private key does not match the certificate"))?;
-        Ok(Certificate {
-            names,
-            not_before,
-            not_after,
-            key: Arc::new(certified),
-        })
-    }
-
-    /// The DNS names it is valid for (lower case; `*.` for wildcards).
-    pub fn names(&self) -> &[String] {
-        &self.names
-    }
-
-    /// Start of validity, Unix seconds.
-    pub fn not_before(&self) -> i64 {
-        self.not_before
-    }
-
-    /// End of validity, Unix seconds.
-    pub fn not_after(&self) -> i64 {
-        self.not_after
-    }
-
-    /// Whether a client connecting to `hostname` accepts its names: an
-    /// exact name, or a wildcard standing for exactly one label.
-    pub fn covers(&self, hostname: &str) -> bool {
-        let host = hostname.trim_end_matches('.').to_ascii_lowercase();
-        self.names.iter().any(|name| {
-            if *name == host {
-                return true;
-            }
-            match (name.strip_prefix("*."), host.split_once('.')) {
-                (Some(parent), Some((label, rest))) => !label.is_empty() && rest == parent,
-                _ => false,
-            }
-        })
-    }
-
-    /// Everything that keeps it from being served for `hostname` at time
-    /// `now` (Unix seconds): not covering the name, expired, not yet valid.
-    pub fn check_for(&self, hostname: &str, now: i64) -> Result<()> {
-        if !self.covers(hostname) {
-            return Err(bad(format!(
-                "the certificate does not cover {hostname} (it names {})",
-                self.names.join(", ")
-            )));
-        }
-        if self.not_after <= now {
-            return Err(bad(format!(
-                "the certificate expired {} day(s) ago",
-                (now - self.not_after) / 86_400
-            )));
-        }
-        if self.not_before > now {
-            return Err(bad("the certificate is not valid yet"));
-        }
-        Ok(())
-    }
-
-    /// A self-signed certificate for `names`, valid for a year; the node's
-    /// default when it is given none. Returns it with its PEM (chain, key).
-    pub fn self_signed(names: &[&str]) -> Result<(Certificate, String, String)> {
-        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let generated = rcgen::generate_simple_self_signed(names)
-            .map_err(|e| bad(format!("generating a self-signed certificate: {e}")))?;
-        let chain = generated.cert.pem();
-        let key = generated.signing_key.serialize_pem();
-        let cert = Certificate::parse(chain.as_bytes(), key.as_bytes())?;
-        Ok((cert, chain, key))
-    }
-
-    /// The rustls form.
-    pub fn certified_key(&self) -> &Arc<CertifiedKey> {
-        &self.key
-    }
+    outpost_runtime::Error::Certificate(reason.into()).into()
 }
 
 /// The node's default certificate: read from `files` (chain, key), or a
@@ -253,43 +112,80 @@ impl CertTable {
     }
 }
 
-/// Picks the certificate for each handshake by SNI from whatever table
-/// the node holds at that moment, so rotations need no restart.
-#[derive(Debug)]
-pub struct SniResolver {
-    node: Arc<crate::Node>,
+/// TLS handshakes and the installed certificates.
+#[derive(Clone)]
+pub struct Metrics {
+    handshakes: IntCounterVec,
+    handshake_duration: Histogram,
+    certificates: IntGauge,
+    expiry_days: Gauge,
+    /// Unix time of the nearest certificate expiry (0: none); turned into
+    /// days left at each [`Metrics::refresh`], so the gauge never goes stale.
+    nearest_expiry: Arc<AtomicI64>,
 }
 
-impl SniResolver {
-    /// A resolver over `node`'s certificates.
-    pub fn new(node: Arc<crate::Node>) -> SniResolver {
-        SniResolver { node }
+impl Metrics {
+    /// Creates the metrics and registers them on `registry`.
+    pub fn register(registry: &Registry) -> prometheus::Result<Metrics> {
+        let m = Metrics {
+            handshakes: IntCounterVec::new(
+                Opts::new(
+                    "outpost_tls_handshakes_total",
+                    "TLS handshakes, by result (ok, error, timeout) and protocol version.",
+                ),
+                &["result", "version"],
+            )?,
+            handshake_duration: Histogram::with_opts(
+                HistogramOpts::new(
+                    "outpost_tls_handshake_duration_seconds",
+                    "Time from accepting a connection to a finished TLS handshake.",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            )?,
+            certificates: IntGauge::new(
+                "outpost_tls_certificates_loaded",
+                "Tenant certificates installed on this node.",
+            )?,
+            expiry_days: Gauge::new(
+                "outpost_tls_certificate_expiry_days",
+                "Days until the nearest certificate (tenants' or the default) expires; negative once expired.",
+            )?,
+            nearest_expiry: Default::default(),
+        };
+        registry.register(Box::new(m.handshakes.clone()))?;
+        registry.register(Box::new(m.handshake_duration.clone()))?;
+        registry.register(Box::new(m.certificates.clone()))?;
+        registry.register(Box::new(m.expiry_days.clone()))?;
+        Ok(m)
     }
-}
 
-impl ResolvesServerCert for SniResolver {
-    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        if let Some(name) = hello.server_name()
-            && let Some(installed) = self.node.certificate(name)
-        {
-            return Some(installed.cert.certified_key().clone());
+    /// Counts one TLS handshake; `version` is e.g. `TLSv1_3`, or `none`.
+    pub fn handshake(&self, result: &str, version: &str, seconds: Option<f64>) {
+        self.handshakes.with_label_values(&[result, version]).inc();
+        if let Some(s) = seconds {
+            self.handshake_duration.observe(s);
         }
-        self.node
-            .default_certificate()
-            .map(|c| c.certified_key().clone())
     }
-}
 
-/// The rustls server config of the HTTPS listener: TLS 1.2 and 1.3, ALPN
-/// `h2` then `http/1.1`, certificates from `node` by SNI.
-pub fn server_config(node: Arc<crate::Node>) -> Result<Arc<rustls::ServerConfig>> {
-    let mut config = rustls::ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| bad(format!("TLS versions: {e}")))?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(SniResolver::new(node)));
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    /// Records the installed certificates: how many tenants' there are and
+    /// when the first of them (or the default) expires.
+    pub fn set_certificates(&self, tenants: usize, nearest_expiry: Option<i64>) {
+        self.certificates.set(tenants as i64);
+        self.nearest_expiry
+            .store(nearest_expiry.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// Brings the days-to-expiry gauge up to date; call before each scrape.
+    pub fn refresh(&self) {
+        let nearest = self.nearest_expiry.load(Ordering::Relaxed);
+        if nearest != 0 {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            self.expiry_days
+                .set(((nearest - now) as f64 / 86_400.0 * 10.0).round() / 10.0);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -298,64 +194,6 @@ mod tests {
 
     fn cert(names: &[&str]) -> Certificate {
         Certificate::self_signed(names).unwrap().0
-    }
-
-    #[test]
-    fn covers_exact_names_and_one_label_wildcards() {
-        let c = cert(&["a.example.com", "*.apps.example.com"]);
-        assert!(c.covers("a.example.com"));
-        assert!(c.covers("A.Example.com."));
-        assert!(c.covers("x.apps.example.com"));
-        assert!(!c.covers("apps.example.com"));
-        assert!(!c.covers("y.x.apps.example.com"));
-        assert!(!c.covers("b.example.com"));
-        assert!(!c.covers(".apps.example.com"));
-    }
-
-    #[test]
-    fn a_key_from_another_certificate_is_refused() {
-        let (_, chain, _) = Certificate::self_signed(&["a.example.com"]).unwrap();
-        let (_, _, other_key) = Certificate::self_signed(&["a.example.com"]).unwrap();
-        let err = Certificate::parse(chain.as_bytes(), other_key.as_bytes()).unwrap_err();
-        assert!(err.to_string().contains("does not match"), "{err}");
-    }
-
-    #[test]
-    fn garbage_gets_a_reason() {
-        let (_, chain, key) = Certificate::self_signed(&["a.example.com"]).unwrap();
-        for (c, k, needle) in [
-            ("", key.as_str(), "no CERTIFICATE"),
-            ("not pem at all", key.as_str(), "no CERTIFICATE"),
-            (chain.as_str(), "", "private key"),
-            (
-                "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
-                key.as_str(),
-                "does not parse",
-            ),
-        ] {
-            let err = Certificate::parse(c.as_bytes(), k.as_bytes()).unwrap_err();
-            assert!(err.to_string().contains(needle), "{err} lacks {needle:?}");
-        }
-    }
-
-    #[test]
-    fn expiry_and_coverage_are_checked() {
-        let c = cert(&["a.example.com"]);
-        let now = c.not_before() + 10;
-        c.check_for("a.example.com", now).unwrap();
-        let err = c.check_for("b.example.com", now).unwrap_err();
-        assert!(
-            err.to_string().contains("does not cover b.example.com"),
-            "{err}"
-        );
-        let err = c
-            .check_for("a.example.com", c.not_after() + 86_400 * 3)
-            .unwrap_err();
-        assert!(err.to_string().contains("expired 3 day(s) ago"), "{err}");
-        let err = c
-            .check_for("a.example.com", c.not_before() - 1)
-            .unwrap_err();
-        assert!(err.to_string().contains("not valid yet"), "{err}");
     }
 
     #[test]

@@ -15,8 +15,8 @@
 use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
-use outpost_edge_node::metrics::Metrics;
-use outpost_edge_node::runtime::{PoolConfig, Runtime};
+use outpost_runtime::Metrics;
+use outpost_runtime::{PoolConfig, Runtime};
 
 /// Configured as the control plane's validator: compiled, never
 /// instantiated, so no instance pool.

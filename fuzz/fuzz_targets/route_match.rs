@@ -13,7 +13,7 @@
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use outpost_edge_node::router::{Route, Router};
+use outpost_runtime::router::{Route, Router};
 
 #[derive(Arbitrary, Debug)]
 struct Input<'a> {

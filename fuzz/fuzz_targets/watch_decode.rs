@@ -35,6 +35,8 @@ fn decode(stream: &[u8], frames: &[u8]) -> Vec<Result<WatchEvent, String>> {
         buf.extend_from_slice(&rest[..n]);
         rest = &rest[n..];
         while let Some(event) = next_event(&mut buf) {
+            // Errors compare by their message: framing must not change it.
+            let event = event.map_err(|e| e.to_string());
             let failed = event.is_err();
             out.push(event);
             if failed {

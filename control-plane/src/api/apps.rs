@@ -8,12 +8,12 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use outpost_edge_node::router::Route;
-use outpost_edge_node::runtime::Limits;
-use outpost_edge_node::runtime::limits::MIB;
 use outpost_proto::{
     App, CreateApp, Deployment, ErrorBody, Rollback, SetEnv, SetOutbound, SetRoutes,
 };
+use outpost_runtime::Limits;
+use outpost_runtime::limits::MIB;
+use outpost_runtime::router::Route;
 use sha2::{Digest, Sha256};
 
 use super::auth::{NodeAuth, TenantAuth, hex};
@@ -51,7 +51,7 @@ fn normalize_routes(routes: &[String]) -> ApiResult<Vec<String>> {
         }
         let route: Route = r
             .parse()
-            .map_err(|e: outpost_edge_node::router::RouteError| {
+            .map_err(|e: outpost_runtime::router::RouteError| {
                 ApiError::bad_request("bad_route", e.to_string())
             })?;
         let route = route.to_string();
@@ -94,7 +94,7 @@ fn normalize_outbound(hosts: &[String]) -> ApiResult<Vec<String>> {
         }
         let route: Route = host
             .parse()
-            .map_err(|e: outpost_edge_node::router::RouteError| bad(h, &e.to_string()))?;
+            .map_err(|e: outpost_runtime::router::RouteError| bad(h, &e.to_string()))?;
         let entry = match port {
             Some(port) => format!("{}:{port}", route.host()),
             None => route.host().to_string(),

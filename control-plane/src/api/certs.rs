@@ -11,9 +11,9 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use outpost_edge_node::router::Route;
-use outpost_edge_node::tls::Certificate;
 use outpost_proto::{CertInfo, CertUpload, ErrorBody};
+use outpost_runtime::cert::Certificate;
+use outpost_runtime::router::Route;
 
 use super::auth::TenantAuth;
 use super::error::{ApiError, ApiResult};
@@ -43,7 +43,7 @@ fn normalize_hostname(hostname: &str) -> ApiResult<String> {
     }
     let route: Route = host
         .parse()
-        .map_err(|e: outpost_edge_node::router::RouteError| bad(&e.to_string()))?;
+        .map_err(|e: outpost_runtime::router::RouteError| bad(&e.to_string()))?;
     let host = route.host().to_string();
     if wildcard && !host.contains('.') {
         return Err(bad("a wildcard needs a parent domain with a dot"));
@@ -99,7 +99,7 @@ pub async fn put(
             format!("{hostname} is not the host of any of your routes"),
         ));
     }
-    let bad = |e: outpost_edge_node::Error| ApiError::bad_request("bad_certificate", e.to_string());
+    let bad = |e: outpost_runtime::Error| ApiError::bad_request("bad_certificate", e.to_string());
     let cert = Certificate::parse(
         upload.cert_chain_pem.as_bytes(),
         upload.private_key_pem.as_bytes(),

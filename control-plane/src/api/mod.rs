@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::{get, post, put};
-use outpost_edge_node::runtime::Runtime;
+use outpost_runtime::Runtime;
 
 use crate::store::{Revision, Store, StoreError, TenantRecord};
 use error::ApiResult;
@@ -55,6 +55,11 @@ pub struct ApiState {
 }
 
 impl ApiState {
+    /// The store behind the API.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
     /// State over `store`, with the admin and node tokens in clear (only
     /// their hashes are kept).
     pub fn new(

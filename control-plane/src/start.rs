@@ -1,0 +1,162 @@
+//! The one start-up path of a control plane, shared by the
+//! `control-plane` binary, `outpost dev` and the tests: the sealing key,
+//! the store, the validating runtime, the API state, then the listener.
+//! Anything refused (a bad key, a store another process holds, a port in
+//! use) fails before the port is bound.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use outpost_runtime::{PoolConfig, Runtime};
+use tokio::task::JoinHandle;
+
+use crate::api::ApiState;
+use crate::config::Config;
+use crate::secrets::{Sealer, SecretError};
+use crate::server;
+use crate::store::{SledStore, Store, StoreError};
+
+/// Why a control plane could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The key sealing private keys and secrets is unusable.
+    #[error("loading the sealing key: {0}")]
+    Sealer(#[from] SecretError),
+    /// The store could not be opened.
+    #[error("opening the store in {dir}: {source}")]
+    Store {
+        /// Its directory.
+        dir: std::path::PathBuf,
+        /// Why.
+        source: StoreError,
+    },
+    /// The validating runtime could not be set up.
+    #[error(transparent)]
+    Runtime(#[from] outpost_runtime::Error),
+    /// The API address could not be bound.
+    #[error("binding {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Serving failed.
+    #[error("serving: {0}")]
+    Serve(#[from] std::io::Error),
+    /// The store did not close within its bound (after a full disk, sled's
+    /// last flush can retry forever). Every acknowledged write was flushed
+    /// before it was acknowledged, so giving up on this one loses nothing.
+    #[error(
+        "the store did not close within {} s (a full disk?); every acknowledged write is already on disk",
+        .0.as_secs()
+    )]
+    StoreClose(Duration),
+}
+
+/// Longest wait for the store to close at exit.
+const STORE_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A serving control plane.
+pub struct Running {
+    /// Where the API listens.
+    pub addr: SocketAddr,
+    /// The API's state (store, tokens, validator).
+    pub state: Arc<ApiState>,
+    server: JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// The line scripts and tests wait for.
+    pub fn banner(&self) -> String {
+        format!("Listening on http://{}/", self.addr)
+    }
+
+    /// Waits until the shutdown future given to [`start`] completes and the
+    /// API has stopped, then closes the store (bounded).
+    pub async fn stopped(self) -> Result<(), StartError> {
+        let served = self.server.await;
+        let store = self.state.store().clone();
+        drop(self.state);
+        close_store(store)?;
+        match served {
+            Ok(result) => Ok(result?),
+            Err(e) => Err(std::io::Error::other(e).into()),
+        }
+    }
+
+    /// Stops at once, leaving the store to close when its last user goes.
+    pub fn abort(&self) {
+        self.server.abort();
+    }
+}
+
+/// Starts a control plane over the sled store in `config.data_dir` and
+/// serves until `shutdown` completes.
+pub async fn start(
+    config: &Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<Running, StartError> {
+    let sealer = config.sealer()?;
+    let store: Arc<dyn Store> =
+        Arc::new(
+            SledStore::open(&config.data_dir).map_err(|source| StartError::Store {
+                dir: config.data_dir.clone(),
+                source,
+            })?,
+        );
+    start_with(config, store, sealer, shutdown).await
+}
+
+/// [`start`] over any `store` (an existing one, a faulty one for tests)
+/// with this sealing key; `config.data_dir` and `config.cert_key` are not
+/// used.
+pub async fn start_with(
+    config: &Config,
+    store: Arc<dyn Store>,
+    sealer: Sealer,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<Running, StartError> {
+    // Uploads are compiled, never instantiated, here: no pool needed.
+    let pool = PoolConfig {
+        enabled: false,
+        ..PoolConfig::default()
+    };
+    let validator = Arc::new(Runtime::new(&pool, outpost_runtime::Metrics::new())?);
+    let state = ApiState::new(
+        store,
+        &config.admin_token,
+        &config.node_token,
+        validator,
+        config.max_module_bytes,
+        sealer,
+    );
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr()?;
+    let server = tokio::spawn(server::run(listener, state.clone(), shutdown));
+    Ok(Running {
+        addr,
+        state,
+        server,
+    })
+}
+
+/// Drops the store (sled flushes on drop) on its own thread and waits for
+/// it a bounded time.
+fn close_store(store: Arc<dyn Store>) -> Result<(), StartError> {
+    let (done, closed) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        drop(store);
+        let _ = done.send(());
+    });
+    closed
+        .recv_timeout(STORE_CLOSE_TIMEOUT)
+        .map_err(|_| StartError::StoreClose(STORE_CLOSE_TIMEOUT))
+}

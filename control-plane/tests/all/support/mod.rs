@@ -1,0 +1,157 @@
+//! Harness for the control plane's tests: a real control plane started
+//! in-process on 127.0.0.1 through [`outpost_control_plane::start_with`],
+//! and a client for its API. The e2e crate's harness reuses this file.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use outpost_control_plane::api::DEFAULT_MAX_MODULE_BYTES;
+use outpost_control_plane::config::Config;
+use outpost_control_plane::secrets::Sealer;
+use outpost_control_plane::store::{SledStore, Store};
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+pub const ADMIN: &str = "admin-token-for-tests";
+pub const NODE: &str = "node-token-for-tests";
+pub const CERT_KEY: &str = "4242424242424242424242424242424242424242424242424242424242424242";
+
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+pub fn client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// A control plane serving on `addr` (0 = any port) from `data`.
+pub struct ControlPlane {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl ControlPlane {
+    pub async fn start(data: &Path, addr: SocketAddr) -> ControlPlane {
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(data).unwrap());
+        Self::start_with(store, addr, DEFAULT_MAX_MODULE_BYTES).await
+    }
+
+    /// A control plane over any `store` (a faulty one, say), refusing
+    /// modules over `max_module_bytes`.
+    pub async fn start_with(
+        store: Arc<dyn Store>,
+        addr: SocketAddr,
+        max_module_bytes: u64,
+    ) -> ControlPlane {
+        let config = Config {
+            listen: addr,
+            data_dir: Default::default(),
+            admin_token: ADMIN.into(),
+            node_token: NODE.into(),
+            max_module_bytes,
+            cert_key: None,
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let running = outpost_control_plane::start_with(
+            &config,
+            store,
+            Sealer::from_hex(CERT_KEY).unwrap(),
+            async {
+                let _ = stopped.await;
+            },
+        )
+        .await
+        .unwrap();
+        let addr = running.addr;
+        let done = tokio::spawn(async move {
+            running.stopped().await.unwrap();
+        });
+        ControlPlane {
+            addr,
+            stop: Some(stop),
+            done,
+        }
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        // Watch streams never end on their own: don't wait for them.
+        let _ = tokio::time::timeout(Duration::from_secs(2), &mut self.done).await;
+        self.done.abort();
+    }
+
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        ctype: &str,
+        body: Vec<u8>,
+    ) -> (u16, Value) {
+        let req = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.addr))
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", ctype)
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let resp = client().request(req).await.unwrap();
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        // A body that is not JSON is kept as its text, so a test looking
+        // for a secret in responses sees every byte of it.
+        let value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        (status, value)
+    }
+
+    pub async fn json(&self, method: &str, path: &str, token: &str, body: Value) -> (u16, Value) {
+        self.call(
+            method,
+            path,
+            token,
+            "application/json",
+            body.to_string().into_bytes(),
+        )
+        .await
+    }
+
+    /// Creates tenant `acme` with an app `web` on `web.example.com`;
+    /// returns the tenant's token.
+    pub async fn acme_with_web_app(&self) -> String {
+        let (status, tenant) = self
+            .json(
+                "POST",
+                "/v1/tenants",
+                ADMIN,
+                serde_json::json!({"name": "acme"}),
+            )
+            .await;
+        assert_eq!(status, 201, "{tenant}");
+        let token = tenant["token"].as_str().unwrap().to_string();
+        let app = serde_json::json!({"name": "web", "routes": ["web.example.com"]});
+        let (status, body) = self.json("POST", "/v1/apps", &token, app).await;
+        assert_eq!(status, 201, "{body}");
+        token
+    }
+
+    pub async fn deploy(&self, token: &str, wasm: Vec<u8>) -> u64 {
+        self.deploy_to("web", token, wasm).await
+    }
+
+    pub async fn deploy_to(&self, app: &str, token: &str, wasm: Vec<u8>) -> u64 {
+        let path = format!("/v1/apps/{app}/deployments");
+        let (status, body) = self
+            .call("POST", &path, token, "application/wasm", wasm)
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["version"].as_u64().unwrap()
+    }
+}

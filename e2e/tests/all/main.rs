@@ -1,0 +1,11 @@
+//! The whole platform end to end: a real control plane and real edge nodes
+//! in sync mode, in-process on `127.0.0.1:0`, talking HTTP. One test
+//! binary, a module per topic, the shared harness in [`support`].
+
+mod cache_safety;
+mod dashboards;
+mod layout;
+mod propagation;
+mod secrets;
+mod support;
+mod sync;

@@ -1,0 +1,141 @@
+//! The node's on-disk cache: `snapshot.json` and `modules/<sha256>.wasm`.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use outpost_proto::Snapshot;
+use outpost_runtime::disk::{digest_of, unhex32, write_atomically};
+use outpost_runtime::prune::prune_dir;
+
+use outpost_runtime::Runtime;
+
+use super::metrics::Metrics;
+use crate::error::{Error, Result};
+
+/// The on-disk cache: `snapshot.json` and `modules/<sha256>.wasm`, each
+/// written to a temporary file and renamed, and each re-verified when read
+/// (a module against its digest, the snapshot against the checksum on its
+/// first line), so a half-written or corrupted entry is refetched, never
+/// executed or served.
+pub struct Cache {
+    dir: PathBuf,
+    keep_unused_bytes: u64,
+}
+
+impl Cache {
+    /// A cache in `dir` (created if missing).
+    pub fn open(dir: &Path) -> Result<Cache> {
+        let failed = |source| Error::Read {
+            path: dir.to_path_buf(),
+            source,
+        };
+        std::fs::create_dir_all(dir.join("modules")).map_err(failed)?;
+        // The snapshot holds tenants' private keys: owner only.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(failed)?;
+        }
+        Ok(Cache {
+            dir: dir.to_path_buf(),
+            keep_unused_bytes: DEFAULT_KEEP_UNUSED_BYTES,
+        })
+    }
+
+    /// Keeps at most `bytes` of modules (and, separately, of compiled
+    /// code) that the applied snapshot does not use; see [`outpost_runtime::prune`].
+    pub fn keep_unused_bytes(mut self, bytes: u64) -> Cache {
+        self.keep_unused_bytes = bytes;
+        self
+    }
+
+    /// Deletes cached modules and compiled code that `snapshot` does not
+    /// use, past the budget, and records what is left in the metrics.
+    /// Best effort: a failure is logged and costs only disk space.
+    pub(crate) fn prune(&self, snapshot: &Snapshot, runtime: &Runtime, metrics: &Metrics) {
+        let hexes: HashSet<String> = snapshot
+            .apps
+            .values()
+            .filter_map(|app| app.digest.strip_prefix("sha256:"))
+            .map(str::to_string)
+            .collect();
+        let raw: Vec<[u8; 32]> = hexes.iter().filter_map(|h| unhex32(h)).collect();
+        let budget = self.keep_unused_bytes;
+        let modules = prune_dir(&self.dir.join("modules"), "wasm", &hexes, budget);
+        let compiled = runtime.prune_compile_cache(&raw, budget);
+        for (kind, result) in [("modules", Some(modules)), ("compiled", compiled)] {
+            match result {
+                Some(Ok(pruned)) => {
+                    metrics.set_cache_bytes(kind, pruned.kept_bytes);
+                    if pruned.removed > 0 {
+                        tracing::info!(
+                            kind,
+                            files = pruned.removed,
+                            bytes = pruned.removed_bytes,
+                            "pruned the cache"
+                        );
+                    }
+                }
+                Some(Err(e)) => tracing::warn!(kind, error = %e, "could not prune the cache"),
+                None => {}
+            }
+        }
+    }
+
+    /// The last applied snapshot, if one was saved whole: its checksum
+    /// matches and it parses.
+    pub fn snapshot(&self) -> Option<Snapshot> {
+        let bytes = std::fs::read(self.dir.join("snapshot.json")).ok()?;
+        // A flipped bit inside a route or an env value still parses as
+        // JSON, so parsing alone does not prove the file intact.
+        let verified = bytes.strip_prefix(SNAPSHOT_HEADER).and_then(|rest| {
+            let end = rest.iter().position(|b| *b == b'\n')?;
+            let (sum, json) = (&rest[..end], &rest[end + 1..]);
+            (digest_of(json).as_bytes() == sum).then_some(json)
+        });
+        let Some(json) = verified else {
+            tracing::warn!(dir = %self.dir.display(), "cached snapshot torn or corrupt; waiting for the control plane");
+            return None;
+        };
+        serde_json::from_slice(json).ok()
+    }
+
+    pub(crate) fn save_snapshot(&self, snapshot: &Snapshot) -> std::io::Result<()> {
+        let json = serde_json::to_vec(snapshot).expect("snapshots serialize");
+        let mut bytes = Vec::with_capacity(SNAPSHOT_HEADER.len() + 72 + json.len());
+        bytes.extend_from_slice(SNAPSHOT_HEADER);
+        bytes.extend_from_slice(digest_of(&json).as_bytes());
+        bytes.push(b'\n');
+        bytes.extend_from_slice(&json);
+        write_atomically(&self.dir.join("snapshot.json"), &bytes)
+    }
+
+    /// A cached module whose bytes still hash to `digest`.
+    pub fn module(&self, digest: &str) -> Option<Vec<u8>> {
+        let bytes = std::fs::read(self.module_path(digest)?).ok()?;
+        (digest_of(&bytes) == digest).then_some(bytes)
+    }
+
+    pub(crate) fn save_module(&self, digest: &str, bytes: &[u8]) -> std::io::Result<()> {
+        let path = self.module_path(digest).ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "malformed digest")
+        })?;
+        write_atomically(&path, bytes)
+    }
+
+    /// Only `sha256:` + 64 hex digits maps to a file: a digest from the
+    /// wire never becomes an arbitrary path.
+    fn module_path(&self, digest: &str) -> Option<PathBuf> {
+        let hex = digest.strip_prefix("sha256:")?;
+        (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| self.dir.join("modules").join(format!("{hex}.wasm")))
+    }
+}
+
+/// Unused cached modules (and compiled code) kept by default: 512 MiB.
+pub const DEFAULT_KEEP_UNUSED_BYTES: u64 = 512 * 1024 * 1024;
+
+/// First bytes of the cached snapshot, followed by `sha256:<hex>` of the
+/// JSON, a newline, and the JSON. Bump the version if the layout changes.
+const SNAPSHOT_HEADER: &[u8] = b"outpost-snapshot1 ";

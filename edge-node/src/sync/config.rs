@@ -1,0 +1,33 @@
+//! Where and how a node follows a control plane.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use outpost_runtime::Limits;
+
+/// Where and how to follow a control plane.
+#[derive(Clone)]
+pub struct SyncConfig {
+    /// Base URL, e.g. `http://127.0.0.1:7070`.
+    pub url: String,
+    /// The node token.
+    pub token: String,
+    /// Limits for fields neither tenant nor app sets.
+    pub defaults: Limits,
+    /// This node's id in `GET /v1/nodes`.
+    pub node_id: String,
+}
+
+impl std::fmt::Debug for SyncConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token never reaches logs.
+        f.debug_struct("SyncConfig")
+            .field("url", &self.url)
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One client for the watch stream, module fetches and status reports.
+pub(crate) type HttpClient = Client<HttpConnector, Full<Bytes>>;

@@ -1,0 +1,68 @@
+//! The sync subsystem's metrics: the revision served, the lag behind the
+//! control plane, reconnections, and the on-disk cache's size.
+
+use prometheus::{IntCounter, IntGauge, IntGaugeVec, Opts, Registry};
+
+/// The sync subsystem's metrics.
+#[derive(Clone)]
+pub struct Metrics {
+    applied_revision: IntGauge,
+    lag: IntGauge,
+    reconnects: IntCounter,
+    cache_bytes: IntGaugeVec,
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them on `registry`.
+    pub fn register(registry: &Registry) -> prometheus::Result<Metrics> {
+        let m = Metrics {
+            applied_revision: IntGauge::new(
+                "outpost_sync_applied_revision",
+                "Control-plane revision this node serves (0 in standalone mode).",
+            )?,
+            lag: IntGauge::new(
+                "outpost_sync_lag_revisions",
+                "Revisions the control plane is ahead of what this node serves.",
+            )?,
+            reconnects: IntCounter::new(
+                "outpost_sync_reconnects_total",
+                "Times the watch stream to the control plane was re-established.",
+            )?,
+            cache_bytes: IntGaugeVec::new(
+                Opts::new(
+                    "outpost_sync_cache_bytes",
+                    "Bytes in the node's on-disk cache after the last prune, by kind (modules, compiled).",
+                ),
+                &["kind"],
+            )?,
+        };
+        registry.register(Box::new(m.applied_revision.clone()))?;
+        registry.register(Box::new(m.reconnects.clone()))?;
+        registry.register(Box::new(m.lag.clone()))?;
+        registry.register(Box::new(m.cache_bytes.clone()))?;
+        Ok(m)
+    }
+
+    /// Records the control-plane revision now served.
+    pub fn set_applied_revision(&self, revision: u64) {
+        self.applied_revision
+            .set(i64::try_from(revision).unwrap_or(i64::MAX));
+    }
+
+    /// Records how far behind the control plane this node is.
+    pub fn set_lag(&self, revisions: u64) {
+        self.lag.set(i64::try_from(revisions).unwrap_or(i64::MAX));
+    }
+
+    /// Counts one reconnection of the watch stream.
+    pub fn reconnect(&self) {
+        self.reconnects.inc();
+    }
+
+    /// Records the size of one kind of on-disk cache after a prune.
+    pub fn set_cache_bytes(&self, kind: &str, bytes: u64) {
+        self.cache_bytes
+            .with_label_values(&[kind])
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+}

@@ -1,0 +1,63 @@
+//! Sync mode: follow the control plane's watch stream, fetch modules by
+//! digest, apply each snapshot atomically, and keep everything in an
+//! on-disk cache so a restarted node serves its last state before the
+//! control plane answers (or while it is down).
+//!
+//! The node connects out (it works behind NAT), reads newline-delimited
+//! JSON events, and reconnects with capped exponential backoff, resuming
+//! from the revision it has applied.
+//!
+//! - [`config`]: where to follow ([`SyncConfig`]); [`error`]: why a watch
+//!   connection ended ([`SyncError`]).
+//! - [`cache`]: the on-disk cache (snapshot + modules) and its pruning.
+//! - [`convert`]: wire types into what the runtime and TLS layer load.
+//! - [`watch`]: the [`Follower`], which runs the watch loop.
+//! - [`reports`]: what the node tells the control plane (applied revision,
+//!   guest output).
+//! - [`metrics`]: the subsystem's metrics.
+
+pub mod cache;
+pub mod config;
+pub mod convert;
+pub mod error;
+pub mod metrics;
+pub mod reports;
+pub mod watch;
+
+use std::sync::Arc;
+
+use outpost_runtime::Limits;
+
+pub use cache::{Cache, DEFAULT_KEEP_UNUSED_BYTES};
+pub use config::SyncConfig;
+pub use error::SyncError;
+pub use metrics::Metrics;
+pub use outpost_runtime::disk::digest_of;
+pub use watch::{Follower, next_event};
+
+use crate::node::Node;
+
+/// Applies the cached snapshot, if the cache holds it and every module.
+/// Returns its revision.
+pub async fn restore(
+    node: &Arc<Node>,
+    cache: &Cache,
+    defaults: &Limits,
+) -> crate::Result<Option<u64>> {
+    let Some(snapshot) = cache.snapshot() else {
+        return Ok(None);
+    };
+    let mut apps = Vec::new();
+    for app in snapshot.apps.values() {
+        let Some(wasm) = cache.module(&app.digest) else {
+            tracing::warn!(digest = %app.digest, "cached module missing or corrupt; waiting for the control plane");
+            return Ok(None);
+        };
+        apps.push(convert::app(app, wasm, defaults)?);
+    }
+    node.apply(apps).await?;
+    node.set_certificates(convert::certificates(&snapshot.certificates));
+    node.metrics().sync.set_applied_revision(snapshot.revision);
+    tracing::info!(revision = snapshot.revision, "serving the cached snapshot");
+    Ok(Some(snapshot.revision))
+}

@@ -1,0 +1,82 @@
+//! What the node tells the control plane besides following it: the
+//! revision it serves, and its guests' output for `outpost logs`. Both are
+//! best effort: the next watch connection reports the revision again, and
+//! the node's own log keeps every guest line.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, header};
+use http_body_util::Full;
+
+use super::config::{HttpClient, SyncConfig};
+
+/// Lines sent in one batch at most.
+const LOG_BATCH: usize = 500;
+/// How long a batch waits to fill before it is sent.
+const LOG_LINGER: Duration = Duration::from_millis(200);
+
+/// Ships guest output lines to the control plane in batches. A batch the
+/// control plane does not take is dropped.
+pub(crate) async fn ship_logs(
+    config: SyncConfig,
+    client: HttpClient,
+    mut lines: tokio::sync::mpsc::Receiver<outpost_proto::GuestLogLine>,
+) {
+    let url = format!(
+        "{}/v1/nodes/{}/logs",
+        config.url.trim_end_matches('/'),
+        config.node_id
+    );
+    let mut batch = Vec::with_capacity(LOG_BATCH);
+    while lines.recv_many(&mut batch, LOG_BATCH).await > 0 {
+        let deadline = tokio::time::Instant::now() + LOG_LINGER;
+        while batch.len() < LOG_BATCH {
+            match tokio::time::timeout_at(deadline, lines.recv()).await {
+                Ok(Some(line)) => batch.push(line),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let body = serde_json::to_vec(&batch).expect("log lines serialize");
+        batch.clear();
+        let req = Request::post(&url)
+            .header(header::AUTHORIZATION, format!("Bearer {}", config.token))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body)));
+        let Ok(req) = req else { return };
+        match client.request(req).await {
+            Ok(resp) if resp.status().is_success() => {}
+            Ok(resp) => tracing::debug!(status = %resp.status(), "shipping guest logs failed"),
+            Err(e) => tracing::debug!(error = %e, "shipping guest logs failed"),
+        }
+    }
+}
+
+/// Tells the control plane which revision this node now serves.
+pub(crate) async fn report_applied(config: &SyncConfig, client: &HttpClient, revision: u64) {
+    let url = format!(
+        "{}/v1/nodes/{}/status",
+        config.url.trim_end_matches('/'),
+        config.node_id
+    );
+    let body = serde_json::to_vec(&outpost_proto::NodeReport {
+        applied_revision: revision,
+    })
+    .expect("reports serialize");
+    let req = Request::put(&url)
+        .header(header::AUTHORIZATION, format!("Bearer {}", config.token))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body)));
+    let outcome = match req {
+        Ok(req) => client.request(req).await.map(|r| r.status()),
+        Err(e) => {
+            tracing::warn!(error = %e, "bad status URL");
+            return;
+        }
+    };
+    match outcome {
+        Ok(status) if status.is_success() => {}
+        Ok(status) => tracing::warn!(%status, "reporting the applied revision failed"),
+        Err(e) => tracing::warn!(error = %e, "reporting the applied revision failed"),
+    }
+}

@@ -1,0 +1,295 @@
+//! The watch loop: connect, apply what arrives, reconnect with backoff.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::{Request, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use outpost_proto::{Delta, Snapshot, WatchEvent};
+
+use outpost_runtime::disk::digest_of;
+
+use super::cache::Cache;
+use super::config::{HttpClient, SyncConfig};
+use super::convert;
+use super::error::SyncError;
+use super::reports::{report_applied, ship_logs};
+use crate::node::Node;
+
+/// Longest event line accepted; a snapshot of many apps stays far below.
+const MAX_LINE: usize = 64 * 1024 * 1024;
+/// Silence longer than this (heartbeats come every 15 s) means the
+/// connection is dead.
+const READ_TIMEOUT: Duration = Duration::from_secs(45);
+/// Reconnect backoff bounds.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// Follows one control plane for one node: everything the watch loop
+/// needs, so no function in it takes five arguments.
+pub struct Follower {
+    node: Arc<Node>,
+    config: SyncConfig,
+    cache: Cache,
+    client: HttpClient,
+    /// The snapshot being served, which deltas apply to; `None` until the
+    /// node serves one it has whole (then it asks for a full snapshot).
+    have: Option<Snapshot>,
+}
+
+impl Follower {
+    /// A follower for `node`, which already serves revision `applied` (what
+    /// [`super::restore`] returned, or 0).
+    pub fn new(node: Arc<Node>, config: SyncConfig, cache: Cache, applied: u64) -> Follower {
+        let have = cache
+            .snapshot()
+            .filter(|s| applied != 0 && s.revision == applied);
+        Follower {
+            node,
+            config,
+            cache,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+            have,
+        }
+    }
+
+    /// The revision being served whole (0: none yet).
+    pub fn served_revision(&self) -> u64 {
+        self.revision()
+    }
+
+    fn revision(&self) -> u64 {
+        self.have.as_ref().map_or(0, |s| s.revision)
+    }
+
+    /// Follows the control plane forever; also ships guest output.
+    pub async fn run(mut self) {
+        if let Some(lines) = self.node.runtime().take_guest_logs() {
+            tokio::spawn(ship_logs(self.config.clone(), self.client.clone(), lines));
+        }
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            let before = self.revision();
+            match self.watch_once().await {
+                Ok(()) => tracing::info!("watch stream ended; reconnecting"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "sync with the control plane failed; retrying")
+                }
+            }
+            self.node.metrics().sync.reconnect();
+            // A stream that delivered something proves the control plane
+            // healthy: retry quickly. Otherwise back off, up to 10 s.
+            if self.revision() != before {
+                backoff = BACKOFF_MIN;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    /// One watch connection, until it ends or fails.
+    async fn watch_once(&mut self) -> Result<(), SyncError> {
+        let url = format!(
+            "{}/v1/nodes/watch?revision={}&node={}",
+            self.config.url.trim_end_matches('/'),
+            self.revision(),
+            self.config.node_id
+        );
+        let mut body = self.get(&url).await?.into_body();
+        let mut buf = BytesMut::new();
+        loop {
+            let frame = tokio::time::timeout(READ_TIMEOUT, body.frame())
+                .await
+                .map_err(|_| SyncError::Silent(READ_TIMEOUT))?;
+            let Some(frame) = frame else { return Ok(()) };
+            let frame = frame.map_err(|source| SyncError::Body {
+                what: "the watch stream".into(),
+                source,
+            })?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            buf.extend_from_slice(&data);
+            while let Some(event) = next_event(&mut buf) {
+                self.handle(event?).await?;
+            }
+            if buf.len() > MAX_LINE {
+                return Err(SyncError::LineTooLong(MAX_LINE));
+            }
+        }
+    }
+
+    async fn handle(&mut self, event: WatchEvent) -> Result<(), SyncError> {
+        match event {
+            WatchEvent::Snapshot { snapshot } => {
+                self.apply_snapshot(&snapshot).await?;
+                self.applied(snapshot).await
+            }
+            WatchEvent::Delta { delta } => {
+                // A delta from another base means the stream and the node
+                // disagree: the error reconnects, and brings a snapshot.
+                let mut next = self.have.clone().ok_or(SyncError::DeltaWithoutSnapshot)?;
+                next.apply(&delta)?;
+                self.apply_delta(&delta).await?;
+                self.applied(next).await
+            }
+            WatchEvent::Heartbeat { revision } => {
+                let lag = revision.saturating_sub(self.revision());
+                self.node.metrics().sync.set_lag(lag);
+                Ok(())
+            }
+        }
+    }
+
+    /// Fetches what is missing, then swaps the node's whole route table.
+    async fn apply_snapshot(&self, snapshot: &Snapshot) -> Result<(), SyncError> {
+        let mut apps = Vec::with_capacity(snapshot.apps.len());
+        for app in snapshot.apps.values() {
+            let wasm = self.module(&app.digest).await?;
+            apps.push(convert::app(app, wasm, &self.config.defaults)?);
+        }
+        self.node.apply(apps).await?;
+        self.node
+            .set_certificates(convert::certificates(&snapshot.certificates));
+        Ok(())
+    }
+
+    /// Loads only what `delta` changes; every other app keeps serving as is.
+    async fn apply_delta(&self, delta: &Delta) -> Result<(), SyncError> {
+        let mut upsert = Vec::with_capacity(delta.upsert.len());
+        for app in delta.upsert.values() {
+            let wasm = self.module(&app.digest).await?;
+            upsert.push(convert::app(app, wasm, &self.config.defaults)?);
+        }
+        let remove: Vec<(String, String)> = delta
+            .remove
+            .iter()
+            .filter_map(|key| self.have.as_ref()?.apps.get(key))
+            .map(|app| (app.tenant.clone(), app.name.clone()))
+            .collect();
+        self.node.update(upsert, &remove).await?;
+        if !delta.certificates.is_empty() || !delta.removed_certificates.is_empty() {
+            self.node.update_certificates(
+                convert::certificates(&delta.certificates),
+                &delta.removed_certificates,
+            );
+        }
+        Ok(())
+    }
+
+    /// Records that `snapshot` is now served: on disk (so a restart serves
+    /// it), in metrics, and to the control plane.
+    async fn applied(&mut self, snapshot: Snapshot) -> Result<(), SyncError> {
+        self.cache
+            .save_snapshot(&snapshot)
+            .map_err(|source| SyncError::Cache {
+                what: "the snapshot".into(),
+                source,
+            })?;
+        self.cache
+            .prune(&snapshot, self.node.runtime(), &self.node.metrics().sync);
+        let revision = snapshot.revision;
+        let metrics = &self.node.metrics().sync;
+        metrics.set_applied_revision(revision);
+        metrics.set_lag(0);
+        tracing::info!(revision, apps = snapshot.apps.len(), "applied");
+        self.have = Some(snapshot);
+        report_applied(&self.config, &self.client, revision).await;
+        Ok(())
+    }
+
+    /// The module with `digest`: from the cache, else fetched from the
+    /// control plane, verified against the digest, and cached.
+    async fn module(&self, digest: &str) -> Result<Vec<u8>, SyncError> {
+        if let Some(wasm) = self.cache.module(digest) {
+            return Ok(wasm);
+        }
+        let url = format!(
+            "{}/v1/modules/{digest}",
+            self.config.url.trim_end_matches('/')
+        );
+        let bytes = self
+            .get(&url)
+            .await?
+            .into_body()
+            .collect()
+            .await
+            .map_err(|source| SyncError::Body {
+                what: url.clone(),
+                source,
+            })?
+            .to_bytes();
+        if digest_of(&bytes) != digest {
+            return Err(SyncError::DigestMismatch(digest.to_string()));
+        }
+        self.cache
+            .save_module(digest, &bytes)
+            .map_err(|source| SyncError::Cache {
+                what: digest.to_string(),
+                source,
+            })?;
+        Ok(bytes.to_vec())
+    }
+
+    async fn get(&self, url: &str) -> Result<http::Response<hyper::body::Incoming>, SyncError> {
+        let req = Request::get(url)
+            .header(
+                header::AUTHORIZATION,
+                format!("Bearer {}", self.config.token),
+            )
+            .body(Full::<Bytes>::default())
+            .map_err(|source| SyncError::Url {
+                url: url.to_string(),
+                source,
+            })?;
+        let resp = self
+            .client
+            .request(req)
+            .await
+            .map_err(|source| SyncError::Connect {
+                url: url.to_string(),
+                source,
+            })?;
+        if resp.status() != StatusCode::OK {
+            return Err(SyncError::Status {
+                url: url.to_string(),
+                status: resp.status(),
+            });
+        }
+        Ok(resp)
+    }
+}
+
+/// Takes the next complete (newline-terminated) event line off the front
+/// of `buf` and decodes it; `None` while no whole line has arrived. Public
+/// so that the `watch_decode` fuzz target drives exactly what the watch
+/// loop runs on bytes from the network.
+pub fn next_event(buf: &mut BytesMut) -> Option<Result<WatchEvent, SyncError>> {
+    let end = buf.iter().position(|b| *b == b'\n')?;
+    let line = buf.split_to(end + 1);
+    Some(serde_json::from_slice(&line[..end]).map_err(SyncError::from))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_cut_at_newlines_and_partial_lines_wait() {
+        let mut buf = BytesMut::from(&b"{\"type\":\"heartbeat\",\"revision\":3}\n{\"type\":"[..]);
+        match next_event(&mut buf) {
+            Some(Ok(WatchEvent::Heartbeat { revision: 3 })) => {}
+            other => panic!("expected a heartbeat, got {other:?}"),
+        }
+        assert!(next_event(&mut buf).is_none());
+        buf.extend_from_slice(b"\"nope\"}\n");
+        assert!(matches!(
+            next_event(&mut buf),
+            Some(Err(SyncError::Malformed(_)))
+        ));
+        assert!(buf.is_empty());
+    }
+}

@@ -1,0 +1,372 @@
+//! Outpost's Wasm runtime, shared by the edge node (which serves with it)
+//! and the control plane (which vets uploads with it, so a component it
+//! accepts is one every node can load).
+//!
+//! One wasmtime [`Engine`] per process, apps compiled once into a
+//! `ProxyPre`, and a fresh `Store` + instance for every request. Limits are
+//! enforced here (see [`limits`]): fuel with periodic async yields (a
+//! spinning guest never pins a tokio worker), a memory limiter, an
+//! epoch-driven wall-clock deadline, and a per-app semaphore.
+//!
+//! Also here because both sides need the same answer: [`router::Route`]
+//! parsing, [`cert::Certificate`] parsing and checks, the [`compile_cache`]
+//! and its [`disk`] helpers. What it deliberately is not: a server. It
+//! knows nothing of listeners, TLS termination or the control plane's
+//! watch stream.
+
+pub mod app;
+pub mod body;
+pub mod cert;
+pub mod compile_cache;
+pub mod disk;
+pub mod error;
+pub mod guest_log;
+pub mod host;
+pub mod lanes;
+pub mod limits;
+pub mod metrics;
+pub mod prune;
+pub mod router;
+pub mod signal;
+
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use wasmtime::component::{Component, Linker};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig,
+    WasmBacktraceDetails,
+};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+pub use app::{App, AppSpec};
+use compile_cache::CompileCache;
+pub use error::{Error, Result};
+use host::HostState;
+pub use lanes::LaneConfig;
+use lanes::Lanes;
+pub use limits::{KillReason, LimitOverrides, Limits};
+pub use metrics::Metrics;
+
+/// How often the epoch advances. A running guest yields to tokio and checks
+/// its deadline once per tick, so deadlines are enforced to about this
+/// granularity.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Guest output lines waiting to be shipped at most; more are dropped.
+const LOG_SHIP_QUEUE: usize = 4096;
+
+/// Fuel a guest burns between yields to the async executor: small enough
+/// that a spinning guest gives up its worker thread often (~every 100 µs),
+/// large enough that yielding costs nothing measurable.
+const FUEL_YIELD_INTERVAL: u64 = 100_000;
+
+/// Instance pool settings (wasmtime's pooling allocator).
+///
+/// The pool reserves virtual memory for every slot up front, which makes
+/// instantiation a matter of microseconds. If the host cannot reserve it
+/// (a low `ulimit -v`, say) the node falls back to on-demand allocation
+/// and says so in its log and in `outpost_runtime_pooling_allocator`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolConfig {
+    /// Use the pooling allocator at all. Default: true.
+    pub enabled: bool,
+    /// Component instances alive at once across all apps. Default: 1000.
+    pub max_instances: u32,
+    /// Core module instances alive at once (a JS or Python component holds
+    /// several). Default: 4000.
+    pub max_core_instances: u32,
+    /// Linear memories alive at once. Default: 2000.
+    pub max_memories: u32,
+    /// Tables alive at once. Default: 2000.
+    pub max_tables: u32,
+    /// Elements a table may hold. Default: 100 000.
+    pub max_table_elements: usize,
+    /// Bytes of each linear memory kept resident between uses instead of
+    /// being returned to the kernel (saves page faults and TLB shootdowns).
+    /// Default: 1 MiB.
+    pub memory_keep_resident: usize,
+    /// Bytes of each table kept resident between uses. Default: 64 KiB.
+    pub table_keep_resident: usize,
+    /// Bytes of each async stack kept resident between uses. Default: 256 KiB.
+    pub stack_keep_resident: usize,
+    /// Freed slots decommitted together, in one batch. Default: 64.
+    pub decommit_batch_size: usize,
+    /// Unused slots kept warm (their first pages resident, for a quick
+    /// reuse) at most; past it, freed slots are returned to the kernel.
+    /// This bounds the node's resident memory on top of what is in use.
+    /// Default: 100 (wasmtime's).
+    pub max_unused_warm_slots: u32,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            enabled: true,
+            max_instances: 1000,
+            max_core_instances: 4000,
+            max_memories: 2000,
+            max_tables: 2000,
+            max_table_elements: 100_000,
+            memory_keep_resident: 1024 * 1024,
+            table_keep_resident: 64 * 1024,
+            stack_keep_resident: 256 * 1024,
+            decommit_batch_size: 64,
+            max_unused_warm_slots: 100,
+        }
+    }
+}
+
+impl PoolConfig {
+    /// Every problem with these settings.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (name, v) in [
+            ("pool.max_instances", self.max_instances),
+            ("pool.max_core_instances", self.max_core_instances),
+            ("pool.max_memories", self.max_memories),
+            ("pool.max_tables", self.max_tables),
+        ] {
+            if v == 0 {
+                out.push(format!("{name} must be greater than 0"));
+            }
+        }
+        if self.decommit_batch_size == 0 {
+            out.push("pool.decommit_batch_size must be greater than 0".into());
+        }
+        out
+    }
+}
+
+/// The node's wasmtime engine and linker, shared by every app.
+pub struct Runtime {
+    engine: Engine,
+    linker: Arc<Linker<HostState>>,
+    pooling: bool,
+    metrics: Metrics,
+    compile_cache: OnceLock<CompileCache>,
+    log_sink: Arc<guest_log::LogSink>,
+    lanes: Arc<Lanes>,
+}
+
+impl Runtime {
+    /// Builds the engine (pooling if possible) and links the full WASI p2
+    /// set plus wasi:http, and starts the epoch ticker. Default lanes.
+    pub fn new(pool: &PoolConfig, metrics: Metrics) -> Result<Runtime> {
+        Self::with_lanes(pool, &LaneConfig::default(), metrics)
+    }
+
+    /// [`Runtime::new`] with these lane settings (see [`lanes`]).
+    pub fn with_lanes(pool: &PoolConfig, lanes: &LaneConfig, metrics: Metrics) -> Result<Runtime> {
+        let (engine, pooling) = if pool.enabled {
+            match Engine::new(&engine_config(Some(pool))) {
+                Ok(engine) => (engine, true),
+                Err(e) => {
+                    tracing::warn!(
+                        error = %e,
+                        "cannot reserve the instance pool; falling back to on-demand allocation"
+                    );
+                    (new_engine(None)?, false)
+                }
+            }
+        } else {
+            (new_engine(None)?, false)
+        };
+        metrics.set_pooling_allocator(pooling);
+        if let Some(pool) = engine.pooling_allocator_metrics() {
+            metrics.watch_pool(pool);
+        }
+
+        let mut linker = Linker::new(&engine);
+        // JS and Python guests import wasi:cli and wasi:filesystem as well
+        // as wasi:http, so the whole p2 set is linked. Filesystem access is
+        // empty (no preopens) and sockets are refused in `HostState`.
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| Error::Engine(format!("linking WASI: {e}")))?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(|e| Error::Engine(format!("linking wasi:http: {e}")))?;
+
+        start_epoch_ticker(&engine);
+        Ok(Runtime {
+            engine,
+            linker: Arc::new(linker),
+            pooling,
+            metrics,
+            compile_cache: OnceLock::new(),
+            log_sink: Arc::new(guest_log::LogSink::new(LOG_SHIP_QUEUE)),
+            lanes: Arc::new(Lanes::new(lanes.clone())),
+        })
+    }
+
+    /// Whether instances come from the pooling allocator.
+    pub fn is_pooling(&self) -> bool {
+        self.pooling
+    }
+
+    /// Keeps compiled components in `dir` from now on (see
+    /// [`compile_cache`]). Only the first call takes effect.
+    pub fn enable_compile_cache(&self, dir: &Path) -> Result<()> {
+        let cache = CompileCache::open(dir, &self.engine).map_err(|source| Error::Read {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let _ = self.compile_cache.set(cache);
+        Ok(())
+    }
+
+    /// Prunes the compile cache, if enabled, to the entries of `keep`
+    /// (sha256 of each module) plus `budget` bytes of unused ones.
+    pub fn prune_compile_cache(
+        &self,
+        keep: &[[u8; 32]],
+        budget: u64,
+    ) -> Option<std::io::Result<compile_cache::Pruned>> {
+        Some(self.compile_cache.get()?.prune(keep, budget))
+    }
+
+    /// Guest output lines of every app, for shipping to the control plane
+    /// (sync mode). The first call gets the receiver and turns shipping on.
+    pub fn take_guest_logs(
+        &self,
+    ) -> Option<tokio::sync::mpsc::Receiver<outpost_proto::GuestLogLine>> {
+        self.log_sink.take()
+    }
+
+    /// The engine (for tests and tools that precompile).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Compiles and checks a component: it must import only what the node
+    /// provides and export `wasi:http/incoming-handler`. `what` names it in
+    /// the error. CPU-heavy (a 13 MB JS guest takes seconds): call it off
+    /// the request path.
+    pub fn check(&self, what: &str, wasm: &[u8]) -> Result<ProxyPre<HostState>> {
+        // wasmtime's messages can span lines (byte dumps); one line reads
+        // better in a JSON error body and a log.
+        let invalid = |reason: String| Error::InvalidWasm {
+            what: what.to_string(),
+            reason: reason.split_whitespace().collect::<Vec<_>>().join(" "),
+        };
+        let component = self.compile(wasm).map_err(|e| invalid(format!("{e:#}")))?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| invalid(format!("{e:#}")))?;
+        ProxyPre::new(pre).map_err(|e| invalid(format!("not a wasi:http/proxy worker: {e:#}")))
+    }
+
+    /// The compiled form of `wasm`: from the compile cache if enabled and
+    /// holding it, else from cranelift (and then saved there).
+    fn compile(&self, wasm: &[u8]) -> wasmtime::Result<Component> {
+        let Some(cache) = self.compile_cache.get() else {
+            return Component::new(&self.engine, wasm);
+        };
+        let (cached, lookup) = cache.load(&self.engine, wasm);
+        self.metrics.compile_cache(lookup);
+        if let Some(component) = cached {
+            return Ok(component);
+        }
+        let component = Component::new(&self.engine, wasm)?;
+        cache.store(&component, wasm);
+        Ok(component)
+    }
+
+    /// Compiles and checks an app (see [`Runtime::check`]), then
+    /// instantiates it once under its own limits to prove it fits them
+    /// before it takes traffic.
+    ///
+    /// Compilation runs on tokio's blocking pool: a large guest takes
+    /// seconds of CPU, which must not stall the workers serving requests.
+    pub async fn load(self: &Arc<Self>, spec: AppSpec) -> Result<Arc<App>> {
+        let started = Instant::now();
+        let what = format!("app {:?} (tenant {:?})", spec.name, spec.tenant);
+        let runtime = self.clone();
+        let (spec, what, checked) = tokio::task::spawn_blocking(move || {
+            let checked = runtime.check(&what, &spec.wasm);
+            (spec, what, checked)
+        })
+        .await
+        .map_err(|e| Error::Engine(format!("compile task failed: {e}")))?;
+        let pre = checked?;
+        let compile_time = started.elapsed();
+        let app = App::new(
+            spec,
+            pre,
+            &self.metrics,
+            self.log_sink.clone(),
+            self.lanes.clone(),
+        );
+        app.metrics()
+            .compile_duration
+            .observe(compile_time.as_secs_f64());
+        app.trial_instantiate()
+            .await
+            .map_err(|reason| Error::InvalidWasm { what, reason })?;
+        tracing::info!(
+            tenant = %app.tenant(),
+            app = %app.name(),
+            compile_ms = compile_time.as_millis() as u64,
+            "app loaded"
+        );
+        Ok(app)
+    }
+}
+
+fn new_engine(pool: Option<&PoolConfig>) -> Result<Engine> {
+    Engine::new(&engine_config(pool)).map_err(|e| Error::Engine(format!("{e:#}")))
+}
+
+fn engine_config(pool: Option<&PoolConfig>) -> Config {
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .consume_fuel(true)
+        .epoch_interruption(true)
+        .memory_init_cow(true)
+        .cranelift_opt_level(OptLevel::Speed)
+        // Symbolized wasm backtraces cost time on every trap; a hostile
+        // guest could trap on purpose in a loop.
+        .wasm_backtrace_details(WasmBacktraceDetails::Disable);
+    if let Some(pool) = pool {
+        // Each memory slot keeps wasmtime's default size (4 GiB, the whole
+        // wasm32 space): the per-app limit is enforced by `MemoryLimiter`,
+        // so any app limit fits any slot.
+        let mut p = PoolingAllocationConfig::new();
+        p.total_component_instances(pool.max_instances)
+            .total_core_instances(pool.max_core_instances)
+            .total_memories(pool.max_memories)
+            .total_tables(pool.max_tables)
+            .total_stacks(pool.max_instances)
+            .table_elements(pool.max_table_elements)
+            .linear_memory_keep_resident(pool.memory_keep_resident)
+            .table_keep_resident(pool.table_keep_resident)
+            .async_stack_keep_resident(pool.stack_keep_resident)
+            .decommit_batch_size(pool.decommit_batch_size)
+            .max_unused_warm_slots(pool.max_unused_warm_slots);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(p));
+    }
+    config
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] until the engine is
+/// dropped. A plain thread: it must keep ticking even if every tokio worker
+/// is busy.
+fn start_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("outpost-epoch".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(EPOCH_TICK);
+                match weak.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => break,
+                }
+            }
+        })
+        .expect("spawning the epoch thread");
+}

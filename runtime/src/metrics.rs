@@ -1,0 +1,429 @@
+//! The runtime's Prometheus metrics: per-app request, instance and limit
+//! series, compilation and the compile cache, the instance pool.
+//!
+//! Names follow `outpost_<subsystem>_<what>_<unit>`; labels are bounded
+//! (`tenant`, `app`, a status class or a reason — never a raw path or host).
+//! Per-app series are bound once when the app is loaded ([`AppMetrics`]), so
+//! the request path never hashes label values. The edge node registers
+//! these beside its own subsystems' on one registry.
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
+
+use crate::compile_cache::Lookup;
+use crate::lanes::Demotion;
+use crate::limits::KillReason;
+
+/// Buckets for request and instantiation latency: 50 µs to 30 s.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0, 30.0,
+];
+
+/// Buckets for module compilation: 1 ms to 2 min.
+const COMPILE_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+
+/// The `result` labels of `outpost_runtime_subrequests_total`.
+const SUBREQUEST_RESULTS: [&str; 3] = ["sent", "denied", "limit"];
+
+/// Status classes used as the `status` label.
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// The runtime's metrics. Cloning shares the series.
+#[derive(Clone)]
+pub struct Metrics {
+    requests: IntCounterVec,
+    request_duration: HistogramVec,
+    instantiate_duration: HistogramVec,
+    fuel_consumed: IntCounterVec,
+    limit_kills: IntCounterVec,
+    traps: IntCounterVec,
+    instances_in_flight: IntGaugeVec,
+    guest_log_dropped: IntCounterVec,
+    compile_duration: HistogramVec,
+    compile_cache: IntCounterVec,
+    subrequests: IntCounterVec,
+    demotions: IntCounterVec,
+    background_requests: IntCounterVec,
+    apps_loaded: IntGauge,
+    pooling_allocator: IntGauge,
+    pool_memories: IntGauge,
+    pool_warm_memories: IntGauge,
+    pool_warm_memory_bytes: IntGauge,
+    /// The engine's pooling allocator, read at each [`Metrics::refresh`].
+    pool_source: std::sync::Arc<std::sync::OnceLock<wasmtime::PoolingAllocatorMetrics>>,
+}
+
+impl Metrics {
+    /// The metrics on a registry of their own, for a runtime whose series
+    /// nobody scrapes (the control plane's validator, tests).
+    pub fn new() -> Metrics {
+        Self::register(&Registry::new()).expect("metric definitions are valid and unique")
+    }
+
+    /// Creates the metrics and registers them on `registry`.
+    pub fn register(registry: &Registry) -> prometheus::Result<Metrics> {
+        let app = &["tenant", "app"];
+        let m = Metrics {
+            requests: IntCounterVec::new(
+                Opts::new(
+                    "outpost_http_requests_total",
+                    "Requests answered for an app, by status class.",
+                ),
+                &["tenant", "app", "status"],
+            )?,
+            request_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "outpost_http_request_duration_seconds",
+                    "Time from request head to response head, per app.",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+                app,
+            )?,
+            instantiate_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "outpost_runtime_instantiate_duration_seconds",
+                    "Time to create a fresh instance for one request.",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+                app,
+            )?,
+            fuel_consumed: IntCounterVec::new(
+                Opts::new(
+                    "outpost_runtime_fuel_consumed_total",
+                    "Fuel burned by an app's instances.",
+                ),
+                app,
+            )?,
+            limit_kills: IntCounterVec::new(
+                Opts::new(
+                    "outpost_runtime_limit_kills_total",
+                    "Requests stopped because they hit a limit, by limit.",
+                ),
+                &["tenant", "app", "reason"],
+            )?,
+            traps: IntCounterVec::new(
+                Opts::new(
+                    "outpost_runtime_traps_total",
+                    "Guest traps not caused by a limit (bugs in the guest).",
+                ),
+                app,
+            )?,
+            instances_in_flight: IntGaugeVec::new(
+                Opts::new(
+                    "outpost_runtime_instances_in_flight",
+                    "Instances of an app alive right now.",
+                ),
+                app,
+            )?,
+            guest_log_dropped: IntCounterVec::new(
+                Opts::new(
+                    "outpost_runtime_guest_log_dropped_bytes_total",
+                    "Guest stdout/stderr bytes dropped over the per-request cap.",
+                ),
+                app,
+            )?,
+            compile_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "outpost_runtime_compile_duration_seconds",
+                    "Time to compile an app's component.",
+                )
+                .buckets(COMPILE_BUCKETS.to_vec()),
+                app,
+            )?,
+            subrequests: IntCounterVec::new(
+                Opts::new(
+                    "outpost_runtime_subrequests_total",
+                    "Outbound HTTP requests from guests, by result (sent, denied: host not allow-listed, limit: over the per-request cap).",
+                ),
+                &["tenant", "app", "result"],
+            )?,
+            demotions: IntCounterVec::new(
+                Opts::new(
+                    "outpost_runtime_demotions_total",
+                    "Times an app was sent to the low-priority background lane, by reason (cpu: a request used up its foreground CPU budget; limit: a request ended in a limit kill or a trap).",
+                ),
+                &["tenant", "app", "reason"],
+            )?,
+            background_requests: IntCounterVec::new(
+                Opts::new(
+                    "outpost_runtime_background_requests_total",
+                    "Requests that ran, wholly or partly, in the low-priority background lane.",
+                ),
+                app,
+            )?,
+            compile_cache: IntCounterVec::new(
+                Opts::new(
+                    "outpost_runtime_compile_cache_lookups_total",
+                    "Compiled-module cache lookups, by result (hit, miss, invalid).",
+                ),
+                &["result"],
+            )?,
+            apps_loaded: IntGauge::new("outpost_runtime_apps_loaded", "Apps ready to serve.")?,
+            pool_memories: IntGauge::new(
+                "outpost_runtime_pool_memories_in_use",
+                "Linear-memory slots of the instance pool in use right now.",
+            )?,
+            pool_warm_memories: IntGauge::new(
+                "outpost_runtime_pool_warm_memories",
+                "Unused memory slots that were used before and keep some pages resident (at most pool.max_unused_warm_slots).",
+            )?,
+            pool_warm_memory_bytes: IntGauge::new(
+                "outpost_runtime_pool_warm_memory_bytes",
+                "Bytes kept resident in unused warm memory slots.",
+            )?,
+            pooling_allocator: IntGauge::new(
+                "outpost_runtime_pooling_allocator",
+                "1 if instances come from the pooling allocator, 0 if on-demand.",
+            )?,
+            pool_source: Default::default(),
+        };
+        registry.register(Box::new(m.requests.clone()))?;
+        registry.register(Box::new(m.request_duration.clone()))?;
+        registry.register(Box::new(m.instantiate_duration.clone()))?;
+        registry.register(Box::new(m.fuel_consumed.clone()))?;
+        registry.register(Box::new(m.limit_kills.clone()))?;
+        registry.register(Box::new(m.traps.clone()))?;
+        registry.register(Box::new(m.instances_in_flight.clone()))?;
+        registry.register(Box::new(m.guest_log_dropped.clone()))?;
+        registry.register(Box::new(m.compile_duration.clone()))?;
+        registry.register(Box::new(m.compile_cache.clone()))?;
+        registry.register(Box::new(m.subrequests.clone()))?;
+        registry.register(Box::new(m.demotions.clone()))?;
+        registry.register(Box::new(m.background_requests.clone()))?;
+        registry.register(Box::new(m.apps_loaded.clone()))?;
+        registry.register(Box::new(m.pooling_allocator.clone()))?;
+        registry.register(Box::new(m.pool_memories.clone()))?;
+        registry.register(Box::new(m.pool_warm_memories.clone()))?;
+        registry.register(Box::new(m.pool_warm_memory_bytes.clone()))?;
+        for result in Lookup::ALL {
+            m.compile_cache.with_label_values(&[result.as_str()]);
+        }
+        Ok(m)
+    }
+
+    /// Reads the instance pool's occupancy from `pool` at every render.
+    pub fn watch_pool(&self, pool: wasmtime::PoolingAllocatorMetrics) {
+        let _ = self.pool_source.set(pool);
+    }
+
+    /// Brings the gauges read from elsewhere (the instance pool) up to
+    /// date; call before each scrape.
+    pub fn refresh(&self) {
+        if let Some(pool) = self.pool_source.get() {
+            let int = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+            self.pool_memories.set(int(pool.memories()));
+            self.pool_warm_memories
+                .set(i64::from(pool.unused_warm_memories()));
+            self.pool_warm_memory_bytes
+                .set(int(pool.unused_memory_bytes_resident()));
+        }
+    }
+
+    /// Binds the series of one app.
+    pub fn app(&self, tenant: &str, app: &str) -> AppMetrics {
+        let labels = [tenant, app];
+        AppMetrics {
+            requests: STATUS_CLASSES
+                .map(|class| self.requests.with_label_values(&[tenant, app, class])),
+            request_duration: self.request_duration.with_label_values(&labels),
+            instantiate_duration: self.instantiate_duration.with_label_values(&labels),
+            fuel_consumed: self.fuel_consumed.with_label_values(&labels),
+            limit_kills: KillReason::ALL.map(|r| {
+                self.limit_kills
+                    .with_label_values(&[tenant, app, r.as_str()])
+            }),
+            traps: self.traps.with_label_values(&labels),
+            instances_in_flight: self.instances_in_flight.with_label_values(&labels),
+            guest_log_dropped: self.guest_log_dropped.with_label_values(&labels),
+            compile_duration: self.compile_duration.with_label_values(&labels),
+            subrequests: SUBREQUEST_RESULTS
+                .map(|r| self.subrequests.with_label_values(&[tenant, app, r])),
+            demotions: Demotion::ALL
+                .map(|r| self.demotions.with_label_values(&[tenant, app, r.as_str()])),
+            background_requests: self.background_requests.with_label_values(&labels),
+        }
+    }
+
+    /// Forgets an unloaded app's series so they don't linger forever.
+    pub fn remove_app(&self, tenant: &str, app: &str) {
+        let labels = [tenant, app];
+        for class in STATUS_CLASSES {
+            let _ = self.requests.remove_label_values(&[tenant, app, class]);
+        }
+        for r in KillReason::ALL {
+            let _ = self
+                .limit_kills
+                .remove_label_values(&[tenant, app, r.as_str()]);
+        }
+        let _ = self.request_duration.remove_label_values(&labels);
+        let _ = self.instantiate_duration.remove_label_values(&labels);
+        let _ = self.fuel_consumed.remove_label_values(&labels);
+        let _ = self.traps.remove_label_values(&labels);
+        let _ = self.instances_in_flight.remove_label_values(&labels);
+        let _ = self.guest_log_dropped.remove_label_values(&labels);
+        let _ = self.compile_duration.remove_label_values(&labels);
+        for r in SUBREQUEST_RESULTS {
+            let _ = self.subrequests.remove_label_values(&[tenant, app, r]);
+        }
+        for r in Demotion::ALL {
+            let _ = self
+                .demotions
+                .remove_label_values(&[tenant, app, r.as_str()]);
+        }
+        let _ = self.background_requests.remove_label_values(&labels);
+    }
+
+    /// Counts one compiled-module cache lookup.
+    pub fn compile_cache(&self, result: Lookup) {
+        self.compile_cache
+            .with_label_values(&[result.as_str()])
+            .inc();
+    }
+
+    /// Sets the number of apps ready to serve.
+    pub fn set_apps_loaded(&self, n: usize) {
+        self.apps_loaded.set(n as i64);
+    }
+
+    /// Records whether the pooling allocator is in use.
+    pub fn set_pooling_allocator(&self, on: bool) {
+        self.pooling_allocator.set(i64::from(on));
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// One app's pre-bound series.
+#[derive(Clone)]
+pub struct AppMetrics {
+    requests: [IntCounter; 5],
+    /// Time to response head.
+    pub request_duration: Histogram,
+    /// Time to create an instance.
+    pub instantiate_duration: Histogram,
+    /// Fuel burned.
+    pub fuel_consumed: IntCounter,
+    limit_kills: [IntCounter; 6],
+    /// Guest traps not caused by a limit.
+    pub traps: IntCounter,
+    /// Live instances.
+    pub instances_in_flight: IntGauge,
+    /// Guest output dropped over the cap.
+    pub guest_log_dropped: IntCounter,
+    /// Component compile time.
+    pub compile_duration: Histogram,
+    /// Outbound requests: sent, denied, over the limit.
+    pub subrequests: [IntCounter; 3],
+    /// Demotions to the background lane, in [`Demotion::ALL`] order.
+    pub demotions: [IntCounter; 2],
+    /// Requests that ran in the background lane.
+    pub background_requests: IntCounter,
+}
+
+impl AppMetrics {
+    /// Counts one answered request by its status code.
+    pub fn request(&self, status: u16) {
+        let class = match status {
+            100..=199 => 0,
+            200..=299 => 1,
+            300..=399 => 2,
+            400..=499 => 3,
+            _ => 4,
+        };
+        self.requests[class].inc();
+    }
+
+    /// Counts one request stopped by a limit.
+    pub fn kill(&self, reason: KillReason) {
+        self.kill_counter(reason).inc();
+    }
+
+    /// The counter for one limit, for code that counts later by itself.
+    pub fn kill_counter(&self, reason: KillReason) -> IntCounter {
+        let i = KillReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .expect("ALL lists every reason");
+        self.limit_kills[i].clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prometheus::{Encoder as _, TextEncoder};
+
+    use super::*;
+
+    fn render(registry: &Registry) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&registry.gather(), &mut buf)
+            .unwrap();
+        String::from_utf8(buf).unwrap()
+    }
+
+    fn lines<'a>(text: &'a str, starts: &str) -> Vec<&'a str> {
+        text.lines().filter(|l| l.starts_with(starts)).collect()
+    }
+
+    /// Whole-line match: `x 1` must not pass for `x 10`.
+    fn has_line(text: &str, line: &str) -> bool {
+        text.lines().any(|l| l == line)
+    }
+
+    #[test]
+    fn app_series_render_with_their_labels() {
+        let registry = Registry::new();
+        let m = Metrics::register(&registry).unwrap();
+        let a = m.app("acme", "web");
+        a.request(200);
+        a.request(204);
+        a.request(503);
+        a.kill(KillReason::Fuel);
+        a.fuel_consumed.inc_by(1234);
+        a.instances_in_flight.inc();
+        m.set_apps_loaded(3);
+        m.compile_cache(Lookup::Hit);
+        let text = render(&registry);
+        assert_eq!(
+            lines(&text, "outpost_http_requests_total{"),
+            vec![
+                r#"outpost_http_requests_total{app="web",status="1xx",tenant="acme"} 0"#,
+                r#"outpost_http_requests_total{app="web",status="2xx",tenant="acme"} 2"#,
+                r#"outpost_http_requests_total{app="web",status="3xx",tenant="acme"} 0"#,
+                r#"outpost_http_requests_total{app="web",status="4xx",tenant="acme"} 0"#,
+                r#"outpost_http_requests_total{app="web",status="5xx",tenant="acme"} 1"#,
+            ]
+        );
+        for line in [
+            r#"outpost_runtime_limit_kills_total{app="web",reason="fuel",tenant="acme"} 1"#,
+            r#"outpost_runtime_limit_kills_total{app="web",reason="timeout",tenant="acme"} 0"#,
+            r#"outpost_runtime_fuel_consumed_total{app="web",tenant="acme"} 1234"#,
+            r#"outpost_runtime_instances_in_flight{app="web",tenant="acme"} 1"#,
+            "outpost_runtime_apps_loaded 3",
+            r#"outpost_runtime_compile_cache_lookups_total{result="hit"} 1"#,
+            r#"outpost_runtime_compile_cache_lookups_total{result="invalid"} 0"#,
+            "# TYPE outpost_http_request_duration_seconds histogram",
+        ] {
+            assert!(has_line(&text, line), "{line:?} missing from\n{text}");
+        }
+    }
+
+    #[test]
+    fn removed_apps_leave_no_series() {
+        let registry = Registry::new();
+        let m = Metrics::register(&registry).unwrap();
+        m.app("acme", "web").request(200);
+        m.remove_app("acme", "web");
+        assert!(!render(&registry).contains(r#"app="web""#));
+    }
+}
