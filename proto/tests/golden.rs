@@ -133,6 +133,101 @@ fn api_bodies() {
 }
 
 #[test]
+fn certificates_and_rollout() {
+    check(
+        "cert_upload",
+        CertUpload {
+            cert_chain_pem: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".into(),
+            private_key_pem: "-----BEGIN PRIVATE KEY-----\nMIGH\n-----END PRIVATE KEY-----\n"
+                .into(),
+        },
+    );
+    check(
+        "cert_info",
+        CertInfo {
+            hostname: "*.acme.example.com".into(),
+            names: vec!["*.acme.example.com".into(), "acme.example.com".into()],
+            not_before: 1_790_000_000,
+            not_after: 1_797_776_000,
+            created_at: 1_795_000_000,
+        },
+    );
+    check(
+        "rollout",
+        Rollout {
+            revision: 12,
+            nodes: 3,
+            applied: 2,
+        },
+    );
+}
+
+/// What optional and empty fields look like on the wire: left out where
+/// the type says so, `null` or `[]`/`{}` where it does not.
+#[test]
+fn empty_and_absent_shapes() {
+    check(
+        "app_never_deployed",
+        App {
+            name: "web".into(),
+            routes: vec![],
+            active_version: None,
+            env_keys: vec![],
+            versions: 0,
+            allow_outbound: vec![],
+        },
+    );
+    check(
+        "tenant_default_limits",
+        Tenant {
+            name: "acme".into(),
+            limits: Limits::default(),
+            apps: 0,
+        },
+    );
+    check(
+        "create_app_minimal",
+        CreateApp {
+            name: "web".into(),
+            routes: vec!["acme.example.com".into()],
+            allow_outbound: vec![],
+        },
+    );
+    check(
+        "app_spec_minimal",
+        AppSpec {
+            env: BTreeMap::new(),
+            limits: Limits::default(),
+            allow_outbound: vec![],
+            ..spec()
+        },
+    );
+    check(
+        "watch_snapshot_empty",
+        WatchEvent::Snapshot {
+            snapshot: Snapshot {
+                revision: 0,
+                apps: BTreeMap::new(),
+                certificates: BTreeMap::new(),
+            },
+        },
+    );
+    check(
+        "watch_delta_empty",
+        WatchEvent::Delta {
+            delta: Delta {
+                base: 9,
+                revision: 10,
+                upsert: BTreeMap::new(),
+                remove: vec![],
+                certificates: BTreeMap::new(),
+                removed_certificates: vec![],
+            },
+        },
+    );
+}
+
+#[test]
 fn watch_events() {
     check(
         "watch_snapshot",
