@@ -144,9 +144,40 @@ fn check(chain: &[u8], key: &[u8], host: &str) {
         cert.not_after().saturating_sub(1),
     ] {
         let ok = cert.check_for(host, t).is_ok();
-        let want = cert.covers(host) && cert.not_before() <= t && t < cert.not_after();
+        let want = model_covers(cert.names(), host)
+            && cert.not_before() <= t
+            && t < cert.not_after();
         assert_eq!(ok, want, "check_for({host:?}, {t}) disagrees");
     }
+}
+
+/// Which hostnames a certificate's names cover, written from the rule
+/// (RFC 6125 §6.4.3, as browsers apply it) and not from
+/// `Certificate::covers`, so the two can disagree: compare label by label,
+/// ASCII case and trailing dots aside; `*` stands for exactly one
+/// non-empty leftmost label, only as a whole label, and only with a parent
+/// domain after it.
+fn model_covers(names: &[String], host: &str) -> bool {
+    fn labels(name: &str) -> Vec<String> {
+        let mut out: Vec<String> = name.split('.').map(|l| l.to_ascii_lowercase()).collect();
+        while out.last().is_some_and(String::is_empty) {
+            out.pop();
+        }
+        out
+    }
+    let host = labels(host);
+    names.iter().any(|name| {
+        let name = labels(name);
+        if name == host {
+            return true;
+        }
+        // A wildcard needs a parent: a bare `*` covers nothing.
+        name.len() >= 2
+            && name[0] == "*"
+            && name.len() == host.len()
+            && host.first().is_some_and(|l| !l.is_empty())
+            && name[1..] == host[1..]
+    })
 }
 
 /// Installs and removes the input's hostnames in turn, then looks the last
