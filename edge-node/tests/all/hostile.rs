@@ -28,11 +28,9 @@ use tokio::net::TcpStream;
 const GOOD: &str = "good.example.com";
 const GOOD_BODY: &str = "still here\n";
 
-/// The measurements (fds, RSS, connection counts) are of the whole test
-/// process, so the attacks run one at a time.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// A node with the good app plus `others`, under `server`.
+/// A node with the good app plus `others`, under `server`. Every test here
+/// measures the whole test process (fds, RSS, connection counts, a good
+/// client's latency), so it holds [`crate::support::alone`] first.
 async fn node(server: ServerConfig, others: Vec<(&[&str], AppSpec)>) -> TestNode {
     let mut apps = vec![(
         &[GOOD][..],
@@ -44,7 +42,7 @@ async fn node(server: ServerConfig, others: Vec<(&[&str], AppSpec)>) -> TestNode
         ),
     )];
     apps.extend(others);
-    TestNode::start_with_server(server, apps).await
+    TestNode::start_alone(server, apps).await
 }
 
 /// What a timeout may overrun its configured value by in these tests:
@@ -74,7 +72,7 @@ fn rss_mib() -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_heads_are_cut_off_at_the_header_read_timeout() {
-    let _serial = SERIAL.lock().await;
+    let _alone = crate::support::alone().await;
     const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(1);
     let node = node(
         ServerConfig {
@@ -121,7 +119,7 @@ async fn slowloris_heads_are_cut_off_at_the_header_read_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_of_every_kind_are_closed_after_the_idle_timeout() {
-    let _serial = SERIAL.lock().await;
+    let _alone = crate::support::alone().await;
     // The header-read timeout would close idle HTTP/1.1 keep-alive on its
     // own; make it long so the idle timeout is what is being tested.
     const IDLE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -190,7 +188,7 @@ async fn idle_connections_of_every_kind_are_closed_after_the_idle_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cap_full_of_idle_connections_makes_room_for_new_clients() {
-    let _serial = SERIAL.lock().await;
+    let _alone = crate::support::alone().await;
     // The idle timeout alone would keep the good client out for 30 s.
     let node = node(
         ServerConfig {
@@ -240,7 +238,7 @@ async fn a_cap_full_of_idle_connections_makes_room_for_new_clients() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversize_heads_get_431_and_long_targets_get_414() {
-    let _serial = SERIAL.lock().await;
+    let _alone = crate::support::alone().await;
     let node = node(
         server(),
         vec![(
@@ -316,7 +314,7 @@ fn chunked(host: &str, body: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_chunked_bodies_never_reach_the_guest_as_data() {
-    let _serial = SERIAL.lock().await;
+    let _alone = crate::support::alone().await;
     let node = node(
         server(),
         vec![(
@@ -383,7 +381,7 @@ async fn bad_chunked_bodies_never_reach_the_guest_as_data() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smuggled_requests_never_reach_another_tenant() {
-    let _serial = SERIAL.lock().await;
+    let _alone = crate::support::alone().await;
     let node = node(
         server(),
         vec![
@@ -507,7 +505,7 @@ fn h2_server() -> ServerConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_rapid_reset_ends_the_connection_and_memory_stays_bounded() {
-    let _serial = SERIAL.lock().await;
+    let _alone = crate::support::alone().await;
     let node = node(
         h2_server(),
         vec![(
@@ -570,7 +568,7 @@ async fn h2_rapid_reset_ends_the_connection_and_memory_stays_bounded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_streams_past_the_concurrency_cap_are_refused() {
-    let _serial = SERIAL.lock().await;
+    let _alone = crate::support::alone().await;
     let limits = Limits {
         max_concurrency: 2000,
         ..quick_limits()
@@ -629,7 +627,7 @@ async fn h2_streams_past_the_concurrency_cap_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_connections_past_the_cap_are_closed_at_once() {
-    let _serial = SERIAL.lock().await;
+    let _alone = crate::support::alone().await;
     const ATTACKERS: usize = 10_000;
     const CAP: usize = 512;
     // Each attacker costs this process one fd, each accepted one another.
@@ -740,7 +738,7 @@ async fn ten_thousand_connections_past_the_cap_are_closed_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_is_dropped_and_memory_stays_bounded() {
-    let _serial = SERIAL.lock().await;
+    let _alone = crate::support::alone().await;
     let limits = Limits {
         timeout: Duration::from_secs(3),
         max_response_body_bytes: 1 << 30,
@@ -810,7 +808,7 @@ async fn a_client_that_never_reads_is_dropped_and_memory_stays_bounded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guest_flooding_stdout_is_capped_and_counted() {
-    let _serial = SERIAL.lock().await;
+    let _alone = crate::support::alone().await;
     const CHUNKS: u32 = 16 * 1024; // 64 MiB of output per request
     let limits = Limits::default();
     let cap = limits.max_log_bytes_per_request;

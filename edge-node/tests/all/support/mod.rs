@@ -20,7 +20,22 @@ use tokio::sync::oneshot;
 pub mod wire;
 
 /// A running node.
+/// The test process itself, as a resource. Tests that measure it (its
+/// RSS, its open files, a good client's latency while they attack) run
+/// alone: they hold it exclusively through [`alone`]. Every other node
+/// holds it shared while it lives, so none runs beside them — one test
+/// binary runs all topics at once, and two cores are quickly shared out.
+static PROCESS: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+/// Waits until no other node of this process is running, and keeps others
+/// from starting until the guard is dropped.
+pub async fn alone() -> tokio::sync::RwLockWriteGuard<'static, ()> {
+    PROCESS.write().await
+}
+
 pub struct TestNode {
+    /// Shared hold on [`PROCESS`], unless the test holds it alone.
+    _shared: Option<tokio::sync::RwLockReadGuard<'static, ()>>,
     pub node: Arc<Node>,
     pub http: SocketAddr,
     /// The HTTPS listener (serves the node's certificates; see `tls.rs`).
@@ -117,8 +132,27 @@ impl TestNode {
         node
     }
 
+    /// [`TestNode::start_with_server`] for a test that holds [`alone`].
+    pub async fn start_alone(server: ServerConfig, apps: Vec<(&[&str], AppSpec)>) -> TestNode {
+        let config = Config {
+            server,
+            ..local_config()
+        };
+        let node = Self::launch_holding(config, None).await;
+        node.install(apps).await;
+        node
+    }
+
     /// Starts a node the way the binary does ([`outpost_edge_node::start`]).
     pub async fn launch(config: Config) -> TestNode {
+        let shared = PROCESS.read().await;
+        Self::launch_holding(config, Some(shared)).await
+    }
+
+    async fn launch_holding(
+        config: Config,
+        shared: Option<tokio::sync::RwLockReadGuard<'static, ()>>,
+    ) -> TestNode {
         let (stop, stopped) = oneshot::channel::<()>();
         let running = outpost_edge_node::start(config, async {
             let _ = stopped.await;
@@ -129,6 +163,7 @@ impl TestNode {
             .pool_max_idle_per_host(64)
             .build_http();
         TestNode {
+            _shared: shared,
             node: running.node.clone(),
             http: running.http,
             https: running.https.expect("tests serve HTTPS"),
