@@ -64,6 +64,7 @@ impl Default for Metrics {
 #[cfg(test)]
 mod tests {
     use outpost_runtime::KillReason;
+    use outpost_runtime::body::ErrorCode;
 
     use super::*;
     use crate::server::metrics::UnroutedReason;
@@ -81,15 +82,18 @@ mod tests {
         m.tls.handshake("ok", "TLSv1_3", Some(0.001));
         m.sync.set_applied_revision(12);
         let text = m.render();
+        let unrouted = |code: ErrorCode, n: u32| {
+            format!(r#"outpost_http_unrouted_requests_total{{reason="{code}"}} {n}"#)
+        };
         for line in [
-            r#"outpost_runtime_limit_kills_total{app="web",reason="fuel",tenant="acme"} 1"#,
-            r#"outpost_http_unrouted_requests_total{reason="unknown_host"} 1"#,
-            r#"outpost_http_unrouted_requests_total{reason="missing_host"} 0"#,
-            r#"outpost_http_connections_open{listener="https"} 0"#,
-            r#"outpost_tls_handshakes_total{result="ok",version="TLSv1_3"} 1"#,
-            "outpost_sync_applied_revision 12",
+            r#"outpost_runtime_limit_kills_total{app="web",reason="fuel",tenant="acme"} 1"#.into(),
+            unrouted(ErrorCode::UnknownHost, 1),
+            unrouted(ErrorCode::MissingHost, 0),
+            r#"outpost_http_connections_open{listener="https"} 0"#.into(),
+            r#"outpost_tls_handshakes_total{result="ok",version="TLSv1_3"} 1"#.into(),
+            "outpost_sync_applied_revision 12".to_string(),
         ] {
-            assert!(has_line(&text, line), "{line:?} missing from\n{text}");
+            assert!(has_line(&text, &line), "{line:?} missing from\n{text}");
         }
     }
 }

@@ -76,19 +76,6 @@ impl Listeners {
             metrics: bind("metrics", config.metrics).await?,
         })
     }
-
-    /// The lines scripts and tests wait for, with the bound addresses.
-    pub fn banner(&self) -> std::io::Result<String> {
-        let mut out = format!("Listening on http://{}/\n", self.http.local_addr()?);
-        if let Some(https) = &self.https {
-            out.push_str(&format!("Listening on https://{}/\n", https.local_addr()?));
-        }
-        out.push_str(&format!(
-            "Metrics on http://{}/metrics",
-            self.metrics.local_addr()?
-        ));
-        Ok(out)
-    }
 }
 
 pub use outpost_runtime::signal::shutdown_signal;

@@ -67,7 +67,7 @@ impl Limits {
             fuel: overrides.fuel.unwrap_or(self.fuel),
             memory_bytes: overrides
                 .memory_mib
-                .map(|m| m * MIB)
+                .map(|m| m.saturating_mul(MIB))
                 .unwrap_or(self.memory_bytes),
             timeout: overrides
                 .timeout_ms

@@ -460,10 +460,10 @@ pub async fn deploy(
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
     .map_err(|e| ApiError::bad_request("bad_wasm", e.to_string()))?;
-    let memory_limit = tenant
-        .limits
-        .memory_mib
-        .map_or(Limits::DEFAULT_MEMORY_BYTES, |m| m.saturating_mul(MIB));
+    // The tenant's limits over the defaults nodes start from.
+    let memory_limit = Limits::default()
+        .with(&(&tenant.limits).into())
+        .memory_bytes;
     if let Some(needs) = needs {
         check_fits(
             needs.max_initial_memory_size,

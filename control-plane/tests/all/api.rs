@@ -591,7 +591,10 @@ async fn metrics_show_revision_deploys_and_nodes() {
         r#"outpost_cp_deployments_total{tenant="acme"} 1"#,
         r#"outpost_cp_node_lag_revisions{node="edge-1"} 1"#,
     ] {
-        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in:\n{text}"
+        );
     }
     let bad = api
         .json(

@@ -226,7 +226,10 @@ async fn metrics_listener_serves_prometheus_text_and_health() {
         r#"outpost_runtime_instances_in_flight{app="web",tenant="acme"} 0"#,
         "outpost_runtime_apps_loaded 1",
     ] {
-        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in:\n{text}"
+        );
     }
     let fuel = node
         .metric(r#"outpost_runtime_fuel_consumed_total{app="web",tenant="acme"}"#)
@@ -352,13 +355,12 @@ async fn reapplying_unchanged_apps_does_not_recompile_them() {
         &node.route("b.example.com", "/").unwrap()
     ));
     let text = node.metrics().render();
-    assert!(
-        text.contains(r#"outpost_runtime_compile_duration_seconds_count{app="a",tenant="t"} 1"#),
-        "{text}"
-    );
-    assert!(
-        text.contains(r#"outpost_runtime_compile_duration_seconds_count{app="b",tenant="t"} 2"#)
-    );
+    for line in [
+        r#"outpost_runtime_compile_duration_seconds_count{app="a",tenant="t"} 1"#,
+        r#"outpost_runtime_compile_duration_seconds_count{app="b",tenant="t"} 2"#,
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+    }
 }
 
 #[tokio::test]
@@ -401,10 +403,8 @@ async fn compiled_modules_are_cached_on_disk_and_corrupt_entries_recompiled() {
     let lookups = |m: &Metrics| {
         let text = m.render();
         ["hit", "miss", "invalid"].map(|r| {
-            let series = format!("outpost_runtime_compile_cache_lookups_total{{result=\"{r}\"}} ");
-            text.lines()
-                .find_map(|l| l.strip_prefix(series.as_str()))
-                .map_or(0, |v| v.parse::<u64>().unwrap())
+            let series = format!("outpost_runtime_compile_cache_lookups_total{{result=\"{r}\"}}");
+            crate::support::metric_in(&text, &series) as u64
         })
     };
     // Each start is a whole node, started as the binary starts one.
