@@ -30,11 +30,13 @@ WORKDIR /src
 # though only one binary is built.
 COPY Cargo.toml Cargo.lock ./
 COPY proto proto
+COPY runtime runtime
 COPY edge-node edge-node
 COPY control-plane control-plane
 COPY sdk sdk
 COPY cli cli
 COPY fixtures fixtures
+COPY e2e e2e
 # JOBS caps cargo's parallelism (e.g. --build-arg JOBS=2 on a small host).
 ARG JOBS=""
 # The registry and target directories are BuildKit cache mounts shared with

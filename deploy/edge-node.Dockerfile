@@ -30,11 +30,13 @@ WORKDIR /src
 # Every workspace member is needed for cargo to load the workspace.
 COPY Cargo.toml Cargo.lock ./
 COPY proto proto
+COPY runtime runtime
 COPY edge-node edge-node
 COPY control-plane control-plane
 COPY sdk sdk
 COPY cli cli
 COPY fixtures fixtures
+COPY e2e e2e
 ARG JOBS=""
 # Same cache ids as control-plane.Dockerfile: dependencies compile once.
 RUN --mount=type=cache,id=outpost-cargo-registry,target=/usr/local/cargo/registry,sharing=locked \
