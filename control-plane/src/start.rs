@@ -119,12 +119,12 @@ pub async fn start_with(
     sealer: Sealer,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Running, StartError> {
-    // Uploads are compiled, never instantiated, here: no pool needed.
-    let pool = PoolConfig {
-        enabled: false,
-        ..PoolConfig::default()
-    };
-    let validator = Arc::new(Runtime::new(&pool, outpost_runtime::Metrics::new())?);
+    // Uploads are compiled and trial-instantiated in a small pool shaped
+    // like the nodes' (see `PoolConfig::for_validation`).
+    let validator = Arc::new(Runtime::new(
+        &PoolConfig::for_validation(),
+        outpost_runtime::Metrics::new(),
+    )?);
     let state = ApiState::new(
         store,
         &config.admin_token,

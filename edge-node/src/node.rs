@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::{Request, Response, header};
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
-use outpost_runtime::body::{Body, error_response};
+use outpost_runtime::body::{Body, ErrorCode, error_response};
 use outpost_runtime::router::{Route, Router};
 use outpost_runtime::{App, AppSpec, LaneConfig, PoolConfig, Runtime};
 
@@ -45,8 +45,55 @@ pub struct Node {
 /// whole, so a request sees one table or the next, never a mix.
 #[derive(Default)]
 struct Table {
-    router: Router<Arc<App>>,
-    apps: HashMap<AppKey, (Vec<Route>, Arc<App>)>,
+    router: Router<Target>,
+    apps: HashMap<AppKey, (Vec<Route>, Target)>,
+}
+
+/// What a route leads to: an app, or the reason its app could not load on
+/// this node (its routes answer 503 `app_unavailable`, nobody else's).
+#[derive(Clone)]
+enum Target {
+    App(Arc<App>),
+    Unavailable(Arc<Failed>),
+}
+
+impl Target {
+    fn tenant(&self) -> &str {
+        match self {
+            Target::App(app) => app.tenant(),
+            Target::Unavailable(failed) => &failed.tenant,
+        }
+    }
+
+    fn fingerprint(&self) -> [u8; 32] {
+        match self {
+            Target::App(app) => app.fingerprint(),
+            Target::Unavailable(failed) => failed.fingerprint,
+        }
+    }
+}
+
+/// An app this node could not load (compile, link or trial-instantiate).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failed {
+    /// Owning tenant.
+    pub tenant: String,
+    /// App name.
+    pub name: String,
+    /// Why, as the runtime said it.
+    pub reason: String,
+    /// The spec's fingerprint: the same spec is not retried on every change.
+    fingerprint: [u8; 32],
+}
+
+/// What to do with an app that does not load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnFailure {
+    /// Change nothing and return the error (standalone config, tests).
+    Refuse,
+    /// Leave the app out, unavailable, and apply everything else (sync:
+    /// one tenant's bad module must not stall every other tenant's change).
+    LeaveOut,
 }
 
 /// `(tenant, app)`.
@@ -98,19 +145,37 @@ impl Node {
     /// one, then swaps the whole route table at once. If any app fails to
     /// load, nothing changes and the node keeps serving the table it had.
     pub async fn apply(&self, apps: Vec<(Vec<Route>, AppSpec)>) -> Result<()> {
+        self.replace(apps, OnFailure::Refuse).await.map(drop)
+    }
+
+    /// [`Node::apply`], but an app that fails to load is left out (its
+    /// routes answer 503 `app_unavailable`) and every other app applies.
+    /// Returns the apps left out. Only a table-level problem (one app given
+    /// twice, a route claimed twice) changes nothing and is an error.
+    pub async fn apply_each(&self, apps: Vec<(Vec<Route>, AppSpec)>) -> Result<Vec<Failed>> {
+        self.replace(apps, OnFailure::LeaveOut).await
+    }
+
+    async fn replace(
+        &self,
+        apps: Vec<(Vec<Route>, AppSpec)>,
+        on_failure: OnFailure,
+    ) -> Result<Vec<Failed>> {
         let _changing = self.changing.lock().await;
         let current = self.table.load_full();
         let mut next = HashMap::with_capacity(apps.len());
-        for (routes, app) in self.load_all(&current, apps).await? {
-            if next.insert(key(&app), (routes, app.clone())).is_some() {
+        let (loaded, failed) = self.load_all(&current, apps, on_failure).await?;
+        for (routes, target) in loaded {
+            let key = (target.tenant().to_string(), name_of(&target).to_string());
+            if next.insert(key.clone(), (routes, target)).is_some() {
                 return Err(Error::Config(vec![format!(
                     "app {:?} of tenant {:?} is given twice",
-                    app.name(),
-                    app.tenant()
+                    key.1, key.0
                 )]));
             }
         }
-        self.install(&current, next)
+        self.install(&current, next)?;
+        Ok(failed)
     }
 
     /// Applies a change: `upsert` apps are added or replace the app of the
@@ -122,70 +187,135 @@ impl Node {
         upsert: Vec<(Vec<Route>, AppSpec)>,
         remove: &[AppKey],
     ) -> Result<()> {
+        self.change(upsert, remove, OnFailure::Refuse)
+            .await
+            .map(drop)
+    }
+
+    /// [`Node::update`], leaving out (unavailable) the upserted apps that
+    /// fail to load, like [`Node::apply_each`].
+    pub async fn update_each(
+        &self,
+        upsert: Vec<(Vec<Route>, AppSpec)>,
+        remove: &[AppKey],
+    ) -> Result<Vec<Failed>> {
+        self.change(upsert, remove, OnFailure::LeaveOut).await
+    }
+
+    async fn change(
+        &self,
+        upsert: Vec<(Vec<Route>, AppSpec)>,
+        remove: &[AppKey],
+        on_failure: OnFailure,
+    ) -> Result<Vec<Failed>> {
         let _changing = self.changing.lock().await;
         let current = self.table.load_full();
         let mut next = current.apps.clone();
         for gone in remove {
             next.remove(gone);
         }
-        for (routes, app) in self.load_all(&current, upsert).await? {
-            next.insert(key(&app), (routes, app));
+        let (loaded, failed) = self.load_all(&current, upsert, on_failure).await?;
+        for (routes, target) in loaded {
+            let key = (target.tenant().to_string(), name_of(&target).to_string());
+            next.insert(key, (routes, target));
         }
-        self.install(&current, next)
+        self.install(&current, next)?;
+        Ok(failed)
     }
 
     /// Loads (or reuses) every app, several at once: compiling is CPU work on
     /// the blocking pool, so a node applying hundreds of apps (a restart, a
-    /// first sync) uses every core. The first failure is the result.
+    /// first sync) uses every core. With [`OnFailure::Refuse`] the first
+    /// failure is the result; with [`OnFailure::LeaveOut`] a failed app
+    /// becomes an unavailable target and is listed.
     async fn load_all(
         &self,
         current: &Table,
         apps: Vec<(Vec<Route>, AppSpec)>,
-    ) -> Result<Vec<(Vec<Route>, Arc<App>)>> {
-        use futures::{StreamExt as _, TryStreamExt as _};
+        on_failure: OnFailure,
+    ) -> Result<(Vec<(Vec<Route>, Target)>, Vec<Failed>)> {
+        use futures::StreamExt as _;
         let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
-        futures::stream::iter(apps)
+        let results: Vec<_> = futures::stream::iter(apps)
             .map(|(routes, spec)| async move {
-                let app = self.load_or_reuse(current, spec).await?;
-                Ok((routes, app))
+                let key = (spec.tenant.clone(), spec.name.clone());
+                let fingerprint = spec.fingerprint();
+                (
+                    routes,
+                    key,
+                    fingerprint,
+                    self.load_or_reuse(current, spec).await,
+                )
             })
             .buffered(parallel)
-            .try_collect()
-            .await
+            .collect()
+            .await;
+        let mut loaded = Vec::with_capacity(results.len());
+        let mut failed = Vec::new();
+        for (routes, (tenant, name), fingerprint, result) in results {
+            match result {
+                Ok(target) => {
+                    if let Target::Unavailable(f) = &target {
+                        failed.push(Failed::clone(f));
+                    }
+                    loaded.push((routes, target));
+                }
+                Err(e) if on_failure == OnFailure::Refuse => return Err(e),
+                Err(e) => {
+                    tracing::warn!(%tenant, app = %name, error = %e, "app left out: it does not load");
+                    let f = Failed {
+                        tenant,
+                        name,
+                        reason: e.to_string(),
+                        fingerprint,
+                    };
+                    failed.push(f.clone());
+                    loaded.push((routes, Target::Unavailable(Arc::new(f))));
+                }
+            }
+        }
+        Ok((loaded, failed))
     }
 
-    /// The loaded app for `spec`: the one already serving if its component,
-    /// limits and environment are unchanged (it keeps its compiled form and
-    /// its in-flight requests), else a freshly compiled one.
-    async fn load_or_reuse(&self, current: &Table, spec: AppSpec) -> Result<Arc<App>> {
+    /// The loaded app for `spec`: the one already serving (or already
+    /// known not to load) if its component, limits and environment are
+    /// unchanged — it keeps its compiled form and its in-flight requests —,
+    /// else a freshly compiled one.
+    async fn load_or_reuse(&self, current: &Table, spec: AppSpec) -> Result<Target> {
         let same = current
             .apps
             .get(&(spec.tenant.clone(), spec.name.clone()))
-            .filter(|(_, app)| app.fingerprint() == spec.fingerprint());
+            .filter(|(_, target)| target.fingerprint() == spec.fingerprint());
         match same {
-            Some((_, app)) => Ok(app.clone()),
-            None => Ok(self.runtime.load(spec).await?),
+            Some((_, target)) => Ok(target.clone()),
+            None => Ok(Target::App(self.runtime.load(spec).await?)),
         }
     }
 
     /// Builds the router for `apps` and swaps it in.
-    fn install(
-        &self,
-        current: &Table,
-        apps: HashMap<AppKey, (Vec<Route>, Arc<App>)>,
-    ) -> Result<()> {
+    fn install(&self, current: &Table, apps: HashMap<AppKey, (Vec<Route>, Target)>) -> Result<()> {
         let entries = apps
             .values()
-            .flat_map(|(routes, app)| routes.iter().map(move |r| (r.clone(), app.clone())));
+            .flat_map(|(routes, target)| routes.iter().map(move |r| (r.clone(), target.clone())));
         let router = Router::new(entries).map_err(|e| Error::Config(vec![e.to_string()]))?;
         let next = Arc::new(Table { router, apps });
         self.table.store(next.clone());
-        for (gone, (_, app)) in &current.apps {
+        for (gone, (_, target)) in &current.apps {
             if !next.apps.contains_key(gone) {
-                self.metrics.runtime.remove_app(app.tenant(), app.name());
+                self.metrics
+                    .runtime
+                    .remove_app(target.tenant(), name_of(target));
             }
         }
-        self.metrics.runtime.set_apps_loaded(next.apps.len());
+        let unavailable = next
+            .apps
+            .values()
+            .filter(|(_, t)| matches!(t, Target::Unavailable(_)))
+            .count();
+        self.metrics
+            .runtime
+            .set_apps_loaded(next.apps.len() - unavailable);
+        self.metrics.runtime.set_apps_unavailable(unavailable);
         Ok(())
     }
 
@@ -247,7 +377,7 @@ impl Node {
                 .load()
                 .router
                 .any_on_host(server_name)
-                .map(|app| app.tenant().to_string());
+                .map(|target| target.tenant().to_string());
             if routed_by.as_deref() != Some(installed.tenant.as_str()) {
                 return None;
             }
@@ -271,12 +401,31 @@ impl Node {
             .load()
             .router
             .any_on_host(server_name)
-            .map(|app| app.tenant().to_string())
+            .map(|target| target.tenant().to_string())
     }
 
-    /// The app serving `host` + `path`, if any.
+    /// The app serving `host` + `path`, if any (an app that failed to load
+    /// serves nothing).
     pub fn route(&self, host: &str, path: &str) -> Option<Arc<App>> {
-        self.table.load().router.lookup(host, path).cloned()
+        match self.table.load().router.lookup(host, path)? {
+            Target::App(app) => Some(app.clone()),
+            Target::Unavailable(_) => None,
+        }
+    }
+
+    /// The apps routed here that failed to load.
+    pub fn unavailable(&self) -> Vec<Failed> {
+        let table = self.table.load();
+        let mut out: Vec<Failed> = table
+            .apps
+            .values()
+            .filter_map(|(_, t)| match t {
+                Target::Unavailable(f) => Some(Failed::clone(f)),
+                Target::App(_) => None,
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.tenant, &a.name).cmp(&(&b.tenant, &b.name)));
+        out
     }
 
     /// Answers one request: routes it by `Host` (or the URI authority, as
@@ -303,12 +452,25 @@ impl Node {
                 "the request has no Host header",
             );
         };
-        let Some(app) = self.route(host, req.uri().path()) else {
-            self.metrics.server.unrouted(UnroutedReason::UnknownHost);
-            return error_response(
-                UnroutedReason::UnknownHost.code(),
-                "no app is deployed at this host and path",
-            );
+        let table = self.table.load();
+        let target = table.router.lookup(host, req.uri().path()).cloned();
+        drop(table);
+        let app = match target {
+            Some(Target::App(app)) => app,
+            Some(Target::Unavailable(_)) => {
+                self.metrics.server.unrouted(UnroutedReason::AppUnavailable);
+                return error_response(
+                    UnroutedReason::AppUnavailable.code(),
+                    "the app at this host and path cannot run on this node right now",
+                );
+            }
+            None => {
+                self.metrics.server.unrouted(UnroutedReason::UnknownHost);
+                return error_response(
+                    UnroutedReason::UnknownHost.code(),
+                    "no app is deployed at this host and path",
+                );
+            }
         };
         if let Some(sni) = &conn.sni
             && !same_name(sni, host)
@@ -325,12 +487,43 @@ impl Node {
         } else {
             Scheme::Http
         };
-        app.serve(req, scheme).await
+        match with_routed_authority(req) {
+            Some(req) => app.serve(req, scheme).await,
+            None => error_response(ErrorCode::BadHost, "the Host header is not a valid host"),
+        }
     }
 }
 
-fn key(app: &App) -> AppKey {
-    (app.tenant().to_string(), app.name().to_string())
+/// The request as its app must see it: with the authority it was routed
+/// by. wasmtime hands the guest the URI's authority when there is one, so
+/// an absolute-form target naming another host (`GET http://other.test/`
+/// with `Host: victim.test`, routed to victim's app) would reach the guest
+/// as `other.test`; the URI takes the `Host` value instead. `None`: that
+/// value is not a valid authority.
+fn with_routed_authority<B>(req: Request<B>) -> Option<Request<B>> {
+    let Some(host) = req.headers().get(header::HOST) else {
+        return Some(req);
+    };
+    if req
+        .uri()
+        .authority()
+        .is_none_or(|a| a.as_str().as_bytes() == host.as_bytes())
+    {
+        return Some(req);
+    }
+    let authority = http::uri::Authority::try_from(host.as_bytes()).ok()?;
+    let (mut parts, body) = req.into_parts();
+    let mut uri = parts.uri.into_parts();
+    uri.authority = Some(authority);
+    parts.uri = http::Uri::from_parts(uri).ok()?;
+    Some(Request::from_parts(parts, body))
+}
+
+fn name_of(target: &Target) -> &str {
+    match target {
+        Target::App(app) => app.name(),
+        Target::Unavailable(failed) => &failed.name,
+    }
 }
 
 /// Whether a `Host` value names the SNI name (case and port aside).

@@ -35,6 +35,8 @@ pub enum ErrorCode {
     Misdirected,
     /// 414: the request target is longer than the node accepts.
     UriTooLong,
+    /// 503: the app routed there failed to load on this node.
+    AppUnavailable,
     /// 503: the worker ran out of fuel.
     Fuel,
     /// 503: the worker exceeded its memory limit.
@@ -65,12 +67,13 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code.
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::UnknownHost,
         ErrorCode::MissingHost,
         ErrorCode::BadHost,
         ErrorCode::Misdirected,
         ErrorCode::UriTooLong,
+        ErrorCode::AppUnavailable,
         ErrorCode::Fuel,
         ErrorCode::Memory,
         ErrorCode::Timeout,
@@ -95,9 +98,10 @@ impl ErrorCode {
             }
             ErrorCode::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             ErrorCode::UriTooLong => StatusCode::URI_TOO_LONG,
-            ErrorCode::Fuel | ErrorCode::Memory | ErrorCode::Concurrency => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ErrorCode::Fuel
+            | ErrorCode::Memory
+            | ErrorCode::Concurrency
+            | ErrorCode::AppUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorCode::RequestBody => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::ResponseBody => StatusCode::BAD_GATEWAY,
@@ -117,6 +121,7 @@ impl ErrorCode {
             ErrorCode::BadHost => "bad_host",
             ErrorCode::Misdirected => "misdirected",
             ErrorCode::UriTooLong => "uri_too_long",
+            ErrorCode::AppUnavailable => "app_unavailable",
             ErrorCode::Fuel => "fuel",
             ErrorCode::Memory => "memory",
             ErrorCode::Timeout => "timeout",

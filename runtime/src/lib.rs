@@ -121,6 +121,31 @@ impl Default for PoolConfig {
 }
 
 impl PoolConfig {
+    /// Component instances a [validation pool](PoolConfig::for_validation)
+    /// holds: trial instantiations at once.
+    pub const VALIDATION_SLOTS: u32 = 4;
+
+    /// A pool for the control plane's trial instantiations: room for
+    /// [`PoolConfig::VALIDATION_SLOTS`] components at once instead of a
+    /// node's thousand, with everything that decides whether one
+    /// component fits (per-module memories and tables, table elements)
+    /// as on nodes, so a component refused by a node's pool is refused at
+    /// upload too.
+    pub fn for_validation() -> PoolConfig {
+        let nodes = PoolConfig::default();
+        PoolConfig {
+            max_instances: Self::VALIDATION_SLOTS,
+            max_core_instances: Self::VALIDATION_SLOTS * 64,
+            max_memories: Self::VALIDATION_SLOTS * 64,
+            max_tables: Self::VALIDATION_SLOTS * 64,
+            memory_keep_resident: 0,
+            table_keep_resident: 0,
+            stack_keep_resident: 0,
+            max_unused_warm_slots: 0,
+            ..nodes
+        }
+    }
+
     /// Every problem with these settings.
     pub fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
@@ -313,6 +338,29 @@ impl Runtime {
             "app loaded"
         );
         Ok(app)
+    }
+
+    /// Instantiates a component already [checked](Runtime::check) once,
+    /// under `spec`'s limits (fuel, memory, the deadline), without calling
+    /// its handler: what a node does before it serves an app, for the
+    /// control plane to refuse at upload what would fail on every node
+    /// (a start function that traps or loops, a data segment out of
+    /// bounds, more memories than the pool gives a module). `spec.wasm`
+    /// is not read. The app's series are dropped again.
+    pub async fn trial(&self, spec: AppSpec, pre: ProxyPre<HostState>) -> Result<()> {
+        let what = format!("app {:?}", spec.name);
+        let (tenant, name) = (spec.tenant.clone(), spec.name.clone());
+        let app = App::new(
+            spec,
+            pre,
+            &self.metrics,
+            self.log_sink.clone(),
+            self.lanes.clone(),
+        );
+        let result = app.trial_instantiate().await;
+        drop(app);
+        self.metrics.remove_app(&tenant, &name);
+        result.map_err(|reason| Error::InvalidWasm { what, reason })
     }
 }
 

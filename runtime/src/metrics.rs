@@ -50,6 +50,7 @@ pub struct Metrics {
     demotions: IntCounterVec,
     background_requests: IntCounterVec,
     apps_loaded: IntGauge,
+    apps_unavailable: IntGauge,
     pooling_allocator: IntGauge,
     pool_memories: IntGauge,
     pool_warm_memories: IntGauge,
@@ -164,6 +165,10 @@ impl Metrics {
                 &["result"],
             )?,
             apps_loaded: IntGauge::new("outpost_runtime_apps_loaded", "Apps ready to serve.")?,
+            apps_unavailable: IntGauge::new(
+                "outpost_runtime_apps_unavailable",
+                "Apps routed to this node that failed to load here (their routes answer 503 app_unavailable).",
+            )?,
             pool_memories: IntGauge::new(
                 "outpost_runtime_pool_memories_in_use",
                 "Linear-memory slots of the instance pool in use right now.",
@@ -196,6 +201,7 @@ impl Metrics {
         registry.register(Box::new(m.demotions.clone()))?;
         registry.register(Box::new(m.background_requests.clone()))?;
         registry.register(Box::new(m.apps_loaded.clone()))?;
+        registry.register(Box::new(m.apps_unavailable.clone()))?;
         registry.register(Box::new(m.pooling_allocator.clone()))?;
         registry.register(Box::new(m.pool_memories.clone()))?;
         registry.register(Box::new(m.pool_warm_memories.clone()))?;
@@ -283,6 +289,11 @@ impl Metrics {
         self.compile_cache
             .with_label_values(&[result.as_str()])
             .inc();
+    }
+
+    /// Sets the number of apps that failed to load.
+    pub fn set_apps_unavailable(&self, n: usize) {
+        self.apps_unavailable.set(n as i64);
     }
 
     /// Sets the number of apps ready to serve.

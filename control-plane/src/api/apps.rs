@@ -11,9 +11,9 @@ use axum::response::{IntoResponse, Response};
 use outpost_proto::{
     App, CreateApp, Deployment, ErrorBody, Rollback, SetEnv, SetOutbound, SetRoutes,
 };
-use outpost_runtime::Limits;
 use outpost_runtime::limits::MIB;
 use outpost_runtime::router::Route;
+use outpost_runtime::{AppSpec, Limits};
 use sha2::{Digest, Sha256};
 
 use super::auth::{NodeAuth, TenantAuth, hex};
@@ -448,29 +448,45 @@ pub async fn deploy(
     }
 
     let digest = format!("sha256:{}", hex(&Sha256::digest(&wasm)));
-    // Compile with the nodes' engine configuration, off the async workers.
+    // Compile with the nodes' engine configuration, off the async workers,
+    // a bounded number at once.
+    let _validating =
+        state.validations.acquire().await.map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        })?;
     let validator = state.validator.clone();
     let checked = wasm.clone();
     let what = format!("app {app:?}");
-    let needs = tokio::task::spawn_blocking(move || {
-        validator
-            .check(&what, &checked)
-            .map(|pre| pre.instance_pre().component().resources_required())
-    })
-    .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
-    .map_err(|e| ApiError::bad_request("bad_wasm", e.to_string()))?;
+    let pre = tokio::task::spawn_blocking(move || validator.check(&what, &checked))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(|e| ApiError::bad_request("bad_wasm", e.to_string()))?;
     // The tenant's limits over the defaults nodes start from.
-    let memory_limit = Limits::default()
-        .with(&(&tenant.limits).into())
-        .memory_bytes;
-    if let Some(needs) = needs {
+    let limits = Limits::default().with(&(&tenant.limits).into());
+    if let Some(needs) = pre.instance_pre().component().resources_required() {
         check_fits(
             needs.max_initial_memory_size,
             needs.max_initial_table_size,
-            memory_limit,
+            limits.memory_bytes,
         )?;
     }
+    // Instantiate it once as every node will before serving it: what
+    // fails there (a start function that traps, a data segment out of
+    // bounds, more memories than the pool gives a module) would leave the
+    // app unavailable on every node.
+    let spec = AppSpec {
+        tenant: tenant.name.clone(),
+        name: app.clone(),
+        wasm: Vec::new(),
+        limits,
+        env: Vec::new(),
+        allow_outbound: Vec::new(),
+    };
+    state
+        .validator
+        .trial(spec, pre)
+        .await
+        .map_err(|e| ApiError::bad_request("invalid_module", e.to_string()))?;
 
     let (t, a, d) = (tenant.name.clone(), app.clone(), digest.clone());
     let (record, revision) = state

@@ -64,14 +64,12 @@ fn peer_ip(parts: &Parts) -> std::net::IpAddr {
         .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0.ip())
 }
 
-/// Identifies the caller; no token or an unknown one is 401, and an
-/// address that presented too many unknown tokens lately is 429.
+/// Identifies the caller; no token or an unknown one is 401. An address
+/// that presented too many unknown tokens lately gets 429 for further
+/// unknown ones, but a valid token is always let in: the limiter slows
+/// guessing, it never locks out a client that holds a token (also when
+/// every client shares a proxy's address).
 async fn caller(parts: &Parts, state: &ApiState) -> Result<Caller, ApiError> {
-    let ip = peer_ip(parts);
-    let now = std::time::Instant::now();
-    if let Err(wait) = state.auth_limiter.check(ip, now) {
-        return Err(ApiError::too_many_attempts(wait));
-    }
     // No token at all is a mistake, not a guess: only unknown tokens count.
     let token = bearer(parts).ok_or_else(ApiError::unauthorized)?;
     let hash = token_sha256(token);
@@ -81,13 +79,16 @@ async fn caller(parts: &Parts, state: &ApiState) -> Result<Caller, ApiError> {
     if constant_time_eq(hash.as_bytes(), state.node_token_sha256.as_bytes()) {
         return Ok(Caller::Node);
     }
-    match state.tenant_by_token_hash(hash).await? {
-        Some(tenant) => Ok(Caller::Tenant(tenant)),
-        None => {
-            state.auth_limiter.failed(ip, now);
-            Err(ApiError::unauthorized())
-        }
+    if let Some(tenant) = state.tenant_by_token_hash(hash).await? {
+        return Ok(Caller::Tenant(tenant));
     }
+    let ip = peer_ip(parts);
+    let now = std::time::Instant::now();
+    if let Err(wait) = state.auth_limiter.check(ip, now) {
+        return Err(ApiError::too_many_attempts(wait));
+    }
+    state.auth_limiter.failed(ip, now);
+    Err(ApiError::unauthorized())
 }
 
 /// The caller presented the admin token.

@@ -1,11 +1,10 @@
 //! Slows token guessing: a client address that presents
 //! [`MAX_FAILURES`] unknown tokens within [`WINDOW`] gets 429 (with
-//! `Retry-After`) for every request until the window ends — even with a
-//! valid token, so a guesser learns nothing from the answers.
-//!
-//! Keyed by the peer's IP address; behind a proxy every client shares the
-//! proxy's address, so operators should run the control plane where
-//! clients reach it directly (or raise the limit).
+//! `Retry-After`) for every further unknown token until the window ends.
+//! A valid token is checked first and always let in, so the limiter never
+//! locks out a client that holds one — also behind a proxy, where every
+//! client shares the proxy's address. (Tokens are 256 random bits: the
+//! limit is against the load and noise of guessing, not its odds.)
 
 use std::collections::HashMap;
 use std::net::IpAddr;

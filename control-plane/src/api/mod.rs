@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::{get, post, put};
-use outpost_runtime::Runtime;
+use outpost_runtime::{PoolConfig, Runtime};
 
 use crate::store::{Revision, Store, StoreError, TenantRecord};
 use error::ApiResult;
@@ -32,6 +32,10 @@ pub struct ApiState {
     /// Compiles uploads with the same engine configuration as the nodes,
     /// so a component that passes here loads there.
     pub(crate) validator: Arc<Runtime>,
+    /// Uploads compiled and trial-instantiated at once, at most: the
+    /// validator's pool holds [`PoolConfig::VALIDATION_SLOTS`] instances,
+    /// and a compile is seconds of CPU.
+    pub(crate) validations: tokio::sync::Semaphore,
     pub(crate) max_module_bytes: u64,
     /// The latest revision, for watch streams to follow.
     pub(crate) revision: tokio::sync::watch::Sender<Revision>,
@@ -89,6 +93,7 @@ impl ApiState {
             admin_token_sha256: auth::token_sha256(admin_token),
             node_token_sha256: auth::token_sha256(node_token),
             validator,
+            validations: tokio::sync::Semaphore::new(PoolConfig::VALIDATION_SLOTS as usize),
             max_module_bytes,
             sealer,
         })

@@ -20,13 +20,15 @@ const ADMIN: &str = "admin-secret";
 const NODE: &str = "node-secret";
 const MAX_MODULE: u64 = 1024 * 1024;
 
-/// One validator per test binary: engines are not free to build.
+/// One validator per test binary: engines are not free to build. Shaped
+/// like the control plane's (`PoolConfig::for_validation`), with slots for
+/// every test running at once.
 fn validator() -> Arc<Runtime> {
     static V: OnceLock<Arc<Runtime>> = OnceLock::new();
     V.get_or_init(|| {
         let pool = PoolConfig {
-            enabled: false,
-            ..PoolConfig::default()
+            max_instances: 32,
+            ..PoolConfig::for_validation()
         };
         Arc::new(Runtime::new(&pool, Metrics::new()).unwrap())
     })
@@ -373,6 +375,22 @@ async fn bad_uploads_are_refused_with_a_reason_and_change_nothing() {
         (fixtures::no_handler(), "bad_wasm", "incoming-handler"),
         (fixtures::unknown_import(), "bad_wasm", "outpost:missing"),
         (Vec::new(), "bad_wasm", "empty"),
+        // These would fail on every node, leaving the app unavailable
+        // everywhere: refused here instead. Two memories is more than the
+        // pool gives a module, which the validator's pool (shaped like
+        // the nodes') says when linking; the others compile and link, and
+        // fail when instantiated once, as nodes do before serving.
+        (
+            fixtures::two_memories(),
+            "bad_wasm",
+            "defined memories count of 2 exceeds the per-instance limit of 1",
+        ),
+        (fixtures::start_trap(), "invalid_module", "unreachable"),
+        (
+            fixtures::far_data_segment(0xFFFF_0000),
+            "invalid_module",
+            "out of bounds",
+        ),
     ] {
         let r = api.deploy("web", &t, wasm).await;
         assert_error(&r, StatusCode::BAD_REQUEST, code);

@@ -25,7 +25,7 @@ impl Metrics {
             unrouted: IntCounterVec::new(
                 Opts::new(
                     "outpost_http_unrouted_requests_total",
-                    "Requests the node answered itself because no app matched.",
+                    "Requests the node answered itself because no app could take them (no route, no host, another tenant's TLS name, an app that failed to load here).",
                 ),
                 &["reason"],
             )?,
@@ -63,13 +63,16 @@ pub enum UnroutedReason {
     UnknownHost,
     /// On TLS, the `Host` belongs to another tenant than the SNI name.
     Misdirected,
+    /// The app routed there failed to load on this node.
+    AppUnavailable,
 }
 
 impl UnroutedReason {
-    const ALL: [UnroutedReason; 3] = [
+    const ALL: [UnroutedReason; 4] = [
         UnroutedReason::MissingHost,
         UnroutedReason::UnknownHost,
         UnroutedReason::Misdirected,
+        UnroutedReason::AppUnavailable,
     ];
 
     /// The `x-outpost-error` code, also the metric's `reason` label.
@@ -78,6 +81,7 @@ impl UnroutedReason {
             UnroutedReason::MissingHost => ErrorCode::MissingHost,
             UnroutedReason::UnknownHost => ErrorCode::UnknownHost,
             UnroutedReason::Misdirected => ErrorCode::Misdirected,
+            UnroutedReason::AppUnavailable => ErrorCode::AppUnavailable,
         }
     }
 }

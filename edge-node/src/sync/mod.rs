@@ -55,7 +55,9 @@ pub async fn restore(
         };
         apps.push(convert::app(app, wasm, defaults)?);
     }
-    node.apply(apps).await?;
+    // An app that no longer loads (say, after an upgrade) is left out;
+    // the others serve.
+    node.apply_each(apps).await?;
     node.set_certificates(convert::certificates(&snapshot.certificates));
     node.metrics().sync.set_applied_revision(snapshot.revision);
     tracing::info!(revision = snapshot.revision, "serving the cached snapshot");

@@ -151,7 +151,9 @@ impl Follower {
             let wasm = self.module(&app.digest).await?;
             apps.push(convert::app(app, wasm, &self.config.defaults)?);
         }
-        self.node.apply(apps).await?;
+        // One tenant's app that does not load here is left out (503
+        // `app_unavailable`); every other tenant's change still applies.
+        self.node.apply_each(apps).await?;
         self.node
             .set_certificates(convert::certificates(&snapshot.certificates));
         Ok(())
@@ -170,7 +172,7 @@ impl Follower {
             .filter_map(|key| self.have.as_ref()?.apps.get(key))
             .map(|app| (app.tenant.clone(), app.name.clone()))
             .collect();
-        self.node.update(upsert, &remove).await?;
+        self.node.update_each(upsert, &remove).await?;
         if !delta.certificates.is_empty() || !delta.removed_certificates.is_empty() {
             self.node.update_certificates(
                 convert::certificates(&delta.certificates),

@@ -129,3 +129,43 @@ async fn garbage_on_the_wire_gets_a_400_and_the_node_keeps_serving() {
     assert!(out.is_empty() || out.starts_with("HTTP/1.1 400"), "{out}");
     assert_eq!(node.get("a.example.com", "/").await.status, 200);
 }
+
+/// The guest sees the host it was routed by: an absolute-form target
+/// naming another tenant's host cannot make victim's worker believe it
+/// was asked for that host (or make another host's worker run).
+#[tokio::test]
+async fn the_guest_sees_the_routed_host_whatever_the_request_line_says() {
+    let node = TestNode::start(vec![
+        (
+            &["victim.test"],
+            app("victim", "who", fixtures::authority(), Limits::default()),
+        ),
+        (
+            &["other.test"],
+            app(
+                "other",
+                "hello",
+                fixtures::hello("other\n"),
+                Limits::default(),
+            ),
+        ),
+    ])
+    .await;
+    for (target, host) in [
+        ("http://other.test/", "victim.test"),
+        ("http://other.test:8080/x", "victim.test"),
+        ("/", "victim.test"),
+    ] {
+        let mut tcp = tokio::net::TcpStream::connect(node.http).await.unwrap();
+        // HTTP/1.0: the answer is close-delimited, not chunked.
+        let req = format!("GET {target} HTTP/1.0\r\nHost: {host}\r\n\r\n");
+        tcp.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        tcp.read_to_string(&mut out).await.unwrap();
+        assert!(out.starts_with("HTTP/1.0 200"), "{target}: {out}");
+        assert!(out.ends_with("\r\n\r\nvictim.test\n"), "{target}: {out}");
+    }
+    // And through a client that sends origin-form, as browsers do.
+    let r = node.get("victim.test", "/").await;
+    assert_eq!(r.text(), "victim.test\n");
+}

@@ -46,7 +46,20 @@ impl EdgeNode {
         id: &str,
         keep_unused: u64,
     ) -> EdgeNode {
-        let config = Config {
+        Self::start_with(cp, cache_dir, id, |config| {
+            config.sync.as_mut().unwrap().keep_unused_bytes = keep_unused;
+        })
+        .await
+    }
+
+    /// [`EdgeNode::start`] with `adjust` applied to its configuration.
+    pub async fn start_with(
+        cp: SocketAddr,
+        cache_dir: &Path,
+        id: &str,
+        adjust: impl FnOnce(&mut Config),
+    ) -> EdgeNode {
+        let mut config = Config {
             http: "127.0.0.1:0".parse().unwrap(),
             https: Some("127.0.0.1:0".parse().unwrap()),
             metrics: "127.0.0.1:0".parse().unwrap(),
@@ -54,11 +67,12 @@ impl EdgeNode {
                 url: format!("http://{cp}"),
                 token: NODE.into(),
                 cache_dir: cache_dir.to_path_buf(),
-                keep_unused_bytes: keep_unused,
+                keep_unused_bytes: DEFAULT_KEEP_UNUSED_BYTES,
                 node_id: id.into(),
             }),
             ..Config::default()
         };
+        adjust(&mut config);
         let running = outpost_edge_node::start(config, std::future::pending())
             .await
             .unwrap();
@@ -80,6 +94,22 @@ impl EdgeNode {
         let status = resp.status().as_u16();
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// The status of `GET /` on `host` and the node's `x-outpost-error`
+    /// (empty if none).
+    pub async fn get_with_error(&self, host: &str) -> (u16, String) {
+        let req = Request::get(format!("http://{}/", self.http))
+            .header("host", host)
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = client().request(req).await.unwrap();
+        let code = resp
+            .headers()
+            .get("x-outpost-error")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        (resp.status().as_u16(), code)
     }
 
     /// Waits (bounded) until `host` answers `want`; returns how long it took.
