@@ -140,6 +140,7 @@ mod tests {
             id: "edge-1".into(),
             applied_revision: 5,
             last_contact: 1_795_000_000,
+            unavailable: Default::default(),
         }]);
         for line in [
             "outpost_cp_revision 7",

@@ -450,6 +450,10 @@ pub struct NodeStatus {
     pub applied_revision: u64,
     /// Unix time (seconds) it was last heard from.
     pub last_contact: u64,
+    /// Apps it routes but could not load (`tenant/app` → why), as of its
+    /// last report.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unavailable: BTreeMap<String, String>,
 }
 
 /// `GET /v1/rollout?revision=N`: how many live nodes serve revision `N`
@@ -464,6 +468,24 @@ pub struct Rollout {
     pub nodes: u64,
     /// Of those, how many serve `revision` or newer.
     pub applied: u64,
+    /// Apps live nodes could not load: the caller's own (a tenant sees
+    /// only its apps; the admin sees every tenant's), one entry per node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unavailable: Vec<Unavailable>,
+}
+
+/// An app a node routes but could not load (its routes answer 503
+/// `app_unavailable` there).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Unavailable {
+    /// The app, `tenant/app`.
+    pub app: String,
+    /// The node.
+    pub node: String,
+    /// Why it does not load there, as the node's runtime said it.
+    pub reason: String,
 }
 
 /// `PUT /v1/nodes/{id}/status` (node): what the node now serves.
@@ -473,6 +495,10 @@ pub struct Rollout {
 pub struct NodeReport {
     /// The revision the node has applied and serves.
     pub applied_revision: u64,
+    /// Apps it routes but could not load (`tenant/app` → why); every other
+    /// app of the revision serves.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unavailable: BTreeMap<String, String>,
 }
 
 /// `tenant/app`, the key of an app across the fleet.

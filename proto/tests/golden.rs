@@ -120,6 +120,7 @@ fn api_bodies() {
         "node_report",
         NodeReport {
             applied_revision: 42,
+            unavailable: BTreeMap::new(),
         },
     );
     check(
@@ -128,6 +129,7 @@ fn api_bodies() {
             id: "edge-1".into(),
             applied_revision: 42,
             last_contact: 1_795_000_000,
+            unavailable: BTreeMap::new(),
         },
     );
 }
@@ -158,6 +160,30 @@ fn certificates_and_rollout() {
             revision: 12,
             nodes: 3,
             applied: 2,
+            unavailable: vec![],
+        },
+    );
+    check(
+        "node_report_unavailable",
+        NodeReport {
+            applied_revision: 43,
+            unavailable: BTreeMap::from([(
+                app_key("acme", "web"),
+                "app \"web\": not a valid worker: instantiation failed".into(),
+            )]),
+        },
+    );
+    check(
+        "rollout_unavailable",
+        Rollout {
+            revision: 13,
+            nodes: 2,
+            applied: 2,
+            unavailable: vec![Unavailable {
+                app: app_key("acme", "web"),
+                node: "edge-1".into(),
+                reason: "app \"web\": not a valid worker: instantiation failed".into(),
+            }],
         },
     );
 }

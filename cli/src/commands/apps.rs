@@ -140,6 +140,7 @@ pub async fn env(client: &Client, cmd: Env, out: Out) -> anyhow::Result<()> {
     // The new environment applies once nodes have the revision.
     super::deploy::wait_for_nodes(
         client,
+        &app,
         &crate::args::Wait {
             no_wait: false,
             wait_timeout: 60,

@@ -14,9 +14,12 @@ use crate::args::{Deploy, Logs, Rollback, Wait};
 use crate::client::{Client, segment};
 
 /// Waits until every live node serves the control plane's current revision
-/// (which includes the change just made). Returns the rollout seen last.
+/// (which includes the change just made to `app`). Returns the rollout seen
+/// last. If a node could not load `app`, says why and fails: waiting
+/// longer would not change that.
 pub(super) async fn wait_for_nodes(
     client: &Client,
+    app: &str,
     wait: &Wait,
     out: Out,
 ) -> anyhow::Result<Option<Rollout>> {
@@ -35,6 +38,23 @@ pub(super) async fn wait_for_nodes(
             return Ok(Some(now));
         }
         if now.applied >= now.nodes {
+            // Every node is at the revision, so what they report unavailable
+            // is about this change. (A tenant sees `tenant/app` keys of its
+            // own apps only.)
+            let failed: Vec<_> = now
+                .unavailable
+                .iter()
+                .filter(|u| u.app.rsplit_once('/').is_some_and(|(_, a)| a == app))
+                .collect();
+            if let Some(first) = failed.first() {
+                bail!(
+                    "app {app:?} does not load on {}/{} node(s) (it answers 503 app_unavailable there): {} (node {})",
+                    failed.len(),
+                    now.nodes,
+                    first.reason,
+                    first.node
+                );
+            }
             if !out.json {
                 eprintln!(
                     "Live on {}/{} node(s) (revision {}) after {:.1} s.",
@@ -98,7 +118,7 @@ pub async fn deploy(client: &Client, cmd: Deploy, out: Out) -> anyhow::Result<()
         );
         println!("Served at: {}", super::apps::urls(&app).join("  "));
     }
-    let rollout = wait_for_nodes(client, &cmd.wait, out).await?;
+    let rollout = wait_for_nodes(client, &cmd.app, &cmd.wait, out).await?;
     out.show(
         &json!({"deployment": deployment, "app": app, "rollout": rollout}),
         || {},
@@ -143,7 +163,7 @@ pub async fn rollback(client: &Client, cmd: Rollback, out: Out) -> anyhow::Resul
     if !out.json {
         println!("{} now serves version {}.", app.name, cmd.version);
     }
-    let rollout = wait_for_nodes(client, &cmd.wait, out).await?;
+    let rollout = wait_for_nodes(client, &app.name, &cmd.wait, out).await?;
     out.show(&json!({"app": app, "rollout": rollout}), || {});
     Ok(())
 }

@@ -102,7 +102,10 @@ pub struct NodeAuth;
 
 /// The caller presented the admin token or a tenant's (anything but the
 /// node token): read-only views shared by operators and tenants.
-pub struct UserAuth;
+pub struct UserAuth {
+    /// The tenant, for a tenant's token; `None` for the admin.
+    pub tenant: Option<String>,
+}
 
 impl FromRequestParts<Arc<ApiState>> for UserAuth {
     type Rejection = ApiError;
@@ -112,7 +115,10 @@ impl FromRequestParts<Arc<ApiState>> for UserAuth {
         state: &Arc<ApiState>,
     ) -> Result<Self, ApiError> {
         match caller(parts, state).await? {
-            Caller::Admin | Caller::Tenant(_) => Ok(UserAuth),
+            Caller::Admin => Ok(UserAuth { tenant: None }),
+            Caller::Tenant(record) => Ok(UserAuth {
+                tenant: Some(record.name),
+            }),
             Caller::Node => Err(ApiError::forbidden("this needs an admin or tenant token")),
         }
     }

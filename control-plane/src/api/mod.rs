@@ -124,6 +124,23 @@ impl ApiState {
 
     /// Records that node `id` was heard from, and what it serves if known.
     pub(crate) fn node_seen(&self, id: &str, applied_revision: Option<u64>) {
+        self.with_node(id, |entry| {
+            if let Some(revision) = applied_revision {
+                entry.applied_revision = revision;
+            }
+        });
+    }
+
+    /// Records a node's report: the revision it serves and the apps it
+    /// could not load.
+    pub(crate) fn node_reported(&self, id: &str, report: outpost_proto::NodeReport) {
+        self.with_node(id, |entry| {
+            entry.applied_revision = report.applied_revision;
+            entry.unavailable = report.unavailable;
+        });
+    }
+
+    fn with_node(&self, id: &str, update: impl FnOnce(&mut outpost_proto::NodeStatus)) {
         let mut nodes = self.nodes.lock().unwrap();
         let entry = nodes
             .entry(id.to_string())
@@ -131,11 +148,10 @@ impl ApiState {
                 id: id.to_string(),
                 applied_revision: 0,
                 last_contact: 0,
+                unavailable: Default::default(),
             });
         entry.last_contact = crate::store::now();
-        if let Some(revision) = applied_revision {
-            entry.applied_revision = revision;
-        }
+        update(entry);
     }
 
     /// Ends every watch stream (the server is shutting down).

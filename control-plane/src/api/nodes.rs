@@ -5,11 +5,11 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use outpost_proto::{ErrorBody, NodeReport, NodeStatus, Rollout};
+use outpost_proto::{ErrorBody, NodeReport, NodeStatus, Rollout, Unavailable};
 use serde::Deserialize;
 
 use super::auth::{Admin, NodeAuth, UserAuth};
-use super::error::ApiResult;
+use super::error::{ApiError, ApiResult};
 use super::{ApiState, JsonBody, QueryParams, check_name};
 
 #[utoipa::path(
@@ -28,7 +28,19 @@ pub async fn report(
     JsonBody(report): JsonBody<NodeReport>,
 ) -> ApiResult<StatusCode> {
     check_name("node", &node)?;
-    state.node_seen(&node, Some(report.applied_revision));
+    // Bounded like everything a node sends: at most one entry per app it
+    // routes, each reason cut short.
+    if report.unavailable.len() > MAX_UNAVAILABLE {
+        return Err(ApiError::bad_request(
+            "too_many_entries",
+            format!("a report lists at most {MAX_UNAVAILABLE} unavailable apps"),
+        ));
+    }
+    let mut report = report;
+    for reason in report.unavailable.values_mut() {
+        truncate(reason, MAX_REASON_BYTES);
+    }
+    state.node_reported(&node, report);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -47,6 +59,23 @@ pub async fn list(_: Admin, State(state): State<Arc<ApiState>>) -> Json<Vec<Node
 /// streams beat every 15 s.
 const LIVE_WINDOW_S: u64 = 60;
 
+/// Unavailable apps one report may list.
+const MAX_UNAVAILABLE: usize = 100_000;
+/// Longest reason kept per unavailable app.
+const MAX_REASON_BYTES: usize = 1024;
+
+/// Cuts `text` to at most `max` bytes, on a character boundary.
+fn truncate(text: &mut String, max: usize) {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+}
+
 /// Query of `GET /v1/rollout`.
 #[derive(Debug, Deserialize)]
 pub struct RolloutQuery {
@@ -63,7 +92,7 @@ pub struct RolloutQuery {
     security(("bearer" = []), ("admin" = []))
 )]
 pub async fn rollout(
-    _: UserAuth,
+    caller: UserAuth,
     State(state): State<Arc<ApiState>>,
     QueryParams(query): QueryParams<RolloutQuery>,
 ) -> Json<Rollout> {
@@ -74,6 +103,27 @@ pub async fn rollout(
         .values()
         .filter(|n| now.saturating_sub(n.last_contact) <= LIVE_WINDOW_S)
         .collect();
+    // A tenant sees only its own apps' failures: another tenant's app
+    // names and errors are not its business.
+    let mine = |app: &str| match &caller.tenant {
+        None => true,
+        Some(tenant) => app
+            .split_once('/')
+            .is_some_and(|(owner, _)| owner == tenant),
+    };
+    let unavailable = live
+        .iter()
+        .flat_map(|n| {
+            n.unavailable
+                .iter()
+                .filter(|(app, _)| mine(app))
+                .map(|(app, reason)| Unavailable {
+                    app: app.clone(),
+                    node: n.id.clone(),
+                    reason: reason.clone(),
+                })
+        })
+        .collect();
     Json(Rollout {
         revision,
         nodes: live.len() as u64,
@@ -81,5 +131,6 @@ pub async fn rollout(
             .iter()
             .filter(|n| n.applied_revision >= revision)
             .count() as u64,
+        unavailable,
     })
 }

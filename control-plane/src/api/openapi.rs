@@ -63,6 +63,7 @@ use utoipa::{Modify, OpenApi};
         outpost_proto::NodeReport,
         outpost_proto::NodeStatus,
         outpost_proto::Rollout,
+        outpost_proto::Unavailable,
         outpost_proto::GuestLogLine,
     )),
     modifiers(&BearerTokens)

@@ -10,6 +10,7 @@ use http::{Request, header};
 use http_body_util::Full;
 
 use super::config::{HttpClient, SyncConfig};
+use crate::node::Failed;
 
 /// Lines sent in one batch at most.
 const LOG_BATCH: usize = 500;
@@ -52,8 +53,14 @@ pub(crate) async fn ship_logs(
     }
 }
 
-/// Tells the control plane which revision this node now serves.
-pub(crate) async fn report_applied(config: &SyncConfig, client: &HttpClient, revision: u64) {
+/// Tells the control plane which revision this node now serves, and
+/// which of its apps could not load here.
+pub(crate) async fn report_applied(
+    config: &SyncConfig,
+    client: &HttpClient,
+    revision: u64,
+    unavailable: &[Failed],
+) {
     let url = format!(
         "{}/v1/nodes/{}/status",
         config.url.trim_end_matches('/'),
@@ -61,6 +68,10 @@ pub(crate) async fn report_applied(config: &SyncConfig, client: &HttpClient, rev
     );
     let body = serde_json::to_vec(&outpost_proto::NodeReport {
         applied_revision: revision,
+        unavailable: unavailable
+            .iter()
+            .map(|f| (outpost_proto::app_key(&f.tenant, &f.name), f.reason.clone()))
+            .collect(),
     })
     .expect("reports serialize");
     let req = Request::put(&url)

@@ -199,7 +199,8 @@ impl Follower {
         metrics.set_lag(0);
         tracing::info!(revision, apps = snapshot.apps.len(), "applied");
         self.have = Some(snapshot);
-        report_applied(&self.config, &self.client, revision).await;
+        let unavailable = self.node.unavailable();
+        report_applied(&self.config, &self.client, revision, &unavailable).await;
         Ok(())
     }
 
