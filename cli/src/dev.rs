@@ -160,6 +160,8 @@ pub async fn run_until(
         node_token: tokens.node.clone(),
         max_module_bytes: DEFAULT_MAX_MODULE_BYTES,
         cert_key: None,
+        // Dev apps live under *.localhost.
+        allow_localhost: true,
     };
     let control_plane =
         outpost_control_plane::start_with(&cp_config, store, sealer, stopped(stop_rx.clone()))

@@ -104,6 +104,10 @@ pub struct Config {
     pub max_module_bytes: u64,
     /// Key sealing TLS private keys (hex); `None`: `data_dir/cert.key`.
     pub cert_key: Option<String>,
+    /// Tenants may route `localhost` and names under it: `outpost dev`
+    /// only, where every name resolves to this machine. A real control
+    /// plane refuses them with IP literals and single-label names.
+    pub allow_localhost: bool,
 }
 
 impl std::fmt::Debug for Config {
@@ -184,6 +188,7 @@ impl Config {
             node_token,
             max_module_bytes,
             cert_key,
+            allow_localhost: false,
         })
     }
 

@@ -133,6 +133,11 @@ pub async fn start_with(
         config.max_module_bytes,
         sealer,
     );
+    let state = if config.allow_localhost {
+        state.allowing_localhost()
+    } else {
+        state
+    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| StartError::Bind {

@@ -38,8 +38,9 @@ fn view(app: AppRecord) -> App {
 pub(crate) const MAX_ROUTE_CHARS: usize = 1024;
 
 /// Parses and normalizes routes with the node's own parser, refusing
-/// duplicates, so what is stored is exactly what nodes will route.
-fn normalize_routes(routes: &[String]) -> ApiResult<Vec<String>> {
+/// duplicates and hosts no tenant may claim, so what is stored is exactly
+/// what nodes will route.
+fn normalize_routes(routes: &[String], allow_localhost: bool) -> ApiResult<Vec<String>> {
     let mut out: Vec<String> = Vec::with_capacity(routes.len());
     for r in routes {
         // Characters, as the OpenAPI document's `maxLength` counts them.
@@ -54,6 +55,12 @@ fn normalize_routes(routes: &[String]) -> ApiResult<Vec<String>> {
             .map_err(|e: outpost_runtime::router::RouteError| {
                 ApiError::bad_request("bad_route", e.to_string())
             })?;
+        if let Err(why) = claimable(route.host(), allow_localhost) {
+            return Err(ApiError::bad_request(
+                "host_not_allowed",
+                format!("{}: {why}", route.host()),
+            ));
+        }
         let route = route.to_string();
         if out.contains(&route) {
             return Err(ApiError::bad_request(
@@ -64,6 +71,33 @@ fn normalize_routes(routes: &[String]) -> ApiResult<Vec<String>> {
         out.push(route);
     }
     Ok(out)
+}
+
+/// Why no tenant may route `host`, if so: an IP literal (in any form a
+/// resolver accepts), a single-label name (`localhost`, an intranet name,
+/// `2130706433`), or a name under `localhost` outside `outpost dev`.
+fn claimable(host: &str, allow_localhost: bool) -> Result<(), &'static str> {
+    let host = host.trim_end_matches('.');
+    if host.starts_with('[') || host.parse::<std::net::IpAddr>().is_ok() {
+        return Err("IP addresses cannot be routed; use a DNS name");
+    }
+    let is_localhost = host == "localhost" || host.ends_with(".localhost");
+    if is_localhost && allow_localhost && host != "localhost" {
+        return Ok(());
+    }
+    if is_localhost {
+        return Err("localhost names are only for outpost dev");
+    }
+    // The last label all digits: an IP in another spelling (`127.1`,
+    // `0x7f.1`), never a public name.
+    let last = host.rsplit('.').next().unwrap_or(host);
+    if !host.contains('.') {
+        return Err("single-label names cannot be routed; use a full DNS name");
+    }
+    if last.bytes().all(|b| b.is_ascii_digit()) || last.starts_with("0x") {
+        return Err("IP addresses cannot be routed; use a DNS name");
+    }
+    Ok(())
 }
 
 /// Most hosts one app may list.
@@ -152,7 +186,7 @@ pub async fn create(
     let record = AppRecord {
         tenant: tenant.name,
         name: body.name,
-        routes: normalize_routes(&body.routes)?,
+        routes: normalize_routes(&body.routes, state.allow_localhost)?,
         env: Default::default(),
         active_version: None,
         versions: 0,
@@ -229,7 +263,7 @@ pub async fn set_routes(
     Path(app): Path<String>,
     JsonBody(body): JsonBody<SetRoutes>,
 ) -> ApiResult<Json<App>> {
-    let routes = normalize_routes(&body.routes)?;
+    let routes = normalize_routes(&body.routes, state.allow_localhost)?;
     let (t, a) = (tenant.name.clone(), app.clone());
     state.mutate(move |s| s.set_routes(&t, &a, routes)).await?;
     Ok(Json(view(load(&state, &tenant.name, &app).await?)))

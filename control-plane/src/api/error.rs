@@ -81,6 +81,14 @@ impl From<StoreError> for ApiError {
                 "route_taken",
                 format!("route {route} is already served by another app"),
             ),
+            // Whose host it is is not said either.
+            StoreError::HostTaken { ref host } => Self::new(
+                StatusCode::CONFLICT,
+                "host_taken",
+                format!(
+                    "{host} is routed by another tenant: every path on a host belongs to one tenant"
+                ),
+            ),
             StoreError::NotFound(_) => Self::not_found(e.to_string()),
             StoreError::Full(ref why) => {
                 tracing::error!(error = %why, "the store's disk is full");

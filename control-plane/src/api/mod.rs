@@ -37,6 +37,8 @@ pub struct ApiState {
     /// and a compile is seconds of CPU.
     pub(crate) validations: tokio::sync::Semaphore,
     pub(crate) max_module_bytes: u64,
+    /// Tenants may route `localhost` names (`outpost dev`).
+    pub(crate) allow_localhost: bool,
     /// The latest revision, for watch streams to follow.
     pub(crate) revision: tokio::sync::watch::Sender<Revision>,
     /// Set when the server shuts down: watch streams end instead of
@@ -59,6 +61,15 @@ pub struct ApiState {
 }
 
 impl ApiState {
+    /// The same state, letting tenants route `localhost` names (only for
+    /// `outpost dev`, before the state is shared).
+    pub fn allowing_localhost(mut self: Arc<Self>) -> Arc<Self> {
+        if let Some(state) = Arc::get_mut(&mut self) {
+            state.allow_localhost = true;
+        }
+        self
+    }
+
     /// The store behind the API.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
@@ -95,6 +106,7 @@ impl ApiState {
             validator,
             validations: tokio::sync::Semaphore::new(PoolConfig::VALIDATION_SLOTS as usize),
             max_module_bytes,
+            allow_localhost: false,
             sealer,
         })
     }

@@ -34,6 +34,13 @@ pub enum StoreError {
         /// `tenant/app` owning it (only shown to admins).
         owner: String,
     },
+    /// The host of a route belongs to another tenant: once a tenant routes
+    /// any path on a host, every path on it is that tenant's.
+    #[error("{host} is routed by another tenant")]
+    HostTaken {
+        /// The host.
+        host: String,
+    },
     /// The thing does not exist.
     #[error("{0} not found")]
     NotFound(String),

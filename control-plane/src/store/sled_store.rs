@@ -23,6 +23,8 @@ pub struct SledStore {
     tokens: Tree,
     apps: Tree,
     routes: Tree,
+    /// Host -> the tenant owning it and how many of its routes are on it.
+    hosts: Tree,
     deployments: Tree,
     modules: Tree,
     certificates: Tree,
@@ -30,6 +32,25 @@ pub struct SledStore {
 }
 
 const REVISION: &[u8] = b"revision";
+/// Set once the host index covers every route.
+const HOSTS_INDEXED: &[u8] = b"hosts_indexed";
+
+/// The host of a normalized route (`host` or `host/prefix`).
+fn host_of(route: &str) -> &str {
+    route.split('/').next().unwrap_or(route)
+}
+
+fn encode_owner(tenant: &str, routes: u64) -> Vec<u8> {
+    format!("{tenant}\n{routes}").into_bytes()
+}
+
+fn decode_owner(bytes: &[u8]) -> (String, u64) {
+    let text = String::from_utf8_lossy(bytes);
+    match text.rsplit_once('\n') {
+        Some((tenant, n)) => (tenant.to_string(), n.parse().unwrap_or(0)),
+        None => (text.into_owned(), 0),
+    }
+}
 
 impl SledStore {
     /// Opens (or creates) the store in `dir`.
@@ -39,17 +60,64 @@ impl SledStore {
             .open()
             .map_err(|e| StoreError::Backend(format!("opening {}: {e}", dir.display())))?;
         let tree = |name: &str| db.open_tree(name).map_err(backend);
-        Ok(SledStore {
+        SledStore {
             tenants: tree("tenants")?,
             tokens: tree("tokens")?,
             apps: tree("apps")?,
             routes: tree("routes")?,
+            hosts: tree("hosts")?,
             deployments: tree("deployments")?,
             modules: tree("modules")?,
             certificates: tree("certificates")?,
             meta: tree("meta")?,
             db,
-        })
+        }
+        .with_hosts_indexed()
+    }
+
+    /// Builds the host index of a store written before hosts had owners,
+    /// once. Two tenants on one host there is a conflict the operator must
+    /// settle: both keep their routes (nothing is dropped), the host goes
+    /// to the tenant first in key order, and every start reports it.
+    fn with_hosts_indexed(self) -> Result<SledStore> {
+        let mut owners: BTreeMap<String, (String, u64)> = BTreeMap::new();
+        let mut conflicts: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+        for entry in self.routes.iter() {
+            let (route, owner) = entry.map_err(backend)?;
+            let route = String::from_utf8_lossy(&route).into_owned();
+            let owner = String::from_utf8_lossy(&owner).into_owned();
+            let tenant = owner.split_once('/').map_or(owner.as_str(), |(t, _)| t);
+            let host = host_of(&route).to_string();
+            match owners.get_mut(&host) {
+                Some((t, n)) if t == tenant => *n += 1,
+                Some((t, _)) => {
+                    let both = conflicts.entry(host).or_default();
+                    both.insert(t.clone());
+                    both.insert(tenant.to_string());
+                }
+                None => {
+                    owners.insert(host, (tenant.to_string(), 1));
+                }
+            }
+        }
+        for (host, tenants) in &conflicts {
+            tracing::error!(
+                %host,
+                tenants = ?tenants,
+                "several tenants route this host (written before hosts had one owner): \
+                 all keep their routes; only the first may add more; move the others' routes"
+            );
+        }
+        if self.meta.get(HOSTS_INDEXED).map_err(backend)?.is_none() {
+            for (host, (tenant, n)) in owners {
+                self.hosts
+                    .insert(host.as_bytes(), encode_owner(&tenant, n))
+                    .map_err(backend)?;
+            }
+            self.meta.insert(HOSTS_INDEXED, b"1").map_err(backend)?;
+            self.flush()?;
+        }
+        Ok(self)
     }
 
     /// Makes everything written so far durable.
@@ -63,6 +131,7 @@ impl SledStore {
         let out = (
             &self.apps,
             &self.routes,
+            &self.hosts,
             &self.deployments,
             &self.meta,
             &self.tenants,
@@ -70,10 +139,11 @@ impl SledStore {
             &self.modules,
         )
             .transaction(
-                |(apps, routes, deployments, meta, tenants, certificates, modules)| {
+                |(apps, routes, hosts, deployments, meta, tenants, certificates, modules)| {
                     f(&Trees {
                         apps,
                         routes,
+                        hosts,
                         deployments,
                         meta,
                         tenants,
@@ -95,6 +165,7 @@ impl SledStore {
 struct Trees<'a> {
     apps: &'a TransactionalTree,
     routes: &'a TransactionalTree,
+    hosts: &'a TransactionalTree,
     deployments: &'a TransactionalTree,
     meta: &'a TransactionalTree,
     tenants: &'a TransactionalTree,
@@ -124,9 +195,24 @@ impl Trees<'_> {
         Ok(())
     }
 
-    /// Claims `routes` for `owner`, refusing any owned by someone else.
+    /// Claims `routes` for `owner` (`tenant/app`), refusing any whose host
+    /// another tenant routes, or that another app of the tenant serves.
+    /// Host and route are checked and claimed in this one transaction, so
+    /// two control planes or requests racing for one host cannot both win.
     fn claim_routes(&self, routes: &[String], owner: &str) -> TxResult<()> {
+        let tenant = owner.split_once('/').map_or(owner, |(t, _)| t);
         for route in routes {
+            let host = host_of(route);
+            let held = self.hosts.get(host.as_bytes())?.map(|v| decode_owner(&v));
+            let count = match held {
+                Some((other, _)) if other != tenant => {
+                    return abort(StoreError::HostTaken {
+                        host: host.to_string(),
+                    });
+                }
+                Some((_, n)) => n + 1,
+                None => 1,
+            };
             if let Some(current) = self.routes.get(route.as_bytes())?
                 && current.as_ref() != owner.as_bytes()
             {
@@ -135,6 +221,8 @@ impl Trees<'_> {
                     owner: String::from_utf8_lossy(&current).into_owned(),
                 });
             }
+            self.hosts
+                .insert(host.as_bytes(), encode_owner(tenant, count))?;
             self.routes.insert(route.as_bytes(), owner.as_bytes())?;
         }
         Ok(())
@@ -167,9 +255,25 @@ impl Trees<'_> {
         Ok((deployment, self.bump()?))
     }
 
-    fn release_routes(&self, routes: &[String]) -> TxResult<()> {
+    /// Releases `routes` of `owner` (`tenant/app`); a host is free again
+    /// once none of the tenant's routes is on it.
+    fn release_routes(&self, routes: &[String], owner: &str) -> TxResult<()> {
+        let tenant = owner.split_once('/').map_or(owner, |(t, _)| t);
         for route in routes {
             self.routes.remove(route.as_bytes())?;
+            let host = host_of(route);
+            // A legacy co-tenant's route (see `with_hosts_indexed`) was
+            // never counted: only the owner's releases count down.
+            if let Some((holder, n)) = self.hosts.get(host.as_bytes())?.map(|v| decode_owner(&v))
+                && holder == tenant
+            {
+                if n <= 1 {
+                    self.hosts.remove(host.as_bytes())?;
+                } else {
+                    self.hosts
+                        .insert(host.as_bytes(), encode_owner(tenant, n - 1))?;
+                }
+            }
         }
         Ok(())
     }
@@ -313,7 +417,7 @@ impl Store for SledStore {
     fn delete_app(&self, tenant: &str, name: &str) -> Result<Revision> {
         self.write(|t| {
             let app = t.app(tenant, name)?;
-            t.release_routes(&app.routes)?;
+            t.release_routes(&app.routes, &app_key(tenant, name))?;
             // Versions are 1..=versions, so every deployment key is known
             // without a scan (sled transactions cannot scan).
             for v in 1..=app.versions {
@@ -327,7 +431,7 @@ impl Store for SledStore {
     fn set_routes(&self, tenant: &str, name: &str, routes: Vec<String>) -> Result<Revision> {
         self.write(|t| {
             let mut app = t.app(tenant, name)?;
-            t.release_routes(&app.routes)?;
+            t.release_routes(&app.routes, &app_key(tenant, name))?;
             t.claim_routes(&routes, &app_key(tenant, name))?;
             app.routes = routes.clone();
             t.put_app(&app)?;
@@ -458,6 +562,27 @@ impl Store for SledStore {
 
     fn put_certificate(&self, record: CertRecord) -> Result<Revision> {
         self.write(|t| {
+            let taken = || {
+                abort(StoreError::HostTaken {
+                    host: record.hostname.clone(),
+                })
+            };
+            // Another tenant's certificate is never replaced, and an exact
+            // name's only by the tenant owning that host, checked here in
+            // the write's own transaction.
+            if let Some(v) = t.certificates.get(record.hostname.as_bytes())? {
+                let current: CertRecord =
+                    decode(&v).map_err(ConflictableTransactionError::Abort)?;
+                if current.tenant != record.tenant {
+                    return taken();
+                }
+            }
+            if !record.hostname.starts_with("*.") {
+                let owner = t.hosts.get(record.hostname.as_bytes())?;
+                if owner.is_none_or(|v| decode_owner(&v).0 != record.tenant) {
+                    return taken();
+                }
+            }
             t.certificates
                 .insert(record.hostname.as_bytes(), encode(&record))?;
             t.bump()

@@ -274,9 +274,9 @@ async fn one_tenant_can_neither_see_nor_touch_anothers_apps() {
         .json("PUT", "/v1/apps/web/env", Some(&b), json!({"K": "v"}))
         .await;
     assert_error(&env, StatusCode::NOT_FOUND, "not_found");
-    // The same app name is B's own business; the route is not.
+    // The same app name is B's own business; A's host is not.
     let clash = api.app(&b, "web", &["A.Example.com"]).await;
-    assert_error(&clash, StatusCode::CONFLICT, "route_taken");
+    assert_error(&clash, StatusCode::CONFLICT, "host_taken");
     assert!(
         !clash.raw.contains("a/web"),
         "the owner leaked: {}",
@@ -1077,4 +1077,33 @@ async fn guest_logs_reach_only_their_own_tenant() {
         )
         .await;
     assert_error(&r, StatusCode::BAD_REQUEST, "bad_json");
+}
+
+/// Hosts no tenant may claim: IP literals in any spelling, single-label
+/// names, `localhost` names (outside `outpost dev`). 400, nothing stored.
+#[tokio::test]
+async fn ip_literals_single_labels_and_localhost_cannot_be_routed() {
+    let api = Api::new();
+    let t = api.tenant("acme").await;
+    let revision = api.store.revision().unwrap();
+    for host in [
+        "127.0.0.1",
+        "169.254.169.254/latest",
+        "10.0.0.1",
+        "127.1",
+        "0x7f.1",
+        "2130706433",
+        "intranet",
+        "localhost",
+        "app.localhost",
+    ] {
+        let r = api.app(&t, "web", &[host]).await;
+        assert_error(&r, StatusCode::BAD_REQUEST, "host_not_allowed");
+    }
+    // IPv6 literals do not even parse as a route host.
+    let r = api.app(&t, "web", &["[::1]"]).await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "bad_route");
+    assert_eq!(api.store.revision().unwrap(), revision);
+    let r = api.app(&t, "web", &["shop.example.com"]).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.raw);
 }

@@ -4,6 +4,7 @@
 
 mod cache_safety;
 mod dashboards;
+mod hosts;
 mod isolation;
 mod layout;
 mod propagation;

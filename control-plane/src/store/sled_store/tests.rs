@@ -53,17 +53,105 @@ fn a_route_has_one_owner_and_a_refused_write_changes_nothing() {
     s.create_app(app("a", "web", &["a.example.com", "shared.example.com"]))
         .unwrap();
     let before = s.revision().unwrap();
+    // Another tenant: the host is taken, and whose it is goes unsaid.
     let err = s
         .create_app(app("b", "web", &["b.example.com", "shared.example.com"]))
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::HostTaken { host } if host == "shared.example.com"),
+        "{err}"
+    );
+    // Another app of the same tenant: the route is taken, the host is not.
+    let err = s
+        .create_app(app("a", "api", &["shared.example.com"]))
         .unwrap_err();
     assert!(
         matches!(&err, StoreError::RouteTaken { route, owner } if route == "shared.example.com" && owner == "a/web"),
         "{err}"
     );
     assert!(s.app("b", "web").unwrap().is_none());
+    assert!(s.app("a", "api").unwrap().is_none());
     assert_eq!(s.revision().unwrap(), before);
-    // b.example.com was not half-claimed: another app can take it.
+    // b.example.com was not half-claimed: another tenant can take it.
     s.create_app(app("c", "web", &["b.example.com"])).unwrap();
+}
+
+/// Once a tenant routes any path on a host, every path on it is its own:
+/// another tenant can claim neither a longer prefix nor the bare host,
+/// while the owner adds paths freely; the host is free again once the
+/// owner's last route on it goes.
+#[test]
+fn a_host_belongs_to_the_tenant_that_routes_it() {
+    let (_dir, s) = open();
+    s.create_app(app("acme", "shop", &["shop.example.com/cart"]))
+        .unwrap();
+    for route in [
+        "shop.example.com",
+        "shop.example.com/login",
+        "shop.example.com/cart/x",
+    ] {
+        let err = s.create_app(app("evil", "grab", &[route])).unwrap_err();
+        assert!(
+            matches!(&err, StoreError::HostTaken { .. }),
+            "{route}: {err}"
+        );
+    }
+    s.create_app(app("evil", "mine", &["evil.example.com"]))
+        .unwrap();
+    let err = s
+        .set_routes("evil", "mine", vec!["shop.example.com/login".into()])
+        .unwrap_err();
+    assert!(matches!(&err, StoreError::HostTaken { .. }), "{err}");
+    assert_eq!(
+        s.app("evil", "mine").unwrap().unwrap().routes,
+        ["evil.example.com"]
+    );
+    // The owner takes more of its host, in another app too.
+    s.create_app(app("acme", "login", &["shop.example.com/login"]))
+        .unwrap();
+    s.set_routes("acme", "shop", vec!["shop.example.com".into()])
+        .unwrap();
+    // Still acme's while any of its routes is on it.
+    s.delete_app("acme", "shop").unwrap();
+    assert!(
+        s.create_app(app("evil", "grab", &["shop.example.com"]))
+            .is_err()
+    );
+    s.delete_app("acme", "login").unwrap();
+    s.create_app(app("evil", "grab", &["shop.example.com"]))
+        .unwrap();
+}
+
+/// A store written before hosts had owners gets its index at start-up;
+/// two tenants on one host keep their routes, the first in key order owns
+/// it from then on, and the other can add nothing there.
+#[test]
+fn legacy_routes_are_indexed_by_host_and_conflicts_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = SledStore::open(dir.path()).unwrap();
+        s.routes.insert("shop.example.com", "acme/shop").unwrap();
+        s.routes
+            .insert("shop.example.com/login", "evil/grab")
+            .unwrap();
+        s.routes.insert("other.example.com", "evil/grab").unwrap();
+        // As an older version left it: no index yet.
+        s.hosts.clear().unwrap();
+        s.meta.remove(HOSTS_INDEXED).unwrap();
+        s.flush().unwrap();
+    }
+    let s = SledStore::open(dir.path()).unwrap();
+    assert_eq!(s.routes.len(), 3, "a legacy route was dropped");
+    let owner = |host: &str| decode_owner(&s.hosts.get(host).unwrap().unwrap());
+    assert_eq!(owner("shop.example.com"), ("acme".to_string(), 1));
+    assert_eq!(owner("other.example.com"), ("evil".to_string(), 1));
+    s.create_app(app("x", "y", &["z.example.com"])).unwrap();
+    s.create_app(app("evil", "more", &["other.example.com/more"]))
+        .unwrap();
+    let err = s
+        .create_app(app("evil", "again", &["shop.example.com/again"]))
+        .unwrap_err();
+    assert!(matches!(&err, StoreError::HostTaken { .. }), "{err}");
 }
 
 #[test]
@@ -75,7 +163,7 @@ fn routes_move_and_are_released_on_delete() {
     s.create_app(app("b", "x", &["one.example.com"])).unwrap();
     assert!(matches!(
         s.set_routes("b", "x", vec!["two.example.com".into()]),
-        Err(StoreError::RouteTaken { .. })
+        Err(StoreError::HostTaken { .. })
     ));
     s.delete_app("a", "web").unwrap();
     s.set_routes("b", "x", vec!["two.example.com".into()])

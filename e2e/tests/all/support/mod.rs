@@ -99,7 +99,12 @@ impl EdgeNode {
     /// The status of `GET /` on `host` and the node's `x-outpost-error`
     /// (empty if none).
     pub async fn get_with_error(&self, host: &str) -> (u16, String) {
-        let req = Request::get(format!("http://{}/", self.http))
+        self.get_path_with_error(host, "/").await
+    }
+
+    /// [`EdgeNode::get_with_error`] for `path`.
+    pub async fn get_path_with_error(&self, host: &str, path: &str) -> (u16, String) {
+        let req = Request::get(format!("http://{}{path}", self.http))
             .header("host", host)
             .body(Full::new(Bytes::new()))
             .unwrap();
