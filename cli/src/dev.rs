@@ -160,6 +160,7 @@ pub async fn run_until(
         node_token: tokens.node.clone(),
         max_module_bytes: DEFAULT_MAX_MODULE_BYTES,
         cert_key: None,
+        quotas: Default::default(),
         // Dev apps live under *.localhost.
         allow_localhost: true,
     };

@@ -65,6 +65,9 @@ struct FileConfig {
     max_module_bytes: Option<u64>,
     /// Key sealing TLS private keys, 64 hex digits.
     cert_key: Option<String>,
+    /// Per-tenant quotas.
+    #[serde(default)]
+    quotas: crate::quotas::Quotas,
 }
 
 // Written by hand: the tokens and the sealing key never reach a log.
@@ -104,6 +107,8 @@ pub struct Config {
     pub max_module_bytes: u64,
     /// Key sealing TLS private keys (hex); `None`: `data_dir/cert.key`.
     pub cert_key: Option<String>,
+    /// What one tenant may hold.
+    pub quotas: crate::quotas::Quotas,
     /// Tenants may route `localhost` and names under it: `outpost dev`
     /// only, where every name resolves to this machine. A real control
     /// plane refuses them with IP literals and single-label names.
@@ -167,6 +172,7 @@ impl Config {
             problems.push("max_module_bytes must be greater than 0".into());
         }
         let cert_key = args.cert_key.or(file.cert_key);
+        problems.extend(file.quotas.problems());
         if let Some(key) = &cert_key
             && let Err(e) = crate::secrets::Sealer::from_hex(key)
         {
@@ -188,6 +194,7 @@ impl Config {
             node_token,
             max_module_bytes,
             cert_key,
+            quotas: file.quotas,
             allow_localhost: false,
         })
     }

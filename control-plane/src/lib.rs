@@ -19,6 +19,7 @@
 pub mod api;
 pub mod config;
 pub mod metrics;
+pub mod quotas;
 pub mod secrets;
 pub mod server;
 mod start;

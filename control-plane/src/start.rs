@@ -12,7 +12,7 @@ use std::time::Duration;
 use outpost_runtime::{PoolConfig, Runtime};
 use tokio::task::JoinHandle;
 
-use crate::api::ApiState;
+use crate::api::{ApiState, Policy};
 use crate::config::Config;
 use crate::secrets::{Sealer, SecretError};
 use crate::server;
@@ -133,11 +133,10 @@ pub async fn start_with(
         config.max_module_bytes,
         sealer,
     );
-    let state = if config.allow_localhost {
-        state.allowing_localhost()
-    } else {
-        state
-    };
+    let state = state.with_policy(Policy {
+        quotas: config.quotas.clone(),
+        allow_localhost: config.allow_localhost,
+    });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| StartError::Bind {

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 
 use super::auth::{NodeAuth, TenantAuth, hex};
 use super::error::{ApiError, ApiResult};
-use super::{ApiState, JsonBody, check_name};
+use super::{ApiState, JsonBody, Policy, check_name};
 use crate::store::{AppRecord, DeploymentRecord, now};
 
 fn view(app: AppRecord) -> App {
@@ -40,7 +40,15 @@ pub(crate) const MAX_ROUTE_CHARS: usize = 1024;
 /// Parses and normalizes routes with the node's own parser, refusing
 /// duplicates and hosts no tenant may claim, so what is stored is exactly
 /// what nodes will route.
-fn normalize_routes(routes: &[String], allow_localhost: bool) -> ApiResult<Vec<String>> {
+fn normalize_routes(routes: &[String], policy: &Policy) -> ApiResult<Vec<String>> {
+    let allow_localhost = policy.allow_localhost;
+    if routes.len() > policy.quotas.routes_per_app {
+        return Err(quota_exceeded(
+            "routes_per_app",
+            policy.quotas.routes_per_app,
+            "routes in one app",
+        ));
+    }
     let mut out: Vec<String> = Vec::with_capacity(routes.len());
     for r in routes {
         // Characters, as the OpenAPI document's `maxLength` counts them.
@@ -71,6 +79,15 @@ fn normalize_routes(routes: &[String], allow_localhost: bool) -> ApiResult<Vec<S
         out.push(route);
     }
     Ok(out)
+}
+
+/// 403 `quota_exceeded`, naming the quota.
+pub(crate) fn quota_exceeded(quota: &str, limit: usize, what: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "quota_exceeded",
+        format!("quota {quota}: at most {limit} {what}"),
+    )
 }
 
 /// Why no tenant may route `host`, if so: an IP literal (in any form a
@@ -183,10 +200,21 @@ pub async fn create(
     JsonBody(body): JsonBody<CreateApp>,
 ) -> ApiResult<(StatusCode, Json<App>)> {
     check_name("app", &body.name)?;
+    // Counted before the write: two creates racing past the last free
+    // slot may both land (one app over); everything else is exact.
+    let name = tenant.name.clone();
+    let apps = state.blocking(move |s| s.apps(&name)).await?;
+    if apps.len() >= state.policy.quotas.apps {
+        return Err(quota_exceeded(
+            "apps",
+            state.policy.quotas.apps,
+            "apps per tenant",
+        ));
+    }
     let record = AppRecord {
         tenant: tenant.name,
         name: body.name,
-        routes: normalize_routes(&body.routes, state.allow_localhost)?,
+        routes: normalize_routes(&body.routes, &state.policy)?,
         env: Default::default(),
         active_version: None,
         versions: 0,
@@ -263,7 +291,7 @@ pub async fn set_routes(
     Path(app): Path<String>,
     JsonBody(body): JsonBody<SetRoutes>,
 ) -> ApiResult<Json<App>> {
-    let routes = normalize_routes(&body.routes, state.allow_localhost)?;
+    let routes = normalize_routes(&body.routes, &state.policy)?;
     let (t, a) = (tenant.name.clone(), app.clone());
     state.mutate(move |s| s.set_routes(&t, &a, routes)).await?;
     Ok(Json(view(load(&state, &tenant.name, &app).await?)))

@@ -106,6 +106,20 @@ pub async fn put(
     )
     .map_err(bad)?;
     cert.check_for(&hostname, now() as i64).map_err(bad)?;
+    // Replacing one of its own certificates is not one more.
+    let installed = state.blocking(|s| s.certificates()).await?;
+    let held = installed
+        .iter()
+        .filter(|c| c.tenant == tenant.name && c.hostname != hostname)
+        .count();
+    let quota = state.policy.quotas.certificates;
+    if held >= quota {
+        return Err(super::apps::quota_exceeded(
+            "certificates",
+            quota,
+            "certificates per tenant",
+        ));
+    }
     let record = CertRecord {
         private_key_sealed: state.sealer.seal(&hostname, &upload.private_key_pem),
         hostname,

@@ -24,6 +24,16 @@ use error::ApiResult;
 /// Largest component accepted at upload: 50 MiB, as in DESIGN.md.
 pub const DEFAULT_MAX_MODULE_BYTES: u64 = 50 * 1024 * 1024;
 
+/// What the operator allows tenants: quotas, and whether `localhost`
+/// names may be routed (`outpost dev` only).
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    /// What one tenant may hold.
+    pub quotas: crate::quotas::Quotas,
+    /// Tenants may route names under `localhost`.
+    pub allow_localhost: bool,
+}
+
 /// Shared state of the API handlers.
 pub struct ApiState {
     pub(crate) store: Arc<dyn Store>,
@@ -37,8 +47,8 @@ pub struct ApiState {
     /// and a compile is seconds of CPU.
     pub(crate) validations: tokio::sync::Semaphore,
     pub(crate) max_module_bytes: u64,
-    /// Tenants may route `localhost` names (`outpost dev`).
-    pub(crate) allow_localhost: bool,
+    /// What the operator allows tenants ([`Policy`]).
+    pub(crate) policy: Policy,
     /// The latest revision, for watch streams to follow.
     pub(crate) revision: tokio::sync::watch::Sender<Revision>,
     /// Set when the server shuts down: watch streams end instead of
@@ -61,11 +71,11 @@ pub struct ApiState {
 }
 
 impl ApiState {
-    /// The same state, letting tenants route `localhost` names (only for
-    /// `outpost dev`, before the state is shared).
-    pub fn allowing_localhost(mut self: Arc<Self>) -> Arc<Self> {
+    /// The same state under `policy` (before the state is shared; a
+    /// shared state keeps its policy).
+    pub fn with_policy(mut self: Arc<Self>, policy: Policy) -> Arc<Self> {
         if let Some(state) = Arc::get_mut(&mut self) {
-            state.allow_localhost = true;
+            state.policy = policy;
         }
         self
     }
@@ -106,7 +116,7 @@ impl ApiState {
             validator,
             validations: tokio::sync::Semaphore::new(PoolConfig::VALIDATION_SLOTS as usize),
             max_module_bytes,
-            allow_localhost: false,
+            policy: Policy::default(),
             sealer,
         })
     }

@@ -7,7 +7,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use outpost_control_plane::api::{self, ApiState};
+use outpost_control_plane::api::{self, ApiState, Policy};
 use outpost_control_plane::secrets::Sealer;
 use outpost_control_plane::store::{SledStore, Store};
 use outpost_runtime::Metrics;
@@ -49,6 +49,10 @@ struct Reply {
 
 impl Api {
     fn new() -> Api {
+        Self::with_policy(Policy::default())
+    }
+
+    fn with_policy(policy: Policy) -> Api {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
         let state = ApiState::new(
@@ -58,7 +62,8 @@ impl Api {
             validator(),
             MAX_MODULE,
             Sealer::from_hex(&"42".repeat(32)).unwrap(),
-        );
+        )
+        .with_policy(policy);
         Api {
             _dir: dir,
             router: api::router(state),
@@ -1106,4 +1111,78 @@ async fn ip_literals_single_labels_and_localhost_cannot_be_routed() {
     assert_eq!(api.store.revision().unwrap(), revision);
     let r = api.app(&t, "web", &["shop.example.com"]).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.raw);
+}
+
+/// A tenant over a quota gets 403 `quota_exceeded` naming it, nothing is
+/// stored, and another tenant is not held to the first one's count.
+#[tokio::test]
+async fn a_tenant_over_a_quota_is_refused_naming_it() {
+    let api = Api::with_policy(Policy {
+        quotas: outpost_control_plane::quotas::Quotas {
+            apps: 2,
+            routes_per_app: 2,
+            certificates: 1,
+        },
+        allow_localhost: false,
+    });
+    let acme = api.tenant("acme").await;
+    let beta = api.tenant("beta").await;
+    let quota = |r: &Reply, name: &str| {
+        assert_error(r, StatusCode::FORBIDDEN, "quota_exceeded");
+        let msg = r.body["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(&format!("quota {name}:")), "{msg}");
+    };
+    // Routes per app, on creation and on change.
+    let r = api
+        .app(
+            &acme,
+            "many",
+            &["a.acme.example", "b.acme.example", "c.acme.example"],
+        )
+        .await;
+    quota(&r, "routes_per_app");
+    api.app(&acme, "one", &["one.acme.example"]).await;
+    let r = api
+        .json(
+            "PUT",
+            "/v1/apps/one/routes",
+            Some(&acme),
+            json!({"routes": ["one.acme.example", "x.acme.example", "y.acme.example"]}),
+        )
+        .await;
+    quota(&r, "routes_per_app");
+    // Apps per tenant.
+    api.app(&acme, "two", &["two.acme.example"]).await;
+    let revision = api.store.revision().unwrap();
+    let r = api.app(&acme, "three", &["three.acme.example"]).await;
+    quota(&r, "apps");
+    assert_eq!(
+        api.store.revision().unwrap(),
+        revision,
+        "a refused create changed the store"
+    );
+    assert!(api.store.app("acme", "three").unwrap().is_none());
+    let r = api.app(&beta, "three", &["three.beta.example"]).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.raw);
+    // Certificates per tenant: a second host is refused, replacing the
+    // first is not.
+    let upload = |name: &str| {
+        let (_, chain, key) = outpost_runtime::cert::Certificate::self_signed(&[name]).unwrap();
+        json!({"cert_chain_pem": chain, "private_key_pem": key})
+    };
+    for (host, want) in [
+        ("one.acme.example", StatusCode::OK),
+        ("one.acme.example", StatusCode::OK),
+        ("two.acme.example", StatusCode::FORBIDDEN),
+    ] {
+        let r = api
+            .json(
+                "PUT",
+                &format!("/v1/certificates/{host}"),
+                Some(&acme),
+                upload(host),
+            )
+            .await;
+        assert_eq!(r.status, want, "{host}: {}", r.raw);
+    }
 }

@@ -57,6 +57,7 @@ impl ControlPlane {
             node_token: NODE.into(),
             max_module_bytes,
             cert_key: None,
+            quotas: Default::default(),
             allow_localhost: false,
         };
         let (stop, stopped) = oneshot::channel::<()>();
