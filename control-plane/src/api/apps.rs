@@ -510,19 +510,29 @@ pub async fn deploy(
     }
 
     let digest = format!("sha256:{}", hex(&Sha256::digest(&wasm)));
-    // Compile with the nodes' engine configuration, off the async workers,
-    // a bounded number at once.
-    let _validating =
-        state.validations.acquire().await.map_err(|e| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-        })?;
+    // Compile with the nodes' engine configuration, off the async workers:
+    // a bounded number at once, and each tenant only part of them. Both
+    // slots go with the compile, which cannot be cut short: a client that
+    // leaves frees them only when its compile is done.
+    let tenant_slot = state
+        .tenant_validations
+        .take(&tenant.name)
+        .map_err(ApiError::uploads_busy)?;
+    let permit = state
+        .validations
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
     let validator = state.validator.clone();
     let checked = wasm.clone();
     let what = format!("app {app:?}");
-    let pre = tokio::task::spawn_blocking(move || validator.check(&what, &checked))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
-        .map_err(|e| ApiError::bad_request("bad_wasm", e.to_string()))?;
+    let (pre, _slots) = tokio::task::spawn_blocking(move || {
+        (validator.check(&what, &checked), (tenant_slot, permit))
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    let pre = pre.map_err(|e| ApiError::bad_request("bad_wasm", e.to_string()))?;
     // The tenant's limits over the defaults nodes start from.
     let limits = Limits::default().with(&(&tenant.limits).into());
     if let Some(needs) = pre.instance_pre().component().resources_required() {

@@ -41,6 +41,21 @@ impl ApiError {
         }
     }
 
+    /// 429 `uploads_busy` with `Retry-After`: the tenant already has as
+    /// many uploads being validated as it may.
+    pub fn uploads_busy(in_flight: usize) -> ApiError {
+        ApiError {
+            retry_after: Some(std::time::Duration::from_secs(1)),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "uploads_busy",
+                format!(
+                    "{in_flight} of your uploads are being validated already; retry when one is done"
+                ),
+            )
+        }
+    }
+
     /// 400 with `code`.
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
         Self::new(StatusCode::BAD_REQUEST, code, message)

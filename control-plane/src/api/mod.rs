@@ -10,6 +10,7 @@ pub mod limiter;
 pub mod logs;
 mod nodes;
 pub mod openapi;
+pub mod slots;
 mod tenants;
 
 use std::sync::Arc;
@@ -23,6 +24,10 @@ use error::ApiResult;
 
 /// Largest component accepted at upload: 50 MiB, as in DESIGN.md.
 pub const DEFAULT_MAX_MODULE_BYTES: u64 = 50 * 1024 * 1024;
+
+/// Uploads one tenant may have validated at once: half the validation
+/// pool, so another tenant always finds room.
+pub const UPLOADS_PER_TENANT: usize = PoolConfig::VALIDATION_SLOTS as usize / 2;
 
 /// What the operator allows tenants: quotas, and whether `localhost`
 /// names may be routed (`outpost dev` only).
@@ -45,7 +50,9 @@ pub struct ApiState {
     /// Uploads compiled and trial-instantiated at once, at most: the
     /// validator's pool holds [`PoolConfig::VALIDATION_SLOTS`] instances,
     /// and a compile is seconds of CPU.
-    pub(crate) validations: tokio::sync::Semaphore,
+    pub(crate) validations: Arc<tokio::sync::Semaphore>,
+    /// Of those, each tenant may hold [`UPLOADS_PER_TENANT`].
+    pub(crate) tenant_validations: Arc<slots::TenantSlots>,
     pub(crate) max_module_bytes: u64,
     /// What the operator allows tenants ([`Policy`]).
     pub(crate) policy: Policy,
@@ -114,7 +121,10 @@ impl ApiState {
             admin_token_sha256: auth::token_sha256(admin_token),
             node_token_sha256: auth::token_sha256(node_token),
             validator,
-            validations: tokio::sync::Semaphore::new(PoolConfig::VALIDATION_SLOTS as usize),
+            validations: Arc::new(tokio::sync::Semaphore::new(
+                PoolConfig::VALIDATION_SLOTS as usize,
+            )),
+            tenant_validations: slots::TenantSlots::new(UPLOADS_PER_TENANT),
             max_module_bytes,
             policy: Policy::default(),
             sealer,

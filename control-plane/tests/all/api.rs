@@ -718,12 +718,22 @@ async fn concurrent_deploys_to_one_app_never_lose_a_version() {
     let api = Arc::new(Api::new());
     let t = api.tenant("acme").await;
     api.app(&t, "web", &["web.example.com"]).await;
+    // One tenant may have two uploads validated at once; the others are
+    // told 429 and retry, as a client should.
     let uploads: Vec<_> = (0..8)
         .map(|i| {
             let (api, t) = (api.clone(), t.clone());
             tokio::spawn(async move {
-                api.deploy("web", &t, fixtures::hello(&format!("v{i}")))
-                    .await
+                loop {
+                    let r = api
+                        .deploy("web", &t, fixtures::hello(&format!("v{i}")))
+                        .await;
+                    if r.status != StatusCode::TOO_MANY_REQUESTS {
+                        return r;
+                    }
+                    assert_eq!(r.body["error"]["code"], "uploads_busy", "{}", r.raw);
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
             })
         })
         .collect();
