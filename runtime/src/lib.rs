@@ -136,8 +136,11 @@ impl PoolConfig {
         PoolConfig {
             max_instances: Self::VALIDATION_SLOTS,
             max_core_instances: Self::VALIDATION_SLOTS * 64,
-            max_memories: Self::VALIDATION_SLOTS * 64,
-            max_tables: Self::VALIDATION_SLOTS * 64,
+            // Each memory slot reserves 6 GiB of address space (4 GiB and
+            // its guard); sixteen a component is more than JS and Python
+            // guests use.
+            max_memories: Self::VALIDATION_SLOTS * 16,
+            max_tables: Self::VALIDATION_SLOTS * 16,
             memory_keep_resident: 0,
             table_keep_resident: 0,
             stack_keep_resident: 0,

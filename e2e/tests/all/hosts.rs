@@ -6,17 +6,9 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{ADMIN, ControlPlane, EdgeNode};
+use crate::support::{ControlPlane, EdgeNode};
 use outpost_runtime::cert::Certificate;
 use outpost_test_fixtures as fixtures;
-
-async fn tenant(cp: &ControlPlane, name: &str) -> String {
-    let (status, body) = cp
-        .json("POST", "/v1/tenants", ADMIN, json!({"name": name}))
-        .await;
-    assert_eq!(status, 201, "{body}");
-    body["token"].as_str().unwrap().to_string()
-}
 
 fn assert_host_taken(status: u16, body: &Value) {
     assert_eq!(
@@ -33,8 +25,8 @@ async fn another_tenant_can_take_no_path_of_a_routed_host_nor_its_certificates()
     let data = tempfile::tempdir().unwrap();
     let cache = tempfile::tempdir().unwrap();
     let cp = ControlPlane::start(data.path(), "127.0.0.1:0".parse().unwrap()).await;
-    let acme = tenant(&cp, "acme").await;
-    let evil = tenant(&cp, "evil").await;
+    let acme = cp.tenant("acme").await;
+    let evil = cp.tenant("evil").await;
     let shop = json!({"name": "shop", "routes": ["shop.example.com/cart"]});
     let (status, body) = cp.json("POST", "/v1/apps", &acme, shop).await;
     assert_eq!(status, 201, "{body}");

@@ -10,11 +10,7 @@ use outpost_test_fixtures as fixtures;
 /// Creates tenant `name` with app `web` on `{name}.example.com`; returns
 /// its token.
 async fn tenant(cp: &ControlPlane, name: &str) -> String {
-    let (status, body) = cp
-        .json("POST", "/v1/tenants", ADMIN, json!({"name": name}))
-        .await;
-    assert_eq!(status, 201, "{body}");
-    let token = body["token"].as_str().unwrap().to_string();
+    let token = cp.tenant(name).await;
     let app = json!({"name": "web", "routes": [format!("{name}.example.com")]});
     let (status, body) = cp.json("POST", "/v1/apps", &token, app).await;
     assert_eq!(status, 201, "{body}");
@@ -52,6 +48,62 @@ async fn an_app_that_fails_on_a_node_leaves_every_other_change_applied() {
         text.lines()
             .any(|l| l == "outpost_runtime_apps_unavailable 1"),
         "{text}"
+    );
+
+    // The node says so, and the API tells acme (and the admin) why; beta
+    // is told nothing of acme's app.
+    let unavailable = |token: String| {
+        let cp = &cp;
+        async move {
+            let (status, rollout) = cp.json("GET", "/v1/rollout", &token, Value::Null).await;
+            assert_eq!(status, 200, "{rollout}");
+            rollout["unavailable"].clone()
+        }
+    };
+    let started = std::time::Instant::now();
+    let seen = loop {
+        let seen = unavailable(acme.clone()).await;
+        if seen.is_array() || started.elapsed() > std::time::Duration::from_secs(30) {
+            break seen;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(seen[0]["app"], "acme/web", "{seen}");
+    assert_eq!(seen[0]["node"], "small", "{seen}");
+    assert!(
+        seen[0]["reason"].as_str().unwrap().contains("100"),
+        "the reason names the pool's limit: {seen}"
+    );
+    assert_eq!(unavailable(ADMIN.to_string()).await, seen);
+    assert_eq!(
+        unavailable(beta.clone()).await,
+        Value::Null,
+        "beta sees acme's failure"
+    );
+
+    // `outpost deploy` of such a module stops waiting, says why and fails,
+    // instead of timing out.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big-table.wasm");
+    std::fs::write(&file, fixtures::huge_table(2000)).unwrap();
+    let url = format!("http://{}", cp.addr);
+    let file = file.to_str().unwrap().to_string();
+    let args = [
+        "outpost", "--json", "--url", &url, "--token", &acme, "deploy", "web", &file,
+    ];
+    let cli = <outpost_cli::args::Cli as clap::Parser>::try_parse_from(args).unwrap();
+    let started = std::time::Instant::now();
+    let err = outpost_cli::commands::run(cli)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("does not load on 1/1 node(s)") && err.contains("app_unavailable"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "it waited for the timeout"
     );
 
     // A node that restarts from its cache serves beta, and leaves acme out

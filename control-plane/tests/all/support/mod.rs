@@ -125,19 +125,24 @@ impl ControlPlane {
         .await
     }
 
-    /// Creates tenant `acme` with an app `web` on `web.example.com`;
-    /// returns the tenant's token.
-    pub async fn acme_with_web_app(&self) -> String {
+    /// Creates tenant `name`; returns its token.
+    pub async fn tenant(&self, name: &str) -> String {
         let (status, tenant) = self
             .json(
                 "POST",
                 "/v1/tenants",
                 ADMIN,
-                serde_json::json!({"name": "acme"}),
+                serde_json::json!({"name": name}),
             )
             .await;
         assert_eq!(status, 201, "{tenant}");
-        let token = tenant["token"].as_str().unwrap().to_string();
+        tenant["token"].as_str().unwrap().to_string()
+    }
+
+    /// Creates tenant `acme` with an app `web` on `web.example.com`;
+    /// returns the tenant's token.
+    pub async fn acme_with_web_app(&self) -> String {
+        let token = self.tenant("acme").await;
         let app = serde_json::json!({"name": "web", "routes": ["web.example.com"]});
         let (status, body) = self.json("POST", "/v1/apps", &token, app).await;
         assert_eq!(status, 201, "{body}");
