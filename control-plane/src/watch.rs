@@ -18,7 +18,9 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use outpost_proto::{AppSpec, CertSpec, ErrorBody, Limits, Snapshot, WatchEvent, app_key};
+use outpost_proto::{
+    AppSpec, CertSpec, ErrorBody, Limits, SNAPSHOT_PART_BYTES, Snapshot, WatchEvent, app_key,
+};
 use serde::Deserialize;
 
 use crate::api::ApiState;
@@ -214,17 +216,19 @@ async fn stream_events(
 ) {
     // What the node has now: deltas are computed from it.
     let mut sent = first.clone();
-    let event = if first.revision != node_revision || node_revision == 0 {
-        WatchEvent::Snapshot {
-            snapshot: Snapshot::clone(&first),
-        }
+    // A snapshot goes in parts of about a MiB each: no line grows with the
+    // number of apps, however large the fleet.
+    let events = if first.revision != node_revision || node_revision == 0 {
+        first.in_parts(SNAPSHOT_PART_BYTES)
     } else {
-        WatchEvent::Heartbeat {
+        vec![WatchEvent::Heartbeat {
             revision: node_revision,
-        }
+        }]
     };
-    if tx.send(Ok(line(&event))).await.is_err() {
-        return;
+    for event in events {
+        if tx.send(Ok(line(&event))).await.is_err() {
+            return;
+        }
     }
     loop {
         let event = tokio::select! {

@@ -83,10 +83,18 @@ fuzz_target!(|input: Input<'_>| {
 
     // What the watch loop does with them.
     let mut have: Option<Snapshot> = None;
+    let mut assembly = outpost_proto::SnapshotAssembly::default();
     for event in events {
         let Ok(event) = event else { break };
         match event {
             WatchEvent::Snapshot { snapshot } => have = Some(snapshot),
+            part @ (WatchEvent::SnapshotBegin { .. }
+            | WatchEvent::SnapshotPart { .. }
+            | WatchEvent::SnapshotEnd { .. }) => match assembly.take(part) {
+                Ok(Some(snapshot)) => have = Some(snapshot),
+                Ok(None) => {}
+                Err(_) => break,
+            },
             WatchEvent::Delta { delta } => {
                 let Some(before) = have.clone() else { break };
                 let mut next = before.clone();

@@ -437,6 +437,157 @@ pub enum WatchEvent {
         /// The current revision.
         revision: u64,
     },
+    /// The first line of a snapshot sent in parts: `snapshot_part` lines
+    /// follow, then `snapshot_end`. The control plane sends every snapshot
+    /// this way ([`Snapshot::in_parts`]), so no line grows with the
+    /// number of apps in the fleet.
+    SnapshotBegin {
+        /// The snapshot's revision.
+        revision: u64,
+    },
+    /// Some of the snapshot's apps and certificates.
+    SnapshotPart {
+        /// Apps, keyed `tenant/app`.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        apps: BTreeMap<String, AppSpec>,
+        /// Certificates, keyed by hostname.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        certificates: BTreeMap<String, CertSpec>,
+    },
+    /// The snapshot is complete: apply it.
+    SnapshotEnd {
+        /// The snapshot's revision (as in its `snapshot_begin`).
+        revision: u64,
+    },
+}
+
+/// Bytes of apps and certificates one `snapshot_part` line carries, about:
+/// a part closes once it reaches this, so a line is at most this plus one
+/// app or certificate (each bounded by the API: at most ~2.5 MiB).
+pub const SNAPSHOT_PART_BYTES: usize = 1024 * 1024;
+
+impl Snapshot {
+    /// This snapshot as `snapshot_begin`, `snapshot_part`s of about
+    /// `part_bytes` of JSON each, and `snapshot_end`.
+    pub fn in_parts(&self, part_bytes: usize) -> Vec<WatchEvent> {
+        let mut out = vec![WatchEvent::SnapshotBegin {
+            revision: self.revision,
+        }];
+        let mut apps = BTreeMap::new();
+        let mut certificates = BTreeMap::new();
+        let mut size = 0;
+        let mut flush =
+            |apps: &mut BTreeMap<_, _>, certificates: &mut BTreeMap<_, _>, size: &mut usize| {
+                if !apps.is_empty() || !certificates.is_empty() {
+                    out.push(WatchEvent::SnapshotPart {
+                        apps: std::mem::take(apps),
+                        certificates: std::mem::take(certificates),
+                    });
+                }
+                *size = 0;
+            };
+        for (key, app) in &self.apps {
+            size += key.len() + app.json_bytes_at_most();
+            apps.insert(key.clone(), app.clone());
+            if size >= part_bytes {
+                flush(&mut apps, &mut certificates, &mut size);
+            }
+        }
+        for (host, cert) in &self.certificates {
+            // PEM is base64 and newlines: escaping adds one byte a line.
+            size += host.len() + 2 * (cert.cert_chain_pem.len() + cert.private_key_pem.len()) + 64;
+            certificates.insert(host.clone(), cert.clone());
+            if size >= part_bytes {
+                flush(&mut apps, &mut certificates, &mut size);
+            }
+        }
+        flush(&mut apps, &mut certificates, &mut size);
+        out.push(WatchEvent::SnapshotEnd {
+            revision: self.revision,
+        });
+        out
+    }
+}
+
+impl AppSpec {
+    /// An upper bound of its JSON's size: every string at its longest
+    /// escaping (6 bytes a character) plus the punctuation.
+    fn json_bytes_at_most(&self) -> usize {
+        let strings = self.tenant.len()
+            + self.name.len()
+            + self.digest.len()
+            + self.routes.iter().map(String::len).sum::<usize>()
+            + self.allow_outbound.iter().map(String::len).sum::<usize>()
+            + self
+                .env
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>();
+        let items = self.routes.len() + self.allow_outbound.len() + 2 * self.env.len();
+        6 * strings + 4 * items + 256
+    }
+}
+
+/// Puts a snapshot sent in parts back together.
+#[derive(Debug, Default)]
+pub struct SnapshotAssembly {
+    building: Option<Snapshot>,
+}
+
+/// A part of a snapshot arrived out of order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutOfOrder(pub &'static str);
+
+impl std::fmt::Display for OutOfOrder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for OutOfOrder {}
+
+impl SnapshotAssembly {
+    /// Takes one of the three snapshot events; returns the snapshot when
+    /// `event` completes it. Any other event is refused.
+    pub fn take(&mut self, event: WatchEvent) -> Result<Option<Snapshot>, OutOfOrder> {
+        match event {
+            WatchEvent::SnapshotBegin { revision } => {
+                self.building = Some(Snapshot {
+                    revision,
+                    apps: BTreeMap::new(),
+                    certificates: BTreeMap::new(),
+                });
+                Ok(None)
+            }
+            WatchEvent::SnapshotPart { apps, certificates } => {
+                let building = self
+                    .building
+                    .as_mut()
+                    .ok_or(OutOfOrder("a snapshot part arrived before its beginning"))?;
+                building.apps.extend(apps);
+                building.certificates.extend(certificates);
+                Ok(None)
+            }
+            WatchEvent::SnapshotEnd { revision } => {
+                let done = self
+                    .building
+                    .take()
+                    .ok_or(OutOfOrder("a snapshot ended before it began"))?;
+                if done.revision != revision {
+                    return Err(OutOfOrder(
+                        "a snapshot ended with another revision than it began",
+                    ));
+                }
+                Ok(Some(done))
+            }
+            _ => Err(OutOfOrder("not a snapshot part")),
+        }
+    }
+
+    /// Whether a snapshot is being put together (parts must follow).
+    pub fn in_progress(&self) -> bool {
+        self.building.is_some()
+    }
 }
 
 /// A node as `GET /v1/nodes` (admin) lists it.

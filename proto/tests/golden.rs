@@ -375,3 +375,97 @@ fn cert_specs_keep_keys_out_of_debug_output() {
     let text = format!("{:?}", cert());
     assert!(!text.contains("PRIVATE KEY"), "{text}");
 }
+
+#[test]
+fn a_snapshot_in_parts_is_the_snapshot_again() {
+    let mut snapshot = Snapshot {
+        revision: 9,
+        apps: BTreeMap::new(),
+        certificates: BTreeMap::from([("acme.example.com".into(), cert())]),
+    };
+    for i in 0..1000 {
+        let mut app = spec();
+        app.name = format!("app{i}");
+        app.env.insert("BIG".into(), "x".repeat(10_000));
+        snapshot.apps.insert(app_key("acme", &app.name), app);
+    }
+    let part_bytes = 256 * 1024;
+    let events = snapshot.in_parts(part_bytes);
+    assert!(matches!(
+        events[0],
+        WatchEvent::SnapshotBegin { revision: 9 }
+    ));
+    assert!(matches!(
+        events.last(),
+        Some(WatchEvent::SnapshotEnd { revision: 9 })
+    ));
+    // Every line stays near the part size, whatever the snapshot's.
+    let whole = serde_json::to_vec(&WatchEvent::Snapshot {
+        snapshot: snapshot.clone(),
+    })
+    .unwrap()
+    .len();
+    assert!(whole > 10_000_000, "the snapshot is {whole} bytes");
+    for event in &events {
+        let line = serde_json::to_vec(event).unwrap().len();
+        assert!(line <= part_bytes + 20_000, "a {line}-byte line");
+    }
+    let mut assembly = SnapshotAssembly::default();
+    let mut done = None;
+    for event in events {
+        // Every line survives the wire.
+        let wire = serde_json::to_string(&event).unwrap();
+        if let Some(s) = assembly.take(serde_json::from_str(&wire).unwrap()).unwrap() {
+            done = Some(s);
+        }
+    }
+    assert_eq!(done, Some(snapshot));
+    assert!(!assembly.in_progress());
+}
+
+#[test]
+fn snapshot_parts_out_of_order_are_refused() {
+    let mut assembly = SnapshotAssembly::default();
+    let part = WatchEvent::SnapshotPart {
+        apps: BTreeMap::new(),
+        certificates: BTreeMap::new(),
+    };
+    assert!(assembly.take(part.clone()).is_err());
+    assert!(
+        assembly
+            .take(WatchEvent::SnapshotEnd { revision: 1 })
+            .is_err()
+    );
+    assembly
+        .take(WatchEvent::SnapshotBegin { revision: 2 })
+        .unwrap();
+    assert!(
+        assembly
+            .take(WatchEvent::SnapshotEnd { revision: 3 })
+            .is_err()
+    );
+    assert!(
+        assembly
+            .take(WatchEvent::Heartbeat { revision: 2 })
+            .is_err()
+    );
+}
+
+#[test]
+fn snapshot_part_events() {
+    check(
+        "watch_snapshot_begin",
+        WatchEvent::SnapshotBegin { revision: 7 },
+    );
+    check(
+        "watch_snapshot_part",
+        WatchEvent::SnapshotPart {
+            apps: BTreeMap::from([(app_key("acme", "web"), spec())]),
+            certificates: BTreeMap::from([("acme.example.com".into(), cert())]),
+        },
+    );
+    check(
+        "watch_snapshot_end",
+        WatchEvent::SnapshotEnd { revision: 7 },
+    );
+}

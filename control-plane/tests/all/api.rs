@@ -510,6 +510,35 @@ async fn next_event(body: &mut Body) -> Value {
     serde_json::from_slice(&data).unwrap()
 }
 
+/// Reads a snapshot sent in parts (`snapshot_begin`, `snapshot_part`s,
+/// `snapshot_end`) and returns it whole: `{revision, apps, certificates}`.
+async fn next_snapshot(body: &mut Body) -> Value {
+    let begin = next_event(body).await;
+    assert_eq!(begin["type"], "snapshot_begin", "{begin}");
+    let (mut apps, mut certificates) = (serde_json::Map::new(), serde_json::Map::new());
+    loop {
+        let event = next_event(body).await;
+        match event["type"].as_str() {
+            Some("snapshot_part") => {
+                for (into, field) in [(&mut apps, "apps"), (&mut certificates, "certificates")] {
+                    if let Some(items) = event[field].as_object() {
+                        into.extend(items.clone());
+                    }
+                }
+            }
+            Some("snapshot_end") => {
+                assert_eq!(event["revision"], begin["revision"]);
+                return json!({
+                    "revision": begin["revision"],
+                    "apps": apps,
+                    "certificates": certificates,
+                });
+            }
+            _ => panic!("{event} inside a snapshot"),
+        }
+    }
+}
+
 #[tokio::test]
 async fn nodes_watch_a_snapshot_then_a_delta_per_newer_state() {
     let api = Api::new();
@@ -534,16 +563,15 @@ async fn nodes_watch_a_snapshot_then_a_delta_per_newer_state() {
     assert_eq!(resp.headers()["content-type"], "application/x-ndjson");
     let mut body = resp.into_body();
 
-    let first = next_event(&mut body).await;
-    assert_eq!(first["type"], "snapshot");
-    let apps = &first["snapshot"]["apps"];
+    let first = next_snapshot(&mut body).await;
+    let apps = &first["apps"];
     // Only apps with an active version are served.
     assert_eq!(apps.as_object().unwrap().len(), 1, "{first}");
     let web = &apps["acme/web"];
     assert_eq!(web["digest"], v1.body["digest"]);
     assert_eq!(web["routes"], json!(["web.example.com"]));
     assert_eq!(web["limits"], json!({"fuel": 5000}));
-    let r1 = first["snapshot"]["revision"].as_u64().unwrap();
+    let r1 = first["revision"].as_u64().unwrap();
 
     // Later changes come as deltas from the revision the node has: only
     // what changed, so a node with many apps reloads nothing else.
@@ -916,8 +944,8 @@ async fn certificates_are_checked_sealed_listed_and_streamed() {
         .body(Body::empty())
         .unwrap();
     let mut body = api.router.clone().oneshot(req).await.unwrap().into_body();
-    let first = next_event(&mut body).await;
-    let certs = &first["snapshot"]["certificates"];
+    let first = next_snapshot(&mut body).await;
+    let certs = &first["certificates"];
     assert_eq!(certs["web.example.com"]["tenant"], "acme");
     assert_eq!(
         certs["web.example.com"]["private_key_pem"],

@@ -163,32 +163,19 @@ fn routes_for(tag: &str) -> Vec<String> {
     vec!["web.example.com".to_string(), format!("{tag}.example.com")]
 }
 
-/// The first event of the watch stream: the snapshot a node would get.
+/// The snapshot a node would get first (sent in parts), whole.
 async fn snapshot(addr: SocketAddr) -> Value {
-    let req = http::Request::get(format!(
-        "http://{addr}/v1/nodes/watch?revision=0&node=crash"
-    ))
-    .header("authorization", format!("Bearer {NODE}"))
-    .body(Full::new(Bytes::new()))
-    .unwrap();
-    let resp = crate::support::client().request(req).await.unwrap();
-    assert_eq!(resp.status(), 200);
-    let mut body = resp.into_body();
-    let mut buf = Vec::new();
-    while !buf.contains(&b'\n') {
-        let frame = tokio::time::timeout(Duration::from_secs(30), body.frame())
-            .await
-            .expect("no snapshot within 30 s")
-            .expect("the stream ended before a snapshot")
-            .unwrap();
-        if let Ok(data) = frame.into_data() {
-            buf.extend_from_slice(&data);
+    let path = "/v1/nodes/watch?revision=0&node=crash";
+    let (status, lines) = crate::support::watch_lines_until(addr, path, "snapshot_end").await;
+    assert_eq!(status, 200);
+    let mut assembly = outpost_proto::SnapshotAssembly::default();
+    for line in lines {
+        let event = serde_json::from_str(&line).unwrap();
+        if let Some(snapshot) = assembly.take(event).unwrap() {
+            return serde_json::to_value(snapshot).unwrap();
         }
     }
-    let end = buf.iter().position(|b| *b == b'\n').unwrap();
-    let event: Value = serde_json::from_slice(&buf[..end]).unwrap();
-    assert_eq!(event["type"], "snapshot", "{event}");
-    event["snapshot"].clone()
+    panic!("the stream ended before a whole snapshot");
 }
 
 /// Checks the restarted store against what clients were told; returns the

@@ -292,3 +292,55 @@ async fn a_node_prunes_versions_it_no_longer_serves() {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// A snapshot far larger than one part (120 apps with 30 KB of env each,
+/// over 20 MB as one line at the worst escaping) arrives as
+/// `snapshot_begin`, several `snapshot_part`s of about a MiB, and
+/// `snapshot_end`, and a fresh node serves every app from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_snapshot_arrives_in_bounded_parts_and_syncs() {
+    let data = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(data.path(), "127.0.0.1:0".parse().unwrap()).await;
+    let big = "x".repeat(30_000);
+    let mut hosts = Vec::new();
+    for t in 0..3 {
+        let token = cp.tenant(&format!("t{t}")).await;
+        for a in 0..40 {
+            let name = format!("app{a}");
+            let host = format!("{name}.t{t}.example.com");
+            let app = json!({"name": name, "routes": [host]});
+            let (status, body) = cp.json("POST", "/v1/apps", &token, app).await;
+            assert_eq!(status, 201, "{body}");
+            let env = json!({"BIG": big});
+            let (status, body) = cp
+                .json("PUT", &format!("/v1/apps/{name}/env"), &token, env)
+                .await;
+            assert_eq!(status, 200, "{body}");
+            cp.deploy_to(&name, &token, fixtures::hello(&format!("{host}\n")))
+                .await;
+            hosts.push(host);
+        }
+    }
+
+    // What the stream looks like: parts, each line bounded.
+    let (status, lines) = cp.watch_lines_until("snapshot_end").await;
+    assert_eq!(status, 200);
+    let parts = lines
+        .iter()
+        .filter(|l| l.contains(r#""type":"snapshot_part""#))
+        .count();
+    assert!(parts >= 3, "{parts} parts for a 3.6 MB snapshot");
+    let longest = lines.iter().map(String::len).max().unwrap();
+    assert!(
+        longest <= outpost_proto::SNAPSHOT_PART_BYTES + 512 * 1024,
+        "a {longest}-byte line"
+    );
+
+    let node = EdgeNode::start(cp.addr, cache.path(), "fresh").await;
+    for host in &hosts {
+        node.until_serves(host, &format!("{host}\n")).await;
+    }
+    node.stop();
+    cp.stop().await;
+}

@@ -51,6 +51,9 @@ pub enum SyncError {
     /// A delta came before any snapshot it could apply to.
     #[error("a delta arrived before any snapshot")]
     DeltaWithoutSnapshot,
+    /// The parts of a snapshot arrived out of order.
+    #[error(transparent)]
+    Parts(#[from] outpost_proto::OutOfOrder),
     /// A delta for another base than the snapshot served.
     #[error(transparent)]
     StaleDelta(#[from] outpost_proto::StaleDelta),

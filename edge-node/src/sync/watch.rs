@@ -8,7 +8,7 @@ use http::{Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use outpost_proto::{Delta, Snapshot, WatchEvent};
+use outpost_proto::{Delta, OutOfOrder, Snapshot, SnapshotAssembly, WatchEvent};
 
 use outpost_runtime::disk::digest_of;
 
@@ -19,7 +19,9 @@ use super::error::SyncError;
 use super::reports::{report_applied, ship_logs};
 use crate::node::Node;
 
-/// Longest event line accepted; a snapshot of many apps stays far below.
+/// Longest event line accepted. Snapshots come in parts of about a MiB
+/// (`outpost_proto::SNAPSHOT_PART_BYTES`); a delta carries one change of
+/// one tenant, bounded by its quotas (100 apps of at most ~0.5 MiB each).
 const MAX_LINE: usize = 64 * 1024 * 1024;
 /// Silence longer than this (heartbeats come every 15 s) means the
 /// connection is dead.
@@ -38,6 +40,8 @@ pub struct Follower {
     /// The snapshot being served, which deltas apply to; `None` until the
     /// node serves one it has whole (then it asks for a full snapshot).
     have: Option<Snapshot>,
+    /// A snapshot arriving in parts.
+    assembly: SnapshotAssembly,
 }
 
 impl Follower {
@@ -53,6 +57,7 @@ impl Follower {
             cache,
             client: Client::builder(TokioExecutor::new()).build_http(),
             have,
+            assembly: SnapshotAssembly::default(),
         }
     }
 
@@ -98,6 +103,8 @@ impl Follower {
             self.revision(),
             self.config.node_id
         );
+        // Parts of a snapshot never span connections.
+        self.assembly = SnapshotAssembly::default();
         let mut body = self.get(&url).await?.into_body();
         let mut buf = BytesMut::new();
         loop {
@@ -124,10 +131,23 @@ impl Follower {
 
     async fn handle(&mut self, event: WatchEvent) -> Result<(), SyncError> {
         match event {
+            // A snapshot in one line (older control planes send that).
             WatchEvent::Snapshot { snapshot } => {
                 self.apply_snapshot(&snapshot).await?;
                 self.applied(snapshot).await
             }
+            part @ (WatchEvent::SnapshotBegin { .. }
+            | WatchEvent::SnapshotPart { .. }
+            | WatchEvent::SnapshotEnd { .. }) => match self.assembly.take(part)? {
+                Some(snapshot) => {
+                    self.apply_snapshot(&snapshot).await?;
+                    self.applied(snapshot).await
+                }
+                None => Ok(()),
+            },
+            _ if self.assembly.in_progress() => Err(SyncError::Parts(OutOfOrder(
+                "another event arrived inside a snapshot",
+            ))),
             WatchEvent::Delta { delta } => {
                 // A delta from another base means the stream and the node
                 // disagree: the error reconnects, and brings a snapshot.

@@ -125,6 +125,12 @@ impl ControlPlane {
         .await
     }
 
+    /// Reads `GET /v1/nodes/watch?revision=0` (node token) line by line
+    /// until one of type `until`; returns the status and the lines.
+    pub async fn watch_lines_until(&self, until: &str) -> (u16, Vec<String>) {
+        watch_lines_until(self.addr, "/v1/nodes/watch?revision=0", until).await
+    }
+
     /// Creates tenant `name`; returns its token.
     pub async fn tenant(&self, name: &str) -> String {
         let (status, tenant) = self
@@ -161,4 +167,36 @@ impl ControlPlane {
         assert_eq!(status, 201, "{body}");
         body["version"].as_u64().unwrap()
     }
+}
+
+/// Reads the watch stream at `path` (node token) line by line until one of
+/// type `until`; returns the status and the lines.
+pub async fn watch_lines_until(addr: SocketAddr, path: &str, until: &str) -> (u16, Vec<String>) {
+    let req = Request::get(format!("http://{addr}{path}"))
+        .header("authorization", format!("Bearer {NODE}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = client().request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let mut body = resp.into_body();
+    let (mut buf, mut lines) = (Vec::new(), Vec::new());
+    let marker = format!(r#""type":"{until}""#);
+    while let Some(frame) = tokio::time::timeout(Duration::from_secs(30), body.frame())
+        .await
+        .expect("an event within 30 s")
+    {
+        if let Ok(data) = frame.unwrap().into_data() {
+            buf.extend_from_slice(&data);
+        }
+        while let Some(end) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=end).collect();
+            let line = String::from_utf8(line).unwrap().trim_end().to_string();
+            let done = line.contains(&marker);
+            lines.push(line);
+            if done {
+                return (status, lines);
+            }
+        }
+    }
+    (status, lines)
 }
