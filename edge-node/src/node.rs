@@ -256,6 +256,14 @@ impl Node {
             match result {
                 Ok(target) => {
                     if let Target::Unavailable(f) = &target {
+                        // A known failure, reused: refused like a new one.
+                        if on_failure == OnFailure::Refuse {
+                            return Err(outpost_runtime::Error::InvalidWasm {
+                                what: format!("app {:?} (tenant {:?})", f.name, f.tenant),
+                                reason: f.reason.clone(),
+                            }
+                            .into());
+                        }
                         failed.push(Failed::clone(f));
                     }
                     loaded.push((routes, target));

@@ -458,3 +458,41 @@ async fn compiled_modules_are_cached_on_disk_and_corrupt_entries_recompiled() {
         .unwrap();
     assert_eq!(lookups(&metrics), [0, 1, 0]);
 }
+
+/// In sync mode a bad app is left out alone; a strict apply of the same
+/// spec afterwards (standalone config) is still refused, not waved through
+/// because the node remembers the failure.
+#[tokio::test]
+async fn a_bad_app_is_left_out_alone_and_a_strict_apply_still_refuses_it() {
+    let node = Node::new(&PoolConfig::default(), Metrics::new()).unwrap();
+    let failed = node
+        .apply_each(vec![
+            spec("good", fixtures::hello("good\n")),
+            spec("bad", fixtures::start_trap()),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(
+        (failed[0].tenant.as_str(), failed[0].name.as_str()),
+        ("t", "bad")
+    );
+    assert!(
+        failed[0].reason.contains("unreachable"),
+        "{}",
+        failed[0].reason
+    );
+    assert_eq!(node.route("good.example.com", "/").unwrap().name(), "good");
+    assert!(node.route("bad.example.com", "/").is_none());
+    assert_eq!(node.unavailable(), failed);
+    let err = node
+        .apply(vec![
+            spec("good", fixtures::hello("good\n")),
+            spec("bad", fixtures::start_trap()),
+        ])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("unreachable"), "{err}");
+    // The refused apply changed nothing.
+    assert_eq!(node.unavailable(), failed);
+}
