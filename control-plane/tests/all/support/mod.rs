@@ -57,7 +57,12 @@ impl ControlPlane {
             node_token: NODE.into(),
             max_module_bytes,
             cert_key: None,
-            quotas: Default::default(),
+            // Room for the load scenarios (100 apps and more of one
+            // tenant); the quotas themselves are tested in api.rs.
+            quotas: outpost_control_plane::quotas::Quotas {
+                apps: 1_000,
+                ..Default::default()
+            },
             allow_localhost: false,
         };
         let (stop, stopped) = oneshot::channel::<()>();
