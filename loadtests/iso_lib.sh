@@ -108,10 +108,13 @@ edge_node_sync() {
         --http 127.0.0.1:0 --metrics 127.0.0.1:0 "$@"
 }
 
-# control_plane NAME DATA_DIR: a control plane with this run's tokens.
+# control_plane NAME DATA_DIR: a control plane with this run's tokens, and
+# quotas with room for the scenarios (thousands of apps per tenant).
 control_plane() {
+    mkdir -p "$2"
+    printf '[quotas]\napps = 100000\n' >"$2.toml"
     start_proc "$1" env OUTPOST_ADMIN_TOKEN="$ADMIN_TOKEN" OUTPOST_NODE_TOKEN="$NODE_TOKEN" \
-        "$BIN_DIR/control-plane" --listen 127.0.0.1:0 --data-dir "$2"
+        "$BIN_DIR/control-plane" --config "$2.toml" --listen 127.0.0.1:0 --data-dir "$2"
 }
 
 # api METHOD PATH TOKEN CURL_ARGS...: a control-plane call to $CP_ADDR;

@@ -21,7 +21,7 @@ pub const MIN_TOKEN_LEN: usize = 16;
     about = "Outpost control plane: the tenant REST API, storage, and the stream edge nodes follow."
 )]
 pub struct Args {
-    /// TOML config file (keys: listen, data_dir, admin_token, node_token, max_module_bytes).
+    /// TOML config file (keys: listen, data_dir, admin_token, node_token, max_module_bytes, [quotas]).
     #[arg(long, env = "OUTPOST_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Address of the API listener; port 0 picks a free one [default: 127.0.0.1:7070].
@@ -215,6 +215,39 @@ mod tests {
 
     fn args(list: &[&str]) -> Args {
         Args::try_parse_from(std::iter::once("control-plane").chain(list.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn the_quotas_section_is_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cp.toml");
+        let tokens = [
+            "--admin-token",
+            "admin-token-0123456789",
+            "--node-token",
+            "node-token-0123456789",
+        ];
+        std::fs::write(&path, "[quotas]\napps = 5\n").unwrap();
+        let with_file = |extra: &[&str]| {
+            let mut list = vec!["--config", path.to_str().unwrap()];
+            list.extend(tokens);
+            list.extend(extra);
+            Config::from_args(args(&list))
+        };
+        let c = with_file(&[]).unwrap();
+        assert_eq!(c.quotas.apps, 5);
+        assert_eq!(
+            c.quotas.routes_per_app,
+            crate::quotas::Quotas::default().routes_per_app
+        );
+        std::fs::write(&path, "[quotas]\napps = 0\ncertificates = 0\n").unwrap();
+        let err = with_file(&[]).unwrap_err().to_string();
+        assert!(
+            err.contains("quotas.apps") && err.contains("quotas.certificates"),
+            "{err}"
+        );
+        std::fs::write(&path, "[quotas]\nbuckets = 1\n").unwrap();
+        assert!(with_file(&[]).is_err());
     }
 
     #[test]
