@@ -101,9 +101,8 @@ pub async fn start(
         Some(settings) => {
             let cache =
                 Cache::open(&settings.cache_dir)?.keep_unused_bytes(settings.keep_unused_bytes);
-            let restored = sync::restore(&node, &cache, &config.limits)
-                .await?
-                .unwrap_or(0);
+            // Read and verified once: the follower starts from it too.
+            let restored = sync::restore(&node, &cache, &config.limits).await?;
             let sync_config = SyncConfig {
                 url: settings.url.clone(),
                 token: settings.token.clone(),

@@ -321,13 +321,7 @@ impl Runtime {
         .map_err(|e| Error::Engine(format!("compile task failed: {e}")))?;
         let pre = checked?;
         let compile_time = started.elapsed();
-        let app = App::new(
-            spec,
-            pre,
-            &self.metrics,
-            self.log_sink.clone(),
-            self.lanes.clone(),
-        );
+        let app = self.app(spec, pre);
         app.metrics()
             .compile_duration
             .observe(compile_time.as_secs_f64());
@@ -343,6 +337,17 @@ impl Runtime {
         Ok(app)
     }
 
+    /// An app of this runtime (its metrics, guest log sink and lanes).
+    fn app(&self, spec: AppSpec, pre: ProxyPre<HostState>) -> Arc<App> {
+        App::new(
+            spec,
+            pre,
+            &self.metrics,
+            self.log_sink.clone(),
+            self.lanes.clone(),
+        )
+    }
+
     /// Instantiates a component already [checked](Runtime::check) once,
     /// under `spec`'s limits (fuel, memory, the deadline), without calling
     /// its handler: what a node does before it serves an app, for the
@@ -353,13 +358,7 @@ impl Runtime {
     pub async fn trial(&self, spec: AppSpec, pre: ProxyPre<HostState>) -> Result<()> {
         let what = format!("app {:?}", spec.name);
         let (tenant, name) = (spec.tenant.clone(), spec.name.clone());
-        let app = App::new(
-            spec,
-            pre,
-            &self.metrics,
-            self.log_sink.clone(),
-            self.lanes.clone(),
-        );
+        let app = self.app(spec, pre);
         let result = app.trial_instantiate().await;
         drop(app);
         self.metrics.remove_app(&tenant, &name);

@@ -52,6 +52,7 @@ async fn restore(cache_dir: &Path) -> Option<u64> {
     sync::restore(&node, &cache, &Limits::default())
         .await
         .unwrap()
+        .map(|snapshot| snapshot.revision)
 }
 
 /// Fills a cache through the real sync path; returns the control plane's

@@ -26,6 +26,7 @@ pub mod watch;
 
 use std::sync::Arc;
 
+use outpost_proto::Snapshot;
 use outpost_runtime::Limits;
 
 pub use cache::{Cache, DEFAULT_KEEP_UNUSED_BYTES};
@@ -38,12 +39,12 @@ pub use watch::{Follower, next_event};
 use crate::node::Node;
 
 /// Applies the cached snapshot, if the cache holds it and every module.
-/// Returns its revision.
+/// Returns it: the follower's deltas apply to it.
 pub async fn restore(
     node: &Arc<Node>,
     cache: &Cache,
     defaults: &Limits,
-) -> crate::Result<Option<u64>> {
+) -> crate::Result<Option<Snapshot>> {
     let Some(snapshot) = cache.snapshot() else {
         return Ok(None);
     };
@@ -61,5 +62,5 @@ pub async fn restore(
     node.set_certificates(convert::certificates(&snapshot.certificates));
     node.metrics().sync.set_applied_revision(snapshot.revision);
     tracing::info!(revision = snapshot.revision, "serving the cached snapshot");
-    Ok(Some(snapshot.revision))
+    Ok(Some(snapshot))
 }

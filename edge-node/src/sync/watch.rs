@@ -45,18 +45,20 @@ pub struct Follower {
 }
 
 impl Follower {
-    /// A follower for `node`, which already serves revision `applied` (what
-    /// [`super::restore`] returned, or 0).
-    pub fn new(node: Arc<Node>, config: SyncConfig, cache: Cache, applied: u64) -> Follower {
-        let have = cache
-            .snapshot()
-            .filter(|s| applied != 0 && s.revision == applied);
+    /// A follower for `node`, which already serves `served` (what
+    /// [`super::restore`] returned), if anything.
+    pub fn new(
+        node: Arc<Node>,
+        config: SyncConfig,
+        cache: Cache,
+        served: Option<Snapshot>,
+    ) -> Follower {
         Follower {
             node,
             config,
             cache,
             client: Client::builder(TokioExecutor::new()).build_http(),
-            have,
+            have: served,
             assembly: SnapshotAssembly::default(),
         }
     }
