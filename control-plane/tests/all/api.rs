@@ -1224,3 +1224,38 @@ async fn a_tenant_over_a_quota_is_refused_naming_it() {
         assert_eq!(r.status, want, "{host}: {}", r.raw);
     }
 }
+
+/// What a node reports of the apps it could not load is bounded: a long
+/// reason is cut short, and a report listing more entries than apps can
+/// exist is refused whole.
+#[tokio::test]
+async fn node_reports_of_unavailable_apps_are_bounded() {
+    let api = Api::new();
+    let long = "r".repeat(5_000);
+    let report = json!({"applied_revision": 1, "unavailable": {"acme/web": long}});
+    let r = api
+        .json("PUT", "/v1/nodes/edge-1/status", Some(NODE), report)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.raw);
+    let nodes = api.get("/v1/nodes", Some(ADMIN)).await;
+    let kept = nodes.body[0]["unavailable"]["acme/web"].as_str().unwrap();
+    assert!(
+        kept.len() <= 1024 + '…'.len_utf8() && kept.ends_with('…'),
+        "{} bytes",
+        kept.len()
+    );
+
+    let flood: serde_json::Map<String, Value> = (0..100_001)
+        .map(|i| (format!("t/a{i}"), Value::String(String::new())))
+        .collect();
+    let report = json!({"applied_revision": 2, "unavailable": flood});
+    let r = api
+        .json("PUT", "/v1/nodes/edge-1/status", Some(NODE), report)
+        .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "too_many_entries");
+    let nodes = api.get("/v1/nodes", Some(ADMIN)).await;
+    assert_eq!(
+        nodes.body[0]["applied_revision"], 1,
+        "the refused report was recorded"
+    );
+}

@@ -86,14 +86,8 @@ impl EdgeNode {
     }
 
     pub async fn get(&self, host: &str) -> (u16, String) {
-        let req = Request::get(format!("http://{}/", self.http))
-            .header("host", host)
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        let resp = client().request(req).await.unwrap();
-        let status = resp.status().as_u16();
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
-        (status, String::from_utf8_lossy(&body).into_owned())
+        let (status, _, body) = self.request(host, "/").await;
+        (status, body)
     }
 
     /// The status of `GET /` on `host` and the node's `x-outpost-error`
@@ -104,17 +98,26 @@ impl EdgeNode {
 
     /// [`EdgeNode::get_with_error`] for `path`.
     pub async fn get_path_with_error(&self, host: &str, path: &str) -> (u16, String) {
+        let (status, code, _) = self.request(host, path).await;
+        (status, code)
+    }
+
+    /// `GET path` on `host`: the status, the node's `x-outpost-error`
+    /// (empty if none) and the body.
+    async fn request(&self, host: &str, path: &str) -> (u16, String, String) {
         let req = Request::get(format!("http://{}{path}", self.http))
             .header("host", host)
             .body(Full::new(Bytes::new()))
             .unwrap();
         let resp = client().request(req).await.unwrap();
+        let status = resp.status().as_u16();
         let code = resp
             .headers()
             .get("x-outpost-error")
             .map(|v| v.to_str().unwrap().to_string())
             .unwrap_or_default();
-        (resp.status().as_u16(), code)
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, code, String::from_utf8_lossy(&body).into_owned())
     }
 
     /// Waits (bounded) until `host` answers `want`; returns how long it took.

@@ -123,22 +123,25 @@ impl TestNode {
         server: ServerConfig,
         apps: Vec<(&[&str], AppSpec)>,
     ) -> TestNode {
-        let node = Self::launch(Config {
-            server,
-            ..local_config()
-        })
-        .await;
-        node.install(apps).await;
-        node
+        let shared = PROCESS.read().await;
+        Self::with_server(server, apps, Some(shared)).await
     }
 
     /// [`TestNode::start_with_server`] for a test that holds [`alone`].
     pub async fn start_alone(server: ServerConfig, apps: Vec<(&[&str], AppSpec)>) -> TestNode {
+        Self::with_server(server, apps, None).await
+    }
+
+    async fn with_server(
+        server: ServerConfig,
+        apps: Vec<(&[&str], AppSpec)>,
+        shared: Option<tokio::sync::RwLockReadGuard<'static, ()>>,
+    ) -> TestNode {
         let config = Config {
             server,
             ..local_config()
         };
-        let node = Self::launch_holding(config, None).await;
+        let node = Self::launch_holding(config, shared).await;
         node.install(apps).await;
         node
     }
