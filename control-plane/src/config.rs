@@ -21,7 +21,8 @@ pub const MIN_TOKEN_LEN: usize = 16;
     about = "Outpost control plane: the tenant REST API, storage, and the stream edge nodes follow."
 )]
 pub struct Args {
-    /// TOML config file (keys: listen, data_dir, admin_token, node_token, max_module_bytes, [quotas]).
+    /// TOML config file (keys: listen, data_dir, admin_token, node_token, max_module_bytes,
+    /// apps_domain, reserved_hosts, [quotas]).
     #[arg(long, env = "OUTPOST_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Address of the API listener; port 0 picks a free one [default: 127.0.0.1:7070].
@@ -48,6 +49,19 @@ pub struct Args {
         value_name = "HEX"
     )]
     pub cert_key: Option<String>,
+    /// The platform zone: every tenant may route APP.TENANT.<zone> without a grant
+    /// [default: none].
+    #[arg(long, env = "OUTPOST_APPS_DOMAIN", value_name = "DOMAIN")]
+    pub apps_domain: Option<String>,
+    /// Names no tenant may route, with every name under them: the nodes' and the control
+    /// plane's own (comma-separated) [default: none].
+    #[arg(
+        long,
+        env = "OUTPOST_RESERVED_HOSTS",
+        value_name = "HOSTS",
+        value_delimiter = ','
+    )]
+    pub reserved_hosts: Option<Vec<String>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -65,6 +79,10 @@ struct FileConfig {
     max_module_bytes: Option<u64>,
     /// Key sealing TLS private keys, 64 hex digits.
     cert_key: Option<String>,
+    /// The platform zone.
+    apps_domain: Option<String>,
+    /// Names no tenant may route.
+    reserved_hosts: Option<Vec<String>>,
     /// Per-tenant quotas.
     #[serde(default)]
     quotas: crate::quotas::Quotas,
@@ -109,10 +127,16 @@ pub struct Config {
     pub cert_key: Option<String>,
     /// What one tenant may hold.
     pub quotas: crate::quotas::Quotas,
-    /// Tenants may route `localhost` and names under it: `outpost dev`
-    /// only, where every name resolves to this machine. A real control
-    /// plane refuses them with IP literals and single-label names.
+    /// Tenants may be granted `localhost` and route names under it:
+    /// `outpost dev` only, where every name resolves to this machine. A
+    /// real control plane refuses them with IP literals and single-label
+    /// names.
     pub allow_localhost: bool,
+    /// The platform zone: every tenant may route `APP.TENANT.<zone>`
+    /// without a grant.
+    pub apps_domain: Option<String>,
+    /// Names (with every name under them) no tenant may route.
+    pub reserved_hosts: Vec<String>,
 }
 
 impl std::fmt::Debug for Config {
@@ -124,6 +148,23 @@ impl std::fmt::Debug for Config {
             .field("max_module_bytes", &self.max_module_bytes)
             .finish_non_exhaustive()
     }
+}
+
+/// A DNS name with at least one dot, normalized as routes are, or the
+/// problem with it.
+fn domain_name(key: &str, name: &str) -> Result<String, String> {
+    let bad = |why: &str| format!("{key}: {name:?} {why}");
+    if name.contains(['/', '*']) {
+        return Err(bad("must be a DNS name, without a path or wildcard"));
+    }
+    let route: outpost_runtime::router::Route = name
+        .parse()
+        .map_err(|e: outpost_runtime::router::RouteError| bad(&e.to_string()))?;
+    let host = route.host().trim_end_matches('.').to_string();
+    if !host.contains('.') || host.parse::<std::net::IpAddr>().is_ok() {
+        return Err(bad("must be a DNS name with at least one dot"));
+    }
+    Ok(host)
 }
 
 /// Every problem found in the configuration.
@@ -173,6 +214,26 @@ impl Config {
         }
         let cert_key = args.cert_key.or(file.cert_key);
         problems.extend(file.quotas.problems());
+        let apps_domain = args
+            .apps_domain
+            .or(file.apps_domain)
+            .map(|d| domain_name("apps_domain", &d))
+            .transpose()
+            .unwrap_or_else(|e| {
+                problems.push(e);
+                None
+            });
+        let mut reserved_hosts = Vec::new();
+        for host in args
+            .reserved_hosts
+            .or(file.reserved_hosts)
+            .unwrap_or_default()
+        {
+            match domain_name("reserved_hosts", &host) {
+                Ok(host) => reserved_hosts.push(host),
+                Err(e) => problems.push(e),
+            }
+        }
         if let Some(key) = &cert_key
             && let Err(e) = crate::secrets::Sealer::from_hex(key)
         {
@@ -196,6 +257,8 @@ impl Config {
             cert_key,
             quotas: file.quotas,
             allow_localhost: false,
+            apps_domain,
+            reserved_hosts,
         })
     }
 
@@ -248,6 +311,32 @@ mod tests {
         );
         std::fs::write(&path, "[quotas]\nbuckets = 1\n").unwrap();
         assert!(with_file(&[]).is_err());
+    }
+
+    #[test]
+    fn the_zone_and_reserved_names_are_dns_names() {
+        let tokens = [
+            "--admin-token",
+            "admin-token-0123456789",
+            "--node-token",
+            "node-token-0123456789",
+        ];
+        let with = |extra: &[&str]| {
+            let mut list = tokens.to_vec();
+            list.extend(extra);
+            Config::from_args(args(&list))
+        };
+        let c = with(&[
+            "--apps-domain",
+            "Apps.Example.NET",
+            "--reserved-hosts",
+            "cp.example.net,edge.example.net",
+        ])
+        .unwrap();
+        assert_eq!(c.apps_domain.as_deref(), Some("apps.example.net"));
+        assert_eq!(c.reserved_hosts, ["cp.example.net", "edge.example.net"]);
+        let e = with(&["--apps-domain", "net", "--reserved-hosts", "10.0.0.1,a/b"]).unwrap_err();
+        assert_eq!(e.0.len(), 3, "{e}");
     }
 
     #[test]

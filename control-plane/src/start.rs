@@ -136,6 +136,8 @@ pub async fn start_with(
     let state = state.with_policy(Policy {
         quotas: config.quotas.clone(),
         allow_localhost: config.allow_localhost,
+        apps_domain: config.apps_domain.clone(),
+        reserved: config.reserved_hosts.clone(),
     });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

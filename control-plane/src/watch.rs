@@ -44,16 +44,18 @@ pub struct WatchQuery {
 }
 
 /// Builds the snapshot of everything nodes should serve: every app with an
-/// active version, tenant limits merged into each, and every certificate
-/// whose tenant still routes its hostname (keys unsealed for the nodes).
+/// active version, tenant limits merged into each (a disabled tenant's
+/// apps marked so), and every certificate whose tenant still routes its
+/// hostname (keys unsealed for the nodes). Apps of a tenant that no longer
+/// exists are never served.
 pub fn snapshot(store: &dyn Store, sealer: &Sealer) -> Result<Snapshot, StoreError> {
     // Revision first: the apps read after it are at least that new, so a
     // node never believes it has a change it has not seen.
     let revision = store.revision()?;
-    let limits: BTreeMap<String, Limits> = store
+    let tenants: BTreeMap<String, (Limits, bool)> = store
         .tenants()?
         .into_iter()
-        .map(|t| (t.name, t.limits))
+        .map(|t| (t.name, (t.limits, t.disabled)))
         .collect();
     let all_apps = store.all_apps()?;
     let mut certificates = BTreeMap::new();
@@ -82,6 +84,9 @@ pub fn snapshot(store: &dyn Store, sealer: &Sealer) -> Result<Snapshot, StoreErr
         let Some(version) = app.active_version else {
             continue;
         };
+        let Some((limits, disabled)) = tenants.get(&app.tenant) else {
+            continue;
+        };
         let Some(deployment) = store
             .deployments(&app.tenant, &app.name)?
             .into_iter()
@@ -92,7 +97,8 @@ pub fn snapshot(store: &dyn Store, sealer: &Sealer) -> Result<Snapshot, StoreErr
         apps.insert(
             app_key(&app.tenant, &app.name),
             AppSpec {
-                limits: limits.get(&app.tenant).cloned().unwrap_or_default(),
+                limits: limits.clone(),
+                disabled: *disabled,
                 tenant: app.tenant,
                 name: app.name,
                 routes: app.routes,
@@ -231,7 +237,7 @@ async fn stream_events(
         }
     }
     loop {
-        let event = tokio::select! {
+        let lines = tokio::select! {
             changed = changes.changed() => {
                 if changed.is_err() {
                     return;
@@ -241,21 +247,25 @@ async fn stream_events(
                 }
                 match current(&state).await {
                     Ok(newer) if newer.revision > sent.revision => {
-                        let delta = sent.delta_to(&newer);
+                        let lines = change_lines(&sent, &newer);
                         sent = newer;
-                        WatchEvent::Delta { delta }
+                        lines
                     }
                     Ok(_) => continue,
                     // The node keeps its state; it will reconnect.
                     Err(_) => return,
                 }
             }
-            _ = tokio::time::sleep(HEARTBEAT) => WatchEvent::Heartbeat { revision: sent.revision },
+            _ = tokio::time::sleep(HEARTBEAT) => {
+                vec![line(&WatchEvent::Heartbeat { revision: sent.revision })]
+            }
         };
         // A node that stops reading fills the one-slot channel and this
         // task waits on it alone; the node's connection dropping ends it.
-        if tx.send(Ok(line(&event))).await.is_err() {
-            return;
+        for bytes in lines {
+            if tx.send(Ok(bytes)).await.is_err() {
+                return;
+            }
         }
         // The stream keeps moving, so the node is reading: it is alive.
         if let Some(id) = &node {
@@ -264,6 +274,73 @@ async fn stream_events(
     }
 }
 
+/// The lines that take a node from `from` to `to`: one delta line, or,
+/// when that line would be longer than a snapshot part (a node that missed
+/// many changes, a tenant disabled with all its apps), the snapshot in
+/// parts. So no line of the stream is ever much over
+/// [`SNAPSHOT_PART_BYTES`], whatever changed.
+fn change_lines(from: &Snapshot, to: &Arc<Snapshot>) -> Vec<Bytes> {
+    let delta = line(&WatchEvent::Delta {
+        delta: from.delta_to(to),
+    });
+    if delta.len() <= SNAPSHOT_PART_BYTES {
+        return vec![delta];
+    }
+    to.in_parts(SNAPSHOT_PART_BYTES).iter().map(line).collect()
+}
+
 fn tokio_stream(mut rx: tokio::sync::mpsc::Receiver<Item>) -> impl futures::Stream<Item = Item> {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(tenant: &str, n: usize, env_bytes: usize, disabled: bool) -> AppSpec {
+        AppSpec {
+            tenant: tenant.into(),
+            name: format!("app{n}"),
+            routes: vec![format!("app{n}.{tenant}.example.com")],
+            version: 1,
+            digest: "sha256:00".into(),
+            env: [("BIG".to_string(), "\"".repeat(env_bytes))].into(),
+            limits: Limits::default(),
+            allow_outbound: Vec::new(),
+            disabled,
+        }
+    }
+
+    fn snapshot(revision: u64, apps: impl IntoIterator<Item = AppSpec>) -> Snapshot {
+        Snapshot {
+            revision,
+            apps: apps
+                .into_iter()
+                .map(|a| (app_key(&a.tenant, &a.name), a))
+                .collect(),
+            certificates: BTreeMap::new(),
+        }
+    }
+
+    /// One small change is one delta line; disabling a tenant whose 100
+    /// apps carry 60 KB of env each (6× that once JSON-escaped) would be a
+    /// 36 MB delta, so it goes as a snapshot in bounded parts instead.
+    #[test]
+    fn a_change_never_makes_a_line_much_longer_than_a_part() {
+        let before = snapshot(1, (0..100).map(|n| app("acme", n, 60_000, false)));
+        let one = snapshot(2, (0..100).map(|n| app("acme", n, 60_000, n == 7)));
+        let lines = change_lines(&before, &Arc::new(one));
+        assert_eq!(lines.len(), 1);
+        assert!(lines[0].starts_with(br#"{"type":"delta""#));
+
+        let all = Arc::new(snapshot(3, (0..100).map(|n| app("acme", n, 60_000, true))));
+        let lines = change_lines(&before, &all);
+        assert!(lines.len() > 3, "{} lines", lines.len());
+        let longest = lines.iter().map(Bytes::len).max().unwrap();
+        assert!(
+            longest <= SNAPSHOT_PART_BYTES + 512 * 1024,
+            "a {longest}-byte line"
+        );
+        assert!(lines[0].starts_with(br#"{"type":"snapshot_begin""#));
+    }
 }

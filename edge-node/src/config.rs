@@ -289,6 +289,7 @@ impl AppConfig {
                 limits: self.limits.clone(),
                 env: self.env.clone(),
                 allow_outbound: self.allow_outbound.clone(),
+                disabled: false,
             },
         ))
     }

@@ -49,12 +49,22 @@ struct Table {
     apps: HashMap<AppKey, (Vec<Route>, Target)>,
 }
 
-/// What a route leads to: an app, or the reason its app could not load on
-/// this node (its routes answer 503 `app_unavailable`, nobody else's).
+/// What a route leads to: an app, the reason its app could not load on
+/// this node (its routes answer 503 `app_unavailable`, nobody else's), or
+/// an app of a disabled tenant (403 `tenant_disabled`, never loaded).
 #[derive(Clone)]
 enum Target {
     App(Arc<App>),
     Unavailable(Arc<Failed>),
+    Disabled(Arc<Parked>),
+}
+
+/// An app of a disabled tenant: known by name only.
+#[derive(Debug)]
+struct Parked {
+    tenant: String,
+    name: String,
+    fingerprint: [u8; 32],
 }
 
 impl Target {
@@ -62,6 +72,7 @@ impl Target {
         match self {
             Target::App(app) => app.tenant(),
             Target::Unavailable(failed) => &failed.tenant,
+            Target::Disabled(parked) => &parked.tenant,
         }
     }
 
@@ -69,6 +80,7 @@ impl Target {
         match self {
             Target::App(app) => app.fingerprint(),
             Target::Unavailable(failed) => failed.fingerprint,
+            Target::Disabled(parked) => parked.fingerprint,
         }
     }
 }
@@ -296,6 +308,11 @@ impl Node {
             .filter(|(_, target)| target.fingerprint() == spec.fingerprint());
         match same {
             Some((_, target)) => Ok(target.clone()),
+            None if spec.disabled => Ok(Target::Disabled(Arc::new(Parked {
+                fingerprint: spec.fingerprint(),
+                tenant: spec.tenant,
+                name: spec.name,
+            }))),
             None => Ok(Target::App(self.runtime.load(spec).await?)),
         }
     }
@@ -315,14 +332,10 @@ impl Node {
                     .remove_app(target.tenant(), name_of(target));
             }
         }
-        let unavailable = next
-            .apps
-            .values()
-            .filter(|(_, t)| matches!(t, Target::Unavailable(_)))
-            .count();
-        self.metrics
-            .runtime
-            .set_apps_loaded(next.apps.len() - unavailable);
+        let count = |f: fn(&Target) -> bool| next.apps.values().filter(|(_, t)| f(t)).count();
+        let unavailable = count(|t| matches!(t, Target::Unavailable(_)));
+        let loaded = count(|t| matches!(t, Target::App(_)));
+        self.metrics.runtime.set_apps_loaded(loaded);
         self.metrics.runtime.set_apps_unavailable(unavailable);
         Ok(())
     }
@@ -417,7 +430,7 @@ impl Node {
     pub fn route(&self, host: &str, path: &str) -> Option<Arc<App>> {
         match self.table.load().router.lookup(host, path)? {
             Target::App(app) => Some(app.clone()),
-            Target::Unavailable(_) => None,
+            Target::Unavailable(_) | Target::Disabled(_) => None,
         }
     }
 
@@ -429,7 +442,7 @@ impl Node {
             .values()
             .filter_map(|(_, t)| match t {
                 Target::Unavailable(f) => Some(Failed::clone(f)),
-                Target::App(_) => None,
+                Target::App(_) | Target::Disabled(_) => None,
             })
             .collect();
         out.sort_by(|a, b| (&a.tenant, &a.name).cmp(&(&b.tenant, &b.name)));
@@ -470,6 +483,13 @@ impl Node {
                 return error_response(
                     UnroutedReason::AppUnavailable.code(),
                     "the app at this host and path cannot run on this node right now",
+                );
+            }
+            Some(Target::Disabled(_)) => {
+                self.metrics.server.unrouted(UnroutedReason::TenantDisabled);
+                return error_response(
+                    UnroutedReason::TenantDisabled.code(),
+                    "the site at this host is disabled by the operator",
                 );
             }
             None => {
@@ -531,6 +551,7 @@ fn name_of(target: &Target) -> &str {
     match target {
         Target::App(app) => app.name(),
         Target::Unavailable(failed) => &failed.name,
+        Target::Disabled(parked) => &parked.name,
     }
 }
 

@@ -74,6 +74,92 @@ pub struct Limits {
 pub struct CreateTenant {
     /// Tenant name: lower-case letters, digits and `-`.
     pub name: String,
+    /// Domains granted at creation (see [`SetDomains`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub domains: Vec<String>,
+}
+
+/// `PUT /v1/tenants/{tenant}/domains` (admin): the domains a tenant may
+/// route, each with every name under it. Replaces the list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SetDomains {
+    /// `example.com`: the tenant may route `example.com` and `*.example.com`.
+    pub domains: Vec<String>,
+}
+
+/// Per-tenant quota overrides (`PUT /v1/tenants/{tenant}/quotas`, admin).
+/// An absent field means the operator's default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct TenantQuotas {
+    /// Apps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apps: Option<u64>,
+    /// Routes in one app.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routes_per_app: Option<u64>,
+    /// Distinct hosts routed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosts: Option<u64>,
+    /// Bytes of environment (names and values) in one app.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env_bytes_per_app: Option<u64>,
+    /// Certificates installed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificates: Option<u64>,
+    /// MiB of components kept (every version kept counts its size).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_mib: Option<u64>,
+    /// Versions kept per app; older inactive ones are pruned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub versions_per_app: Option<u64>,
+}
+
+/// What a tenant holds, as `GET /v1/tenants` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct TenantUsage {
+    /// Distinct hosts routed.
+    pub hosts: u64,
+    /// Certificates installed.
+    pub certificates: u64,
+    /// Bytes of the component versions kept.
+    pub stored_bytes: u64,
+}
+
+/// `POST /v1/tokens` (tenant) or `POST /v1/tenants/{tenant}/tokens` (admin).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    /// A name for the token, unique within the tenant (`ci`, `laptop`).
+    pub name: String,
+}
+
+/// The answer to [`CreateToken`]: the only time the token is shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct TokenCreated {
+    /// Its name.
+    pub name: String,
+    /// The bearer token. Stored hashed.
+    pub token: String,
+}
+
+/// A token as `GET /v1/tokens` lists it: never the token itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct TokenInfo {
+    /// Its name.
+    pub name: String,
+    /// Unix seconds.
+    pub created_at: u64,
 }
 
 /// The answer to [`CreateTenant`]: the only time the token is shown.
@@ -100,6 +186,18 @@ pub struct Tenant {
     /// Number of apps it owns.
     #[serde(default)]
     pub apps: u64,
+    /// Domains it may route.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub domains: Vec<String>,
+    /// Disabled: its hosts answer 403 and its API refuses writes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disabled: bool,
+    /// Quota overrides.
+    #[serde(default)]
+    pub quotas: TenantQuotas,
+    /// What it holds besides its apps.
+    #[serde(default)]
+    pub usage: TenantUsage,
 }
 
 /// `POST /v1/apps` (tenant).
@@ -234,6 +332,10 @@ pub struct AppSpec {
     /// Hosts (`host` or `host:port`) the worker may call; empty: none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow_outbound: Vec<String>,
+    /// The tenant is disabled: its routes answer 403 `tenant_disabled`
+    /// and nothing of it is loaded.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disabled: bool,
 }
 
 /// Body of `PUT /v1/certificates/{hostname}`.

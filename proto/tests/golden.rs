@@ -46,6 +46,7 @@ fn spec() -> AppSpec {
             ..Limits::default()
         },
         allow_outbound: vec!["api.payments.example".into()],
+        disabled: false,
     }
 }
 
@@ -59,6 +60,50 @@ fn api_bodies() {
         "create_tenant",
         CreateTenant {
             name: "acme".into(),
+            domains: vec![],
+        },
+    );
+    check(
+        "create_tenant_with_domains",
+        CreateTenant {
+            name: "acme".into(),
+            domains: vec!["acme.example".into()],
+        },
+    );
+    check(
+        "set_domains",
+        SetDomains {
+            domains: vec!["acme.example".into(), "acme-shop.example".into()],
+        },
+    );
+    check(
+        "tenant_quotas",
+        TenantQuotas {
+            apps: Some(500),
+            stored_mib: Some(4096),
+            ..TenantQuotas::default()
+        },
+    );
+    check("create_token", CreateToken { name: "ci".into() });
+    check(
+        "token_created",
+        TokenCreated {
+            name: "ci".into(),
+            token: "opt_3q2-example-token".into(),
+        },
+    );
+    check(
+        "token_info",
+        TokenInfo {
+            name: "ci".into(),
+            created_at: 1_795_000_000,
+        },
+    );
+    check(
+        "app_spec_disabled",
+        AppSpec {
+            disabled: true,
+            ..spec()
         },
     );
     check(
@@ -79,6 +124,17 @@ fn api_bodies() {
                 max_concurrency: Some(16),
             },
             apps: 2,
+            domains: vec!["acme.example".into()],
+            disabled: true,
+            quotas: TenantQuotas {
+                apps: Some(500),
+                ..TenantQuotas::default()
+            },
+            usage: TenantUsage {
+                hosts: 3,
+                certificates: 1,
+                stored_bytes: 48_178,
+            },
         },
     );
     check(
@@ -209,6 +265,10 @@ fn empty_and_absent_shapes() {
             name: "acme".into(),
             limits: Limits::default(),
             apps: 0,
+            domains: vec![],
+            disabled: false,
+            quotas: TenantQuotas::default(),
+            usage: TenantUsage::default(),
         },
     );
     check(

@@ -43,6 +43,9 @@ pub struct AppSpec {
     /// Hosts (`host` or `host:port`) the guest may call over
     /// `wasi:http/outgoing-handler`; empty: none.
     pub allow_outbound: Vec<String>,
+    /// Its tenant is disabled: the node answers its routes itself (403
+    /// `tenant_disabled`) and never loads it; `wasm` may be empty.
+    pub disabled: bool,
 }
 
 /// A compiled, ready-to-serve app.
@@ -88,8 +91,8 @@ impl AppSpec {
         h.update(&self.wasm);
         h.update(
             format!(
-                "{:?}\0{:?}\0{:?}",
-                self.limits, self.env, self.allow_outbound
+                "{:?}\0{:?}\0{:?}\0{}",
+                self.limits, self.env, self.allow_outbound, self.disabled
             )
             .as_bytes(),
         );

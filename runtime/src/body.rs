@@ -37,6 +37,8 @@ pub enum ErrorCode {
     UriTooLong,
     /// 503: the app routed there failed to load on this node.
     AppUnavailable,
+    /// 403: the app's tenant is disabled by the operator.
+    TenantDisabled,
     /// 503: the worker ran out of fuel.
     Fuel,
     /// 503: the worker exceeded its memory limit.
@@ -67,13 +69,14 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code.
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::UnknownHost,
         ErrorCode::MissingHost,
         ErrorCode::BadHost,
         ErrorCode::Misdirected,
         ErrorCode::UriTooLong,
         ErrorCode::AppUnavailable,
+        ErrorCode::TenantDisabled,
         ErrorCode::Fuel,
         ErrorCode::Memory,
         ErrorCode::Timeout,
@@ -97,6 +100,7 @@ impl ErrorCode {
                 StatusCode::BAD_REQUEST
             }
             ErrorCode::Misdirected => StatusCode::MISDIRECTED_REQUEST,
+            ErrorCode::TenantDisabled => StatusCode::FORBIDDEN,
             ErrorCode::UriTooLong => StatusCode::URI_TOO_LONG,
             ErrorCode::Fuel
             | ErrorCode::Memory
@@ -122,6 +126,7 @@ impl ErrorCode {
             ErrorCode::Misdirected => "misdirected",
             ErrorCode::UriTooLong => "uri_too_long",
             ErrorCode::AppUnavailable => "app_unavailable",
+            ErrorCode::TenantDisabled => "tenant_disabled",
             ErrorCode::Fuel => "fuel",
             ErrorCode::Memory => "memory",
             ErrorCode::Timeout => "timeout",

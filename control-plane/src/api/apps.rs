@@ -18,8 +18,8 @@ use sha2::{Digest, Sha256};
 
 use super::auth::{NodeAuth, TenantAuth, hex};
 use super::error::{ApiError, ApiResult};
-use super::{ApiState, JsonBody, Policy, check_name};
-use crate::store::{AppRecord, DeploymentRecord, now};
+use super::{ApiState, JsonBody, Policy, check_name, hosts};
+use crate::store::{AppRecord, DeploymentRecord, TenantRecord, now};
 
 fn view(app: AppRecord) -> App {
     App {
@@ -38,16 +38,16 @@ fn view(app: AppRecord) -> App {
 pub(crate) const MAX_ROUTE_CHARS: usize = 1024;
 
 /// Parses and normalizes routes with the node's own parser, refusing
-/// duplicates and hosts no tenant may claim, so what is stored is exactly
-/// what nodes will route.
-fn normalize_routes(routes: &[String], policy: &Policy) -> ApiResult<Vec<String>> {
-    let allow_localhost = policy.allow_localhost;
-    if routes.len() > policy.quotas.routes_per_app {
-        return Err(quota_exceeded(
-            "routes_per_app",
-            policy.quotas.routes_per_app,
-            "routes in one app",
-        ));
+/// duplicates and hosts the tenant may not claim ([`hosts::check_claim`]),
+/// so what is stored is exactly what nodes will route.
+fn normalize_routes(
+    routes: &[String],
+    tenant: &TenantRecord,
+    policy: &Policy,
+) -> ApiResult<Vec<String>> {
+    let quota = policy.quotas_for(tenant).routes_per_app;
+    if routes.len() > quota {
+        return Err(ApiError::quota_exceeded("routes_per_app", quota as u64));
     }
     let mut out: Vec<String> = Vec::with_capacity(routes.len());
     for r in routes {
@@ -63,12 +63,7 @@ fn normalize_routes(routes: &[String], policy: &Policy) -> ApiResult<Vec<String>
             .map_err(|e: outpost_runtime::router::RouteError| {
                 ApiError::bad_request("bad_route", e.to_string())
             })?;
-        if let Err(why) = claimable(route.host(), allow_localhost) {
-            return Err(ApiError::bad_request(
-                "host_not_allowed",
-                format!("{}: {why}", route.host()),
-            ));
-        }
+        hosts::check_claim(route.host(), tenant, policy)?;
         let route = route.to_string();
         if out.contains(&route) {
             return Err(ApiError::bad_request(
@@ -79,42 +74,6 @@ fn normalize_routes(routes: &[String], policy: &Policy) -> ApiResult<Vec<String>
         out.push(route);
     }
     Ok(out)
-}
-
-/// 403 `quota_exceeded`, naming the quota.
-pub(crate) fn quota_exceeded(quota: &str, limit: usize, what: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::FORBIDDEN,
-        "quota_exceeded",
-        format!("quota {quota}: at most {limit} {what}"),
-    )
-}
-
-/// Why no tenant may route `host`, if so: an IP literal (in any form a
-/// resolver accepts), a single-label name (`localhost`, an intranet name,
-/// `2130706433`), or a name under `localhost` outside `outpost dev`.
-fn claimable(host: &str, allow_localhost: bool) -> Result<(), &'static str> {
-    let host = host.trim_end_matches('.');
-    if host.starts_with('[') || host.parse::<std::net::IpAddr>().is_ok() {
-        return Err("IP addresses cannot be routed; use a DNS name");
-    }
-    let is_localhost = host == "localhost" || host.ends_with(".localhost");
-    if is_localhost && allow_localhost && host != "localhost" {
-        return Ok(());
-    }
-    if is_localhost {
-        return Err("localhost names are only for outpost dev");
-    }
-    // The last label all digits: an IP in another spelling (`127.1`,
-    // `0x7f.1`), never a public name.
-    let last = host.rsplit('.').next().unwrap_or(host);
-    if !host.contains('.') {
-        return Err("single-label names cannot be routed; use a full DNS name");
-    }
-    if last.bytes().all(|b| b.is_ascii_digit()) || last.starts_with("0x") {
-        return Err("IP addresses cannot be routed; use a DNS name");
-    }
-    Ok(())
 }
 
 /// Most hosts one app may list.
@@ -200,29 +159,24 @@ pub async fn create(
     JsonBody(body): JsonBody<CreateApp>,
 ) -> ApiResult<(StatusCode, Json<App>)> {
     check_name("app", &body.name)?;
-    // Counted before the write: two creates racing past the last free
-    // slot may both land (one app over); everything else is exact.
-    let name = tenant.name.clone();
-    let apps = state.blocking(move |s| s.apps(&name)).await?;
-    if apps.len() >= state.policy.quotas.apps {
-        return Err(quota_exceeded(
-            "apps",
-            state.policy.quotas.apps,
-            "apps per tenant",
-        ));
-    }
     let record = AppRecord {
-        tenant: tenant.name,
+        routes: normalize_routes(&body.routes, &tenant, &state.policy)?,
+        tenant: tenant.name.clone(),
         name: body.name,
-        routes: normalize_routes(&body.routes, &state.policy)?,
         env: Default::default(),
         active_version: None,
         versions: 0,
+        kept: Vec::new(),
         created_at: now(),
         allow_outbound: normalize_outbound(&body.allow_outbound)?,
     };
+    // The app count is checked in the store's transaction: two creates
+    // racing for the last free slot cannot both land.
+    let allowance = state.policy.quotas_for(&tenant).allowance();
     let stored = record.clone();
-    state.mutate(move |s| s.create_app(stored)).await?;
+    state
+        .mutate(move |s| s.create_app(stored, &allowance))
+        .await?;
     Ok((StatusCode::CREATED, Json(view(record))))
 }
 
@@ -291,14 +245,14 @@ pub async fn set_routes(
     Path(app): Path<String>,
     JsonBody(body): JsonBody<SetRoutes>,
 ) -> ApiResult<Json<App>> {
-    let routes = normalize_routes(&body.routes, &state.policy)?;
+    let routes = normalize_routes(&body.routes, &tenant, &state.policy)?;
+    let allowance = state.policy.quotas_for(&tenant).allowance();
     let (t, a) = (tenant.name.clone(), app.clone());
-    state.mutate(move |s| s.set_routes(&t, &a, routes)).await?;
+    state
+        .mutate(move |s| s.set_routes(&t, &a, routes, &allowance))
+        .await?;
     Ok(Json(view(load(&state, &tenant.name, &app).await?)))
 }
-
-/// Largest environment accepted: keeps snapshots small.
-const MAX_ENV_BYTES: usize = 64 * 1024;
 
 #[utoipa::path(
     put,
@@ -315,18 +269,20 @@ pub async fn set_env(
     Path(app): Path<String>,
     JsonBody(env): JsonBody<SetEnv>,
 ) -> ApiResult<Json<App>> {
-    check_env(&env)?;
+    let max = state.policy.quotas_for(&tenant).env_bytes_per_app;
+    check_env(&env, max)?;
     let (t, a) = (tenant.name.clone(), app.clone());
     state.mutate(move |s| s.set_env(&t, &a, env)).await?;
     Ok(Json(view(load(&state, &tenant.name, &app).await?)))
 }
 
-/// Names non-empty without `=` or NUL, values without NUL, 64 KiB in all.
+/// Names non-empty without `=` or NUL, values without NUL; the
+/// `env_bytes_per_app` quota in all (names and values).
 fn env_name_ok(name: &str) -> bool {
     !name.is_empty() && !name.contains(['=', '\0'])
 }
 
-fn check_env(env: &std::collections::BTreeMap<String, String>) -> ApiResult<()> {
+fn check_env(env: &std::collections::BTreeMap<String, String>, max: usize) -> ApiResult<()> {
     let mut size = 0;
     for (k, v) in env {
         if !env_name_ok(k) || v.contains('\0') {
@@ -340,12 +296,8 @@ fn check_env(env: &std::collections::BTreeMap<String, String>) -> ApiResult<()> 
         }
         size += k.len() + v.len();
     }
-    if size > MAX_ENV_BYTES {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "env_too_large",
-            format!("the environment may hold at most {MAX_ENV_BYTES} bytes"),
-        ));
+    if size > max {
+        return Err(ApiError::quota_exceeded("env_bytes_per_app", max as u64));
     }
     Ok(())
 }
@@ -375,6 +327,7 @@ pub async fn patch_env(
     }
     // Checked on what the environment would become, inside the store's
     // transaction, so two concurrent patches both land.
+    let max = state.policy.quotas_for(&tenant).env_bytes_per_app;
     let (t, a) = (tenant.name.clone(), app.clone());
     let (revision, refused) = state
         .blocking(move |s| {
@@ -386,7 +339,7 @@ pub async fn patch_env(
                         None => env.remove(k),
                     };
                 }
-                check_env(env).map_err(|e| {
+                check_env(env, max).map_err(|e| {
                     refused = Some(e);
                     "refused".to_string()
                 })
@@ -508,6 +461,15 @@ pub async fn deploy(
     if wasm.is_empty() {
         return Err(ApiError::bad_request("bad_wasm", "the upload is empty"));
     }
+    // A component larger than everything the tenant may keep can never be
+    // stored: refused before it costs a compile.
+    let allowance = state.policy.quotas_for(&tenant).allowance();
+    if wasm.len() as u64 > allowance.stored_bytes {
+        return Err(ApiError::quota_exceeded(
+            "stored_mib",
+            allowance.stored_bytes / MIB,
+        ));
+    }
 
     let digest = format!("sha256:{}", hex(&Sha256::digest(&wasm)));
     // Compile with the nodes' engine configuration, off the async workers:
@@ -553,6 +515,7 @@ pub async fn deploy(
         limits,
         env: Vec::new(),
         allow_outbound: Vec::new(),
+        disabled: false,
     };
     state
         .validator
@@ -562,7 +525,7 @@ pub async fn deploy(
 
     let (t, a, d) = (tenant.name.clone(), app.clone(), digest.clone());
     let (record, revision) = state
-        .blocking(move |s| s.deploy_module(&t, &a, &d, &wasm, now()))
+        .blocking(move |s| s.deploy_module(&t, &a, &d, &wasm, now(), &allowance))
         .await?;
     state.notify(revision);
     state.metrics.deployed(&tenant.name);

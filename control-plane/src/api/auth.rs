@@ -52,7 +52,7 @@ fn bearer(parts: &Parts) -> Option<&str> {
 enum Caller {
     Admin,
     Node,
-    Tenant(TenantRecord),
+    Tenant(Box<TenantRecord>),
 }
 
 /// The client's address, when the server recorded it (not in `oneshot`
@@ -80,7 +80,7 @@ async fn caller(parts: &Parts, state: &ApiState) -> Result<Caller, ApiError> {
         return Ok(Caller::Node);
     }
     if let Some(tenant) = state.tenant_by_token_hash(hash).await? {
-        return Ok(Caller::Tenant(tenant));
+        return Ok(Caller::Tenant(Box::new(tenant)));
     }
     let ip = peer_ip(parts);
     let now = std::time::Instant::now();
@@ -149,7 +149,12 @@ impl FromRequestParts<Arc<ApiState>> for TenantAuth {
         state: &Arc<ApiState>,
     ) -> Result<Self, ApiError> {
         match caller(parts, state).await? {
-            Caller::Tenant(tenant) => Ok(TenantAuth(tenant)),
+            // A disabled tenant may still look (and see why nothing it
+            // has serves), but not change anything.
+            Caller::Tenant(tenant) if tenant.disabled && !parts.method.is_safe() => {
+                Err(ApiError::tenant_disabled())
+            }
+            Caller::Tenant(tenant) => Ok(TenantAuth(*tenant)),
             _ => Err(ApiError::forbidden("this needs a tenant token")),
         }
     }

@@ -3,7 +3,8 @@
 //!
 //! A certificate is installed for a hostname the tenant routes: an exact
 //! host of one of its routes, or `*.parent` when at least one of its route
-//! hosts is one label under `parent`. Nodes only serve a wildcard for hosts
+//! hosts is one label under `parent` and `parent` is within the tenant's
+//! grants or zone. Nodes only serve a wildcard for hosts
 //! the same tenant routes, so it never answers for another tenant's host.
 
 use std::sync::Arc;
@@ -99,6 +100,17 @@ pub async fn put(
             format!("{hostname} is not the host of any of your routes"),
         ));
     }
+    // A wildcard stands for every name under its parent, so it needs the
+    // parent's grant (or the tenant's own zone), not just one route there:
+    // routing `a.shared.example` must not let a tenant answer for the
+    // names another tenant may claim under `shared.example` later.
+    if hostname.starts_with("*.") && !super::hosts::granted(&hostname, &tenant, &state.policy) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "domain_not_granted",
+            format!("{hostname} needs a grant of its parent domain to your tenant"),
+        ));
+    }
     let bad = |e: outpost_runtime::Error| ApiError::bad_request("bad_certificate", e.to_string());
     let cert = Certificate::parse(
         upload.cert_chain_pem.as_bytes(),
@@ -112,13 +124,9 @@ pub async fn put(
         .iter()
         .filter(|c| c.tenant == tenant.name && c.hostname != hostname)
         .count();
-    let quota = state.policy.quotas.certificates;
+    let quota = state.policy.quotas_for(&tenant).certificates;
     if held >= quota {
-        return Err(super::apps::quota_exceeded(
-            "certificates",
-            quota,
-            "certificates per tenant",
-        ));
+        return Err(ApiError::quota_exceeded("certificates", quota as u64));
     }
     let record = CertRecord {
         private_key_sealed: state.sealer.seal(&hostname, &upload.private_key_pem),
@@ -211,6 +219,7 @@ mod tests {
             env: Default::default(),
             active_version: None,
             versions: 0,
+            kept: Vec::new(),
             created_at: 0,
             allow_outbound: Vec::new(),
         };

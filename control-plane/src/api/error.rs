@@ -75,6 +75,28 @@ impl ApiError {
         Self::new(StatusCode::FORBIDDEN, "forbidden", message)
     }
 
+    /// 403 `quota_exceeded`, naming the quota and its value.
+    pub fn quota_exceeded(quota: &str, limit: u64) -> ApiError {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "quota_exceeded",
+            format!(
+                "quota {quota}: at most {limit} {}",
+                crate::quotas::Quotas::unit(quota)
+            ),
+        )
+    }
+
+    /// 403 `tenant_disabled`: the admin disabled this tenant.
+    pub fn tenant_disabled() -> ApiError {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "tenant_disabled",
+            "this tenant is disabled: its apps do not serve and changes are refused; \
+             ask the operator",
+        )
+    }
+
     /// 404.
     pub fn not_found(message: impl Into<String>) -> ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
@@ -83,6 +105,11 @@ impl ApiError {
     /// The status.
     pub fn status(&self) -> StatusCode {
         self.status
+    }
+
+    /// The machine-readable code.
+    pub fn code(&self) -> &'static str {
+        self.code
     }
 }
 
@@ -105,6 +132,7 @@ impl From<StoreError> for ApiError {
                 ),
             ),
             StoreError::NotFound(_) => Self::not_found(e.to_string()),
+            StoreError::QuotaExceeded { quota, limit } => Self::quota_exceeded(quota, limit),
             StoreError::Full(ref why) => {
                 tracing::error!(error = %why, "the store's disk is full");
                 // 507 tells the client (and the operator's alerting) that

@@ -6,17 +6,19 @@ mod apps;
 pub mod auth;
 pub(crate) mod certs;
 pub mod error;
+pub(crate) mod hosts;
 pub mod limiter;
 pub mod logs;
 mod nodes;
 pub mod openapi;
 pub mod slots;
 mod tenants;
+mod tokens;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use outpost_runtime::{PoolConfig, Runtime};
 
 use crate::store::{Revision, Store, StoreError, TenantRecord};
@@ -29,14 +31,25 @@ pub const DEFAULT_MAX_MODULE_BYTES: u64 = 50 * 1024 * 1024;
 /// pool, so another tenant always finds room.
 pub const UPLOADS_PER_TENANT: usize = PoolConfig::VALIDATION_SLOTS as usize / 2;
 
-/// What the operator allows tenants: quotas, and whether `localhost`
-/// names may be routed (`outpost dev` only).
+/// What the operator allows tenants: quotas, the platform zone, reserved
+/// names, and whether `localhost` names may be routed (`outpost dev` only).
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
-    /// What one tenant may hold.
+    /// What one tenant may hold, unless overridden for it.
     pub quotas: crate::quotas::Quotas,
-    /// Tenants may route names under `localhost`.
+    /// Tenants may be granted `localhost` and route names under it.
     pub allow_localhost: bool,
+    /// The platform zone: every tenant may route `APP.TENANT.<zone>`.
+    pub apps_domain: Option<String>,
+    /// Names (and everything under them) no tenant may route.
+    pub reserved: Vec<String>,
+}
+
+impl Policy {
+    /// The quotas that hold for `tenant`.
+    pub fn quotas_for(&self, tenant: &TenantRecord) -> crate::quotas::Quotas {
+        self.quotas.for_tenant(&tenant.quotas)
+    }
 }
 
 /// Shared state of the API handlers.
@@ -218,7 +231,15 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/openapi.json", get(openapi::document))
         .route("/v1/tenants", post(tenants::create).get(tenants::list))
+        .route("/v1/tenants/{tenant}", delete(tenants::delete))
         .route("/v1/tenants/{tenant}/limits", put(tenants::set_limits))
+        .route("/v1/tenants/{tenant}/domains", put(tenants::set_domains))
+        .route("/v1/tenants/{tenant}/quotas", put(tenants::set_quotas))
+        .route("/v1/tenants/{tenant}/disable", post(tenants::disable))
+        .route("/v1/tenants/{tenant}/enable", post(tenants::enable))
+        .route("/v1/tenants/{tenant}/tokens", post(tokens::create_as_admin))
+        .route("/v1/tokens", post(tokens::create).get(tokens::list))
+        .route("/v1/tokens/{name}", delete(tokens::revoke))
         .route("/v1/apps", post(apps::create).get(apps::list))
         .route("/v1/apps/{app}", get(apps::show).delete(apps::delete))
         .route("/v1/apps/{app}/routes", put(apps::set_routes))

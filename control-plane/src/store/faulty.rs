@@ -17,10 +17,9 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use outpost_proto::Limits;
-
 use super::{
-    AppRecord, CertRecord, DeploymentRecord, Result, Revision, Store, StoreError, TenantRecord,
+    Allowance, AppRecord, CertRecord, DeploymentRecord, Result, Revision, Store, StoreError,
+    TenantRecord, TokenRecord, Usage,
 };
 
 /// The error a failing write returns.
@@ -107,14 +106,41 @@ impl<S: Store> Store for FaultyStore<S> {
         self.inner.tenant_by_token(token_sha256)
     }
 
-    fn set_tenant_limits(&self, name: &str, limits: Limits) -> Result<Revision> {
+    fn update_tenant(
+        &self,
+        name: &str,
+        change: &mut (dyn FnMut(&mut TenantRecord) -> std::result::Result<(), String> + Send),
+    ) -> Result<std::result::Result<Revision, String>> {
         self.write()?;
-        self.inner.set_tenant_limits(name, limits)
+        self.inner.update_tenant(name, change)
     }
 
-    fn create_app(&self, record: AppRecord) -> Result<Revision> {
+    fn delete_tenant(&self, name: &str) -> Result<Revision> {
         self.write()?;
-        self.inner.create_app(record)
+        self.inner.delete_tenant(name)
+    }
+
+    fn usage(&self, tenant: &str) -> Result<Usage> {
+        self.inner.usage(tenant)
+    }
+
+    fn create_token(&self, record: TokenRecord) -> Result<()> {
+        self.write()?;
+        self.inner.create_token(record)
+    }
+
+    fn tokens(&self, tenant: &str) -> Result<Vec<TokenRecord>> {
+        self.inner.tokens(tenant)
+    }
+
+    fn revoke_token(&self, tenant: &str, name: &str) -> Result<()> {
+        self.write()?;
+        self.inner.revoke_token(tenant, name)
+    }
+
+    fn create_app(&self, record: AppRecord, allowance: &Allowance) -> Result<Revision> {
+        self.write()?;
+        self.inner.create_app(record, allowance)
     }
 
     fn app(&self, tenant: &str, name: &str) -> Result<Option<AppRecord>> {
@@ -134,9 +160,15 @@ impl<S: Store> Store for FaultyStore<S> {
         self.inner.delete_app(tenant, name)
     }
 
-    fn set_routes(&self, tenant: &str, name: &str, routes: Vec<String>) -> Result<Revision> {
+    fn set_routes(
+        &self,
+        tenant: &str,
+        name: &str,
+        routes: Vec<String>,
+        allowance: &Allowance,
+    ) -> Result<Revision> {
         self.write()?;
-        self.inner.set_routes(tenant, name, routes)
+        self.inner.set_routes(tenant, name, routes, allowance)
     }
 
     fn set_outbound(&self, tenant: &str, name: &str, hosts: Vec<String>) -> Result<Revision> {
@@ -177,9 +209,11 @@ impl<S: Store> Store for FaultyStore<S> {
         digest: &str,
         bytes: &[u8],
         now: u64,
+        allowance: &Allowance,
     ) -> Result<(DeploymentRecord, Revision)> {
         self.write()?;
-        self.inner.deploy_module(tenant, app, digest, bytes, now)
+        self.inner
+            .deploy_module(tenant, app, digest, bytes, now, allowance)
     }
 
     fn deploy(
@@ -189,9 +223,10 @@ impl<S: Store> Store for FaultyStore<S> {
         digest: &str,
         size: u64,
         now: u64,
+        allowance: &Allowance,
     ) -> Result<(DeploymentRecord, Revision)> {
         self.write()?;
-        self.inner.deploy(tenant, app, digest, size, now)
+        self.inner.deploy(tenant, app, digest, size, now, allowance)
     }
 
     fn deployments(&self, tenant: &str, app: &str) -> Result<Vec<DeploymentRecord>> {

@@ -10,7 +10,7 @@ mod sled_store;
 
 use std::collections::BTreeMap;
 
-use outpost_proto::Limits;
+use outpost_proto::{Limits, TenantQuotas};
 use serde::{Deserialize, Serialize};
 
 pub use faulty::FaultyStore;
@@ -44,6 +44,14 @@ pub enum StoreError {
     /// The thing does not exist.
     #[error("{0} not found")]
     NotFound(String),
+    /// The change would take the tenant past one of its quotas.
+    #[error("quota {quota}: at most {limit}")]
+    QuotaExceeded {
+        /// The quota's name, as in `[quotas]`.
+        quota: &'static str,
+        /// Its value for this tenant.
+        limit: u64,
+    },
     /// The disk under the store is full (`ENOSPC`): nothing was changed,
     /// and retrying helps only once an operator frees space.
     #[error("no space left for the store: {0}")]
@@ -80,6 +88,64 @@ pub struct TenantRecord {
     pub limits: Limits,
     /// Unix seconds.
     pub created_at: u64,
+    /// Domains the admin granted it: it may route each and every name
+    /// under it.
+    #[serde(default)]
+    pub domains: Vec<String>,
+    /// Disabled by the admin: its hosts answer 403, its writes are refused.
+    #[serde(default)]
+    pub disabled: bool,
+    /// Quota overrides (absent fields: the operator's defaults).
+    #[serde(default)]
+    pub quotas: TenantQuotas,
+}
+
+/// One of a tenant's bearer tokens, by the sha256 it is stored under.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// The tenant it lets in.
+    pub tenant: String,
+    /// Its name, unique within the tenant (`default` for the first).
+    pub name: String,
+    /// sha256 of the token, hex.
+    pub token_sha256: String,
+    /// Unix seconds.
+    pub created_at: u64,
+}
+
+/// What a tenant holds, kept exact by every write that changes it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Apps.
+    pub apps: u64,
+    /// Distinct hosts its routes are on.
+    pub hosts: u64,
+    /// Bytes of the deployments kept (a module kept twice counts twice).
+    pub stored_bytes: u64,
+}
+
+/// The quotas a write is checked against, in the same transaction, so two
+/// racing writes cannot both pass the last free unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Allowance {
+    /// Apps.
+    pub apps: u64,
+    /// Distinct hosts.
+    pub hosts: u64,
+    /// Deployments kept per app: past it, the oldest inactive one goes.
+    pub versions_per_app: u64,
+    /// Bytes of deployments kept.
+    pub stored_bytes: u64,
+}
+
+impl Allowance {
+    /// No bound at all (store tests; migrations).
+    pub const UNLIMITED: Allowance = Allowance {
+        apps: u64::MAX,
+        hosts: u64::MAX,
+        versions_per_app: u64::MAX,
+        stored_bytes: u64::MAX,
+    };
 }
 
 /// A stored app.
@@ -97,6 +163,10 @@ pub struct AppRecord {
     pub active_version: Option<u64>,
     /// Deployments made so far (the next one is `versions + 1`).
     pub versions: u64,
+    /// The versions still stored, oldest first (older ones were pruned).
+    /// Empty in records written before pruning: every version is kept.
+    #[serde(default)]
+    pub kept: Vec<u64>,
     /// Hosts the worker may call over outbound HTTP.
     #[serde(default)]
     pub allow_outbound: Vec<String>,
@@ -164,11 +234,38 @@ pub trait Store: Send + Sync + 'static {
     /// The tenant whose token hashes to `token_sha256`.
     fn tenant_by_token(&self, token_sha256: &str) -> Result<Option<TenantRecord>>;
     /// Replaces a tenant's limits.
-    fn set_tenant_limits(&self, name: &str, limits: Limits) -> Result<Revision>;
+    fn set_tenant_limits(&self, name: &str, limits: Limits) -> Result<Revision> {
+        self.update_tenant(name, &mut |t| {
+            t.limits = limits.clone();
+            Ok(())
+        })?
+        .map_err(StoreError::Backend)
+    }
+    /// Changes a tenant's record with `change` in one transaction (limits,
+    /// domains, quotas, disabled); `change` may refuse (`Err(reason)`),
+    /// which stores nothing.
+    #[allow(clippy::type_complexity)]
+    fn update_tenant(
+        &self,
+        name: &str,
+        change: &mut (dyn FnMut(&mut TenantRecord) -> std::result::Result<(), String> + Send),
+    ) -> Result<std::result::Result<Revision, String>>;
+    /// Deletes a tenant with everything it holds: apps, routes, versions,
+    /// certificates, tokens; modules no one else uses are collected.
+    fn delete_tenant(&self, name: &str) -> Result<Revision>;
+    /// What a tenant holds.
+    fn usage(&self, tenant: &str) -> Result<Usage>;
+
+    /// Adds a named token to a tenant (the name must be free).
+    fn create_token(&self, record: TokenRecord) -> Result<()>;
+    /// A tenant's tokens, by name.
+    fn tokens(&self, tenant: &str) -> Result<Vec<TokenRecord>>;
+    /// Revokes a tenant's token by name: it lets no one in from now on.
+    fn revoke_token(&self, tenant: &str, name: &str) -> Result<()>;
 
     /// Creates an app; its name must be free within the tenant and its
     /// routes free across all tenants.
-    fn create_app(&self, record: AppRecord) -> Result<Revision>;
+    fn create_app(&self, record: AppRecord, allowance: &Allowance) -> Result<Revision>;
     /// One app.
     fn app(&self, tenant: &str, name: &str) -> Result<Option<AppRecord>>;
     /// A tenant's apps, by name.
@@ -178,7 +275,13 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes an app, its routes and its deployments.
     fn delete_app(&self, tenant: &str, name: &str) -> Result<Revision>;
     /// Replaces an app's routes (all free or already its own).
-    fn set_routes(&self, tenant: &str, name: &str, routes: Vec<String>) -> Result<Revision>;
+    fn set_routes(
+        &self,
+        tenant: &str,
+        name: &str,
+        routes: Vec<String>,
+        allowance: &Allowance,
+    ) -> Result<Revision>;
     /// Replaces the hosts an app may call.
     fn set_outbound(&self, tenant: &str, name: &str, hosts: Vec<String>) -> Result<Revision>;
     /// Replaces an app's environment.
@@ -203,7 +306,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores `bytes` under `digest` and records a deployment of it, made
     /// active, as one change: if it fails, neither the module nor the
-    /// version is stored.
+    /// version is stored. Versions past `allowance.versions_per_app`
+    /// are pruned, oldest inactive first, and modules no version uses
+    /// any more are collected, in the same change.
     fn deploy_module(
         &self,
         tenant: &str,
@@ -211,6 +316,7 @@ pub trait Store: Send + Sync + 'static {
         digest: &str,
         bytes: &[u8],
         now: u64,
+        allowance: &Allowance,
     ) -> Result<(DeploymentRecord, Revision)>;
 
     /// Records a new deployment of a stored module and makes it active.
@@ -221,6 +327,7 @@ pub trait Store: Send + Sync + 'static {
         digest: &str,
         size: u64,
         now: u64,
+        allowance: &Allowance,
     ) -> Result<(DeploymentRecord, Revision)>;
     /// An app's deployments, oldest first.
     fn deployments(&self, tenant: &str, app: &str) -> Result<Vec<DeploymentRecord>>;

@@ -4,14 +4,14 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use outpost_proto::Limits;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::{Db, Transactional, Tree};
 
 use super::{
-    AppRecord, CertRecord, DeploymentRecord, Result, Revision, Store, StoreError, TenantRecord,
+    Allowance, AppRecord, CertRecord, DeploymentRecord, Result, Revision, Store, StoreError,
+    TenantRecord, TokenRecord, Usage,
 };
 
 type TxResult<T> = std::result::Result<T, ConflictableTransactionError<StoreError>>;
@@ -20,7 +20,14 @@ type TxResult<T> = std::result::Result<T, ConflictableTransactionError<StoreErro
 pub struct SledStore {
     db: Db,
     tenants: Tree,
+    /// Token sha256 -> [`TokenRecord`].
     tokens: Tree,
+    /// `tenant/name` -> token sha256.
+    token_names: Tree,
+    /// Tenant -> [`Usage`].
+    usage: Tree,
+    /// Module digest -> how many deployment records use it.
+    module_refs: Tree,
     apps: Tree,
     routes: Tree,
     /// Host -> the tenant owning it and how many of its routes are on it.
@@ -34,6 +41,9 @@ pub struct SledStore {
 const REVISION: &[u8] = b"revision";
 /// Set once the host index covers every route.
 const HOSTS_INDEXED: &[u8] = b"hosts_indexed";
+/// Set once tokens have names, usage is counted and modules have
+/// reference counts.
+const USAGE_INDEXED: &[u8] = b"usage_indexed";
 
 /// The host of a normalized route (`host` or `host/prefix`).
 fn host_of(route: &str) -> &str {
@@ -63,6 +73,9 @@ impl SledStore {
         SledStore {
             tenants: tree("tenants")?,
             tokens: tree("tokens")?,
+            token_names: tree("token_names")?,
+            usage: tree("usage")?,
+            module_refs: tree("module_refs")?,
             apps: tree("apps")?,
             routes: tree("routes")?,
             hosts: tree("hosts")?,
@@ -72,7 +85,85 @@ impl SledStore {
             meta: tree("meta")?,
             db,
         }
-        .with_hosts_indexed()
+        .with_hosts_indexed()?
+        .with_usage_indexed()
+    }
+
+    /// Brings a store written before tokens had names, usage was counted
+    /// and modules had reference counts up to date, once: every existing
+    /// token becomes its tenant's `default`, usage and references are
+    /// counted from the records, and modules no deployment uses (left by
+    /// deleted apps) are collected.
+    fn with_usage_indexed(self) -> Result<SledStore> {
+        if self.meta.get(USAGE_INDEXED).map_err(backend)?.is_some() {
+            return Ok(self);
+        }
+        for entry in self.tokens.iter() {
+            let (hash, value) = entry.map_err(backend)?;
+            if serde_json::from_slice::<TokenRecord>(&value).is_ok() {
+                continue;
+            }
+            let tenant = String::from_utf8_lossy(&value).into_owned();
+            let created_at = self.tenant(&tenant)?.map_or(0, |t| t.created_at);
+            let record = TokenRecord {
+                tenant: tenant.clone(),
+                name: "default".into(),
+                token_sha256: String::from_utf8_lossy(&hash).into_owned(),
+                created_at,
+            };
+            self.token_names
+                .insert(token_name_key(&tenant, "default"), hash.as_ref())
+                .map_err(backend)?;
+            self.tokens.insert(hash, encode(&record)).map_err(backend)?;
+        }
+        let mut usage: BTreeMap<String, Usage> = BTreeMap::new();
+        let mut refs: BTreeMap<String, u64> = BTreeMap::new();
+        for app in scan::<AppRecord>(&self.apps, b"")? {
+            usage.entry(app.tenant.clone()).or_default().apps += 1;
+            let mut app = app;
+            let deployments: Vec<DeploymentRecord> = scan(
+                &self.deployments,
+                deployment_prefix(&app.tenant, &app.name).as_bytes(),
+            )?;
+            for d in &deployments {
+                usage.entry(app.tenant.clone()).or_default().stored_bytes += d.size;
+                *refs.entry(d.digest.clone()).or_default() += 1;
+            }
+            if app.kept.is_empty() && !deployments.is_empty() {
+                app.kept = deployments.iter().map(|d| d.version).collect();
+                self.apps
+                    .insert(app_key(&app.tenant, &app.name).as_bytes(), encode(&app))
+                    .map_err(backend)?;
+            }
+        }
+        for entry in self.hosts.iter() {
+            let (_, owner) = entry.map_err(backend)?;
+            usage.entry(decode_owner(&owner).0).or_default().hosts += 1;
+        }
+        for (tenant, u) in &usage {
+            self.usage
+                .insert(tenant.as_bytes(), encode(u))
+                .map_err(backend)?;
+        }
+        for (digest, n) in &refs {
+            self.module_refs
+                .insert(digest.as_bytes(), &n.to_be_bytes())
+                .map_err(backend)?;
+        }
+        let mut collected = 0u64;
+        for key in self.modules.iter().keys() {
+            let key = key.map_err(backend)?;
+            if !refs.contains_key(String::from_utf8_lossy(&key).as_ref()) {
+                self.modules.remove(&key).map_err(backend)?;
+                collected += 1;
+            }
+        }
+        if collected > 0 {
+            tracing::info!(collected, "removed modules no deployment uses");
+        }
+        self.meta.insert(USAGE_INDEXED, b"1").map_err(backend)?;
+        self.flush()?;
+        Ok(self)
     }
 
     /// Builds the host index of a store written before hosts had owners,
@@ -126,7 +217,7 @@ impl SledStore {
         Ok(())
     }
 
-    /// Runs a transaction over the app-related trees, then flushes.
+    /// Runs a transaction over every tree, then flushes.
     fn write<T>(&self, f: impl Fn(&Trees<'_>) -> TxResult<T>) -> Result<T> {
         let out = (
             &self.apps,
@@ -137,9 +228,26 @@ impl SledStore {
             &self.tenants,
             &self.certificates,
             &self.modules,
+            &self.usage,
+            &self.module_refs,
+            &self.tokens,
+            &self.token_names,
         )
             .transaction(
-                |(apps, routes, hosts, deployments, meta, tenants, certificates, modules)| {
+                |(
+                    apps,
+                    routes,
+                    hosts,
+                    deployments,
+                    meta,
+                    tenants,
+                    certificates,
+                    modules,
+                    usage,
+                    module_refs,
+                    tokens,
+                    token_names,
+                )| {
                     f(&Trees {
                         apps,
                         routes,
@@ -149,6 +257,10 @@ impl SledStore {
                         tenants,
                         certificates,
                         modules,
+                        usage,
+                        module_refs,
+                        tokens,
+                        token_names,
                     })
                 },
             )
@@ -171,6 +283,10 @@ struct Trees<'a> {
     tenants: &'a TransactionalTree,
     certificates: &'a TransactionalTree,
     modules: &'a TransactionalTree,
+    usage: &'a TransactionalTree,
+    module_refs: &'a TransactionalTree,
+    tokens: &'a TransactionalTree,
+    token_names: &'a TransactionalTree,
 }
 
 impl Trees<'_> {
@@ -179,6 +295,38 @@ impl Trees<'_> {
         let next = current + 1;
         self.meta.insert(REVISION, &next.to_be_bytes())?;
         Ok(next)
+    }
+
+    fn tenant(&self, name: &str) -> TxResult<TenantRecord> {
+        match self.tenants.get(name.as_bytes())? {
+            Some(v) => decode(&v).map_err(ConflictableTransactionError::Abort),
+            None => abort(StoreError::NotFound(format!("tenant {name:?}"))),
+        }
+    }
+
+    /// Stores a token under its hash and its name; the name must be free.
+    fn add_token(&self, token: &TokenRecord) -> TxResult<()> {
+        let name_key = token_name_key(&token.tenant, &token.name);
+        if self.token_names.get(&name_key)?.is_some() {
+            return abort(StoreError::Exists(format!("token {:?}", token.name)));
+        }
+        self.token_names
+            .insert(name_key, token.token_sha256.as_bytes())?;
+        self.tokens
+            .insert(token.token_sha256.as_bytes(), encode(token))?;
+        Ok(())
+    }
+
+    fn usage(&self, tenant: &str) -> TxResult<Usage> {
+        match self.usage.get(tenant.as_bytes())? {
+            Some(v) => decode(&v).map_err(ConflictableTransactionError::Abort),
+            None => Ok(Usage::default()),
+        }
+    }
+
+    fn put_usage(&self, tenant: &str, usage: &Usage) -> TxResult<()> {
+        self.usage.insert(tenant.as_bytes(), encode(usage))?;
+        Ok(())
     }
 
     fn app(&self, tenant: &str, name: &str) -> TxResult<AppRecord> {
@@ -196,11 +344,13 @@ impl Trees<'_> {
     }
 
     /// Claims `routes` for `owner` (`tenant/app`), refusing any whose host
-    /// another tenant routes, or that another app of the tenant serves.
-    /// Host and route are checked and claimed in this one transaction, so
-    /// two control planes or requests racing for one host cannot both win.
-    fn claim_routes(&self, routes: &[String], owner: &str) -> TxResult<()> {
+    /// another tenant routes, or that another app of the tenant serves,
+    /// or that takes the tenant past its hosts quota. Host and route are
+    /// checked and claimed in this one transaction, so two control planes
+    /// or requests racing for one host cannot both win.
+    fn claim_routes(&self, routes: &[String], owner: &str, allowance: &Allowance) -> TxResult<()> {
         let tenant = owner.split_once('/').map_or(owner, |(t, _)| t);
+        let mut usage = self.usage(tenant)?;
         for route in routes {
             let host = host_of(route);
             let held = self.hosts.get(host.as_bytes())?.map(|v| decode_owner(&v));
@@ -211,7 +361,10 @@ impl Trees<'_> {
                     });
                 }
                 Some((_, n)) => n + 1,
-                None => 1,
+                None => {
+                    usage.hosts += 1;
+                    1
+                }
             };
             if let Some(current) = self.routes.get(route.as_bytes())?
                 && current.as_ref() != owner.as_bytes()
@@ -225,11 +378,17 @@ impl Trees<'_> {
                 .insert(host.as_bytes(), encode_owner(tenant, count))?;
             self.routes.insert(route.as_bytes(), owner.as_bytes())?;
         }
-        Ok(())
+        if usage.hosts > allowance.hosts {
+            return abort(StoreError::QuotaExceeded {
+                quota: "hosts",
+                limit: allowance.hosts,
+            });
+        }
+        self.put_usage(tenant, &usage)
     }
 
     /// Records version `versions + 1` of `app` for `digest` and makes it
-    /// active.
+    /// active, pruning the oldest inactive versions past the allowance.
     fn new_deployment(
         &self,
         tenant: &str,
@@ -237,10 +396,14 @@ impl Trees<'_> {
         digest: &str,
         size: u64,
         now: u64,
+        allowance: &Allowance,
     ) -> TxResult<(DeploymentRecord, Revision)> {
         let mut record = self.app(tenant, app)?;
+        let mut usage = self.usage(tenant)?;
+        record.kept = kept_versions(&record);
         record.versions += 1;
         record.active_version = Some(record.versions);
+        record.kept.push(record.versions);
         let deployment = DeploymentRecord {
             version: record.versions,
             digest: digest.to_string(),
@@ -251,14 +414,87 @@ impl Trees<'_> {
             deployment_key(tenant, app, deployment.version),
             encode(&deployment),
         )?;
+        // Counted before pruning: an old version of the same module going
+        // must not take the module with it.
+        let refs = self
+            .module_refs
+            .get(digest.as_bytes())?
+            .map_or(0, |v| read_u64(&v));
+        self.module_refs
+            .insert(digest.as_bytes(), &(refs + 1).to_be_bytes())?;
+        usage.stored_bytes += size;
+        while record.kept.len() as u64 > allowance.versions_per_app.max(1) {
+            let Some(at) = record
+                .kept
+                .iter()
+                .position(|v| Some(*v) != record.active_version)
+            else {
+                break;
+            };
+            let old = record.kept.remove(at);
+            self.drop_deployment(tenant, app, old, &mut usage)?;
+        }
+        if usage.stored_bytes > allowance.stored_bytes {
+            return abort(StoreError::QuotaExceeded {
+                quota: "stored_mib",
+                limit: allowance.stored_bytes / (1024 * 1024),
+            });
+        }
         self.put_app(&record)?;
+        self.put_usage(tenant, &usage)?;
         Ok((deployment, self.bump()?))
+    }
+
+    /// Removes one version of an app, counting its bytes off `usage` and
+    /// collecting its module once no version of any app uses it.
+    fn drop_deployment(
+        &self,
+        tenant: &str,
+        app: &str,
+        version: u64,
+        usage: &mut Usage,
+    ) -> TxResult<()> {
+        let Some(v) = self
+            .deployments
+            .remove(deployment_key(tenant, app, version))?
+        else {
+            return Ok(());
+        };
+        let d: DeploymentRecord = decode(&v).map_err(ConflictableTransactionError::Abort)?;
+        usage.stored_bytes = usage.stored_bytes.saturating_sub(d.size);
+        let refs = self
+            .module_refs
+            .get(d.digest.as_bytes())?
+            .map_or(0, |v| read_u64(&v));
+        if refs <= 1 {
+            self.module_refs.remove(d.digest.as_bytes())?;
+            self.modules.remove(d.digest.as_bytes())?;
+        } else {
+            self.module_refs
+                .insert(d.digest.as_bytes(), &(refs - 1).to_be_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// Deletes an app with its routes and versions.
+    fn remove_app(&self, tenant: &str, name: &str) -> TxResult<()> {
+        let app = self.app(tenant, name)?;
+        self.release_routes(&app.routes, &app_key(tenant, name))?;
+        let mut usage = self.usage(tenant)?;
+        for v in kept_versions(&app) {
+            self.drop_deployment(tenant, name, v, &mut usage)?;
+        }
+        usage.apps = usage.apps.saturating_sub(1);
+        self.put_usage(tenant, &usage)?;
+        self.apps.remove(app_key(tenant, name).as_bytes())?;
+        Ok(())
     }
 
     /// Releases `routes` of `owner` (`tenant/app`); a host is free again
     /// once none of the tenant's routes is on it.
     fn release_routes(&self, routes: &[String], owner: &str) -> TxResult<()> {
         let tenant = owner.split_once('/').map_or(owner, |(t, _)| t);
+        let mut usage = self.usage(tenant)?;
         for route in routes {
             self.routes.remove(route.as_bytes())?;
             let host = host_of(route);
@@ -269,14 +505,29 @@ impl Trees<'_> {
             {
                 if n <= 1 {
                     self.hosts.remove(host.as_bytes())?;
+                    usage.hosts = usage.hosts.saturating_sub(1);
                 } else {
                     self.hosts
                         .insert(host.as_bytes(), encode_owner(tenant, n - 1))?;
                 }
             }
         }
-        Ok(())
+        self.put_usage(tenant, &usage)
     }
+}
+
+/// The versions an app still has: `kept`, or every one for a record
+/// written before pruning.
+fn kept_versions(app: &AppRecord) -> Vec<u64> {
+    if app.kept.is_empty() {
+        (1..=app.versions).collect()
+    } else {
+        app.kept.clone()
+    }
+}
+
+fn token_name_key(tenant: &str, name: &str) -> Vec<u8> {
+    format!("{tenant}/{name}").into_bytes()
 }
 
 fn abort<T>(e: StoreError) -> TxResult<T> {
@@ -338,20 +589,19 @@ impl Store for SledStore {
     }
 
     fn create_tenant(&self, record: TenantRecord) -> Result<()> {
-        (&self.tenants, &self.tokens)
-            .transaction(|(tenants, tokens)| {
-                if tenants.get(record.name.as_bytes())?.is_some() {
-                    return abort(StoreError::Exists(format!("tenant {:?}", record.name)));
-                }
-                tenants.insert(record.name.as_bytes(), encode(&record))?;
-                tokens.insert(record.token_sha256.as_bytes(), record.name.as_bytes())?;
-                Ok(())
-            })
-            .map_err(|e| match e {
-                TransactionError::Abort(e) => e,
-                TransactionError::Storage(e) => backend(e),
-            })?;
-        self.flush()
+        let token = TokenRecord {
+            tenant: record.name.clone(),
+            name: "default".into(),
+            token_sha256: record.token_sha256.clone(),
+            created_at: record.created_at,
+        };
+        self.write(|t| {
+            if t.tenants.get(record.name.as_bytes())?.is_some() {
+                return abort(StoreError::Exists(format!("tenant {:?}", record.name)));
+            }
+            t.tenants.insert(record.name.as_bytes(), encode(&record))?;
+            t.add_token(&token)
+        })
     }
 
     fn tenants(&self) -> Result<Vec<TenantRecord>> {
@@ -368,31 +618,123 @@ impl Store for SledStore {
 
     fn tenant_by_token(&self, token_sha256: &str) -> Result<Option<TenantRecord>> {
         match self.tokens.get(token_sha256.as_bytes()).map_err(backend)? {
-            Some(name) => self.tenant(&String::from_utf8_lossy(&name)),
+            Some(v) => self.tenant(&decode::<TokenRecord>(&v)?.tenant),
             None => Ok(None),
         }
     }
 
-    fn set_tenant_limits(&self, name: &str, limits: Limits) -> Result<Revision> {
+    fn update_tenant(
+        &self,
+        name: &str,
+        change: &mut (dyn FnMut(&mut TenantRecord) -> std::result::Result<(), String> + Send),
+    ) -> Result<std::result::Result<Revision, String>> {
+        // As in `update_env`: each run of the transaction starts from the
+        // stored record.
+        let change = std::sync::Mutex::new(change);
         self.write(|t| {
-            let Some(v) = t.tenants.get(name.as_bytes())? else {
-                return abort(StoreError::NotFound(format!("tenant {name:?}")));
-            };
-            let mut record: TenantRecord =
-                decode(&v).map_err(ConflictableTransactionError::Abort)?;
-            record.limits = limits.clone();
+            let mut record = t.tenant(name)?;
+            if let Err(reason) = (change.lock().unwrap())(&mut record) {
+                return Ok(Err(reason));
+            }
             t.tenants.insert(name.as_bytes(), encode(&record))?;
-            t.bump()
+            Ok(Ok(t.bump()?))
         })
     }
 
-    fn create_app(&self, record: AppRecord) -> Result<Revision> {
+    fn delete_tenant(&self, name: &str) -> Result<Revision> {
+        // sled transactions cannot scan, so what the tenant holds is
+        // listed first. Apps or certificates added between the listing and
+        // the transaction are caught by the second round: once the tenant
+        // record is gone, nothing more can be added for it.
+        let mut revision = None;
+        loop {
+            let apps: Vec<AppRecord> = scan(&self.apps, format!("{name}/").as_bytes())?;
+            let certs: Vec<String> = self
+                .certificates()?
+                .into_iter()
+                .filter(|c| c.tenant == name)
+                .map(|c| c.hostname)
+                .collect();
+            let tokens = self.tokens(name)?;
+            let exists = self.tenant(name)?.is_some();
+            if !exists && apps.is_empty() && certs.is_empty() && tokens.is_empty() {
+                return revision.ok_or_else(|| StoreError::NotFound(format!("tenant {name:?}")));
+            }
+            revision = Some(self.write(|t| {
+                for app in &apps {
+                    if t.apps.get(app_key(name, &app.name).as_bytes())?.is_some() {
+                        t.remove_app(name, &app.name)?;
+                    }
+                }
+                for host in &certs {
+                    t.certificates.remove(host.as_bytes())?;
+                }
+                for token in &tokens {
+                    t.tokens.remove(token.token_sha256.as_bytes())?;
+                    t.token_names.remove(token_name_key(name, &token.name))?;
+                }
+                t.usage.remove(name.as_bytes())?;
+                t.tenants.remove(name.as_bytes())?;
+                t.bump()
+            })?);
+        }
+    }
+
+    fn usage(&self, tenant: &str) -> Result<Usage> {
+        self.usage
+            .get(tenant.as_bytes())
+            .map_err(backend)?
+            .map_or(Ok(Usage::default()), |v| decode(&v))
+    }
+
+    fn create_token(&self, record: TokenRecord) -> Result<()> {
         self.write(|t| {
+            t.tenant(&record.tenant)?;
+            t.add_token(&record)
+        })
+    }
+
+    fn tokens(&self, tenant: &str) -> Result<Vec<TokenRecord>> {
+        let mut out = Vec::new();
+        for entry in self
+            .token_names
+            .scan_prefix(format!("{tenant}/").as_bytes())
+        {
+            let (_, hash) = entry.map_err(backend)?;
+            if let Some(v) = self.tokens.get(&hash).map_err(backend)? {
+                out.push(decode(&v)?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn revoke_token(&self, tenant: &str, name: &str) -> Result<()> {
+        self.write(|t| {
+            let Some(hash) = t.token_names.remove(token_name_key(tenant, name))? else {
+                return abort(StoreError::NotFound(format!("token {name:?}")));
+            };
+            t.tokens.remove(hash)?;
+            Ok(())
+        })
+    }
+
+    fn create_app(&self, record: AppRecord, allowance: &Allowance) -> Result<Revision> {
+        self.write(|t| {
+            t.tenant(&record.tenant)?;
             let key = app_key(&record.tenant, &record.name);
             if t.apps.get(key.as_bytes())?.is_some() {
                 return abort(StoreError::Exists(format!("app {:?}", record.name)));
             }
-            t.claim_routes(&record.routes, &key)?;
+            let mut usage = t.usage(&record.tenant)?;
+            if usage.apps >= allowance.apps {
+                return abort(StoreError::QuotaExceeded {
+                    quota: "apps",
+                    limit: allowance.apps,
+                });
+            }
+            usage.apps += 1;
+            t.put_usage(&record.tenant, &usage)?;
+            t.claim_routes(&record.routes, &key, allowance)?;
             t.put_app(&record)?;
             t.bump()
         })
@@ -416,23 +758,22 @@ impl Store for SledStore {
 
     fn delete_app(&self, tenant: &str, name: &str) -> Result<Revision> {
         self.write(|t| {
-            let app = t.app(tenant, name)?;
-            t.release_routes(&app.routes, &app_key(tenant, name))?;
-            // Versions are 1..=versions, so every deployment key is known
-            // without a scan (sled transactions cannot scan).
-            for v in 1..=app.versions {
-                t.deployments.remove(deployment_key(tenant, name, v))?;
-            }
-            t.apps.remove(app_key(tenant, name).as_bytes())?;
+            t.remove_app(tenant, name)?;
             t.bump()
         })
     }
 
-    fn set_routes(&self, tenant: &str, name: &str, routes: Vec<String>) -> Result<Revision> {
+    fn set_routes(
+        &self,
+        tenant: &str,
+        name: &str,
+        routes: Vec<String>,
+        allowance: &Allowance,
+    ) -> Result<Revision> {
         self.write(|t| {
             let mut app = t.app(tenant, name)?;
             t.release_routes(&app.routes, &app_key(tenant, name))?;
-            t.claim_routes(&routes, &app_key(tenant, name))?;
+            t.claim_routes(&routes, &app_key(tenant, name), allowance)?;
             app.routes = routes.clone();
             t.put_app(&app)?;
             t.bump()
@@ -510,6 +851,7 @@ impl Store for SledStore {
         digest: &str,
         size: u64,
         now: u64,
+        allowance: &Allowance,
     ) -> Result<(DeploymentRecord, Revision)> {
         if !self
             .modules
@@ -518,7 +860,7 @@ impl Store for SledStore {
         {
             return Err(StoreError::NotFound(format!("module {digest}")));
         }
-        self.write(|t| t.new_deployment(tenant, app, digest, size, now))
+        self.write(|t| t.new_deployment(tenant, app, digest, size, now, allowance))
     }
 
     fn deploy_module(
@@ -528,6 +870,7 @@ impl Store for SledStore {
         digest: &str,
         bytes: &[u8],
         now: u64,
+        allowance: &Allowance,
     ) -> Result<(DeploymentRecord, Revision)> {
         // The blob goes in the same transaction as the version: a failure
         // (a full disk, say) leaves no orphan module behind.
@@ -535,7 +878,7 @@ impl Store for SledStore {
             if t.modules.get(digest.as_bytes())?.is_none() {
                 t.modules.insert(digest.as_bytes(), bytes)?;
             }
-            t.new_deployment(tenant, app, digest, bytes.len() as u64, now)
+            t.new_deployment(tenant, app, digest, bytes.len() as u64, now, allowance)
         })
     }
 
@@ -562,6 +905,7 @@ impl Store for SledStore {
 
     fn put_certificate(&self, record: CertRecord) -> Result<Revision> {
         self.write(|t| {
+            t.tenant(&record.tenant)?;
             let taken = || {
                 abort(StoreError::HostTaken {
                     host: record.hostname.clone(),

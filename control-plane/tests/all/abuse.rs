@@ -128,7 +128,12 @@ impl Cp {
     /// Tenant `acme` with app `web`; returns acme's token.
     async fn acme(&self) -> String {
         let r = self
-            .json("POST", "/v1/tenants", ADMIN, json!({"name": "acme"}))
+            .json(
+                "POST",
+                "/v1/tenants",
+                ADMIN,
+                json!({"name": "acme", "domains": crate::support::TEST_DOMAINS}),
+            )
             .await;
         assert_eq!(r.status, 201, "{}", r.raw);
         let token = r.body["token"].as_str().unwrap().to_string();

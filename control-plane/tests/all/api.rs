@@ -16,8 +16,8 @@ use outpost_test_fixtures as fixtures;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-const ADMIN: &str = "admin-secret";
-const NODE: &str = "node-secret";
+pub(crate) const ADMIN: &str = "admin-secret";
+pub(crate) const NODE: &str = "node-secret";
 const MAX_MODULE: u64 = 1024 * 1024;
 
 /// One validator per test binary: engines are not free to build. Shaped
@@ -35,24 +35,24 @@ fn validator() -> Arc<Runtime> {
     .clone()
 }
 
-struct Api {
+pub(crate) struct Api {
     _dir: tempfile::TempDir,
     router: Router,
-    store: Arc<dyn Store>,
+    pub store: Arc<dyn Store>,
 }
 
-struct Reply {
-    status: StatusCode,
-    body: Value,
-    raw: String,
+pub(crate) struct Reply {
+    pub status: StatusCode,
+    pub body: Value,
+    pub raw: String,
 }
 
 impl Api {
-    fn new() -> Api {
+    pub(crate) fn new() -> Api {
         Self::with_policy(Policy::default())
     }
 
-    fn with_policy(policy: Policy) -> Api {
+    pub(crate) fn with_policy(policy: Policy) -> Api {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
         let state = ApiState::new(
@@ -71,7 +71,7 @@ impl Api {
         }
     }
 
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: &str,
         path: &str,
@@ -92,7 +92,13 @@ impl Api {
         Reply { status, body, raw }
     }
 
-    async fn json(&self, method: &str, path: &str, token: Option<&str>, body: Value) -> Reply {
+    pub(crate) async fn json(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Value,
+    ) -> Reply {
         self.call(
             method,
             path,
@@ -103,12 +109,12 @@ impl Api {
         .await
     }
 
-    async fn get(&self, path: &str, token: Option<&str>) -> Reply {
+    pub(crate) async fn get(&self, path: &str, token: Option<&str>) -> Reply {
         self.call("GET", path, token, Body::empty(), "application/json")
             .await
     }
 
-    async fn deploy(&self, app: &str, token: &str, wasm: Vec<u8>) -> Reply {
+    pub(crate) async fn deploy(&self, app: &str, token: &str, wasm: Vec<u8>) -> Reply {
         self.call(
             "POST",
             &format!("/v1/apps/{app}/deployments"),
@@ -120,16 +126,21 @@ impl Api {
     }
 
     /// Creates a tenant; returns its token.
-    async fn tenant(&self, name: &str) -> String {
+    pub(crate) async fn tenant(&self, name: &str) -> String {
         let r = self
-            .json("POST", "/v1/tenants", Some(ADMIN), json!({"name": name}))
+            .json(
+                "POST",
+                "/v1/tenants",
+                Some(ADMIN),
+                json!({"name": name, "domains": crate::support::TEST_DOMAINS}),
+            )
             .await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.raw);
         assert_eq!(r.body["name"], name);
         r.body["token"].as_str().unwrap().to_string()
     }
 
-    async fn app(&self, token: &str, name: &str, routes: &[&str]) -> Reply {
+    pub(crate) async fn app(&self, token: &str, name: &str, routes: &[&str]) -> Reply {
         self.json(
             "POST",
             "/v1/apps",
@@ -140,7 +151,7 @@ impl Api {
     }
 }
 
-fn assert_error(r: &Reply, status: StatusCode, code: &str) {
+pub(crate) fn assert_error(r: &Reply, status: StatusCode, code: &str) {
     assert_eq!(r.status, status, "{}", r.raw);
     assert_eq!(r.body["error"]["code"], code, "{}", r.raw);
     assert!(
@@ -222,7 +233,14 @@ async fn tenants_are_created_once_and_listed_without_tokens() {
     let list = api.get("/v1/tenants", Some(ADMIN)).await;
     assert_eq!(
         list.body,
-        json!([{"name": "acme", "limits": {}, "apps": 0}])
+        json!([{
+            "name": "acme",
+            "limits": {},
+            "apps": 0,
+            "domains": crate::support::TEST_DOMAINS,
+            "quotas": {},
+            "usage": {"hosts": 0, "certificates": 0, "stored_bytes": 0},
+        }])
     );
     assert!(!list.raw.contains(&token));
 
@@ -663,6 +681,15 @@ const OPERATIONS: &[(&str, &str)] = &[
     ("post", "/v1/tenants"),
     ("get", "/v1/tenants"),
     ("put", "/v1/tenants/{tenant}/limits"),
+    ("put", "/v1/tenants/{tenant}/domains"),
+    ("put", "/v1/tenants/{tenant}/quotas"),
+    ("post", "/v1/tenants/{tenant}/disable"),
+    ("post", "/v1/tenants/{tenant}/enable"),
+    ("delete", "/v1/tenants/{tenant}"),
+    ("post", "/v1/tenants/{tenant}/tokens"),
+    ("post", "/v1/tokens"),
+    ("get", "/v1/tokens"),
+    ("delete", "/v1/tokens/{name}"),
     ("post", "/v1/apps"),
     ("get", "/v1/apps"),
     ("get", "/v1/apps/{app}"),
@@ -716,7 +743,8 @@ async fn the_openapi_document_matches_the_routes() {
             .replace("{app}", "web")
             .replace("{digest}", "sha256:00")
             .replace("{node}", "edge-1")
-            .replace("{hostname}", "web.example.com");
+            .replace("{hostname}", "web.example.com")
+            .replace("{name}", "ci");
         let r = api
             .call(
                 &method.to_uppercase(),
@@ -1022,7 +1050,7 @@ async fn env_patches_merge_and_rollout_counts_live_nodes() {
             json!({"BIG": "x".repeat(70_000)}),
         )
         .await;
-    assert_error(&r, StatusCode::PAYLOAD_TOO_LARGE, "env_too_large");
+    assert_error(&r, StatusCode::FORBIDDEN, "quota_exceeded");
     assert_eq!(api.store.revision().unwrap(), before);
     let r = api
         .json("PATCH", "/v1/apps/nope/env", Some(&t), json!({"A": "1"}))
@@ -1160,8 +1188,9 @@ async fn a_tenant_over_a_quota_is_refused_naming_it() {
             apps: 2,
             routes_per_app: 2,
             certificates: 1,
+            ..Default::default()
         },
-        allow_localhost: false,
+        ..Policy::default()
     });
     let acme = api.tenant("acme").await;
     let beta = api.tenant("beta").await;

@@ -49,8 +49,13 @@ impl Process {
     /// Starts the binary over `data` and waits for its `Listening on` line;
     /// the store opening cleanly is a precondition of that line.
     async fn start(data: &std::path::Path) -> Process {
+        // Every acknowledged version must survive: none is pruned here.
+        let config = data.join("versions.toml");
+        std::fs::write(&config, "[quotas]\nversions_per_app = 1000\n").unwrap();
         let mut child = Command::new(BIN)
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["--listen", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .arg("--data-dir")
             .arg(data)
             .env("OUTPOST_ADMIN_TOKEN", ADMIN)
             .env("OUTPOST_NODE_TOKEN", NODE)
@@ -281,7 +286,7 @@ async fn acknowledged_writes_survive_kill_9() {
         "POST",
         "/v1/tenants",
         ADMIN,
-        json!({"name": "acme"}),
+        json!({"name": "acme", "domains": crate::support::TEST_DOMAINS}),
     )
     .await;
     let token = tenant["token"].as_str().unwrap().to_string();

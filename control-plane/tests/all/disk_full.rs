@@ -106,7 +106,12 @@ impl CpRef {
 
     async fn acme_with_web_app(&self) -> String {
         let (status, tenant) = self
-            .json("POST", "/v1/tenants", ADMIN, json!({"name": "acme"}))
+            .json(
+                "POST",
+                "/v1/tenants",
+                ADMIN,
+                json!({"name": "acme", "domains": crate::support::TEST_DOMAINS}),
+            )
             .await;
         assert_eq!(status, 201, "{tenant}");
         let token = tenant["token"].as_str().unwrap().to_string();
@@ -125,7 +130,7 @@ fn digest(wasm: &[u8]) -> String {
 /// A distinct, valid component of about `pad` bytes: the hello fixture
 /// with a custom section appended (custom sections are allowed anywhere
 /// in a component and change nothing it does).
-fn padded_hello(tag: &str, pad: usize) -> Vec<u8> {
+pub(crate) fn padded_hello(tag: &str, pad: usize) -> Vec<u8> {
     let mut wasm = fixtures::hello(&format!("{tag}\n"));
     let name = b"outpost-test-padding";
     let mut payload = vec![name.len() as u8];
@@ -302,8 +307,14 @@ struct Binary {
 impl Binary {
     fn start(data: &Path) -> Binary {
         use std::io::BufRead;
+        // Every acknowledged version must be there after the restart:
+        // none is pruned here.
+        let config = data.with_file_name("versions.toml");
+        std::fs::write(&config, "[quotas]\nversions_per_app = 1000\n").unwrap();
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_control-plane"))
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["--listen", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .arg("--data-dir")
             .arg(data)
             .env("OUTPOST_ADMIN_TOKEN", ADMIN)
             .env("OUTPOST_NODE_TOKEN", NODE)

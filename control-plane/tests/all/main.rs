@@ -11,3 +11,4 @@ mod disk_full;
 // The e2e crate's tests share this harness and use the parts these don't.
 #[allow(dead_code)]
 mod support;
+mod tenancy;

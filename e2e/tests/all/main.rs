@@ -11,3 +11,4 @@ mod propagation;
 mod secrets;
 mod support;
 mod sync;
+mod tenancy;

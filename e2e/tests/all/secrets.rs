@@ -106,7 +106,12 @@ async fn no_secret_reaches_logs_metrics_or_responses() {
 
     // The one response allowed to hold the tenant token.
     let (status, created) = cp
-        .json("POST", "/v1/tenants", ADMIN, json!({"name": "acme"}))
+        .json(
+            "POST",
+            "/v1/tenants",
+            ADMIN,
+            json!({"name": "acme", "domains": crate::support::TEST_DOMAINS}),
+        )
         .await;
     assert_eq!(status, 201, "{created}");
     let token = created["token"].as_str().unwrap().to_string();

@@ -65,14 +65,17 @@ pub enum UnroutedReason {
     Misdirected,
     /// The app routed there failed to load on this node.
     AppUnavailable,
+    /// The app's tenant is disabled.
+    TenantDisabled,
 }
 
 impl UnroutedReason {
-    const ALL: [UnroutedReason; 4] = [
+    const ALL: [UnroutedReason; 5] = [
         UnroutedReason::MissingHost,
         UnroutedReason::UnknownHost,
         UnroutedReason::Misdirected,
         UnroutedReason::AppUnavailable,
+        UnroutedReason::TenantDisabled,
     ];
 
     /// The `x-outpost-error` code, also the metric's `reason` label.
@@ -82,6 +85,7 @@ impl UnroutedReason {
             UnroutedReason::UnknownHost => ErrorCode::UnknownHost,
             UnroutedReason::Misdirected => ErrorCode::Misdirected,
             UnroutedReason::AppUnavailable => ErrorCode::AppUnavailable,
+            UnroutedReason::TenantDisabled => ErrorCode::TenantDisabled,
         }
     }
 }

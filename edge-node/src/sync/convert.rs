@@ -26,6 +26,7 @@ pub fn app(app: &WireApp, wasm: Vec<u8>, defaults: &Limits) -> Result<(Vec<Route
             limits: defaults.with(&(&app.limits).into()),
             env: app.env.clone().into_iter().collect(),
             allow_outbound: app.allow_outbound.clone(),
+            disabled: app.disabled,
         },
     ))
 }
@@ -70,6 +71,7 @@ mod tests {
                 ..Default::default()
             },
             allow_outbound: vec!["api.example.com".into()],
+            disabled: false,
         };
         let defaults = Limits::default();
         let (routes, spec) = app(&wire, vec![1], &defaults).unwrap();
@@ -92,6 +94,7 @@ mod tests {
             env: Default::default(),
             limits: Default::default(),
             allow_outbound: vec![],
+            disabled: false,
         };
         let err = app(&wire, vec![], &Limits::default()).unwrap_err();
         assert!(err.to_string().contains("app t/a"), "{err}");

@@ -50,7 +50,13 @@ pub async fn restore(
     };
     let mut apps = Vec::new();
     for app in snapshot.apps.values() {
-        let Some(wasm) = cache.module(&app.digest) else {
+        // A disabled tenant's app is never loaded: no module needed.
+        let wasm = if app.disabled {
+            Some(Vec::new())
+        } else {
+            cache.module(&app.digest)
+        };
+        let Some(wasm) = wasm else {
             tracing::warn!(digest = %app.digest, "cached module missing or corrupt; waiting for the control plane");
             return Ok(None);
         };

@@ -170,7 +170,7 @@ impl Follower {
     async fn apply_snapshot(&self, snapshot: &Snapshot) -> Result<(), SyncError> {
         let mut apps = Vec::with_capacity(snapshot.apps.len());
         for app in snapshot.apps.values() {
-            let wasm = self.module(&app.digest).await?;
+            let wasm = self.module_for(app).await?;
             apps.push(convert::app(app, wasm, &self.config.defaults)?);
         }
         // One tenant's app that does not load here is left out (503
@@ -185,7 +185,7 @@ impl Follower {
     async fn apply_delta(&self, delta: &Delta) -> Result<(), SyncError> {
         let mut upsert = Vec::with_capacity(delta.upsert.len());
         for app in delta.upsert.values() {
-            let wasm = self.module(&app.digest).await?;
+            let wasm = self.module_for(app).await?;
             upsert.push(convert::app(app, wasm, &self.config.defaults)?);
         }
         let remove: Vec<(String, String)> = delta
@@ -224,6 +224,15 @@ impl Follower {
         let unavailable = self.node.unavailable();
         report_applied(&self.config, &self.client, revision, &unavailable).await;
         Ok(())
+    }
+
+    /// The component `app` runs; none for a disabled tenant's app, which
+    /// the node never loads.
+    async fn module_for(&self, app: &outpost_proto::AppSpec) -> Result<Vec<u8>, SyncError> {
+        if app.disabled {
+            return Ok(Vec::new());
+        }
+        self.module(&app.digest).await
     }
 
     /// The module with `digest`: from the cache, else fetched from the

@@ -3,18 +3,35 @@ use std::sync::Arc;
 
 use super::*;
 
+/// No quota at all: the store's own logic under test.
+const U: &Allowance = &Allowance::UNLIMITED;
+
+/// The tenants [`open`] creates.
+const TENANTS: [&str; 6] = ["a", "b", "c", "ab", "evil", "x"];
+
+/// A fresh store with the [`TENANTS`].
 fn open() -> (tempfile::TempDir, SledStore) {
     let dir = tempfile::tempdir().unwrap();
     let store = SledStore::open(dir.path()).unwrap();
+    with_tenants(&store);
     (dir, store)
+}
+
+fn with_tenants(store: &SledStore) {
+    for name in TENANTS {
+        store.create_tenant(tenant(name)).unwrap();
+    }
 }
 
 fn tenant(name: &str) -> TenantRecord {
     TenantRecord {
         name: name.into(),
         token_sha256: format!("hash-of-{name}"),
-        limits: Limits::default(),
+        limits: outpost_proto::Limits::default(),
         created_at: 1,
+        domains: Vec::new(),
+        disabled: false,
+        quotas: Default::default(),
     }
 }
 
@@ -26,6 +43,7 @@ fn app(tenant: &str, name: &str, routes: &[&str]) -> AppRecord {
         env: BTreeMap::new(),
         active_version: None,
         versions: 0,
+        kept: Vec::new(),
         created_at: 1,
         allow_outbound: Vec::new(),
     }
@@ -44,18 +62,18 @@ fn tenants_are_unique_and_found_by_token_hash() {
         "acme"
     );
     assert!(s.tenant_by_token("hash-of-nobody").unwrap().is_none());
-    assert_eq!(s.tenants().unwrap().len(), 1);
+    assert_eq!(s.tenants().unwrap().len(), TENANTS.len() + 1);
 }
 
 #[test]
 fn a_route_has_one_owner_and_a_refused_write_changes_nothing() {
     let (_dir, s) = open();
-    s.create_app(app("a", "web", &["a.example.com", "shared.example.com"]))
+    s.create_app(app("a", "web", &["a.example.com", "shared.example.com"]), U)
         .unwrap();
     let before = s.revision().unwrap();
     // Another tenant: the host is taken, and whose it is goes unsaid.
     let err = s
-        .create_app(app("b", "web", &["b.example.com", "shared.example.com"]))
+        .create_app(app("b", "web", &["b.example.com", "shared.example.com"]), U)
         .unwrap_err();
     assert!(
         matches!(&err, StoreError::HostTaken { host } if host == "shared.example.com"),
@@ -63,7 +81,7 @@ fn a_route_has_one_owner_and_a_refused_write_changes_nothing() {
     );
     // Another app of the same tenant: the route is taken, the host is not.
     let err = s
-        .create_app(app("a", "api", &["shared.example.com"]))
+        .create_app(app("a", "api", &["shared.example.com"]), U)
         .unwrap_err();
     assert!(
         matches!(&err, StoreError::RouteTaken { route, owner } if route == "shared.example.com" && owner == "a/web"),
@@ -73,7 +91,8 @@ fn a_route_has_one_owner_and_a_refused_write_changes_nothing() {
     assert!(s.app("a", "api").unwrap().is_none());
     assert_eq!(s.revision().unwrap(), before);
     // b.example.com was not half-claimed: another tenant can take it.
-    s.create_app(app("c", "web", &["b.example.com"])).unwrap();
+    s.create_app(app("c", "web", &["b.example.com"]), U)
+        .unwrap();
 }
 
 /// Once a tenant routes any path on a host, every path on it is its own:
@@ -83,23 +102,24 @@ fn a_route_has_one_owner_and_a_refused_write_changes_nothing() {
 #[test]
 fn a_host_belongs_to_the_tenant_that_routes_it() {
     let (_dir, s) = open();
-    s.create_app(app("acme", "shop", &["shop.example.com/cart"]))
+    s.create_tenant(tenant("acme")).unwrap();
+    s.create_app(app("acme", "shop", &["shop.example.com/cart"]), U)
         .unwrap();
     for route in [
         "shop.example.com",
         "shop.example.com/login",
         "shop.example.com/cart/x",
     ] {
-        let err = s.create_app(app("evil", "grab", &[route])).unwrap_err();
+        let err = s.create_app(app("evil", "grab", &[route]), U).unwrap_err();
         assert!(
             matches!(&err, StoreError::HostTaken { .. }),
             "{route}: {err}"
         );
     }
-    s.create_app(app("evil", "mine", &["evil.example.com"]))
+    s.create_app(app("evil", "mine", &["evil.example.com"]), U)
         .unwrap();
     let err = s
-        .set_routes("evil", "mine", vec!["shop.example.com/login".into()])
+        .set_routes("evil", "mine", vec!["shop.example.com/login".into()], U)
         .unwrap_err();
     assert!(matches!(&err, StoreError::HostTaken { .. }), "{err}");
     assert_eq!(
@@ -107,18 +127,18 @@ fn a_host_belongs_to_the_tenant_that_routes_it() {
         ["evil.example.com"]
     );
     // The owner takes more of its host, in another app too.
-    s.create_app(app("acme", "login", &["shop.example.com/login"]))
+    s.create_app(app("acme", "login", &["shop.example.com/login"]), U)
         .unwrap();
-    s.set_routes("acme", "shop", vec!["shop.example.com".into()])
+    s.set_routes("acme", "shop", vec!["shop.example.com".into()], U)
         .unwrap();
     // Still acme's while any of its routes is on it.
     s.delete_app("acme", "shop").unwrap();
     assert!(
-        s.create_app(app("evil", "grab", &["shop.example.com"]))
+        s.create_app(app("evil", "grab", &["shop.example.com"]), U)
             .is_err()
     );
     s.delete_app("acme", "login").unwrap();
-    s.create_app(app("evil", "grab", &["shop.example.com"]))
+    s.create_app(app("evil", "grab", &["shop.example.com"]), U)
         .unwrap();
 }
 
@@ -130,6 +150,7 @@ fn legacy_routes_are_indexed_by_host_and_conflicts_kept() {
     let dir = tempfile::tempdir().unwrap();
     {
         let s = SledStore::open(dir.path()).unwrap();
+        with_tenants(&s);
         s.routes.insert("shop.example.com", "acme/shop").unwrap();
         s.routes
             .insert("shop.example.com/login", "evil/grab")
@@ -145,11 +166,11 @@ fn legacy_routes_are_indexed_by_host_and_conflicts_kept() {
     let owner = |host: &str| decode_owner(&s.hosts.get(host).unwrap().unwrap());
     assert_eq!(owner("shop.example.com"), ("acme".to_string(), 1));
     assert_eq!(owner("other.example.com"), ("evil".to_string(), 1));
-    s.create_app(app("x", "y", &["z.example.com"])).unwrap();
-    s.create_app(app("evil", "more", &["other.example.com/more"]))
+    s.create_app(app("x", "y", &["z.example.com"]), U).unwrap();
+    s.create_app(app("evil", "more", &["other.example.com/more"]), U)
         .unwrap();
     let err = s
-        .create_app(app("evil", "again", &["shop.example.com/again"]))
+        .create_app(app("evil", "again", &["shop.example.com/again"]), U)
         .unwrap_err();
     assert!(matches!(&err, StoreError::HostTaken { .. }), "{err}");
 }
@@ -157,16 +178,18 @@ fn legacy_routes_are_indexed_by_host_and_conflicts_kept() {
 #[test]
 fn routes_move_and_are_released_on_delete() {
     let (_dir, s) = open();
-    s.create_app(app("a", "web", &["one.example.com"])).unwrap();
-    s.set_routes("a", "web", vec!["two.example.com".into()])
+    s.create_app(app("a", "web", &["one.example.com"]), U)
         .unwrap();
-    s.create_app(app("b", "x", &["one.example.com"])).unwrap();
+    s.set_routes("a", "web", vec!["two.example.com".into()], U)
+        .unwrap();
+    s.create_app(app("b", "x", &["one.example.com"]), U)
+        .unwrap();
     assert!(matches!(
-        s.set_routes("b", "x", vec!["two.example.com".into()]),
+        s.set_routes("b", "x", vec!["two.example.com".into()], U),
         Err(StoreError::HostTaken { .. })
     ));
     s.delete_app("a", "web").unwrap();
-    s.set_routes("b", "x", vec!["two.example.com".into()])
+    s.set_routes("b", "x", vec!["two.example.com".into()], U)
         .unwrap();
     assert!(matches!(
         s.delete_app("a", "web"),
@@ -177,15 +200,16 @@ fn routes_move_and_are_released_on_delete() {
 #[test]
 fn deploys_number_versions_and_rollback_picks_an_existing_one() {
     let (_dir, s) = open();
-    s.create_app(app("a", "web", &["a.example.com"])).unwrap();
+    s.create_app(app("a", "web", &["a.example.com"]), U)
+        .unwrap();
     assert!(matches!(
-        s.deploy("a", "web", "sha256:missing", 1, 1),
+        s.deploy("a", "web", "sha256:missing", 1, 1, U),
         Err(StoreError::NotFound(_))
     ));
     s.put_module("sha256:m1", b"one").unwrap();
     s.put_module("sha256:m2", b"two").unwrap();
-    let (d1, r1) = s.deploy("a", "web", "sha256:m1", 3, 10).unwrap();
-    let (d2, r2) = s.deploy("a", "web", "sha256:m2", 3, 11).unwrap();
+    let (d1, r1) = s.deploy("a", "web", "sha256:m1", 3, 10, U).unwrap();
+    let (d2, r2) = s.deploy("a", "web", "sha256:m2", 3, 11, U).unwrap();
     assert_eq!((d1.version, d2.version), (1, 2));
     assert!(r2 > r1);
     assert_eq!(s.app("a", "web").unwrap().unwrap().active_version, Some(2));
@@ -212,10 +236,10 @@ fn acknowledged_writes_survive_a_reopen() {
     {
         let s = SledStore::open(dir.path()).unwrap();
         s.create_tenant(tenant("acme")).unwrap();
-        s.create_app(app("acme", "web", &["a.example.com"]))
+        s.create_app(app("acme", "web", &["a.example.com"]), U)
             .unwrap();
         s.put_module("sha256:m", b"wasm").unwrap();
-        s.deploy("acme", "web", "sha256:m", 4, 1).unwrap();
+        s.deploy("acme", "web", "sha256:m", 4, 1, U).unwrap();
     }
     let s = SledStore::open(dir.path()).unwrap();
     assert_eq!(s.revision().unwrap(), 2);
@@ -230,14 +254,15 @@ fn acknowledged_writes_survive_a_reopen() {
 fn concurrent_deploys_never_lose_a_version() {
     let (_dir, s) = open();
     let s = Arc::new(s);
-    s.create_app(app("a", "web", &["a.example.com"])).unwrap();
+    s.create_app(app("a", "web", &["a.example.com"]), U)
+        .unwrap();
     s.put_module("sha256:m", b"x").unwrap();
     let threads: Vec<_> = (0..4)
         .map(|_| {
             let s = s.clone();
             std::thread::spawn(move || {
                 for _ in 0..25 {
-                    s.deploy("a", "web", "sha256:m", 1, 1).unwrap();
+                    s.deploy("a", "web", "sha256:m", 1, 1, U).unwrap();
                 }
             })
         })
@@ -258,11 +283,251 @@ fn concurrent_deploys_never_lose_a_version() {
 #[test]
 fn apps_are_listed_per_tenant_only() {
     let (_dir, s) = open();
-    s.create_app(app("a", "one", &["1.example.com"])).unwrap();
-    s.create_app(app("a", "two", &["2.example.com"])).unwrap();
-    s.create_app(app("ab", "three", &["3.example.com"]))
+    s.create_app(app("a", "one", &["1.example.com"]), U)
+        .unwrap();
+    s.create_app(app("a", "two", &["2.example.com"]), U)
+        .unwrap();
+    s.create_app(app("ab", "three", &["3.example.com"]), U)
         .unwrap();
     let names: Vec<_> = s.apps("a").unwrap().into_iter().map(|a| a.name).collect();
     assert_eq!(names, ["one", "two"]);
     assert_eq!(s.all_apps().unwrap().len(), 3);
+}
+
+#[test]
+fn quotas_are_checked_in_the_transaction_and_a_refusal_changes_nothing() {
+    let (_dir, s) = open();
+    let two = Allowance {
+        apps: 2,
+        hosts: 2,
+        ..Allowance::UNLIMITED
+    };
+    s.create_app(app("a", "one", &["1.example.com", "1.example.com/x"]), &two)
+        .unwrap();
+    // The second route on a host the tenant holds is not another host.
+    s.create_app(app("a", "two", &["2.example.com"]), &two)
+        .unwrap();
+    let before = s.revision().unwrap();
+    let err = s
+        .create_app(app("a", "three", &["3.example.com"]), &two)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::QuotaExceeded {
+                quota: "apps",
+                limit: 2
+            }
+        ),
+        "{err}"
+    );
+    let err = s
+        .set_routes(
+            "a",
+            "two",
+            vec!["2.example.com".into(), "4.example.com".into()],
+            &two,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::QuotaExceeded { quota: "hosts", .. }),
+        "{err}"
+    );
+    assert_eq!(s.revision().unwrap(), before);
+    assert_eq!(
+        s.usage("a").unwrap(),
+        Usage {
+            apps: 2,
+            hosts: 2,
+            stored_bytes: 0
+        }
+    );
+    assert!(s.hosts.get("4.example.com").unwrap().is_none());
+    // Moving a route frees its old host in the same change.
+    s.set_routes("a", "two", vec!["4.example.com".into()], &two)
+        .unwrap();
+    assert_eq!(s.usage("a").unwrap().hosts, 2);
+    s.delete_app("a", "one").unwrap();
+    assert_eq!(
+        s.usage("a").unwrap(),
+        Usage {
+            apps: 1,
+            hosts: 1,
+            stored_bytes: 0
+        }
+    );
+}
+
+#[test]
+fn old_versions_are_pruned_and_unused_modules_collected() {
+    let (_dir, s) = open();
+    let keep2 = Allowance {
+        versions_per_app: 2,
+        stored_bytes: 10,
+        ..Allowance::UNLIMITED
+    };
+    s.create_app(app("a", "web", &["a.example.com"]), U)
+        .unwrap();
+    s.create_app(app("b", "web", &["b.example.com"]), U)
+        .unwrap();
+    s.deploy_module("a", "web", "sha256:one", b"111", 1, &keep2)
+        .unwrap();
+    s.deploy_module("b", "web", "sha256:one", b"111", 1, &keep2)
+        .unwrap();
+    s.deploy_module("a", "web", "sha256:two", b"222", 2, &keep2)
+        .unwrap();
+    // Rolled back to 1, then a third version: 2 is the oldest inactive.
+    s.rollback("a", "web", 1).unwrap();
+    s.deploy_module("a", "web", "sha256:three", b"333", 3, &keep2)
+        .unwrap();
+    s.deploy_module("a", "web", "sha256:four", b"444", 4, &keep2)
+        .unwrap();
+    let kept: Vec<u64> = s
+        .deployments("a", "web")
+        .unwrap()
+        .iter()
+        .map(|d| d.version)
+        .collect();
+    assert_eq!(kept, [3, 4]);
+    assert_eq!(s.app("a", "web").unwrap().unwrap().kept, [3, 4]);
+    assert_eq!(s.usage("a").unwrap().stored_bytes, 6);
+    assert!(
+        s.module("sha256:two").unwrap().is_none(),
+        "an unused module was kept"
+    );
+    assert!(s.module("sha256:one").unwrap().is_some(), "b still uses it");
+    assert!(matches!(
+        s.rollback("a", "web", 1),
+        Err(StoreError::NotFound(_))
+    ));
+    // Past the stored bytes: refused whole, nothing pruned.
+    let err = s
+        .deploy_module("a", "web", "sha256:big", &[0; 9], 5, &keep2)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::QuotaExceeded {
+                quota: "stored_mib",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(s.deployments("a", "web").unwrap().len(), 2);
+    assert!(s.module("sha256:big").unwrap().is_none());
+    // Deleting the last user of a module collects it.
+    s.delete_app("b", "web").unwrap();
+    assert!(s.module("sha256:one").unwrap().is_none());
+    assert_eq!(s.usage("b").unwrap(), Usage::default());
+}
+
+#[test]
+fn tokens_are_named_listed_and_revoked() {
+    let (_dir, s) = open();
+    let token = |name: &str| TokenRecord {
+        tenant: "a".into(),
+        name: name.into(),
+        token_sha256: format!("hash-of-a-{name}"),
+        created_at: 2,
+    };
+    s.create_token(token("ci")).unwrap();
+    assert!(matches!(
+        s.create_token(token("ci")),
+        Err(StoreError::Exists(_))
+    ));
+    let names: Vec<String> = s.tokens("a").unwrap().into_iter().map(|t| t.name).collect();
+    assert_eq!(names, ["ci", "default"]);
+    assert_eq!(
+        s.tenant_by_token("hash-of-a-ci").unwrap().unwrap().name,
+        "a"
+    );
+    s.revoke_token("a", "ci").unwrap();
+    assert!(s.tenant_by_token("hash-of-a-ci").unwrap().is_none());
+    assert!(s.tenant_by_token("hash-of-a").unwrap().is_some());
+    // Another tenant's token is not found by name.
+    assert!(matches!(s.revoke_token("b", "default").map(|_| ()), Ok(())));
+    assert!(matches!(
+        s.revoke_token("b", "default"),
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(s.tenant_by_token("hash-of-a").unwrap().is_some());
+}
+
+#[test]
+fn deleting_a_tenant_removes_everything_it_holds() {
+    let (_dir, s) = open();
+    s.create_app(app("a", "web", &["shop.example.com"]), U)
+        .unwrap();
+    s.deploy_module("a", "web", "sha256:one", b"111", 1, U)
+        .unwrap();
+    s.create_app(app("b", "web", &["b.example.com"]), U)
+        .unwrap();
+    s.deploy_module("b", "web", "sha256:two", b"222", 1, U)
+        .unwrap();
+    s.delete_tenant("a").unwrap();
+    assert!(s.tenant("a").unwrap().is_none());
+    assert!(s.apps("a").unwrap().is_empty());
+    assert!(s.tenant_by_token("hash-of-a").unwrap().is_none());
+    assert!(s.module("sha256:one").unwrap().is_none());
+    assert!(s.module("sha256:two").unwrap().is_some());
+    assert_eq!(s.usage("a").unwrap(), Usage::default());
+    // Its host is free for another tenant; nothing can be added for it.
+    s.create_app(app("b", "shop", &["shop.example.com"]), U)
+        .unwrap();
+    assert!(matches!(
+        s.create_app(app("a", "web", &["a.example.com"]), U),
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(s.delete_tenant("a"), Err(StoreError::NotFound(_))));
+}
+
+#[test]
+fn a_store_from_before_usage_counting_is_brought_up_to_date() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = SledStore::open(dir.path()).unwrap();
+        with_tenants(&s);
+        s.create_app(app("a", "web", &["a.example.com"]), U)
+            .unwrap();
+        s.deploy_module("a", "web", "sha256:one", b"111", 1, U)
+            .unwrap();
+        s.deploy_module("a", "web", "sha256:two", b"2222", 2, U)
+            .unwrap();
+        // As an older version left it: a bare tenant name under the
+        // token, no counts, no kept list, and a deleted app's module.
+        s.tokens.insert("hash-of-a", "a").unwrap();
+        s.token_names.clear().unwrap();
+        s.usage.clear().unwrap();
+        s.module_refs.clear().unwrap();
+        s.modules.insert("sha256:orphan", b"x".to_vec()).unwrap();
+        let mut record = s.app("a", "web").unwrap().unwrap();
+        record.kept.clear();
+        s.apps.insert("a/web", encode(&record)).unwrap();
+        s.meta.remove(USAGE_INDEXED).unwrap();
+        s.flush().unwrap();
+    }
+    let s = SledStore::open(dir.path()).unwrap();
+    assert_eq!(s.tenant_by_token("hash-of-a").unwrap().unwrap().name, "a");
+    assert_eq!(s.tokens("a").unwrap()[0].name, "default");
+    assert_eq!(
+        s.usage("a").unwrap(),
+        Usage {
+            apps: 1,
+            hosts: 1,
+            stored_bytes: 7
+        }
+    );
+    assert_eq!(s.app("a", "web").unwrap().unwrap().kept, [1, 2]);
+    assert!(s.module("sha256:orphan").unwrap().is_none());
+    // The counts are right: pruning to one version collects `one`.
+    let keep1 = Allowance {
+        versions_per_app: 1,
+        ..Allowance::UNLIMITED
+    };
+    s.deploy_module("a", "web", "sha256:two", b"2222", 3, &keep1)
+        .unwrap();
+    assert!(s.module("sha256:one").unwrap().is_none());
+    assert!(s.module("sha256:two").unwrap().is_some());
+    assert_eq!(s.usage("a").unwrap().stored_bytes, 4);
 }

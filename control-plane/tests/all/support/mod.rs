@@ -30,6 +30,18 @@ pub fn client() -> HttpClient {
     Client::builder(TokioExecutor::new()).build_http()
 }
 
+/// Domains the harness grants every tenant it creates: the tests' hosts
+/// are under these. Several tenants hold the same grants, so which host is
+/// whose is decided by who claims it first, as the tests expect.
+pub const TEST_DOMAINS: &[&str] = &[
+    "example.com",
+    "example.org",
+    "acme.example",
+    "beta.example",
+    "victim.test",
+    "other.test",
+];
+
 /// A control plane serving on `addr` (0 = any port) from `data`.
 pub struct ControlPlane {
     pub addr: SocketAddr,
@@ -58,12 +70,16 @@ impl ControlPlane {
             max_module_bytes,
             cert_key: None,
             // Room for the load scenarios (100 apps and more of one
-            // tenant); the quotas themselves are tested in api.rs.
+            // tenant) and for tests that keep every version they deploy;
+            // the quotas themselves are tested in api.rs.
             quotas: outpost_control_plane::quotas::Quotas {
                 apps: 1_000,
+                versions_per_app: 1_000,
                 ..Default::default()
             },
             allow_localhost: false,
+            apps_domain: None,
+            reserved_hosts: Vec::new(),
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let running = outpost_control_plane::start_with(
@@ -143,7 +159,7 @@ impl ControlPlane {
                 "POST",
                 "/v1/tenants",
                 ADMIN,
-                serde_json::json!({"name": name}),
+                serde_json::json!({"name": name, "domains": TEST_DOMAINS}),
             )
             .await;
         assert_eq!(status, 201, "{tenant}");

@@ -78,6 +78,7 @@ pub fn app(tenant: &str, name: &str, wasm: Vec<u8>, limits: Limits) -> AppSpec {
         limits,
         env: Vec::new(),
         allow_outbound: Vec::new(),
+        disabled: false,
     }
 }
 
