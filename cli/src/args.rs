@@ -36,6 +36,9 @@ pub enum Command {
     /// Manage tenants (admin token).
     #[command(subcommand)]
     Tenants(Tenants),
+    /// Manage your tenant's API tokens (tenant token).
+    #[command(subcommand)]
+    Tokens(Tokens),
     /// Manage your apps (tenant token).
     #[command(subcommand)]
     Apps(Apps),
@@ -69,11 +72,86 @@ pub enum Tenants {
     Create {
         /// Tenant name (a-z, 0-9, '-').
         name: String,
+        /// A domain the tenant may route (with every name under it); repeatable.
+        #[arg(long = "domain", value_name = "DOMAIN")]
+        domains: Vec<String>,
     },
-    /// List tenants.
+    /// List tenants with their domains and usage.
     List,
     /// Set a tenant's limits (unset flags go back to the node defaults).
     Limits(TenantLimits),
+    /// Set the domains a tenant may route (replaces the list; none: no grant).
+    Domains {
+        /// The tenant.
+        name: String,
+        /// Domains, each covering every name under it.
+        domains: Vec<String>,
+    },
+    /// Override a tenant's quotas (unset flags go back to the operator's defaults).
+    Quotas(TenantQuotas),
+    /// Disable a tenant: its hosts answer 403 and its token can no longer change anything.
+    Disable {
+        /// The tenant.
+        name: String,
+    },
+    /// Enable a disabled tenant again.
+    Enable {
+        /// The tenant.
+        name: String,
+    },
+    /// Delete a tenant with all its apps, versions, certificates and tokens.
+    Delete {
+        /// The tenant.
+        name: String,
+        /// Required: deleting cannot be undone.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+/// `outpost tenants quotas`.
+#[derive(Debug, Args)]
+pub struct TenantQuotas {
+    /// The tenant.
+    pub name: String,
+    /// Apps.
+    #[arg(long)]
+    pub apps: Option<u64>,
+    /// Routes in one app.
+    #[arg(long)]
+    pub routes_per_app: Option<u64>,
+    /// Distinct hosts.
+    #[arg(long)]
+    pub hosts: Option<u64>,
+    /// Bytes of environment in one app.
+    #[arg(long)]
+    pub env_bytes_per_app: Option<u64>,
+    /// Certificates.
+    #[arg(long)]
+    pub certificates: Option<u64>,
+    /// MiB of components kept.
+    #[arg(long)]
+    pub stored_mib: Option<u64>,
+    /// Versions kept per app.
+    #[arg(long)]
+    pub versions_per_app: Option<u64>,
+}
+
+/// `outpost tokens …`.
+#[derive(Debug, Subcommand)]
+pub enum Tokens {
+    /// Create a named token; prints it (shown only once).
+    Create {
+        /// Token name (a-z, 0-9, '-'), unique within your tenant.
+        name: String,
+    },
+    /// List your tokens (names and creation times; never the tokens).
+    List,
+    /// Revoke a token: requests with it are refused from now on.
+    Revoke {
+        /// The token's name.
+        name: String,
+    },
 }
 
 /// `outpost tenants limits`.

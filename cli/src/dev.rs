@@ -161,8 +161,10 @@ pub async fn run_until(
         max_module_bytes: DEFAULT_MAX_MODULE_BYTES,
         cert_key: None,
         quotas: Default::default(),
-        // Dev apps live under *.localhost.
+        // Dev apps live under *.localhost, granted to the dev tenant.
         allow_localhost: true,
+        apps_domain: None,
+        reserved_hosts: Vec::new(),
     };
     let control_plane =
         outpost_control_plane::start_with(&cp_config, store, sealer, stopped(stop_rx.clone()))
@@ -238,8 +240,8 @@ async fn bootstrap(
     wasm: &[u8],
 ) -> anyhow::Result<()> {
     let url = format!("http://{api}");
+    let admin = Client::new(&url, Some(tokens.admin.clone()))?;
     if tokens.tenant.is_none() {
-        let admin = Client::new(&url, Some(tokens.admin.clone()))?;
         let created: TenantCreated = admin
             .json(Method::POST, "/v1/tenants", &json!({"name": TENANT}))
             .await
@@ -247,6 +249,15 @@ async fn bootstrap(
         tokens.tenant = Some(created.token);
         write_private(tokens_path, &toml::to_string(&*tokens)?)?;
     }
+    // Every start, so a state dir from before grants existed works too.
+    let _: serde_json::Value = admin
+        .json(
+            Method::PUT,
+            &format!("/v1/tenants/{TENANT}/domains"),
+            &json!({"domains": ["localhost"]}),
+        )
+        .await
+        .context("granting localhost to the dev tenant")?;
     let tenant = Client::new(&url, tokens.tenant.clone())?;
     let app: App = match tenant.get(&format!("/v1/apps/{APP}")).await {
         Ok(app) => app,

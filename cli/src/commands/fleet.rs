@@ -2,11 +2,13 @@
 
 use anyhow::{Context as _, bail};
 use http::Method;
-use outpost_proto::{Limits, NodeStatus, Rollout, Tenant, TenantCreated};
+use outpost_proto::{
+    Limits, NodeStatus, Rollout, Tenant, TenantCreated, TenantQuotas, TokenCreated, TokenInfo,
+};
 use serde_json::{Value, json};
 
 use super::{Out, table, when};
-use crate::args::Tenants;
+use crate::args::{Tenants, Tokens};
 use crate::client::{Client, segment};
 use crate::config;
 
@@ -46,9 +48,13 @@ pub async fn login(client: &Client, token: Option<String>, out: Out) -> anyhow::
 /// `outpost tenants …`.
 pub async fn tenants(client: &Client, cmd: Tenants, out: Out) -> anyhow::Result<()> {
     match cmd {
-        Tenants::Create { name } => {
+        Tenants::Create { name, domains } => {
             let created: TenantCreated = client
-                .json(Method::POST, "/v1/tenants", &json!({"name": name}))
+                .json(
+                    Method::POST,
+                    "/v1/tenants",
+                    &json!({"name": name, "domains": domains}),
+                )
                 .await?;
             out.show(&created, || {
                 println!(
@@ -63,9 +69,34 @@ pub async fn tenants(client: &Client, cmd: Tenants, out: Out) -> anyhow::Result<
             out.show(&list, || {
                 let rows: Vec<Vec<String>> = list
                     .iter()
-                    .map(|t| vec![t.name.clone(), limits(&t.limits)])
+                    .map(|t| {
+                        vec![
+                            t.name.clone(),
+                            if t.disabled { "disabled" } else { "active" }.into(),
+                            t.apps.to_string(),
+                            t.usage.hosts.to_string(),
+                            format!("{:.1}", t.usage.stored_bytes as f64 / 1048576.0),
+                            if t.domains.is_empty() {
+                                "-".into()
+                            } else {
+                                t.domains.join(",")
+                            },
+                            limits(&t.limits),
+                        ]
+                    })
                     .collect();
-                table(&["tenant", "limits"], &rows);
+                table(
+                    &[
+                        "tenant",
+                        "state",
+                        "apps",
+                        "hosts",
+                        "stored MiB",
+                        "domains",
+                        "limits",
+                    ],
+                    &rows,
+                );
             });
         }
         Tenants::Limits(l) => {
@@ -79,6 +110,99 @@ pub async fn tenants(client: &Client, cmd: Tenants, out: Out) -> anyhow::Result<
             let answer: Value = client.json(Method::PUT, &path, &body).await?;
             out.show(&answer, || {
                 println!("Limits of {}: {}", l.name, limits(&body));
+            });
+        }
+        Tenants::Domains { name, domains } => {
+            let path = format!("/v1/tenants/{}/domains", segment(&name));
+            let answer: Tenant = client
+                .json(Method::PUT, &path, &json!({"domains": domains}))
+                .await?;
+            out.show(&answer, || {
+                if answer.domains.is_empty() {
+                    println!("{name} may route no domain (only its platform zone, if any).");
+                } else {
+                    println!("{name} may route: {}", answer.domains.join(", "));
+                }
+            });
+        }
+        Tenants::Quotas(q) => {
+            let body = TenantQuotas {
+                apps: q.apps,
+                routes_per_app: q.routes_per_app,
+                hosts: q.hosts,
+                env_bytes_per_app: q.env_bytes_per_app,
+                certificates: q.certificates,
+                stored_mib: q.stored_mib,
+                versions_per_app: q.versions_per_app,
+            };
+            let path = format!("/v1/tenants/{}/quotas", segment(&q.name));
+            let answer: Tenant = client.json(Method::PUT, &path, &body).await?;
+            out.show(&answer, || {
+                println!(
+                    "Quota overrides of {}: {}",
+                    q.name,
+                    serde_json::to_string(&answer.quotas).unwrap_or_default()
+                );
+            });
+        }
+        Tenants::Disable { name } => {
+            let path = format!("/v1/tenants/{}/disable", segment(&name));
+            let answer: Tenant = client.json(Method::POST, &path, &json!({})).await?;
+            out.show(&answer, || {
+                println!("Disabled {name}: its hosts answer 403 and its token is read-only.")
+            });
+        }
+        Tenants::Enable { name } => {
+            let path = format!("/v1/tenants/{}/enable", segment(&name));
+            let answer: Tenant = client.json(Method::POST, &path, &json!({})).await?;
+            out.show(&answer, || println!("Enabled {name}."));
+        }
+        Tenants::Delete { name, yes } => {
+            if !yes {
+                bail!(
+                    "deleting {name} removes all its apps, versions, certificates and tokens \
+                     for good; run again with --yes"
+                );
+            }
+            client
+                .delete(&format!("/v1/tenants/{}", segment(&name)))
+                .await?;
+            out.show(&json!({"deleted": name}), || {
+                println!("Deleted tenant {name}.")
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `outpost tokens …`.
+pub async fn tokens(client: &Client, cmd: Tokens, out: Out) -> anyhow::Result<()> {
+    match cmd {
+        Tokens::Create { name } => {
+            let created: TokenCreated = client
+                .json(Method::POST, "/v1/tokens", &json!({"name": name}))
+                .await?;
+            out.show(&created, || {
+                println!("Created token {}. It is shown only once:", created.name);
+                println!("{}", created.token);
+            });
+        }
+        Tokens::List => {
+            let list: Vec<TokenInfo> = client.get("/v1/tokens").await?;
+            out.show(&list, || {
+                let rows: Vec<Vec<String>> = list
+                    .iter()
+                    .map(|t| vec![t.name.clone(), when(t.created_at as i64)])
+                    .collect();
+                table(&["token", "created"], &rows);
+            });
+        }
+        Tokens::Revoke { name } => {
+            client
+                .delete(&format!("/v1/tokens/{}", segment(&name)))
+                .await?;
+            out.show(&json!({"revoked": name}), || {
+                println!("Revoked token {name}: requests with it are refused from now on.")
             });
         }
     }

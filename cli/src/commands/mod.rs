@@ -70,6 +70,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Login => fleet::login(&client, token, out).await,
         Command::Tenants(cmd) => fleet::tenants(&client, cmd, out).await,
+        Command::Tokens(cmd) => fleet::tokens(&client, cmd, out).await,
         Command::Nodes => fleet::nodes(&client, out).await,
         Command::Apps(cmd) => apps::apps(&client, cmd, out).await,
         Command::Env(cmd) => apps::env(&client, cmd, out).await,

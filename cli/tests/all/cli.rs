@@ -325,3 +325,88 @@ fn dev_stops_cleanly_on_sigterm() {
     let again = start_dev(state.path(), &[]);
     assert_eq!(get(&again.http, "hello.localhost", "/").0, 200);
 }
+
+/// The operator's and the tenant's lifecycle commands against `outpost
+/// dev`: grants decide what a tenant may route, named tokens are revoked
+/// at once, a disabled tenant cannot deploy, a deleted one is gone.
+#[test]
+fn tenants_domains_tokens_and_lifecycle_through_the_cli() {
+    let state = tempfile::tempdir().unwrap();
+    let dev = start_dev(state.path(), &[]);
+    let admin = dev.admin_token();
+    let created = dev.json(
+        &admin,
+        &["tenants", "create", "shop", "--domain", "shop.localhost"],
+    );
+    let shop = created["token"].as_str().unwrap().to_string();
+    dev.ok(
+        &shop,
+        &["apps", "create", "web", "--route", "www.shop.localhost"],
+    );
+    let err = dev.fails(
+        &shop,
+        &["apps", "create", "grab", "--route", "hello.localhost/x"],
+    );
+    assert!(err.contains("not under a domain granted"), "{err}");
+    let granted = dev.json(
+        &admin,
+        &[
+            "tenants",
+            "domains",
+            "shop",
+            "shop.localhost",
+            "store.localhost",
+        ],
+    );
+    assert_eq!(
+        granted["domains"],
+        serde_json::json!(["shop.localhost", "store.localhost"])
+    );
+    dev.ok(
+        &shop,
+        &["apps", "create", "store", "--route", "store.localhost"],
+    );
+
+    let ci = dev.json(&shop, &["tokens", "create", "ci"]);
+    let ci = ci["token"].as_str().unwrap().to_string();
+    let names = dev.json(&ci, &["tokens", "list"]);
+    assert_eq!(names[0]["name"], "ci");
+    assert_eq!(names[1]["name"], "default");
+    assert!(!names.to_string().contains(&ci[4..]));
+    dev.ok(&shop, &["tokens", "revoke", "ci"]);
+    let err = dev.fails(&ci, &["apps", "list"]);
+    assert!(err.contains("outpost login"), "{err}");
+
+    let files = tempfile::tempdir().unwrap();
+    let wasm = write(files.path(), "v1.wasm", &fixtures::hello("shop\n"));
+    dev.ok(&admin, &["tenants", "disable", "shop"]);
+    let err = dev.fails(&shop, &["deploy", "web", &wasm, "--no-wait"]);
+    assert!(err.contains("disabled"), "{err}");
+    let list = dev.json(&admin, &["tenants", "list"]);
+    let listed = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "shop")
+        .unwrap();
+    assert_eq!(listed["disabled"], true);
+    assert_eq!(listed["usage"]["hosts"], 2);
+    dev.ok(&admin, &["tenants", "enable", "shop"]);
+    dev.ok(&shop, &["deploy", "web", &wasm]);
+    assert!(
+        get(&dev.http, "www.shop.localhost", "/")
+            .1
+            .ends_with("shop\n")
+    );
+
+    let err = dev.fails(&admin, &["tenants", "delete", "shop"]);
+    assert!(err.contains("--yes"), "{err}");
+    dev.ok(&admin, &["tenants", "delete", "shop", "--yes"]);
+    let err = dev.fails(&shop, &["apps", "list"]);
+    assert!(err.contains("outpost login"), "{err}");
+    let started = Instant::now();
+    while get(&dev.http, "www.shop.localhost", "/").0 != 404 {
+        assert!(started.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -72,6 +72,13 @@ pub fn start_dev(state: &Path, extra: &[&str]) -> Dev {
 }
 
 impl Dev {
+    /// The admin token `outpost dev` generated.
+    pub fn admin_token(&self) -> String {
+        let text = std::fs::read_to_string(self.state.join("dev.toml")).unwrap();
+        let value: toml::Value = toml::from_str(&text).unwrap();
+        value["admin"].as_str().unwrap().to_string()
+    }
+
     pub fn tenant_token(&self) -> String {
         let text = std::fs::read_to_string(self.state.join("dev.toml")).unwrap();
         let value: toml::Value = toml::from_str(&text).unwrap();
