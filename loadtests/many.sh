@@ -180,7 +180,7 @@ CP_ADDR="$PROC_ADDR"
 TOKENS=()
 for ((t = 0; t < TENANTS; t++)); do
     TOKENS[t]="$(api POST /v1/tenants "$ADMIN_TOKEN" -H 'content-type: application/json' \
-        -d "{\"name\":\"t$t\"}" | jq -er .token)" || die "no token for tenant t$t"
+        -d "{\"name\":\"t$t\",\"domains\":[\"t$t.many.test\"]}" | jq -er .token)" || die "no token for tenant t$t"
 done
 edge_node_sync node1 "$CP_ADDR" "$WORK/node1-cache" "${NODE_ARGS[@]}"
 NODE_PID="$PROC_PID"
@@ -276,7 +276,7 @@ log "first request to each app: ${R[first_ok]}/$CREATED 200, p50/p90/p99/max ${R
 # Freshly deployed apps: deploy -> first 200, first vs later requests.
 : >"$RAW/fresh.txt"
 for ((f = 0; f < FRESH; f++)); do
-    h="fresh-$f.many.test"
+    h="fresh-$f.t0.many.test"
     api POST /v1/apps "${TOKENS[0]}" -H 'content-type: application/json' \
         -d "{\"name\":\"fresh-$f\",\"routes\":[\"$h\"]}" >/dev/null
     t0="$EPOCHREALTIME"

@@ -45,7 +45,7 @@ NODE_METRICS="$PROC_METRICS"
 
 json=(-H 'content-type: application/json')
 wasm=(-H 'content-type: application/wasm')
-tok="$(api POST /v1/tenants "$ADMIN_TOKEN" "${json[@]}" -d '{"name":"t"}' | sed -E 's/.*"token":"([^"]+)".*/\1/')"
+tok="$(api POST /v1/tenants "$ADMIN_TOKEN" "${json[@]}" -d '{"name":"t","domains":["a.test"]}' | sed -E 's/.*"token":"([^"]+)".*/\1/')"
 api POST /v1/apps "$tok" "${json[@]}" -d '{"name":"a","routes":["a.test"]}' >/dev/null
 api POST /v1/apps/a/deployments "$tok" "${wasm[@]}" --data-binary @"$ROOT/guests/c/hello/hello.wasm" >/dev/null
 api POST /v1/apps/a/deployments "$tok" "${wasm[@]}" --data-binary @"$ROOT/guests/c/echo/echo.wasm" >/dev/null

@@ -219,7 +219,7 @@ run_guest() {
     CP_ADDR="$ADDR"
     local tenant_token t0
     tenant_token="$(api POST /v1/tenants "$ADMIN_TOKEN" -H 'content-type: application/json' \
-        -d '{"name":"bench"}' | jq -er .token)" || die "no tenant token"
+        -d '{"name":"bench","domains":["restart.test"]}' | jq -er .token)" || die "no tenant token"
     api POST /v1/apps "$tenant_token" -H 'content-type: application/json' \
         -d "{\"name\":\"$g\",\"routes\":[\"$host\"]}" >/dev/null
     t0="$EPOCHREALTIME"

@@ -75,8 +75,8 @@ wait_for_quiet_machine
 control_plane cp "$WORK/cp-data"
 CP_PID="$PROC_PID"
 CP_ADDR="$PROC_ADDR"
-GOOD="$(api POST /v1/tenants "$ADMIN_TOKEN" -H 'content-type: application/json' -d '{"name":"good"}' | jq -er .token)"
-BAD="$(api POST /v1/tenants "$ADMIN_TOKEN" -H 'content-type: application/json' -d '{"name":"bad"}' | jq -er .token)"
+GOOD="$(api POST /v1/tenants "$ADMIN_TOKEN" -H 'content-type: application/json' -d '{"name":"good","domains":["good.test"]}' | jq -er .token)"
+BAD="$(api POST /v1/tenants "$ADMIN_TOKEN" -H 'content-type: application/json' -d '{"name":"bad","domains":["bad.test"]}' | jq -er .token)"
 api PUT /v1/tenants/bad/limits "$ADMIN_TOKEN" -H 'content-type: application/json' \
     -d "{\"fuel\":$BAD_FUEL,\"timeout_ms\":500,\"max_concurrency\":4}" >/dev/null
 

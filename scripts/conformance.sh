@@ -130,7 +130,7 @@ api() { # api METHOD PATH TOKEN [curl args…]
 # node report; sets TENANT to acme's token.
 seed() {
     TENANT="$(api POST /v1/tenants "$ADMIN" -H 'content-type: application/json' \
-        -d '{"name":"acme"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')"
+        -d '{"name":"acme","domains":["example.com"]}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')"
     api POST /v1/apps "$TENANT" -H 'content-type: application/json' \
         -d '{"name":"web","routes":["web.example.com"]}' >/dev/null
     api PUT /v1/apps/web/env "$TENANT" -H 'content-type: application/json' \

@@ -186,7 +186,7 @@ api() { # api METHOD PATH TOKEN [curl args…]
     shift 3
     curl -sS --max-time 30 --fail-with-body -X "$method" -H "Authorization: Bearer $token" "$@" "http://$CP$path"
 }
-TENANT="$(api POST /v1/tenants "$ADMIN" -H 'content-type: application/json' -d '{"name":"acme"}' |
+TENANT="$(api POST /v1/tenants "$ADMIN" -H 'content-type: application/json' -d '{"name":"acme","domains":["example.com"]}' |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')"
 api POST /v1/apps "$TENANT" -H 'content-type: application/json' \
     -d '{"name":"web","routes":["web.example.com"]}' >/dev/null

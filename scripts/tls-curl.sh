@@ -75,7 +75,7 @@ for tenant in acme beta; do
     host="a.example.com"
     [[ "$tenant" == beta ]] && host="b.example.com"
     token="$(api POST /v1/tenants "$ADMIN" -H 'content-type: application/json' \
-        -d "{\"name\":\"$tenant\"}" | json_field token)"
+        -d "{\"name\":\"$tenant\",\"domains\":[\"$host\"]}" | json_field token)"
     api POST /v1/apps "$token" -H 'content-type: application/json' \
         -d "{\"name\":\"web\",\"routes\":[\"$host\"]}" >/dev/null
     api PUT /v1/apps/web/env "$token" -H 'content-type: application/json' \
