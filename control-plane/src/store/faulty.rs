@@ -18,8 +18,8 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use super::{
-    Allowance, AppRecord, CertRecord, DeploymentRecord, Result, Revision, Store, StoreError,
-    TenantRecord, TokenRecord, Usage,
+    Allowance, AppRecord, CertRecord, Change, DeploymentRecord, Result, Revision, Store,
+    StoreError, TenantRecord, TokenRecord, Usage,
 };
 
 /// The error a failing write returns.
@@ -109,7 +109,7 @@ impl<S: Store> Store for FaultyStore<S> {
     fn update_tenant(
         &self,
         name: &str,
-        change: &mut (dyn FnMut(&mut TenantRecord) -> std::result::Result<(), String> + Send),
+        change: &mut Change<'_, TenantRecord>,
     ) -> Result<std::result::Result<Revision, String>> {
         self.write()?;
         self.inner.update_tenant(name, change)
@@ -185,9 +185,7 @@ impl<S: Store> Store for FaultyStore<S> {
         &self,
         tenant: &str,
         name: &str,
-        change: &mut (
-                 dyn FnMut(&mut BTreeMap<String, String>) -> std::result::Result<(), String> + Send
-             ),
+        change: &mut Change<'_, BTreeMap<String, String>>,
     ) -> Result<std::result::Result<Revision, String>> {
         self.write()?;
         self.inner.update_env(tenant, name, change)

@@ -74,6 +74,11 @@ impl StoreError {
     }
 }
 
+/// A change to a record made inside a store transaction; it may refuse
+/// (`Err(reason)`), which stores nothing. The transaction may run it more
+/// than once, each time on a fresh copy of the stored record.
+pub type Change<'a, T> = dyn FnMut(&mut T) -> std::result::Result<(), String> + Send + 'a;
+
 /// `Result` with [`StoreError`].
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -244,11 +249,10 @@ pub trait Store: Send + Sync + 'static {
     /// Changes a tenant's record with `change` in one transaction (limits,
     /// domains, quotas, disabled); `change` may refuse (`Err(reason)`),
     /// which stores nothing.
-    #[allow(clippy::type_complexity)]
     fn update_tenant(
         &self,
         name: &str,
-        change: &mut (dyn FnMut(&mut TenantRecord) -> std::result::Result<(), String> + Send),
+        change: &mut Change<'_, TenantRecord>,
     ) -> Result<std::result::Result<Revision, String>>;
     /// Deletes a tenant with everything it holds: apps, routes, versions,
     /// certificates, tokens; modules no one else uses are collected.
@@ -289,14 +293,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Changes an app's environment with `change` in one transaction;
     /// `change` may refuse (`Err(reason)`), which stores nothing.
-    #[allow(clippy::type_complexity)]
     fn update_env(
         &self,
         tenant: &str,
         name: &str,
-        change: &mut (
-                 dyn FnMut(&mut BTreeMap<String, String>) -> std::result::Result<(), String> + Send
-             ),
+        change: &mut Change<'_, BTreeMap<String, String>>,
     ) -> Result<std::result::Result<Revision, String>>;
 
     /// Stores a module blob under its digest (idempotent).

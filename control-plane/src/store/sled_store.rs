@@ -10,8 +10,8 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use sled::{Db, Transactional, Tree};
 
 use super::{
-    Allowance, AppRecord, CertRecord, DeploymentRecord, Result, Revision, Store, StoreError,
-    TenantRecord, TokenRecord, Usage,
+    Allowance, AppRecord, CertRecord, Change, DeploymentRecord, Result, Revision, Store,
+    StoreError, TenantRecord, TokenRecord, Usage,
 };
 
 type TxResult<T> = std::result::Result<T, ConflictableTransactionError<StoreError>>;
@@ -626,7 +626,7 @@ impl Store for SledStore {
     fn update_tenant(
         &self,
         name: &str,
-        change: &mut (dyn FnMut(&mut TenantRecord) -> std::result::Result<(), String> + Send),
+        change: &mut Change<'_, TenantRecord>,
     ) -> Result<std::result::Result<Revision, String>> {
         // As in `update_env`: each run of the transaction starts from the
         // stored record.
@@ -802,9 +802,7 @@ impl Store for SledStore {
         &self,
         tenant: &str,
         name: &str,
-        change: &mut (
-                 dyn FnMut(&mut BTreeMap<String, String>) -> std::result::Result<(), String> + Send
-             ),
+        change: &mut Change<'_, BTreeMap<String, String>>,
     ) -> Result<std::result::Result<Revision, String>> {
         // sled may run the closure again on conflict: each run starts from
         // the stored record, so `change` sees a fresh copy every time.

@@ -109,6 +109,24 @@ impl Api {
         .await
     }
 
+    /// A request without a body (`POST …/disable`, `DELETE …`).
+    pub(crate) async fn send(&self, method: &str, path: &str, token: Option<&str>) -> Reply {
+        self.call(method, path, token, Body::empty(), "application/json")
+            .await
+    }
+
+    /// Puts a fresh self-signed certificate for `host` as `token`.
+    pub(crate) async fn put_certificate(&self, token: &str, host: &str) -> Reply {
+        let (_, chain, key) = outpost_runtime::cert::Certificate::self_signed(&[host]).unwrap();
+        self.json(
+            "PUT",
+            &format!("/v1/certificates/{host}"),
+            Some(token),
+            json!({"cert_chain_pem": chain, "private_key_pem": key}),
+        )
+        .await
+    }
+
     pub(crate) async fn get(&self, path: &str, token: Option<&str>) -> Reply {
         self.call("GET", path, token, Body::empty(), "application/json")
             .await
@@ -1233,23 +1251,12 @@ async fn a_tenant_over_a_quota_is_refused_naming_it() {
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.raw);
     // Certificates per tenant: a second host is refused, replacing the
     // first is not.
-    let upload = |name: &str| {
-        let (_, chain, key) = outpost_runtime::cert::Certificate::self_signed(&[name]).unwrap();
-        json!({"cert_chain_pem": chain, "private_key_pem": key})
-    };
     for (host, want) in [
         ("one.acme.example", StatusCode::OK),
         ("one.acme.example", StatusCode::OK),
         ("two.acme.example", StatusCode::FORBIDDEN),
     ] {
-        let r = api
-            .json(
-                "PUT",
-                &format!("/v1/certificates/{host}"),
-                Some(&acme),
-                upload(host),
-            )
-            .await;
+        let r = api.put_certificate(&acme, host).await;
         assert_eq!(r.status, want, "{host}: {}", r.raw);
     }
 }

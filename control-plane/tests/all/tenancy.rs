@@ -179,23 +179,9 @@ async fn a_wildcard_certificate_needs_its_parents_grant() {
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.raw);
     let r = api.app(&acme, "zone", &["web.acme.apps.example.net"]).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.raw);
-    let upload = |name: &str| {
-        let (_, chain, key) = outpost_runtime::cert::Certificate::self_signed(&[name]).unwrap();
-        json!({"cert_chain_pem": chain, "private_key_pem": key})
-    };
-    for (host, status) in [
-        ("*.shop.acme.example", StatusCode::OK),
-        ("*.acme.apps.example.net", StatusCode::OK),
-    ] {
-        let r = api
-            .json(
-                "PUT",
-                &format!("/v1/certificates/{host}"),
-                Some(&acme),
-                upload(host),
-            )
-            .await;
-        assert_eq!(r.status, status, "{host}: {}", r.raw);
+    for host in ["*.shop.acme.example", "*.acme.apps.example.net"] {
+        let r = api.put_certificate(&acme, host).await;
+        assert_eq!(r.status, StatusCode::OK, "{host}: {}", r.raw);
     }
     // Granted only `shop.acme.example`: `*.acme.example` would cover names
     // outside it. Routed `x.apps.example.net` names don't grant the zone.
@@ -215,14 +201,7 @@ async fn a_wildcard_certificate_needs_its_parents_grant() {
         json!({"domains": ["shop.acme.example"]}),
     )
     .await;
-    let r = api
-        .json(
-            "PUT",
-            "/v1/certificates/*.acme.example",
-            Some(&acme),
-            upload("*.acme.example"),
-        )
-        .await;
+    let r = api.put_certificate(&acme, "*.acme.example").await;
     assert_error(&r, StatusCode::FORBIDDEN, "domain_not_granted");
 }
 
@@ -405,27 +384,11 @@ async fn tokens_are_named_listed_and_revoked_at_once() {
     // beta sees only its own, and cannot revoke acme's.
     let r = api.get("/v1/tokens", Some(&beta)).await;
     assert_eq!(r.body.as_array().unwrap().len(), 1);
-    let r = api
-        .call(
-            "DELETE",
-            "/v1/tokens/ci",
-            Some(&beta),
-            axum::body::Body::empty(),
-            "application/json",
-        )
-        .await;
+    let r = api.send("DELETE", "/v1/tokens/ci", Some(&beta)).await;
     assert_error(&r, StatusCode::NOT_FOUND, "not_found");
     assert_eq!(api.get("/v1/apps", Some(&ci)).await.status, StatusCode::OK);
     // Revoking the default token with the ci one: the next call is 401.
-    let r = api
-        .call(
-            "DELETE",
-            "/v1/tokens/default",
-            Some(&ci),
-            axum::body::Body::empty(),
-            "application/json",
-        )
-        .await;
+    let r = api.send("DELETE", "/v1/tokens/default", Some(&ci)).await;
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.raw);
     assert_error(
         &api.get("/v1/apps", Some(&acme)).await,
@@ -434,14 +397,7 @@ async fn tokens_are_named_listed_and_revoked_at_once() {
     );
     assert_eq!(api.get("/v1/apps", Some(&ci)).await.status, StatusCode::OK);
     // A tenant that revoked its last token gets one back from the admin.
-    api.call(
-        "DELETE",
-        "/v1/tokens/ci",
-        Some(&ci),
-        axum::body::Body::empty(),
-        "application/json",
-    )
-    .await;
+    api.send("DELETE", "/v1/tokens/ci", Some(&ci)).await;
     assert_error(
         &api.get("/v1/apps", Some(&ci)).await,
         StatusCode::UNAUTHORIZED,
@@ -471,23 +427,11 @@ async fn a_disabled_tenant_cannot_write_and_a_deleted_one_leaves_nothing() {
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.raw);
     api.deploy("web", &acme, fixtures::hello("acme")).await;
     let r = api
-        .call(
-            "POST",
-            "/v1/tenants/acme/disable",
-            Some(&acme),
-            axum::body::Body::empty(),
-            "application/json",
-        )
+        .send("POST", "/v1/tenants/acme/disable", Some(&acme))
         .await;
     assert_error(&r, StatusCode::FORBIDDEN, "forbidden");
     let r = api
-        .call(
-            "POST",
-            "/v1/tenants/acme/disable",
-            Some(ADMIN),
-            axum::body::Body::empty(),
-            "application/json",
-        )
+        .send("POST", "/v1/tenants/acme/disable", Some(ADMIN))
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
     assert_eq!(r.body["disabled"], true);
@@ -508,29 +452,15 @@ async fn a_disabled_tenant_cannot_write_and_a_deleted_one_leaves_nothing() {
     // beta is not affected.
     let r = api.app(&beta, "web", &["beta.example.com"]).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.raw);
-    api.call(
-        "POST",
-        "/v1/tenants/acme/enable",
-        Some(ADMIN),
-        axum::body::Body::empty(),
-        "application/json",
-    )
-    .await;
+    api.send("POST", "/v1/tenants/acme/enable", Some(ADMIN))
+        .await;
     let r = api.app(&acme, "other", &["other.example.com"]).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.raw);
 
     let digest = api.store.deployments("acme", "web").unwrap()[0]
         .digest
         .clone();
-    let r = api
-        .call(
-            "DELETE",
-            "/v1/tenants/acme",
-            Some(ADMIN),
-            axum::body::Body::empty(),
-            "application/json",
-        )
-        .await;
+    let r = api.send("DELETE", "/v1/tenants/acme", Some(ADMIN)).await;
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.raw);
     assert_error(
         &api.get("/v1/apps", Some(&acme)).await,
@@ -558,14 +488,6 @@ async fn a_disabled_tenant_cannot_write_and_a_deleted_one_leaves_nothing() {
         .map(|t| t["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["beta"]);
-    let r = api
-        .call(
-            "DELETE",
-            "/v1/tenants/acme",
-            Some(ADMIN),
-            axum::body::Body::empty(),
-            "application/json",
-        )
-        .await;
+    let r = api.send("DELETE", "/v1/tenants/acme", Some(ADMIN)).await;
     assert_error(&r, StatusCode::NOT_FOUND, "not_found");
 }
