@@ -416,7 +416,7 @@ fn deployment(d: DeploymentRecord) -> Deployment {
     tag = "deployments",
     params(("app" = String, Path, description = "App name")),
     request_body(content = Vec<u8>, content_type = "application/wasm"),
-    responses((status = 201, body = Deployment), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)),
+    responses((status = 201, body = Deployment), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 429, body = ErrorBody, description = "uploads_busy or upload_budget, with Retry-After")),
     security(("bearer" = []))
 )]
 pub async fn deploy(
@@ -476,6 +476,10 @@ pub async fn deploy(
     // a bounded number at once, and each tenant only part of them. Both
     // slots go with the compile, which cannot be cut short: a client that
     // leaves frees them only when its compile is done.
+    state
+        .compile_budget
+        .check(&tenant.name, std::time::Instant::now())
+        .map_err(ApiError::upload_budget)?;
     let tenant_slot = state
         .tenant_validations
         .take(&tenant.name)
@@ -489,8 +493,13 @@ pub async fn deploy(
     let validator = state.validator.clone();
     let checked = wasm.clone();
     let what = format!("app {app:?}");
+    let (budget, charged) = (state.compile_budget.clone(), tenant.name.clone());
     let (pre, _slots) = tokio::task::spawn_blocking(move || {
-        (validator.check(&what, &checked), (tenant_slot, permit))
+        // Charged when the compile ends, whether or not the client waits.
+        let started = std::time::Instant::now();
+        let pre = validator.check(&what, &checked);
+        budget.spend(&charged, std::time::Instant::now(), started.elapsed());
+        (pre, (tenant_slot, permit))
     })
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;

@@ -56,6 +56,22 @@ impl ApiError {
         }
     }
 
+    /// 429 `upload_budget` with `Retry-After`: the tenant's uploads used
+    /// their compile time for now.
+    pub fn upload_budget(wait: std::time::Duration) -> ApiError {
+        ApiError {
+            retry_after: Some(wait),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "upload_budget",
+                format!(
+                    "your uploads used their validation time for now; retry in {} s",
+                    wait.as_secs().max(1)
+                ),
+            )
+        }
+    }
+
     /// 400 with `code`.
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
         Self::new(StatusCode::BAD_REQUEST, code, message)

@@ -4,6 +4,7 @@
 
 mod apps;
 pub mod auth;
+pub mod budget;
 pub(crate) mod certs;
 pub mod error;
 pub(crate) mod hosts;
@@ -66,6 +67,9 @@ pub struct ApiState {
     pub(crate) validations: Arc<tokio::sync::Semaphore>,
     /// Of those, each tenant may hold [`UPLOADS_PER_TENANT`].
     pub(crate) tenant_validations: Arc<slots::TenantSlots>,
+    /// And each tenant may spend [`budget::PER_TENANT`] of compile time
+    /// per [`budget::WINDOW`].
+    pub(crate) compile_budget: Arc<budget::CompileBudget>,
     pub(crate) max_module_bytes: u64,
     /// What the operator allows tenants ([`Policy`]).
     pub(crate) policy: Policy,
@@ -138,6 +142,7 @@ impl ApiState {
                 PoolConfig::VALIDATION_SLOTS as usize,
             )),
             tenant_validations: slots::TenantSlots::new(UPLOADS_PER_TENANT),
+            compile_budget: Default::default(),
             max_module_bytes,
             policy: Policy::default(),
             sealer,
