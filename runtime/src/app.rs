@@ -105,7 +105,7 @@ impl App {
         spec: AppSpec,
         pre: ProxyPre<HostState>,
         metrics: &Metrics,
-        log_sink: Arc<super::guest_log::LogSink>,
+        log_ship: Arc<super::log_ship::ShipQueue>,
         lanes: Arc<Lanes>,
     ) -> Arc<App> {
         let app_metrics = metrics.app(&spec.tenant, &spec.name);
@@ -115,7 +115,7 @@ impl App {
                 &spec.name,
                 app_metrics.guest_log_dropped.clone(),
             )
-            .shipping_to(Some(log_sink)),
+            .shipping_to(log_ship, app_metrics.guest_log_unshipped.clone()),
         );
         let outbound = Arc::new(OutboundPolicy::new(
             &spec.allow_outbound,

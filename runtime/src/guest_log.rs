@@ -19,6 +19,8 @@ use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
+use crate::log_ship::ShipQueue;
+
 /// Lines kept per app.
 const RING_LINES: usize = 256;
 /// A line longer than this is split: a guest cannot make the node buffer
@@ -62,47 +64,18 @@ pub struct GuestLog {
     ring: Mutex<VecDeque<LogLine>>,
     dropped: IntCounter,
     /// Where lines are shipped to the control plane (sync mode), if anywhere.
-    ship: Option<Arc<LogSink>>,
+    ship: Option<Shipping>,
 }
 
 /// Longest line text shipped to the control plane; the local log keeps all.
 const MAX_SHIPPED_LINE: usize = 4096;
 
-/// The node-wide channel guest lines are shipped through. It only carries
-/// lines once someone took its receiver (sync mode's shipper): a
-/// standalone node keeps nothing queued.
+/// Where an app's lines are shipped to the control plane (sync mode).
 #[derive(Debug)]
-pub struct LogSink {
-    tx: tokio::sync::mpsc::Sender<outpost_proto::GuestLogLine>,
-    rx: Mutex<Option<tokio::sync::mpsc::Receiver<outpost_proto::GuestLogLine>>>,
-    on: std::sync::atomic::AtomicBool,
-}
-
-impl LogSink {
-    /// A sink holding at most `capacity` lines not yet shipped.
-    pub fn new(capacity: usize) -> LogSink {
-        let (tx, rx) = tokio::sync::mpsc::channel(capacity);
-        LogSink {
-            tx,
-            rx: Mutex::new(Some(rx)),
-            on: std::sync::atomic::AtomicBool::new(false),
-        }
-    }
-
-    /// The receiving end (once), which also turns shipping on.
-    pub fn take(&self) -> Option<tokio::sync::mpsc::Receiver<outpost_proto::GuestLogLine>> {
-        let rx = self.rx.lock().unwrap().take()?;
-        self.on.store(true, std::sync::atomic::Ordering::Relaxed);
-        Some(rx)
-    }
-
-    fn send(&self, line: outpost_proto::GuestLogLine) {
-        if self.on.load(std::sync::atomic::Ordering::Relaxed) {
-            // Never wait: a shipper that falls behind loses lines, the
-            // guest never stalls.
-            let _ = self.tx.try_send(line);
-        }
-    }
+struct Shipping {
+    queue: Arc<ShipQueue>,
+    /// Lines of this app dropped from the queue before shipping.
+    unshipped: IntCounter,
 }
 
 impl GuestLog {
@@ -117,9 +90,10 @@ impl GuestLog {
         }
     }
 
-    /// Also sends every line to `ship`.
-    pub fn shipping_to(mut self, ship: Option<Arc<LogSink>>) -> GuestLog {
-        self.ship = ship;
+    /// Also queues every line on `queue` for shipping; `unshipped` counts
+    /// this app's lines the queue drops (see [`ShipQueue`]).
+    pub fn shipping_to(mut self, queue: Arc<ShipQueue>, unshipped: IntCounter) -> GuestLog {
+        self.ship = Some(Shipping { queue, unshipped });
         self
     }
 
@@ -151,15 +125,18 @@ impl GuestLog {
                 text.truncate(cut);
                 text.push('…');
             }
-            ship.send(outpost_proto::GuestLogLine {
-                tenant: self.tenant.clone(),
-                app: self.app.clone(),
-                node: String::new(),
-                request_id: line.request_id,
-                stream: line.stream.as_str().to_string(),
-                text,
-                time_ms,
-            });
+            ship.queue.push(
+                outpost_proto::GuestLogLine {
+                    tenant: self.tenant.clone(),
+                    app: self.app.clone(),
+                    node: String::new(),
+                    request_id: line.request_id,
+                    stream: line.stream.as_str().to_string(),
+                    text,
+                    time_ms,
+                },
+                &ship.unshipped,
+            );
         }
         let mut ring = self.ring.lock().unwrap();
         if ring.len() == RING_LINES {

@@ -24,6 +24,7 @@ pub mod guest_log;
 pub mod host;
 pub mod lanes;
 pub mod limits;
+pub mod log_ship;
 pub mod metrics;
 pub mod prune;
 pub mod router;
@@ -54,9 +55,6 @@ pub use metrics::Metrics;
 /// its deadline once per tick, so deadlines are enforced to about this
 /// granularity.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
-
-/// Guest output lines waiting to be shipped at most; more are dropped.
-const LOG_SHIP_QUEUE: usize = 4096;
 
 /// Fuel a guest burns between yields to the async executor: small enough
 /// that a spinning guest gives up its worker thread often (~every 100 µs),
@@ -176,7 +174,7 @@ pub struct Runtime {
     pooling: bool,
     metrics: Metrics,
     compile_cache: OnceLock<CompileCache>,
-    log_sink: Arc<guest_log::LogSink>,
+    log_ship: Arc<log_ship::ShipQueue>,
     lanes: Arc<Lanes>,
 }
 
@@ -224,7 +222,7 @@ impl Runtime {
             pooling,
             metrics,
             compile_cache: OnceLock::new(),
-            log_sink: Arc::new(guest_log::LogSink::new(LOG_SHIP_QUEUE)),
+            log_ship: Default::default(),
             lanes: Arc::new(Lanes::new(lanes.clone())),
         })
     }
@@ -255,12 +253,11 @@ impl Runtime {
         Some(self.compile_cache.get()?.prune(keep, budget))
     }
 
-    /// Guest output lines of every app, for shipping to the control plane
-    /// (sync mode). The first call gets the receiver and turns shipping on.
-    pub fn take_guest_logs(
-        &self,
-    ) -> Option<tokio::sync::mpsc::Receiver<outpost_proto::GuestLogLine>> {
-        self.log_sink.take()
+    /// Guest output lines of every app, queued per tenant for shipping to
+    /// the control plane (sync mode). The first call gets the queue and
+    /// turns shipping on; later calls get `None`.
+    pub fn take_guest_logs(&self) -> Option<Arc<log_ship::ShipQueue>> {
+        self.log_ship.start().then(|| self.log_ship.clone())
     }
 
     /// The engine (for tests and tools that precompile).
@@ -343,7 +340,7 @@ impl Runtime {
             spec,
             pre,
             &self.metrics,
-            self.log_sink.clone(),
+            self.log_ship.clone(),
             self.lanes.clone(),
         )
     }

@@ -44,6 +44,7 @@ pub struct Metrics {
     traps: IntCounterVec,
     instances_in_flight: IntGaugeVec,
     guest_log_dropped: IntCounterVec,
+    guest_log_unshipped: IntCounterVec,
     compile_duration: HistogramVec,
     compile_cache: IntCounterVec,
     subrequests: IntCounterVec,
@@ -128,6 +129,13 @@ impl Metrics {
                 ),
                 app,
             )?,
+            guest_log_unshipped: IntCounterVec::new(
+                Opts::new(
+                    "outpost_runtime_guest_log_unshipped_lines_total",
+                    "Guest output lines dropped before shipping to the control plane: the tenant's ship queue, or the node's, was full (the node's own log keeps them).",
+                ),
+                app,
+            )?,
             compile_duration: HistogramVec::new(
                 HistogramOpts::new(
                     "outpost_runtime_compile_duration_seconds",
@@ -195,6 +203,7 @@ impl Metrics {
         registry.register(Box::new(m.traps.clone()))?;
         registry.register(Box::new(m.instances_in_flight.clone()))?;
         registry.register(Box::new(m.guest_log_dropped.clone()))?;
+        registry.register(Box::new(m.guest_log_unshipped.clone()))?;
         registry.register(Box::new(m.compile_duration.clone()))?;
         registry.register(Box::new(m.compile_cache.clone()))?;
         registry.register(Box::new(m.subrequests.clone()))?;
@@ -246,6 +255,7 @@ impl Metrics {
             traps: self.traps.with_label_values(&labels),
             instances_in_flight: self.instances_in_flight.with_label_values(&labels),
             guest_log_dropped: self.guest_log_dropped.with_label_values(&labels),
+            guest_log_unshipped: self.guest_log_unshipped.with_label_values(&labels),
             compile_duration: self.compile_duration.with_label_values(&labels),
             subrequests: SUBREQUEST_RESULTS
                 .map(|r| self.subrequests.with_label_values(&[tenant, app, r])),
@@ -272,6 +282,7 @@ impl Metrics {
         let _ = self.traps.remove_label_values(&labels);
         let _ = self.instances_in_flight.remove_label_values(&labels);
         let _ = self.guest_log_dropped.remove_label_values(&labels);
+        let _ = self.guest_log_unshipped.remove_label_values(&labels);
         let _ = self.compile_duration.remove_label_values(&labels);
         for r in SUBREQUEST_RESULTS {
             let _ = self.subrequests.remove_label_values(&[tenant, app, r]);
@@ -330,6 +341,8 @@ pub struct AppMetrics {
     pub instances_in_flight: IntGauge,
     /// Guest output dropped over the cap.
     pub guest_log_dropped: IntCounter,
+    /// Guest lines dropped from the ship queue before shipping.
+    pub guest_log_unshipped: IntCounter,
     /// Component compile time.
     pub compile_duration: Histogram,
     /// Outbound requests: sent, denied, over the limit.
@@ -402,6 +415,7 @@ mod tests {
         a.kill(KillReason::Fuel);
         a.fuel_consumed.inc_by(1234);
         a.instances_in_flight.inc();
+        a.guest_log_unshipped.inc_by(7);
         m.set_apps_loaded(3);
         m.compile_cache(Lookup::Hit);
         let text = render(&registry);
@@ -420,6 +434,7 @@ mod tests {
             r#"outpost_runtime_limit_kills_total{app="web",reason="timeout",tenant="acme"} 0"#,
             r#"outpost_runtime_fuel_consumed_total{app="web",tenant="acme"} 1234"#,
             r#"outpost_runtime_instances_in_flight{app="web",tenant="acme"} 1"#,
+            r#"outpost_runtime_guest_log_unshipped_lines_total{app="web",tenant="acme"} 7"#,
             "outpost_runtime_apps_loaded 3",
             r#"outpost_runtime_compile_cache_lookups_total{result="hit"} 1"#,
             r#"outpost_runtime_compile_cache_lookups_total{result="invalid"} 0"#,

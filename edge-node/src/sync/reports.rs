@@ -3,11 +3,13 @@
 //! best effort: the next watch connection reports the revision again, and
 //! the node's own log keeps every guest line.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, header};
 use http_body_util::Full;
+use outpost_runtime::log_ship::ShipQueue;
 
 use super::config::{HttpClient, SyncConfig};
 use crate::node::Failed;
@@ -17,29 +19,22 @@ const LOG_BATCH: usize = 500;
 /// How long a batch waits to fill before it is sent.
 const LOG_LINGER: Duration = Duration::from_millis(200);
 
-/// Ships guest output lines to the control plane in batches. A batch the
-/// control plane does not take is dropped.
-pub(crate) async fn ship_logs(
-    config: SyncConfig,
-    client: HttpClient,
-    mut lines: tokio::sync::mpsc::Receiver<outpost_proto::GuestLogLine>,
-) {
+/// Ships guest output lines to the control plane in batches, each taken
+/// round-robin across tenants (see [`ShipQueue`]) so that one tenant's
+/// flood delays another's lines by at most a batch. A batch the control
+/// plane does not take is dropped.
+pub(crate) async fn ship_logs(config: SyncConfig, client: HttpClient, lines: Arc<ShipQueue>) {
     let url = format!(
         "{}/v1/nodes/{}/logs",
         config.url.trim_end_matches('/'),
         config.node_id
     );
-    let mut batch = Vec::with_capacity(LOG_BATCH);
-    while lines.recv_many(&mut batch, LOG_BATCH).await > 0 {
-        let deadline = tokio::time::Instant::now() + LOG_LINGER;
-        while batch.len() < LOG_BATCH {
-            match tokio::time::timeout_at(deadline, lines.recv()).await {
-                Ok(Some(line)) => batch.push(line),
-                Ok(None) | Err(_) => break,
-            }
-        }
+    loop {
+        lines.wait_for(1).await;
+        // A batch waits a little to fill: fewer, larger posts.
+        let _ = tokio::time::timeout(LOG_LINGER, lines.wait_for(LOG_BATCH)).await;
+        let batch = lines.take_batch(LOG_BATCH);
         let body = serde_json::to_vec(&batch).expect("log lines serialize");
-        batch.clear();
         let req = Request::post(&url)
             .header(header::AUTHORIZATION, format!("Bearer {}", config.token))
             .header(header::CONTENT_TYPE, "application/json")

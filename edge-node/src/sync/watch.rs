@@ -30,6 +30,15 @@ const READ_TIMEOUT: Duration = Duration::from_secs(45);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
+/// Aborts its task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Follows one control plane for one node: everything the watch loop
 /// needs, so no function in it takes five arguments.
 pub struct Follower {
@@ -74,9 +83,15 @@ impl Follower {
 
     /// Follows the control plane forever; also ships guest output.
     pub async fn run(mut self) {
-        if let Some(lines) = self.node.runtime().take_guest_logs() {
-            tokio::spawn(ship_logs(self.config.clone(), self.client.clone(), lines));
-        }
+        // The shipper waits on the runtime's queue forever: it ends with
+        // the follower (a node aborted or shut down), not on its own.
+        let _shipper = self.node.runtime().take_guest_logs().map(|lines| {
+            AbortOnDrop(tokio::spawn(ship_logs(
+                self.config.clone(),
+                self.client.clone(),
+                lines,
+            )))
+        });
         let mut backoff = BACKOFF_MIN;
         loop {
             let before = self.revision();
