@@ -72,6 +72,34 @@ impl ApiError {
         }
     }
 
+    /// 429 `too_many_followers` with `Retry-After`: the tenant already
+    /// holds as many `logs?follow=true` streams as it may.
+    pub fn too_many_followers(open: usize) -> ApiError {
+        ApiError {
+            retry_after: Some(std::time::Duration::from_secs(5)),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_followers",
+                format!(
+                    "{open} of your log follow streams are open already; retry when one is closed"
+                ),
+            )
+        }
+    }
+
+    /// 503 `followers_busy` with `Retry-After`: the control plane holds as
+    /// many log follow streams, across all tenants, as it serves at once.
+    pub fn followers_busy() -> ApiError {
+        ApiError {
+            retry_after: Some(std::time::Duration::from_secs(5)),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "followers_busy",
+                "the control plane serves as many log streams as it can; retry later",
+            )
+        }
+    }
+
     /// 400 with `code`.
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
         Self::new(StatusCode::BAD_REQUEST, code, message)

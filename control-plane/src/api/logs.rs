@@ -4,6 +4,17 @@
 //! (`GET /v1/apps/{app}/logs?follow=true`, NDJSON). Memory is bounded:
 //! per app by lines and bytes, and a deleted app's lines go with it.
 //!
+//! Tenants are kept apart here as everywhere: each app has its own fan-out
+//! channel (made when the first follower comes, dropped when the last one
+//! is gone or the app is deleted), so a flood of one tenant's lines makes
+//! only that app's followers skip lines, never another tenant's. Follow
+//! streams hold a task's worth of memory and a connection each for as
+//! long as the client likes, so each tenant may hold
+//! [`FOLLOWERS_PER_TENANT`] at once (429 `too_many_followers` past it) and
+//! all tenants together [`MAX_FOLLOWERS`] (503 `followers_busy`), both
+//! with `Retry-After`. A stream gives its place back when it ends: the
+//! client goes away, the app is deleted or the server shuts down.
+//!
 //! Deliberately not a log store: lines live in memory only, a restart
 //! forgets them, and a follower that reads too slowly skips lines rather
 //! than holding memory. Operators who need retention ship the nodes'
@@ -11,7 +22,6 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
@@ -19,81 +29,130 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use outpost_proto::{ErrorBody, GuestLogLine};
 use serde::Deserialize;
-use tokio::sync::broadcast;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, watch};
 
 use super::auth::{NodeAuth, TenantAuth};
 use super::error::{ApiError, ApiResult};
+use super::slots::{TenantSlot, TenantSlots};
 use super::{ApiState, JsonList, QueryParams, check_name};
 
 /// Lines kept per app for a new reader…
 pub const RECENT_LINES: usize = 1000;
 /// …and bytes of text, whichever bound comes first.
 pub const RECENT_BYTES: usize = 256 * 1024;
-/// Lines in flight to followers; a follower further behind skips ahead.
-const FOLLOW_BUFFER: usize = 4096;
+/// Lines in flight to one app's followers; a follower further behind
+/// skips ahead. Held only until every follower has read them.
+const FOLLOW_BUFFER: usize = 1024;
+/// Follow streams one tenant may hold open at once: enough for a few
+/// terminals per app being debugged, far from a way to pin the server.
+pub const FOLLOWERS_PER_TENANT: usize = 8;
+/// Follow streams open at once across all tenants.
+pub const MAX_FOLLOWERS: usize = 1024;
 /// Most lines one post may carry.
 const MAX_BATCH: usize = 5000;
 
-type Line = (u64, Arc<GuestLogLine>);
+type Line = Arc<GuestLogLine>;
 
-/// One app's recent lines and the bytes of text they hold.
+/// One app's recent lines and, while someone follows it, its feed.
 #[derive(Default)]
-struct Ring {
+struct AppLog {
     lines: VecDeque<Line>,
+    /// Bytes of text in `lines`.
     bytes: usize,
+    feed: Option<broadcast::Sender<Line>>,
 }
 
-/// Recent lines per app and the feed followers subscribe to.
+/// Recent lines and followers' feeds per app, and the follower caps.
 pub struct LogHub {
-    next: AtomicU64,
-    recent: std::sync::Mutex<HashMap<(String, String), Ring>>,
-    feed: broadcast::Sender<Line>,
+    apps: std::sync::Mutex<HashMap<(String, String), AppLog>>,
+    followers_per_tenant: Arc<TenantSlots>,
+    followers: Arc<Semaphore>,
 }
 
 impl Default for LogHub {
     fn default() -> Self {
         LogHub {
-            next: AtomicU64::new(1),
-            recent: Default::default(),
-            feed: broadcast::Sender::new(FOLLOW_BUFFER),
+            apps: Default::default(),
+            followers_per_tenant: TenantSlots::new(FOLLOWERS_PER_TENANT),
+            followers: Arc::new(Semaphore::new(MAX_FOLLOWERS)),
         }
     }
 }
 
+/// A follow stream's place under both caps, given back on drop.
+struct FollowSlot {
+    _tenant: TenantSlot,
+    _global: OwnedSemaphorePermit,
+}
+
 impl LogHub {
     fn add(&self, line: GuestLogLine) {
-        let seq = self.next.fetch_add(1, Ordering::Relaxed);
         let line = Arc::new(line);
-        {
-            let mut recent = self.recent.lock().unwrap();
-            let ring = recent
-                .entry((line.tenant.clone(), line.app.clone()))
-                .or_default();
-            ring.bytes += line.text.len();
-            ring.lines.push_back((seq, line.clone()));
-            while ring.lines.len() > RECENT_LINES || ring.bytes > RECENT_BYTES {
-                let Some((_, old)) = ring.lines.pop_front() else {
-                    break;
-                };
-                ring.bytes -= old.text.len();
-            }
+        let mut apps = self.apps.lock().unwrap();
+        let log = apps
+            .entry((line.tenant.clone(), line.app.clone()))
+            .or_default();
+        log.bytes += line.text.len();
+        log.lines.push_back(line.clone());
+        while log.lines.len() > RECENT_LINES || log.bytes > RECENT_BYTES {
+            let Some(old) = log.lines.pop_front() else {
+                break;
+            };
+            log.bytes -= old.text.len();
         }
-        // No followers is fine.
-        let _ = self.feed.send((seq, line));
+        // Sent under the lock, like `follow` subscribes under it: a
+        // follower gets every line after its copy of the recent ones,
+        // none twice. An error means the last follower left.
+        if let Some(feed) = &log.feed
+            && feed.send(line).is_err()
+        {
+            log.feed = None;
+        }
     }
 
     fn recent(&self, tenant: &str, app: &str) -> Vec<Line> {
-        self.recent
+        self.apps
             .lock()
             .unwrap()
             .get(&(tenant.to_string(), app.to_string()))
-            .map(|ring| ring.lines.iter().cloned().collect())
+            .map(|log| log.lines.iter().cloned().collect())
             .unwrap_or_default()
     }
 
-    /// Drops a deleted app's lines.
+    /// The app's recent lines and a feed of every later one, with nothing
+    /// lost or repeated in between.
+    fn follow(&self, tenant: &str, app: &str) -> (Vec<Line>, broadcast::Receiver<Line>) {
+        let mut apps = self.apps.lock().unwrap();
+        let log = apps
+            .entry((tenant.to_string(), app.to_string()))
+            .or_default();
+        let feed = log
+            .feed
+            .get_or_insert_with(|| broadcast::Sender::new(FOLLOW_BUFFER))
+            .subscribe();
+        (log.lines.iter().cloned().collect(), feed)
+    }
+
+    /// A place for one more follow stream of `tenant`.
+    fn follow_slot(&self, tenant: &str) -> ApiResult<FollowSlot> {
+        let tenant = self
+            .followers_per_tenant
+            .take(tenant)
+            .map_err(ApiError::too_many_followers)?;
+        let global = self
+            .followers
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ApiError::followers_busy())?;
+        Ok(FollowSlot {
+            _tenant: tenant,
+            _global: global,
+        })
+    }
+
+    /// Drops a deleted app's lines; its followers' streams end.
     pub(crate) fn forget(&self, tenant: &str, app: &str) {
-        self.recent
+        self.apps
             .lock()
             .unwrap()
             .remove(&(tenant.to_string(), app.to_string()));
@@ -161,50 +220,64 @@ pub async fn read(
     if state.blocking(move |s| s.app(&t, &a)).await?.is_none() {
         return Err(ApiError::not_found(format!("app {app:?} not found")));
     }
-    // Subscribe before copying the recent lines, then skip what the copy
-    // already holds: nothing is lost or sent twice in between.
-    let mut feed = state.logs.feed.subscribe();
-    let recent = state.logs.recent(&tenant.name, &app);
-    let seen = recent.last().map_or(0, |(seq, _)| *seq);
-    let first: Vec<Result<Bytes, std::io::Error>> =
-        recent.iter().map(|(_, l)| Ok(ndjson(l))).collect();
     let headers = [
         (header::CONTENT_TYPE, "application/x-ndjson"),
         (header::CACHE_CONTROL, "no-store"),
     ];
     if !query.follow {
-        return Ok((headers, Body::from_stream(futures::stream::iter(first))).into_response());
+        let recent = state.logs.recent(&tenant.name, &app);
+        let body = Body::from_stream(futures::stream::iter(recent.into_iter().map(ndjson_item)));
+        return Ok((headers, body).into_response());
     }
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(64);
-    let mut closing = state.closing.subscribe();
-    tokio::spawn(async move {
-        for item in first {
-            if tx.send(item).await.is_err() {
-                return;
-            }
-        }
+    let slot = state.logs.follow_slot(&tenant.name)?;
+    let (recent, feed) = state.logs.follow(&tenant.name, &app);
+    let follower = Follower {
+        feed,
+        closing: state.closing.subscribe(),
+        _slot: slot,
+    };
+    // No task of its own: the stream (with its slot) lives in the response
+    // body, so it is dropped, and its place given back, as soon as hyper
+    // drops the body for a client that went away.
+    let live = futures::stream::unfold(follower, |mut follower| async move {
+        let line = follower.next().await?;
+        Some((ndjson_item(line), follower))
+    });
+    let stream = futures::StreamExt::chain(
+        futures::stream::iter(recent.into_iter().map(ndjson_item)),
+        live,
+    );
+    Ok((headers, Body::from_stream(stream)).into_response())
+}
+
+fn ndjson_item(line: Line) -> Result<Bytes, std::io::Error> {
+    Ok(ndjson(&line))
+}
+
+/// One follow stream's state.
+struct Follower {
+    feed: broadcast::Receiver<Line>,
+    closing: watch::Receiver<bool>,
+    _slot: FollowSlot,
+}
+
+impl Follower {
+    /// The next line, or `None` when the stream should end (the app was
+    /// deleted or the server is shutting down).
+    async fn next(&mut self) -> Option<Line> {
         loop {
             let next = tokio::select! {
-                next = feed.recv() => next,
-                _ = closing.wait_for(|closed| *closed) => return,
+                next = self.feed.recv() => next,
+                _ = self.closing.wait_for(|closed| *closed) => return None,
             };
-            let (seq, line) = match next {
-                Ok(item) => item,
+            match next {
+                Ok(line) => return Some(line),
                 // Too slow: skip ahead rather than hold lines for it.
                 Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(broadcast::error::RecvError::Closed) => return,
-            };
-            if seq <= seen || line.tenant != tenant.name || line.app != app {
-                continue;
-            }
-            if tx.send(Ok(ndjson(&line))).await.is_err() {
-                return;
+                Err(broadcast::error::RecvError::Closed) => return None,
             }
         }
-    });
-    let mut rx = rx;
-    let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
-    Ok((headers, Body::from_stream(stream)).into_response())
+    }
 }
 
 #[cfg(test)]
@@ -212,8 +285,12 @@ mod tests {
     use super::*;
 
     fn line(app: &str, text: &str) -> GuestLogLine {
+        line_of("acme", app, text)
+    }
+
+    fn line_of(tenant: &str, app: &str, text: &str) -> GuestLogLine {
         GuestLogLine {
-            tenant: "acme".into(),
+            tenant: tenant.into(),
             app: app.into(),
             node: "edge-1".into(),
             request_id: 1,
@@ -231,7 +308,7 @@ mod tests {
         }
         let kept = hub.recent("acme", "web");
         assert_eq!(kept.len(), RECENT_LINES);
-        assert_eq!(kept[0].1.text, "10");
+        assert_eq!(kept[0].text, "10");
         let big = "x".repeat(4096);
         for _ in 0..100 {
             hub.add(line("big", &big));
@@ -240,5 +317,83 @@ mod tests {
         hub.forget("acme", "web");
         assert!(hub.recent("acme", "web").is_empty());
         assert_eq!(hub.recent("acme", "big").len(), RECENT_BYTES / 4096);
+    }
+
+    /// Every line a follower can still get, in order; a lag is a failure.
+    fn drain(feed: &mut broadcast::Receiver<Line>) -> Vec<String> {
+        let mut got = Vec::new();
+        loop {
+            match feed.try_recv() {
+                Ok(line) => got.push(line.text.clone()),
+                Err(broadcast::error::TryRecvError::Empty) => return got,
+                Err(e) => panic!("the follower lost lines: {e:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_flood_in_one_tenants_app_never_makes_another_tenants_follower_skip() {
+        let hub = LogHub::default();
+        hub.add(line_of("beta", "web", "before"));
+        let (recent, mut beta) = hub.follow("beta", "web");
+        let (_, mut acme) = hub.follow("acme", "web");
+        assert_eq!(recent.len(), 1);
+        for i in 0..10 {
+            hub.add(line_of("beta", "web", &format!("b{i}")));
+            for _ in 0..FOLLOW_BUFFER * 2 {
+                hub.add(line_of("acme", "web", "flood"));
+            }
+        }
+        let want: Vec<String> = (0..10).map(|i| format!("b{i}")).collect();
+        assert_eq!(drain(&mut beta), want);
+        // acme's own follower is the one that falls behind.
+        assert!(matches!(
+            acme.try_recv(),
+            Err(broadcast::error::TryRecvError::Lagged(_))
+        ));
+    }
+
+    #[test]
+    fn feeds_go_when_their_followers_or_their_app_do() {
+        let hub = LogHub::default();
+        let (_, feed) = hub.follow("acme", "web");
+        drop(feed);
+        hub.add(line("web", "nobody follows"));
+        assert!(
+            hub.apps.lock().unwrap()[&("acme".into(), "web".into())]
+                .feed
+                .is_none()
+        );
+        let (_, mut feed) = hub.follow("acme", "web");
+        hub.forget("acme", "web");
+        assert!(matches!(
+            feed.try_recv(),
+            Err(broadcast::error::TryRecvError::Closed)
+        ));
+    }
+
+    #[test]
+    fn follow_slots_are_capped_per_tenant_and_in_total() {
+        let hub = LogHub::default();
+        let acme: Vec<_> = (0..FOLLOWERS_PER_TENANT)
+            .map(|_| hub.follow_slot("acme").unwrap())
+            .collect();
+        let refused = hub.follow_slot("acme").err().unwrap();
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+        drop(acme);
+        let mut held = Vec::new();
+        for t in 0..MAX_FOLLOWERS / FOLLOWERS_PER_TENANT {
+            for _ in 0..FOLLOWERS_PER_TENANT {
+                held.push(hub.follow_slot(&format!("t{t}")).unwrap());
+            }
+        }
+        // A tenant refused by the total keeps no place of its own: after
+        // more refusals than its own cap, it still gets in once room is made.
+        for _ in 0..=FOLLOWERS_PER_TENANT {
+            let refused = hub.follow_slot("late").err().unwrap();
+            assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+        }
+        drop(held.pop());
+        assert!(hub.follow_slot("late").is_ok());
     }
 }
