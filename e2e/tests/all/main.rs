@@ -7,6 +7,7 @@ mod dashboards;
 mod hosts;
 mod isolation;
 mod layout;
+mod logs;
 mod propagation;
 mod secrets;
 mod support;
