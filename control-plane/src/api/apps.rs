@@ -416,7 +416,7 @@ fn deployment(d: DeploymentRecord) -> Deployment {
     tag = "deployments",
     params(("app" = String, Path, description = "App name")),
     request_body(content = Vec<u8>, content_type = "application/wasm"),
-    responses((status = 201, body = Deployment), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 429, body = ErrorBody, description = "uploads_busy or upload_budget, with Retry-After")),
+    responses((status = 201, body = Deployment), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn deploy(
