@@ -25,6 +25,13 @@ async fn tenant_with(api: &Api, name: &str, domains: &[&str]) -> String {
     r.body["token"].as_str().unwrap().to_string()
 }
 
+/// `PUT /v1/tenants/{tenant}/domains` with `domains`, as `token`.
+async fn grant(api: &Api, tenant: &str, token: Option<&str>, domains: &[&str]) -> Reply {
+    let path = format!("/v1/tenants/{tenant}/domains");
+    api.json("PUT", &path, token, json!({"domains": domains}))
+        .await
+}
+
 fn zone_policy() -> Policy {
     Policy {
         apps_domain: Some("apps.example.net".into()),
@@ -104,14 +111,7 @@ async fn a_claim_outside_the_tenants_grants_is_refused() {
         .await;
     assert_error(&r, StatusCode::FORBIDDEN, "domain_not_granted");
     // A tenant cannot grant itself anything.
-    let r = api
-        .json(
-            "PUT",
-            "/v1/tenants/evil/domains",
-            Some(&evil),
-            json!({"domains": ["acme.example"]}),
-        )
-        .await;
+    let r = grant(&api, "evil", Some(&evil), &["acme.example"]).await;
     assert_error(&r, StatusCode::FORBIDDEN, "forbidden");
     // The admin can, and refuses what no tenant may be given.
     for bad in [
@@ -121,24 +121,16 @@ async fn a_claim_outside_the_tenants_grants_is_refused() {
         "apps.example.net",
         "localhost",
     ] {
-        let r = api
-            .json(
-                "PUT",
-                "/v1/tenants/evil/domains",
-                Some(ADMIN),
-                json!({"domains": [bad]}),
-            )
-            .await;
+        let r = grant(&api, "evil", Some(ADMIN), &[bad]).await;
         assert_error(&r, StatusCode::BAD_REQUEST, "bad_domain");
     }
-    let r = api
-        .json(
-            "PUT",
-            "/v1/tenants/evil/domains",
-            Some(ADMIN),
-            json!({"domains": ["Evil.Example", "evil-shop.example"]}),
-        )
-        .await;
+    let r = grant(
+        &api,
+        "evil",
+        Some(ADMIN),
+        &["Evil.Example", "evil-shop.example"],
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
     assert_eq!(
         r.body["domains"],
@@ -147,25 +139,11 @@ async fn a_claim_outside_the_tenants_grants_is_refused() {
     let r = api.app(&evil, "shop", &["www.evil-shop.example"]).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.raw);
     // A grant never takes a host another tenant holds.
-    let r = api
-        .json(
-            "PUT",
-            "/v1/tenants/evil/domains",
-            Some(ADMIN),
-            json!({"domains": ["evil.example", "acme.example"]}),
-        )
-        .await;
+    let r = grant(&api, "evil", Some(ADMIN), &["evil.example", "acme.example"]).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
     let r = api.app(&evil, "take", &["shop.acme.example/evil"]).await;
     assert_error(&r, StatusCode::CONFLICT, "host_taken");
-    let r = api
-        .json(
-            "PUT",
-            "/v1/tenants/nobody/domains",
-            Some(ADMIN),
-            json!({"domains": []}),
-        )
-        .await;
+    let r = grant(&api, "nobody", Some(ADMIN), &[]).await;
     assert_error(&r, StatusCode::NOT_FOUND, "not_found");
 }
 
@@ -185,22 +163,16 @@ async fn a_wildcard_certificate_needs_its_parents_grant() {
     }
     // Granted only `shop.acme.example`: `*.acme.example` would cover names
     // outside it. Routed `x.apps.example.net` names don't grant the zone.
-    api.json(
-        "PUT",
-        "/v1/tenants/acme/domains",
+    grant(
+        &api,
+        "acme",
         Some(ADMIN),
-        json!({"domains": ["shop.acme.example", "acme.example"]}),
+        &["shop.acme.example", "acme.example"],
     )
     .await;
     let r = api.app(&acme, "top", &["www.acme.example"]).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.raw);
-    api.json(
-        "PUT",
-        "/v1/tenants/acme/domains",
-        Some(ADMIN),
-        json!({"domains": ["shop.acme.example"]}),
-    )
-    .await;
+    grant(&api, "acme", Some(ADMIN), &["shop.acme.example"]).await;
     let r = api.put_certificate(&acme, "*.acme.example").await;
     assert_error(&r, StatusCode::FORBIDDEN, "domain_not_granted");
 }
