@@ -112,7 +112,7 @@ edge_node_sync() {
 # quotas with room for the scenarios (thousands of apps per tenant).
 control_plane() {
     mkdir -p "$2"
-    printf '[quotas]\napps = 100000\n' >"$2.toml"
+    printf '[quotas]\napps = 100000\nhosts = 100000\n' >"$2.toml"
     start_proc "$1" env OUTPOST_ADMIN_TOKEN="$ADMIN_TOKEN" OUTPOST_NODE_TOKEN="$NODE_TOKEN" \
         "$BIN_DIR/control-plane" --config "$2.toml" --listen 127.0.0.1:0 --data-dir "$2"
 }

@@ -74,6 +74,7 @@ impl ControlPlane {
             // the quotas themselves are tested in api.rs.
             quotas: outpost_control_plane::quotas::Quotas {
                 apps: 1_000,
+                hosts: 10_000,
                 versions_per_app: 1_000,
                 ..Default::default()
             },
