@@ -185,12 +185,12 @@ fn dev_serves_the_example_and_the_cli_deploys_sets_env_and_rolls_back() {
             "--allow-outbound",
             "API.example.com",
             "--allow-outbound",
-            "127.0.0.1:8080",
+            "db.example.com:8080",
         ],
     );
     assert_eq!(
         app["allow_outbound"],
-        serde_json::json!(["api.example.com", "127.0.0.1:8080"])
+        serde_json::json!(["api.example.com", "db.example.com:8080"])
     );
     let app = dev.json(
         &token,
@@ -205,6 +205,8 @@ fn dev_serves_the_example_and_the_cli_deploys_sets_env_and_rolls_back() {
         &["apps", "allow-outbound", "caller", "http://x.example.com/"],
     );
     assert!(err.contains("a host, not a URL"), "{err}");
+    let err = dev.fails(&token, &["apps", "allow-outbound", "caller", "127.0.0.1"]);
+    assert!(err.contains("IP addresses cannot be allowed"), "{err}");
 
     // Certificates for one of the tenant's hosts.
     let ca = fixtures::tls::TestCa::new();

@@ -79,19 +79,27 @@ fn normalize_routes(
 /// Most hosts one app may list.
 const MAX_OUTBOUND_HOSTS: usize = 64;
 
-/// Checks and lower-cases an allow-list: `host` or `host:port` each.
-fn normalize_outbound(hosts: &[String]) -> ApiResult<Vec<String>> {
+/// Checks and lower-cases an allow-list: `host` (ports 80 and 443) or
+/// `host:port` each, `host` a DNS name of two labels or more. IP literals
+/// in any spelling, `localhost` and single-label names are refused: an
+/// entry names a public service, and the node refuses internal addresses
+/// whatever a name resolves to.
+fn normalize_outbound(entries: &[String]) -> ApiResult<Vec<String>> {
     let bad = |h: &str, why: &str| ApiError::bad_request("bad_outbound", format!("{h:?}: {why}"));
-    if hosts.len() > MAX_OUTBOUND_HOSTS {
+    if entries.len() > MAX_OUTBOUND_HOSTS {
         return Err(ApiError::bad_request(
             "bad_outbound",
             format!("at most {MAX_OUTBOUND_HOSTS} hosts"),
         ));
     }
-    let mut out: Vec<String> = Vec::with_capacity(hosts.len());
-    for h in hosts {
+    let mut out: Vec<String> = Vec::with_capacity(entries.len());
+    for h in entries {
         if h.contains('/') {
             return Err(bad(h, "a host, not a URL"));
+        }
+        // `[::1]` and `[::1]:80`: an IPv6 literal, whatever the port.
+        if h.starts_with('[') || h.matches(':').count() > 1 {
+            return Err(bad(h, "IP addresses cannot be allowed; use a DNS name"));
         }
         let (host, port) = match h.rsplit_once(':') {
             Some((host, port)) => (host, Some(port)),
@@ -102,12 +110,28 @@ fn normalize_outbound(hosts: &[String]) -> ApiResult<Vec<String>> {
         {
             return Err(bad(h, "the port must be 1-65535"));
         }
+        match hosts::not_a_name(host) {
+            Some(hosts::NotAName::IpLiteral) => {
+                return Err(bad(h, "IP addresses cannot be allowed; use a DNS name"));
+            }
+            Some(hosts::NotAName::Localhost) => {
+                return Err(bad(h, "localhost names cannot be allowed"));
+            }
+            Some(hosts::NotAName::SingleLabel) => {
+                return Err(bad(
+                    h,
+                    "single-label names cannot be allowed; use a full DNS name",
+                ));
+            }
+            None => {}
+        }
         let route: Route = host
             .parse()
             .map_err(|e: outpost_runtime::router::RouteError| bad(h, &e.to_string()))?;
+        let name = route.host().trim_end_matches('.');
         let entry = match port {
-            Some(port) => format!("{}:{port}", route.host()),
-            None => route.host().to_string(),
+            Some(port) => format!("{name}:{port}"),
+            None => name.to_string(),
         };
         if !out.contains(&entry) {
             out.push(entry);

@@ -28,24 +28,62 @@ fn under(name: &str, domain: &str) -> bool {
             .is_some_and(|head| head.ends_with('.'))
 }
 
+/// What a host name can be that is not a public DNS name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NotAName {
+    /// An IP address in any spelling a resolver accepts: dotted, IPv6 in
+    /// brackets or not, and the `inet_aton` forms (`2130706433`, `127.1`,
+    /// `0x7f.1`, `0177.0.0.1`).
+    IpLiteral,
+    /// `localhost` or a name under it.
+    Localhost,
+    /// One label (`metadata`, `intranet`): resolved through search domains
+    /// and `/etc/hosts`, never a public name.
+    SingleLabel,
+}
+
+/// Whether `host` (without a port) is one of [`NotAName`]'s kinds.
+pub(crate) fn not_a_name(host: &str) -> Option<NotAName> {
+    let host = host.trim_end_matches('.');
+    if host.starts_with('[') || host.parse::<std::net::IpAddr>().is_ok() {
+        return Some(NotAName::IpLiteral);
+    }
+    if under(host, "localhost") {
+        return Some(NotAName::Localhost);
+    }
+    if !host.contains('.') {
+        // A lone number is an address (`2130706433`, `0x7f000001`).
+        let numeric = host.bytes().all(|b| b.is_ascii_digit()) || host.starts_with("0x");
+        return Some(if numeric {
+            NotAName::IpLiteral
+        } else {
+            NotAName::SingleLabel
+        });
+    }
+    // The last label all digits: an IP in another spelling (`127.1`,
+    // `0x7f.1`), never a public name (no top-level domain is numeric).
+    let last = host.rsplit('.').next().unwrap_or(host);
+    if last.bytes().all(|b| b.is_ascii_digit()) || last.starts_with("0x") {
+        return Some(NotAName::IpLiteral);
+    }
+    None
+}
+
 /// Why no tenant may ever route `host`, if so.
 fn never(host: &str, policy: &Policy) -> Option<&'static str> {
     let host = host.trim_end_matches('.');
-    if host.starts_with('[') || host.parse::<std::net::IpAddr>().is_ok() {
-        return Some("IP addresses cannot be routed; use a DNS name");
-    }
-    if under(host, "localhost") {
-        return (host == "localhost" || !policy.allow_localhost)
-            .then_some("localhost names are only for outpost dev");
-    }
-    if !host.contains('.') {
-        return Some("single-label names cannot be routed; use a full DNS name");
-    }
-    // The last label all digits: an IP in another spelling (`127.1`,
-    // `0x7f.1`), never a public name.
-    let last = host.rsplit('.').next().unwrap_or(host);
-    if last.bytes().all(|b| b.is_ascii_digit()) || last.starts_with("0x") {
-        return Some("IP addresses cannot be routed; use a DNS name");
+    match not_a_name(host) {
+        Some(NotAName::IpLiteral) => {
+            return Some("IP addresses cannot be routed; use a DNS name");
+        }
+        Some(NotAName::Localhost) => {
+            return (host == "localhost" || !policy.allow_localhost)
+                .then_some("localhost names are only for outpost dev");
+        }
+        Some(NotAName::SingleLabel) => {
+            return Some("single-label names cannot be routed; use a full DNS name");
+        }
+        None => {}
     }
     if policy.reserved.iter().any(|r| under(host, r)) {
         return Some("the operator reserved this name");
@@ -169,6 +207,33 @@ mod tests {
         match r {
             Ok(()) => "ok".into(),
             Err(e) => e.code().to_string(),
+        }
+    }
+
+    #[test]
+    fn ip_literals_localhost_and_single_labels_are_not_names() {
+        use NotAName::*;
+        for (host, want) in [
+            ("127.0.0.1", Some(IpLiteral)),
+            ("2130706433", Some(IpLiteral)),
+            ("0x7f000001", Some(IpLiteral)),
+            ("127.1", Some(IpLiteral)),
+            ("0x7f.1", Some(IpLiteral)),
+            ("0177.0.0.1", Some(IpLiteral)),
+            ("169.254.169.254", Some(IpLiteral)),
+            ("::1", Some(IpLiteral)),
+            ("[::1]", Some(IpLiteral)),
+            ("localhost", Some(Localhost)),
+            ("localhost.", Some(Localhost)),
+            ("app.localhost", Some(Localhost)),
+            ("metadata", Some(SingleLabel)),
+            ("intranet.", Some(SingleLabel)),
+            ("api.example.com", None),
+            ("metadata.google.internal", None),
+            ("1password.com", None),
+            ("localhost.example.com", None),
+        ] {
+            assert_eq!(not_a_name(host), want, "{host}");
         }
     }
 

@@ -1197,6 +1197,84 @@ async fn ip_literals_single_labels_and_localhost_cannot_be_routed() {
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.raw);
 }
 
+/// An allow-list entry names a public service: IP literals in any spelling,
+/// `localhost` and single-label names (cloud metadata, intranet hosts) are
+/// 400 `bad_outbound` with the reason, on creation and on change, and
+/// nothing is stored.
+#[tokio::test]
+async fn outbound_entries_must_be_dns_names_not_addresses_or_local_names() {
+    let api = Api::new();
+    let t = api.tenant("acme").await;
+    let r = api.app(&t, "web", &["shop.example.com"]).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.raw);
+    let revision = api.store.revision().unwrap();
+    for (entry, why) in [
+        ("127.0.0.1", "IP addresses cannot be allowed"),
+        ("127.0.0.1:9100", "IP addresses cannot be allowed"),
+        ("2130706433", "IP addresses cannot be allowed"),
+        ("0x7f.1", "IP addresses cannot be allowed"),
+        ("127.1:80", "IP addresses cannot be allowed"),
+        ("[::1]", "IP addresses cannot be allowed"),
+        ("[::1]:9100", "IP addresses cannot be allowed"),
+        ("::ffff:127.0.0.1", "IP addresses cannot be allowed"),
+        ("169.254.169.254", "IP addresses cannot be allowed"),
+        ("localhost", "localhost names cannot be allowed"),
+        ("localhost:7070", "localhost names cannot be allowed"),
+        ("metrics.localhost", "localhost names cannot be allowed"),
+        ("metadata", "single-label names cannot be allowed"),
+        ("intranet:8080", "single-label names cannot be allowed"),
+    ] {
+        for r in [
+            api.json(
+                "PUT",
+                "/v1/apps/web/outbound",
+                Some(&t),
+                json!({"hosts": ["api.example.com", entry]}),
+            )
+            .await,
+            api.json(
+                "POST",
+                "/v1/apps",
+                Some(&t),
+                json!({"name": "other", "routes": ["other.example.com"], "allow_outbound": [entry]}),
+            )
+            .await,
+        ] {
+            assert_error(&r, StatusCode::BAD_REQUEST, "bad_outbound");
+            let msg = r.body["error"]["message"].as_str().unwrap();
+            assert!(msg.contains(why), "{entry}: {msg}");
+        }
+    }
+    assert_eq!(
+        api.store.revision().unwrap(),
+        revision,
+        "something was stored"
+    );
+    let r = api.get("/v1/apps/web", Some(&t)).await;
+    assert!(
+        r.body["allow_outbound"]
+            .as_array()
+            .is_none_or(|a| a.is_empty()),
+        "{}",
+        r.raw
+    );
+
+    // Names are fine, with a port or without (80 and 443 on the node).
+    let r = api
+        .json(
+            "PUT",
+            "/v1/apps/web/outbound",
+            Some(&t),
+            json!({"hosts": ["API.example.com", "db.internal.example:5984", "api.example.com."]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    assert_eq!(
+        r.body["allow_outbound"],
+        json!(["api.example.com", "db.internal.example:5984"])
+    );
+}
+
 /// A tenant over a quota gets 403 `quota_exceeded` naming it, nothing is
 /// stored, and another tenant is not held to the first one's count.
 #[tokio::test]
