@@ -13,7 +13,7 @@ pub use crate::server::config::Config as ServerConfig;
 
 use crate::error::{Error, Result};
 use outpost_runtime::router::{Route, Router};
-use outpost_runtime::{AppSpec, LaneConfig, LimitOverrides, Limits, PoolConfig};
+use outpost_runtime::{AppSpec, LaneConfig, LimitOverrides, Limits, OutboundConfig, PoolConfig};
 
 /// Tenant name used for apps given on the command line or without one.
 pub const DEFAULT_TENANT: &str = "default";
@@ -111,6 +111,22 @@ pub struct Args {
     /// are deleted [default: 512].
     #[arg(long, env = "OUTPOST_CACHE_KEEP_UNUSED_MIB", value_name = "MIB")]
     pub cache_keep_unused_mib: Option<u64>,
+    /// An address range (CIDR, or one address) guests' outbound calls may
+    /// reach although it is loopback, private, link-local or otherwise
+    /// special-purpose; the node's own listeners stay closed. Repeatable;
+    /// the variable takes a comma-separated list; replaces the file's list
+    /// [default: none].
+    #[arg(
+        long = "outbound-allow-cidr",
+        env = "OUTPOST_OUTBOUND_ALLOW_CIDRS",
+        value_delimiter = ',',
+        value_name = "CIDR"
+    )]
+    pub outbound_allow_cidrs: Vec<String>,
+    /// Largest outbound response body a guest may read, in bytes
+    /// [default: 104857600].
+    #[arg(long, env = "OUTPOST_OUTBOUND_MAX_RESPONSE_BODY_BYTES")]
+    pub outbound_max_response_body_bytes: Option<u64>,
 }
 
 /// The config file's shape.
@@ -138,6 +154,9 @@ struct FileConfig {
     /// Connection handling (the server's own section).
     #[serde(default)]
     server: ServerConfig,
+    /// Where guests' outbound calls may go.
+    #[serde(default)]
+    outbound: OutboundFileConfig,
     /// Apps served in standalone mode.
     #[serde(default, rename = "app")]
     apps: Vec<AppFileConfig>,
@@ -162,6 +181,16 @@ struct TlsFileConfig {
     key: Option<PathBuf>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OutboundFileConfig {
+    /// CIDRs (or addresses) opened despite being special-purpose.
+    #[serde(default)]
+    allow_cidrs: Vec<String>,
+    /// Largest outbound response body, in bytes.
+    max_response_body_bytes: Option<u64>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AppFileConfig {
@@ -179,7 +208,8 @@ struct AppFileConfig {
     /// Environment variables for the guest.
     #[serde(default)]
     env: BTreeMap<String, String>,
-    /// Hosts the guest may call (`host` or `host:port`).
+    /// Hosts the guest may call (`host`, for ports 80 and 443, or
+    /// `host:port`).
     #[serde(default)]
     allow_outbound: Vec<String>,
 }
@@ -204,6 +234,8 @@ pub struct Config {
     pub lanes: LaneConfig,
     /// Connection handling.
     pub server: ServerConfig,
+    /// Where guests' outbound calls may go.
+    pub outbound: OutboundConfig,
     /// Apps to serve (standalone mode).
     pub apps: Vec<AppConfig>,
     /// The control plane to follow (sync mode).
@@ -248,6 +280,7 @@ impl Default for Config {
             pool: PoolConfig::default(),
             lanes: LaneConfig::default(),
             server: ServerConfig::default(),
+            outbound: OutboundConfig::default(),
             apps: Vec::new(),
             sync: None,
         }
@@ -367,6 +400,28 @@ impl Config {
         }
         problems.extend(server.problems());
 
+        let cidrs = if args.outbound_allow_cidrs.is_empty() {
+            file.outbound.allow_cidrs
+        } else {
+            args.outbound_allow_cidrs
+        };
+        let mut outbound = OutboundConfig::default();
+        for cidr in &cidrs {
+            match OutboundConfig::parse_cidr(cidr) {
+                Ok(net) => outbound.allow_cidrs.push(net),
+                Err(e) => problems.push(format!("outbound.allow_cidrs: {e}")),
+            }
+        }
+        if let Some(max) = args
+            .outbound_max_response_body_bytes
+            .or(file.outbound.max_response_body_bytes)
+        {
+            if max == 0 {
+                problems.push("outbound.max_response_body_bytes must be greater than 0".into());
+            }
+            outbound.max_response_body_bytes = max;
+        }
+
         let mut apps = Vec::new();
         for (i, app) in file.apps.into_iter().enumerate() {
             let what = format!("app #{} in the config file", i + 1);
@@ -474,6 +529,7 @@ impl Config {
             pool,
             lanes: file.lanes,
             server,
+            outbound,
             apps,
             sync,
         })
@@ -691,6 +747,64 @@ mod tests {
             "expected an http:// URL",
             "cannot be combined",
             "needs --node-token",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn outbound_section_opens_ranges_flags_replace_it_and_bad_ones_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("edge.toml");
+        std::fs::write(
+            &path,
+            "[outbound]\nallow_cidrs = [\"10.1.0.0/16\", \"fd00::/8\"]\n\
+             max_response_body_bytes = 1048576\n",
+        )
+        .unwrap();
+        let file = path.to_str().unwrap();
+        let c = Config::from_args(args(&["--config", file])).unwrap();
+        let cidrs: Vec<String> = c
+            .outbound
+            .allow_cidrs
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(cidrs, ["10.1.0.0/16", "fd00::/8"]);
+        assert_eq!(c.outbound.max_response_body_bytes, 1 << 20);
+        assert!(Config::default().outbound.allow_cidrs.is_empty());
+
+        let c = Config::from_args(args(&[
+            "--config",
+            file,
+            "--outbound-allow-cidr",
+            "127.0.0.0/8,::1",
+        ]))
+        .unwrap();
+        let cidrs: Vec<String> = c
+            .outbound
+            .allow_cidrs
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(
+            cidrs,
+            ["127.0.0.0/8", "::1/128"],
+            "flags replace the file's list"
+        );
+
+        let err = Config::from_args(args(&[
+            "--outbound-allow-cidr",
+            "localhost,10.0.0.0/40",
+            "--outbound-max-response-body-bytes",
+            "0",
+        ]))
+        .unwrap_err();
+        let text = err.to_string();
+        for needle in [
+            "\"localhost\" is not a CIDR",
+            "\"10.0.0.0/40\" is not a CIDR",
+            "max_response_body_bytes must be greater than 0",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
         }

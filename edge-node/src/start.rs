@@ -83,6 +83,7 @@ pub async fn start(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Running> {
     let node = Node::with_lanes(&config.pool, &config.lanes, Metrics::new())?;
+    node.runtime().network().configure(config.outbound.clone());
     if config.https.is_some() {
         node.set_default_certificate(tls::default_certificate(config.tls_default.as_ref())?);
     }
@@ -122,6 +123,13 @@ pub async fn start(
         None => None,
     };
     let metrics = listeners.metrics.local_addr()?;
+    // Known only now (port 0 picks one); before anything is served.
+    node.runtime().network().set_own_listeners(
+        [Some(http), https, Some(metrics)]
+            .into_iter()
+            .flatten()
+            .collect(),
+    );
     let follower = follow.map(|f| tokio::spawn(f.run()));
     let server = tokio::spawn(server::run(
         node.clone(),

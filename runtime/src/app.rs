@@ -40,8 +40,8 @@ pub struct AppSpec {
     pub limits: Limits,
     /// Environment variables the guest sees through `wasi:cli/environment`.
     pub env: Vec<(String, String)>,
-    /// Hosts (`host` or `host:port`) the guest may call over
-    /// `wasi:http/outgoing-handler`; empty: none.
+    /// Hosts (`host`, meaning ports 80 and 443, or `host:port`) the guest
+    /// may call over `wasi:http/outgoing-handler`; empty: none.
     pub allow_outbound: Vec<String>,
     /// Its tenant is disabled: the node answers its routes itself (403
     /// `tenant_disabled`) and never loads it; `wasm` may be empty.
@@ -107,6 +107,7 @@ impl App {
         metrics: &Metrics,
         log_ship: Arc<super::log_ship::ShipQueue>,
         lanes: Arc<Lanes>,
+        network: Arc<crate::outbound::Network>,
     ) -> Arc<App> {
         let app_metrics = metrics.app(&spec.tenant, &spec.name);
         let log = Arc::new(
@@ -120,6 +121,8 @@ impl App {
         let outbound = Arc::new(OutboundPolicy::new(
             &spec.allow_outbound,
             spec.limits.max_subrequests,
+            spec.limits.timeout,
+            network,
             app_metrics.subrequests.clone(),
         ));
         let standing = Standing::new(

@@ -2,6 +2,7 @@
 //! resource table, and the memory limiter.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
@@ -11,6 +12,7 @@ use wasmtime_wasi_http::{
 };
 
 use super::guest_log::{RequestOutput, Stream};
+use crate::outbound::{self, Failure, Network};
 
 /// Per-request host state. Built fresh for every request and dropped with
 /// the instance: nothing in it outlives the request or is shared with
@@ -74,51 +76,78 @@ impl WasiHttpView for HostState {
 }
 
 /// Which hosts an app may call over `wasi:http/outgoing-handler`, how many
-/// calls one request may make, and the counters they land in.
+/// calls one request may make, and the counters they land in. Which
+/// *addresses* those hosts may resolve to is the node's [`Network`].
 #[derive(Debug)]
 pub struct OutboundPolicy {
-    /// `host` (any port) or `host:port`, lower case. Empty: nothing allowed.
+    /// `host` (ports 80 and 443) or `host:port`, lower case. Empty:
+    /// nothing allowed.
     allow: Vec<String>,
     /// Calls per request.
     max: u32,
-    sent: prometheus::IntCounter,
-    denied: prometheus::IntCounter,
-    limited: prometheus::IntCounter,
+    /// Bounds every call that sets no shorter timeout of its own: the
+    /// app's request deadline.
+    timeout: Duration,
+    net: Arc<Network>,
+    counters: SubrequestCounters,
 }
 
+/// `outpost_runtime_subrequests_total` by `result`, in
+/// [`crate::metrics::SUBREQUEST_RESULTS`] order.
+#[derive(Debug, Clone)]
+pub struct SubrequestCounters {
+    /// Connected and sent.
+    pub sent: prometheus::IntCounter,
+    /// Host not on the allow-list.
+    pub denied: prometheus::IntCounter,
+    /// Over `max_subrequests`.
+    pub limit: prometheus::IntCounter,
+    /// Every address of an allowed host refused by the [`Network`].
+    pub denied_address: prometheus::IntCounter,
+}
+
+/// Ports an allow-list entry without one opens.
+const DEFAULT_PORTS: [u16; 2] = [80, 443];
+
 impl OutboundPolicy {
-    /// A policy over `allow`, counting into `[sent, denied, limit]`.
+    /// A policy over `allow`, `max` calls per request, each bounded by
+    /// `timeout`, to addresses `net` allows.
     pub fn new(
         allow: &[String],
         max: u32,
-        counters: [prometheus::IntCounter; 3],
+        timeout: Duration,
+        net: Arc<Network>,
+        counters: SubrequestCounters,
     ) -> OutboundPolicy {
-        let [sent, denied, limited] = counters;
         OutboundPolicy {
             allow: allow.iter().map(|h| h.to_ascii_lowercase()).collect(),
             max,
-            sent,
-            denied,
-            limited,
+            timeout,
+            net,
+            counters,
         }
     }
 
-    /// Whether a request to `authority` (`host` or `host:port`) may go.
-    pub fn allows(&self, authority: &str) -> bool {
-        let authority = authority.to_ascii_lowercase();
-        let host = match authority.rsplit_once(':') {
-            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
-            _ => authority.as_str(),
+    /// Whether a request to `host` on `port` may go: an entry `host:port`,
+    /// or `host` alone and port 80 or 443.
+    pub fn allows(&self, host: &str, port: u16) -> bool {
+        let host = host.to_ascii_lowercase();
+        let with_port = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
         };
-        self.allow
-            .iter()
-            .any(|entry| *entry == authority || *entry == host)
+        self.allow.iter().any(|entry| {
+            *entry == with_port
+                || (DEFAULT_PORTS.contains(&port)
+                    && (*entry == host || entry.trim_matches(['[', ']']) == host))
+        })
     }
 }
 
 /// The per-request side of [`OutboundPolicy`]: allow-listed hosts only,
-/// at most `max` of them, sent with wasmtime-wasi-http's client (the
-/// request's deadline bounds every call).
+/// at most `max` of them, sent by [`crate::outbound`]'s client to an
+/// address the node's [`Network`] allows.
 struct Outbound {
     policy: Arc<OutboundPolicy>,
     sent: u32,
@@ -139,33 +168,46 @@ impl WasiHttpHooks for Outbound {
         options: Option<wasmtime_wasi_http::RequestOptions>,
         _fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
     ) -> Box<dyn Future<Output = SendResult> + Send> {
-        let authority = request
-            .uri()
-            .authority()
-            .map(|a| a.as_str().to_string())
-            .unwrap_or_default();
-        if !self.policy.allows(&authority) {
-            self.policy.denied.inc();
+        let policy = self.policy.clone();
+        let (host, port, tls) = match outbound::destination(request.uri()) {
+            Ok(d) => d,
+            Err(e) => return Box::new(async { Err(e) }),
+        };
+        if !policy.allows(&host, port) {
+            policy.counters.denied.inc();
             return Box::new(async { Err(HttpError::HttpRequestDenied) });
         }
-        if self.sent >= self.policy.max {
-            self.policy.limited.inc();
-            let max = self.policy.max;
+        if self.sent >= policy.max {
+            policy.counters.limit.inc();
+            let max = policy.max;
             return Box::new(async move {
                 Err(HttpError::InternalError(Some(format!(
                     "subrequest limit reached ({max} per request)"
                 ))))
             });
         }
+        // Counted before the lookup: a guest cannot make more lookups
+        // than calls either.
         self.sent += 1;
-        self.policy.sent.inc();
         Box::new(async move {
-            use http_body_util::BodyExt;
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            Ok((
-                response.map(BodyExt::boxed_unsync),
-                Box::new(io) as Box<dyn Future<Output = Result<(), HttpError>> + Send>,
-            ))
+            let timeouts = outbound::Timeouts::new(options, policy.timeout);
+            let stream = match outbound::connect(&policy.net, &host, port, tls, timeouts).await {
+                Ok(stream) => stream,
+                Err(Failure::Refused(why)) => {
+                    policy.counters.denied_address.inc();
+                    tracing::info!(
+                        host = %host,
+                        port,
+                        reason = why.as_str(),
+                        "outbound call refused: the host's addresses are not allowed"
+                    );
+                    return Err(HttpError::HttpRequestDenied);
+                }
+                Err(Failure::Http(e)) => return Err(e),
+            };
+            policy.counters.sent.inc();
+            let max_body = outbound::max_response_body(&policy.net);
+            outbound::exchange(stream, request, timeouts, max_body).await
         })
     }
 }
@@ -221,23 +263,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn allow_list_entries_match_a_host_or_a_host_and_port() {
+    fn allow_list_entries_match_a_host_on_80_and_443_or_a_host_and_port() {
         let c = || prometheus::IntCounter::new("x", "x").unwrap();
-        let p = OutboundPolicy::new(
-            &["API.example.com".into(), "127.0.0.1:8080".into()],
-            5,
-            [c(), c(), c()],
+        let counters = SubrequestCounters {
+            sent: c(),
+            denied: c(),
+            limit: c(),
+            denied_address: c(),
+        };
+        let policy = |allow: &[&str]| {
+            let allow: Vec<String> = allow.iter().map(|s| s.to_string()).collect();
+            OutboundPolicy::new(
+                &allow,
+                5,
+                Duration::from_secs(1),
+                Arc::default(),
+                counters.clone(),
+            )
+        };
+        let p = policy(&["API.example.com", "db.example.com:8080", "[::1]:8443"]);
+        assert!(p.allows("api.example.com", 443));
+        assert!(p.allows("api.example.com", 80));
+        assert!(p.allows("Api.Example.Com", 443));
+        assert!(
+            !p.allows("api.example.com", 8443),
+            "no port: 80 and 443 only"
         );
-        assert!(p.allows("api.example.com"));
-        assert!(p.allows("api.example.com:443"));
-        assert!(p.allows("Api.Example.Com:8443"));
-        assert!(p.allows("127.0.0.1:8080"));
-        assert!(!p.allows("127.0.0.1:8081"));
-        assert!(!p.allows("127.0.0.1"));
-        assert!(!p.allows("evil.example.com"));
-        assert!(!p.allows("api.example.com.evil.net"));
-        assert!(!p.allows(""));
-        let none = OutboundPolicy::new(&[], 5, [c(), c(), c()]);
-        assert!(!none.allows("api.example.com"));
+        assert!(!p.allows("api.example.com", 22));
+        assert!(p.allows("db.example.com", 8080));
+        assert!(!p.allows("db.example.com", 8081));
+        assert!(!p.allows("db.example.com", 443));
+        assert!(p.allows("::1", 8443));
+        assert!(!p.allows("::1", 443));
+        assert!(!p.allows("evil.example.com", 443));
+        assert!(!p.allows("api.example.com.evil.net", 443));
+        assert!(!p.allows("", 443));
+        assert!(!policy(&[]).allows("api.example.com", 443));
     }
 }

@@ -26,6 +26,7 @@ pub mod lanes;
 pub mod limits;
 pub mod log_ship;
 pub mod metrics;
+pub mod outbound;
 pub mod prune;
 pub mod router;
 pub mod signal;
@@ -50,6 +51,7 @@ pub use lanes::LaneConfig;
 use lanes::Lanes;
 pub use limits::{KillReason, LimitOverrides, Limits};
 pub use metrics::Metrics;
+pub use outbound::OutboundConfig;
 
 /// How often the epoch advances. A running guest yields to tokio and checks
 /// its deadline once per tick, so deadlines are enforced to about this
@@ -176,6 +178,7 @@ pub struct Runtime {
     compile_cache: OnceLock<CompileCache>,
     log_ship: Arc<log_ship::ShipQueue>,
     lanes: Arc<Lanes>,
+    network: Arc<outbound::Network>,
 }
 
 impl Runtime {
@@ -224,7 +227,14 @@ impl Runtime {
             compile_cache: OnceLock::new(),
             log_ship: Default::default(),
             lanes: Arc::new(Lanes::new(lanes.clone())),
+            network: Arc::default(),
         })
+    }
+
+    /// Where guests' outbound calls may go: configure it (and name the
+    /// node's listeners) before serving. Until then only public addresses.
+    pub fn network(&self) -> &outbound::Network {
+        &self.network
     }
 
     /// Whether instances come from the pooling allocator.
@@ -342,6 +352,7 @@ impl Runtime {
             &self.metrics,
             self.log_ship.clone(),
             self.lanes.clone(),
+            self.network.clone(),
         )
     }
 

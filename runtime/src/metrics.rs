@@ -13,6 +13,7 @@ use prometheus::{
 };
 
 use crate::compile_cache::Lookup;
+use crate::host::SubrequestCounters;
 use crate::lanes::Demotion;
 use crate::limits::KillReason;
 
@@ -28,7 +29,9 @@ const COMPILE_BUCKETS: &[f64] = &[
 ];
 
 /// The `result` labels of `outpost_runtime_subrequests_total`.
-const SUBREQUEST_RESULTS: [&str; 3] = ["sent", "denied", "limit"];
+/// `denied_address`: the host is allowed but every address it resolved to
+/// is not (see [`crate::outbound`]).
+pub(crate) const SUBREQUEST_RESULTS: [&str; 4] = ["sent", "denied", "limit", "denied_address"];
 
 /// Status classes used as the `status` label.
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -147,7 +150,7 @@ impl Metrics {
             subrequests: IntCounterVec::new(
                 Opts::new(
                     "outpost_runtime_subrequests_total",
-                    "Outbound HTTP requests from guests, by result (sent, denied: host not allow-listed, limit: over the per-request cap).",
+                    "Outbound HTTP requests from guests, by result (sent, denied: host not allow-listed, limit: over the per-request cap, denied_address: every address of an allowed host refused).",
                 ),
                 &["tenant", "app", "result"],
             )?,
@@ -257,8 +260,16 @@ impl Metrics {
             guest_log_dropped: self.guest_log_dropped.with_label_values(&labels),
             guest_log_unshipped: self.guest_log_unshipped.with_label_values(&labels),
             compile_duration: self.compile_duration.with_label_values(&labels),
-            subrequests: SUBREQUEST_RESULTS
-                .map(|r| self.subrequests.with_label_values(&[tenant, app, r])),
+            subrequests: {
+                let [sent, denied, limit, denied_address] = SUBREQUEST_RESULTS
+                    .map(|r| self.subrequests.with_label_values(&[tenant, app, r]));
+                SubrequestCounters {
+                    sent,
+                    denied,
+                    limit,
+                    denied_address,
+                }
+            },
             demotions: Demotion::ALL
                 .map(|r| self.demotions.with_label_values(&[tenant, app, r.as_str()])),
             background_requests: self.background_requests.with_label_values(&labels),
@@ -345,8 +356,8 @@ pub struct AppMetrics {
     pub guest_log_unshipped: IntCounter,
     /// Component compile time.
     pub compile_duration: Histogram,
-    /// Outbound requests: sent, denied, over the limit.
-    pub subrequests: [IntCounter; 3],
+    /// Outbound requests: sent, denied, over the limit, denied by address.
+    pub subrequests: SubrequestCounters,
     /// Demotions to the background lane, in [`Demotion::ALL`] order.
     pub demotions: [IntCounter; 2],
     /// Requests that ran in the background lane.
