@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, header};
@@ -17,6 +17,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
+use super::breaker::{Breaker, Tripped};
 use super::guest_log::{GuestLog, LogLine, RequestOutput};
 use super::host::{HostState, OutboundPolicy};
 use super::lanes::{Demotion, Lanes, Standing};
@@ -62,6 +63,8 @@ pub struct App {
     outbound: Arc<OutboundPolicy>,
     lanes: Arc<Lanes>,
     standing: Standing,
+    /// Off when the node turned throttling off.
+    breaker: Option<Breaker>,
 }
 
 /// How a request's instance ended, when it ended without the guest
@@ -130,6 +133,7 @@ impl App {
             app_metrics.background_requests.clone(),
         );
         Arc::new(App {
+            breaker: lanes.breaker().map(Breaker::new),
             lanes,
             standing,
             fingerprint: spec.fingerprint(),
@@ -278,6 +282,24 @@ impl App {
                 &format!("request body exceeds this app's limit of {max_body} bytes"),
             );
         }
+        if let Some(breaker) = &self.breaker {
+            match breaker.admit(self.lanes.now_ms()) {
+                Ok(false) => {}
+                Ok(true) => {
+                    tracing::info!(tenant = %self.tenant, app = %self.name, "app no longer throttled");
+                }
+                Err(wait) => {
+                    self.metrics.kill(KillReason::Throttled);
+                    // Held before it is answered: a refusal in microseconds
+                    // invites a client that retries at once to send ever
+                    // more of them, and parsing and answering that flood
+                    // costs the neighbours more than the instances it
+                    // replaces. A held answer costs a timer.
+                    tokio::time::sleep(wait.min(THROTTLE_HOLD)).await;
+                    return throttled(wait.saturating_sub(THROTTLE_HOLD));
+                }
+            }
+        }
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
             self.metrics.kill(KillReason::Concurrency);
             return too_busy();
@@ -408,6 +430,21 @@ impl App {
             }
             Outcome::Returned => {}
         }
+        let killed = match outcome {
+            Outcome::Killed(reason) => reason.demotes(),
+            Outcome::Trapped(_) => true,
+            Outcome::Returned | Outcome::Failed(_) => false,
+        };
+        if let Some(breaker) = &self.breaker
+            && let Tripped::For(cooldown) = breaker.finished(self.lanes.now_ms(), killed)
+        {
+            tracing::warn!(
+                tenant = %self.tenant,
+                app = %self.name,
+                cooldown_ms = cooldown.as_millis() as u64,
+                "app throttled: its requests keep hitting limits or trapping"
+            );
+        }
     }
 
     /// The guest's response, with its body capped.
@@ -473,6 +510,7 @@ fn kill_response(reason: KillReason) -> Response<Body> {
             "the worker did not finish within its time limit",
         ),
         KillReason::Concurrency => too_busy(),
+        KillReason::Throttled => throttled(Duration::from_secs(1)),
         KillReason::RequestBody => {
             error_response(reason.code(), "request body exceeds this app's limit")
         }
@@ -481,6 +519,21 @@ fn kill_response(reason: KillReason) -> Response<Body> {
             "the worker's response exceeds this app's limit",
         ),
     }
+}
+
+/// How long a throttled request is held before its 503 at most.
+const THROTTLE_HOLD: Duration = Duration::from_secs(1);
+
+/// 503 `app_throttled` with `Retry-After` (whole seconds, rounded up).
+fn throttled(wait: Duration) -> Response<Body> {
+    let mut resp = error_response(
+        KillReason::Throttled.code(),
+        "this app's requests keep hitting its limits; it is paused for a moment",
+    );
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    resp
 }
 
 fn too_busy() -> Response<Body> {

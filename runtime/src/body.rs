@@ -39,6 +39,9 @@ pub enum ErrorCode {
     AppUnavailable,
     /// 403: the app's tenant is disabled by the operator.
     TenantDisabled,
+    /// 503 + `Retry-After`: the app's requests kept hitting limits; it gets
+    /// no instances for a while.
+    AppThrottled,
     /// 503: the worker ran out of fuel.
     Fuel,
     /// 503: the worker exceeded its memory limit.
@@ -69,7 +72,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code.
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 21] = [
         ErrorCode::UnknownHost,
         ErrorCode::MissingHost,
         ErrorCode::BadHost,
@@ -77,6 +80,7 @@ impl ErrorCode {
         ErrorCode::UriTooLong,
         ErrorCode::AppUnavailable,
         ErrorCode::TenantDisabled,
+        ErrorCode::AppThrottled,
         ErrorCode::Fuel,
         ErrorCode::Memory,
         ErrorCode::Timeout,
@@ -105,7 +109,8 @@ impl ErrorCode {
             ErrorCode::Fuel
             | ErrorCode::Memory
             | ErrorCode::Concurrency
-            | ErrorCode::AppUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            | ErrorCode::AppUnavailable
+            | ErrorCode::AppThrottled => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorCode::RequestBody => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::ResponseBody => StatusCode::BAD_GATEWAY,
@@ -127,6 +132,7 @@ impl ErrorCode {
             ErrorCode::UriTooLong => "uri_too_long",
             ErrorCode::AppUnavailable => "app_unavailable",
             ErrorCode::TenantDisabled => "tenant_disabled",
+            ErrorCode::AppThrottled => "app_throttled",
             ErrorCode::Fuel => "fuel",
             ErrorCode::Memory => "memory",
             ErrorCode::Timeout => "timeout",

@@ -60,6 +60,20 @@ pub struct LaneConfig {
     /// below every nice value: they run only on CPU time nothing else
     /// wants. Default: true. Ignored on other systems.
     pub background_idle: bool,
+    /// Limit kills and traps within `throttle_window_ms` that make an app
+    /// answer 503 `app_throttled` without instantiating for a while (see
+    /// [`crate::breaker`]); 0 turns this off. Default: 20.
+    pub throttle_after_kills: u32,
+    /// …when they are at least this percentage of the app's requests
+    /// finished in that window. Default: 50.
+    pub throttle_kill_percent: u32,
+    /// The window kills are counted over, in milliseconds. Default: 10 000.
+    pub throttle_window_ms: u64,
+    /// The first throttling period, in milliseconds; it doubles each time
+    /// the app trips again right after. Default: 1 000.
+    pub throttle_ms: u64,
+    /// The longest throttling period, in milliseconds. Default: 60 000.
+    pub throttle_max_ms: u64,
 }
 
 impl Default for LaneConfig {
@@ -71,6 +85,11 @@ impl Default for LaneConfig {
             background_threads: 0,
             background_nice: 19,
             background_idle: true,
+            throttle_after_kills: 20,
+            throttle_kill_percent: 50,
+            throttle_window_ms: 10_000,
+            throttle_ms: 1_000,
+            throttle_max_ms: 60_000,
         }
     }
 }
@@ -85,7 +104,34 @@ impl LaneConfig {
         if !(0..=19).contains(&self.background_nice) {
             out.push("lanes.background_nice must be between 0 and 19".into());
         }
+        if self.throttle_after_kills > 0 {
+            if !(1..=100).contains(&self.throttle_kill_percent) {
+                out.push("lanes.throttle_kill_percent must be between 1 and 100".into());
+            }
+            for (name, ms) in [
+                ("throttle_window_ms", self.throttle_window_ms),
+                ("throttle_ms", self.throttle_ms),
+            ] {
+                if ms == 0 {
+                    out.push(format!("lanes.{name} must be greater than 0"));
+                }
+            }
+            if self.throttle_max_ms < self.throttle_ms {
+                out.push("lanes.throttle_max_ms must be at least lanes.throttle_ms".into());
+            }
+        }
         out
+    }
+
+    /// The circuit breaker each app gets, if throttling is on.
+    pub fn breaker(&self) -> Option<crate::breaker::BreakerConfig> {
+        (self.throttle_after_kills > 0).then(|| crate::breaker::BreakerConfig {
+            window: Duration::from_millis(self.throttle_window_ms),
+            min_kills: self.throttle_after_kills,
+            min_kill_percent: self.throttle_kill_percent,
+            cooldown: Duration::from_millis(self.throttle_ms),
+            max_cooldown: Duration::from_millis(self.throttle_max_ms),
+        })
     }
 }
 
@@ -123,6 +169,8 @@ pub struct Lanes {
 impl Lanes {
     /// Lanes with these settings.
     pub fn new(config: LaneConfig) -> Lanes {
+        // (The breaker settings live here too: both react to an app's
+        // kills, on the same clock.)
         Lanes {
             config,
             background: OnceLock::new(),
@@ -130,9 +178,14 @@ impl Lanes {
         }
     }
 
+    /// The circuit breaker each app gets, if throttling is on.
+    pub fn breaker(&self) -> Option<crate::breaker::BreakerConfig> {
+        self.config.breaker()
+    }
+
     /// Milliseconds since the lanes were made (never 0, so 0 can mean
     /// "never demoted").
-    fn now_ms(&self) -> u64 {
+    pub(crate) fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64 + 1
     }
 

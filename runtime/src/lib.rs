@@ -16,6 +16,7 @@
 
 pub mod app;
 pub mod body;
+pub mod breaker;
 pub mod cert;
 pub mod compile_cache;
 pub mod disk;

@@ -199,17 +199,20 @@ pub enum KillReason {
     RequestBody,
     /// Response body over the cap.
     ResponseBody,
+    /// Refused without an instance: the app's circuit breaker is open.
+    Throttled,
 }
 
 impl KillReason {
     /// Every reason, for pre-registering metric series.
-    pub const ALL: [KillReason; 6] = [
+    pub const ALL: [KillReason; 7] = [
         KillReason::Fuel,
         KillReason::Memory,
         KillReason::Timeout,
         KillReason::Concurrency,
         KillReason::RequestBody,
         KillReason::ResponseBody,
+        KillReason::Throttled,
     ];
 
     /// Whether the kill says the app itself is expensive (it spun, grew
@@ -231,6 +234,7 @@ impl KillReason {
             KillReason::Concurrency => ErrorCode::Concurrency,
             KillReason::RequestBody => ErrorCode::RequestBody,
             KillReason::ResponseBody => ErrorCode::ResponseBody,
+            KillReason::Throttled => ErrorCode::AppThrottled,
         }
     }
 

@@ -320,3 +320,75 @@ async fn a_response_body_over_the_cap_is_cut_off() {
     );
     wait_metric(&node, &kills("response_body"), 1.0).await;
 }
+
+/// An app whose requests keep trapping is answered 503 `app_throttled`
+/// with `Retry-After` by the node itself (no instance: the trap count stops
+/// growing; the answer is held up to a second so a client retrying at once
+/// cannot turn refusals into a flood), while its neighbour serves; once the
+/// pause is over it runs again, and tripping again at once doubles the
+/// pause.
+#[tokio::test]
+async fn an_app_that_keeps_trapping_is_throttled_without_instances_and_its_neighbour_serves() {
+    let node = node_with(fixtures::trap(), Limits::default()).await;
+    let traps = r#"outpost_runtime_traps_total{app="hostile",tenant="evil"}"#;
+    let throttled = kills("app_throttled");
+    // The default breaker: 20 kills or traps in 10 s, at least half of
+    // the app's requests.
+    let mut first = None;
+    for i in 0..40 {
+        let r = with_neighbour(&node, node.get(HOSTILE, "/")).await;
+        if r.outpost_error() == Some("app_throttled") {
+            first = Some((i, r));
+            break;
+        }
+        assert_eq!(r.status, 500, "{}", r.text());
+    }
+    let (tripped_after, r) = first.expect("40 traps in a row never throttled the app");
+    assert_eq!(
+        tripped_after, 20,
+        "throttled after {tripped_after} traps, not 20"
+    );
+    assert_eq!(r.status, 503);
+    assert_eq!(r.headers["retry-after"], "1");
+    wait_metric(&node, traps, 20.0).await;
+    assert_eq!(node.metric(&throttled).await, 1.0);
+
+    // Let back in after the pause: it runs (and traps) again.
+    let started = Instant::now();
+    loop {
+        let r = node.get(HOSTILE, "/").await;
+        if r.status == 500 {
+            break;
+        }
+        assert_eq!(r.outpost_error(), Some("app_throttled"));
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never let back in"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Tripping again right away: the pause doubles (2 s), so the app is
+    // refused for longer than the first pause before it runs again.
+    let mut tripped = None;
+    for _ in 0..40 {
+        let started = Instant::now();
+        let r = node.get(HOSTILE, "/").await;
+        if r.outpost_error() == Some("app_throttled") {
+            tripped = Some(started);
+            break;
+        }
+    }
+    let tripped = tripped.expect("never throttled again");
+    while node.get(HOSTILE, "/").await.status != 500 {
+        assert!(
+            tripped.elapsed() < Duration::from_secs(10),
+            "never let back in"
+        );
+    }
+    assert!(
+        tripped.elapsed() >= Duration::from_millis(1500),
+        "the second pause ({:?}) did not double the first (1 s)",
+        tripped.elapsed()
+    );
+    assert_eq!(node.get(NEIGHBOUR, "/").await.status, 200);
+}
