@@ -254,3 +254,79 @@ async fn a_snapshot_of_5000_apps_syncs_to_a_fresh_node() {
     node.stop();
     cp.stop().await;
 }
+
+/// One tenant uploads components that take the compiler a while, three at
+/// once (one more than its share of the validation slots): its third is
+/// 429 `uploads_busy`, and meanwhile another tenant's small deploy is
+/// accepted (never 429) and goes live on the node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_tenants_deploy_goes_live_while_one_tenant_uploads_in_parallel() {
+    let data = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let cp = Arc::new(ControlPlane::start(data.path(), "127.0.0.1:0".parse().unwrap()).await);
+    let busy = cp.tenant("acme").await;
+    let quiet = cp.tenant("beta").await;
+    for (token, host) in [(&busy, "big.acme.example"), (&quiet, "small.beta.example")] {
+        let app = json!({"name": "web", "routes": [host]});
+        let (status, body) = cp.json("POST", "/v1/apps", token, app).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let node = EdgeNode::start(cp.addr, cache.path(), "edge-1").await;
+
+    let heavy: Vec<Vec<u8>> = (0..3)
+        .map(|i| fixtures::hello_slow_to_compile(&format!("big {i}\n"), 3000))
+        .collect();
+    let started = Instant::now();
+    let uploads: Vec<_> = heavy
+        .into_iter()
+        .map(|wasm| {
+            let (cp, token) = (cp.clone(), busy.clone());
+            tokio::spawn(async move {
+                cp.call(
+                    "POST",
+                    "/v1/apps/web/deployments",
+                    &token,
+                    "application/wasm",
+                    wasm,
+                )
+                .await
+            })
+        })
+        .collect();
+    // The busy tenant's uploads are being compiled: the third is refused
+    // as soon as the first two hold its slots.
+    let (status, body) = cp
+        .call(
+            "POST",
+            "/v1/apps/web/deployments",
+            &quiet,
+            "application/wasm",
+            fixtures::hello("small\n"),
+        )
+        .await;
+    assert_eq!(status, 201, "the quiet tenant's deploy was refused: {body}");
+    node.until_serves("small.beta.example", "small\n").await;
+    let live = started.elapsed();
+    let mut statuses = Vec::new();
+    for upload in uploads {
+        let (status, body) = upload.await.unwrap();
+        if status == 429 {
+            assert_eq!(body["error"]["code"], "uploads_busy", "{body}");
+        }
+        statuses.push(status);
+    }
+    statuses.sort();
+    eprintln!(
+        "quiet tenant live after {live:?}; busy tenant's uploads {statuses:?} after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        statuses,
+        [201, 201, 429],
+        "the busy tenant's three uploads did not overlap"
+    );
+    node.stop();
+    if let Ok(cp) = Arc::try_unwrap(cp) {
+        cp.stop().await;
+    }
+}
