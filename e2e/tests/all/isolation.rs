@@ -2,20 +2,10 @@
 //! the node leaves that app out (its routes answer 503 `app_unavailable`)
 //! and applies every other change of the same revision, and of the next.
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::support::{ADMIN, ControlPlane, EdgeNode};
 use outpost_test_fixtures as fixtures;
-
-/// Creates tenant `name` with app `web` on `{name}.example.com`; returns
-/// its token.
-async fn tenant(cp: &ControlPlane, name: &str) -> String {
-    let token = cp.tenant(name).await;
-    let app = json!({"name": "web", "routes": [format!("{name}.example.com")]});
-    let (status, body) = cp.json("POST", "/v1/apps", &token, app).await;
-    assert_eq!(status, 201, "{body}");
-    token
-}
 
 /// A module that fails only on the node (its pool is smaller than what the
 /// control plane accepts: simulated here with a table cap of 100 elements
@@ -25,8 +15,8 @@ async fn an_app_that_fails_on_a_node_leaves_every_other_change_applied() {
     let data = tempfile::tempdir().unwrap();
     let cache = tempfile::tempdir().unwrap();
     let cp = ControlPlane::start(data.path(), "127.0.0.1:0".parse().unwrap()).await;
-    let acme = tenant(&cp, "acme").await;
-    let beta = tenant(&cp, "beta").await;
+    let acme = cp.tenant_with_web_app("acme").await;
+    let beta = cp.tenant_with_web_app("beta").await;
     cp.deploy_to("web", &beta, fixtures::hello("beta v1\n"))
         .await;
     let node = EdgeNode::start_with(cp.addr, cache.path(), "small", |config| {

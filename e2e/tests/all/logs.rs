@@ -4,20 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::support::{ControlPlane, EdgeNode, client};
 use outpost_test_fixtures as fixtures;
-
-/// Creates tenant `name` with app `web` on `{name}.example.com`; returns
-/// its token.
-async fn tenant(cp: &ControlPlane, name: &str) -> String {
-    let token = cp.tenant(name).await;
-    let app = json!({"name": "web", "routes": [format!("{name}.example.com")]});
-    let (status, body) = cp.json("POST", "/v1/apps", &token, app).await;
-    assert_eq!(status, 201, "{body}");
-    token
-}
 
 /// The lines `GET /v1/apps/web/logs` returns to `token`.
 async fn logs(cp: &ControlPlane, token: &str) -> Vec<Value> {
@@ -37,13 +27,6 @@ async fn logs(cp: &ControlPlane, token: &str) -> Vec<Value> {
         .collect()
 }
 
-fn metric(node: &EdgeNode, series: &str) -> u64 {
-    let text = node.metrics.render();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{series} missing from\n{text}"))
-}
-
 /// acme's guest writes 128 Ki lines per request, far past what its ship
 /// queue holds, while beta's guest writes one line per request in between:
 /// every one of beta's lines reaches `outpost logs`, and only acme's own
@@ -53,8 +36,8 @@ async fn a_tenant_flooding_stdout_never_costs_another_tenant_its_shipped_lines()
     let data = tempfile::tempdir().unwrap();
     let cache = tempfile::tempdir().unwrap();
     let cp = ControlPlane::start(data.path(), "127.0.0.1:0".parse().unwrap()).await;
-    let acme = tenant(&cp, "acme").await;
-    let beta = tenant(&cp, "beta").await;
+    let acme = cp.tenant_with_web_app("acme").await;
+    let beta = cp.tenant_with_web_app("beta").await;
     // 2048 blocks of 64 lines: 8 MiB, all of it kept by the budget below.
     cp.deploy_to("web", &acme, fixtures::stdout_flood(2048))
         .await;
@@ -89,11 +72,9 @@ async fn a_tenant_flooding_stdout_never_costs_another_tenant_its_shipped_lines()
         }
     }
     // The floods did overflow acme's queue: the pressure was real.
-    let acme_dropped = metric(
-        &node,
-        r#"outpost_runtime_guest_log_unshipped_lines_total{app="web",tenant="acme"}"#,
-    );
-    assert!(acme_dropped > 0);
+    let acme_dropped =
+        node.metric(r#"outpost_runtime_guest_log_unshipped_lines_total{app="web",tenant="acme"}"#);
+    assert!(acme_dropped > 0.0);
 
     // Every beta request's line arrives (bounded wait: lines ship in
     // batches), each once.
@@ -120,10 +101,7 @@ async fn a_tenant_flooding_stdout_never_costs_another_tenant_its_shipped_lines()
         "beta's lines that reached the control plane: {beta_lines:?}"
     );
     assert_eq!(
-        metric(
-            &node,
-            r#"outpost_runtime_guest_log_unshipped_lines_total{app="web",tenant="beta"}"#
-        ),
-        0
+        node.metric(r#"outpost_runtime_guest_log_unshipped_lines_total{app="web",tenant="beta"}"#),
+        0.0
     );
 }

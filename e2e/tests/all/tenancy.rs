@@ -13,16 +13,6 @@ use serde_json::json;
 use crate::support::{ADMIN, ControlPlane, EdgeNode};
 use outpost_test_fixtures as fixtures;
 
-/// The value of the sample `series` (name with labels, as rendered) on
-/// `node`; 0 when absent.
-fn metric(node: &EdgeNode, series: &str) -> f64 {
-    node.metrics
-        .render()
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// Waits (bounded) until `host` answers `status` with `code` on `node`.
 async fn until_answers(node: &EdgeNode, host: &str, status: u16, code: &str) {
     let started = Instant::now();
@@ -118,10 +108,7 @@ async fn a_disabled_tenants_hosts_answer_403_on_the_node_and_its_neighbour_serve
     until_answers(&node, "shop.acme.example", 403, "tenant_disabled").await;
     node.until_serves("web.beta.example", "web.beta.example\n")
         .await;
-    let counted = metric(
-        &node,
-        r#"outpost_http_unrouted_requests_total{reason="tenant_disabled"}"#,
-    );
+    let counted = node.metric(r#"outpost_http_unrouted_requests_total{reason="tenant_disabled"}"#);
     assert!(counted >= 1.0, "tenant_disabled answers not counted");
     // Its token can look but not change.
     let (status, body) = cp
@@ -235,7 +222,7 @@ async fn a_snapshot_of_5000_apps_syncs_to_a_fresh_node() {
     let synced = Instant::now();
     let node = EdgeNode::start(cp.addr, cache.path(), "fresh").await;
     loop {
-        let applied = metric(&node, "outpost_sync_applied_revision");
+        let applied = node.metric("outpost_sync_applied_revision");
         if applied >= revision as f64 {
             break;
         }

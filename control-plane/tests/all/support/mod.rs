@@ -167,6 +167,16 @@ impl ControlPlane {
         tenant["token"].as_str().unwrap().to_string()
     }
 
+    /// Creates tenant `name` with app `web` on `{name}.example.com`;
+    /// returns the tenant's token.
+    pub async fn tenant_with_web_app(&self, name: &str) -> String {
+        let token = self.tenant(name).await;
+        let app = serde_json::json!({"name": "web", "routes": [format!("{name}.example.com")]});
+        let (status, body) = self.json("POST", "/v1/apps", &token, app).await;
+        assert_eq!(status, 201, "{body}");
+        token
+    }
+
     /// Creates tenant `acme` with an app `web` on `web.example.com`;
     /// returns the tenant's token.
     pub async fn acme_with_web_app(&self) -> String {

@@ -136,6 +136,15 @@ impl EdgeNode {
         }
     }
 
+    /// The value of `series` (name and labels, as rendered) in this node's
+    /// metrics; panics if it is absent.
+    pub fn metric(&self, series: &str) -> f64 {
+        let text = self.metrics.render();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no series {series} in\n{text}"))
+    }
+
     pub fn stop(self) {
         self.running.abort();
     }
