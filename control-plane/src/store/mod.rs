@@ -238,14 +238,6 @@ pub trait Store: Send + Sync + 'static {
     fn tenant(&self, name: &str) -> Result<Option<TenantRecord>>;
     /// The tenant whose token hashes to `token_sha256`.
     fn tenant_by_token(&self, token_sha256: &str) -> Result<Option<TenantRecord>>;
-    /// Replaces a tenant's limits.
-    fn set_tenant_limits(&self, name: &str, limits: Limits) -> Result<Revision> {
-        self.update_tenant(name, &mut |t| {
-            t.limits = limits.clone();
-            Ok(())
-        })?
-        .map_err(StoreError::Backend)
-    }
     /// Changes a tenant's record with `change` in one transaction (limits,
     /// domains, quotas, disabled); `change` may refuse (`Err(reason)`),
     /// which stores nothing.
