@@ -4,8 +4,9 @@
 //! Every request's instance starts in the **foreground** lane: the node's
 //! own tokio workers, at normal OS priority. Fuel and epoch yields make a
 //! running guest return to the executor every ~100 µs; at each return the
-//! node adds up how long the guest held the thread. A request that passes
-//! its CPU budget there (10 ms by default, ten times a Python handler doing
+//! node adds up the CPU time the request used (see [`Spent`]: time the
+//! thread spent preempted by someone else is not the request's). A
+//! request that passes its CPU budget there (10 ms by default, ten times a Python handler doing
 //! real work) is moved, mid-flight, to the **background** lane: a second
 //! tokio runtime whose threads run at the lowest OS priority (on Linux the
 //! `SCHED_IDLE` policy, elsewhere nice 19). Its
@@ -207,7 +208,7 @@ impl Lanes {
         tokio::spawn(Budgeted {
             state: State::Foreground {
                 work: Box::pin(work),
-                used: Duration::ZERO,
+                spent: Spent::default(),
             },
             budget: Duration::from_millis(self.config.cpu_budget_ms),
             lanes: self.clone(),
@@ -336,11 +337,60 @@ struct Budgeted<T> {
 enum State<T> {
     Foreground {
         work: BoxedWork<T>,
-        used: Duration,
+        spent: Spent,
     },
     Moved(JoinHandle<T>),
     /// Only between the two states above, inside one `poll`.
     Moving,
+}
+
+/// What a foreground request is charged against its CPU budget.
+///
+/// Wall time is cheap to read (~20 ns) but also counts the time the thread
+/// was preempted: on a core shared with a neighbour's threads (or a load
+/// generator's), a light request can lose milliseconds it never used, and
+/// demoting it for them would punish the victim of a noisy neighbour. The
+/// thread's own CPU clock is exact but costs a system call (~200 ns) per
+/// read. So polls are charged wall time until half the budget, which a
+/// light request never reaches, and the thread's CPU time from then on: a
+/// request is demoted only after at least half its budget of real CPU.
+#[derive(Debug, Default)]
+struct Spent {
+    /// Wall time of the polls before the CPU clock was used.
+    wall: Duration,
+    /// CPU time of the polls after.
+    cpu: Duration,
+}
+
+impl Spent {
+    /// Runs one poll, charging it.
+    fn measure<R>(&mut self, budget: Duration, poll: impl FnOnce() -> R) -> R {
+        let exact = self.wall >= budget / 2;
+        let cpu_before = if exact { thread_cpu_time() } else { None };
+        let started = Instant::now();
+        let out = poll();
+        match (cpu_before, cpu_before.and_then(|_| thread_cpu_time())) {
+            (Some(before), Some(after)) => self.cpu += after.saturating_sub(before),
+            _ => self.wall += started.elapsed(),
+        }
+        out
+    }
+
+    /// What counts against `budget` so far.
+    fn charged(&self, budget: Duration) -> Duration {
+        self.wall.min(budget / 2) + self.cpu
+    }
+}
+
+/// The calling thread's CPU time, where the OS keeps one.
+fn thread_cpu_time() -> Option<Duration> {
+    #[cfg(unix)]
+    {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+        Some(Duration::new(t.tv_sec as u64, t.tv_nsec as u32))
+    }
+    #[cfg(not(unix))]
+    None
 }
 
 /// A request cancelled while in the background lane (its client went
@@ -358,11 +408,9 @@ impl<T: Send + 'static> Future for Budgeted<T> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
         let this = &mut *self;
-        if let State::Foreground { work, used } = &mut this.state {
-            let started = Instant::now();
-            let poll = work.as_mut().poll(cx);
-            *used += started.elapsed();
-            if poll.is_ready() || *used < this.budget {
+        if let State::Foreground { work, spent } = &mut this.state {
+            let poll = spent.measure(this.budget, || work.as_mut().poll(cx));
+            if poll.is_ready() || spent.charged(this.budget) < this.budget {
                 return poll;
             }
             let State::Foreground { work, .. } = std::mem::replace(&mut this.state, State::Moving)
@@ -454,6 +502,45 @@ mod tests {
         let thread = lanes.spawn(&s, spinner(0, 0)).await.unwrap();
         assert_eq!(thread, "outpost-background");
         assert_eq!(s.inner.background.get(), 2);
+    }
+
+    /// A future that keeps its thread off-CPU (blocked, as a preempted
+    /// thread would be) for `wait` per poll, `polls` times.
+    struct OffCpu {
+        wait: Duration,
+        polls: u32,
+    }
+
+    impl Future for OffCpu {
+        type Output = String;
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<String> {
+            std::thread::sleep(self.wait);
+            if self.polls == 0 {
+                let name = std::thread::current().name().unwrap_or("").to_string();
+                return Poll::Ready(name);
+            }
+            self.polls -= 1;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn time_off_the_cpu_does_not_count_against_the_budget() {
+        let lanes = Arc::new(Lanes::new(LaneConfig {
+            cpu_budget_ms: 5,
+            ..LaneConfig::default()
+        }));
+        let s = standing();
+        // 20 ms of wall time, four times the budget, and almost no CPU.
+        let work = OffCpu {
+            wait: Duration::from_millis(2),
+            polls: 10,
+        };
+        let thread = lanes.spawn(&s, work).await.unwrap();
+        assert_ne!(thread, "outpost-background");
+        assert_eq!(s.inner.demotions[Demotion::Cpu as usize].get(), 0);
+        assert!(!s.is_demoted(lanes.now_ms()));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
