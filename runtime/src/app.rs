@@ -22,6 +22,7 @@ use super::guest_log::{GuestLog, LogLine, RequestOutput};
 use super::host::{HostState, OutboundPolicy};
 use super::lanes::{Demotion, Lanes, Standing};
 use super::limits::{KillReason, Limits};
+use super::share::{Refusal, Slot, Slots};
 use crate::body::{
     Body, CancelGuard, CancelOnDropBody, CappedResponseBody, ErrorCode, LimitedRequestBody,
     error_response,
@@ -65,6 +66,10 @@ pub struct App {
     standing: Standing,
     /// Off when the node turned throttling off.
     breaker: Option<Breaker>,
+    /// The node's instance slots, and how long a request waits for one.
+    slots: (Arc<Slots>, Duration),
+    /// `tenant`, as the slots key it.
+    tenant_key: Arc<str>,
 }
 
 /// How a request's instance ended, when it ended without the guest
@@ -111,6 +116,7 @@ impl App {
         log_ship: Arc<super::log_ship::ShipQueue>,
         lanes: Arc<Lanes>,
         network: Arc<crate::outbound::Network>,
+        slots: (Arc<Slots>, Duration),
     ) -> Arc<App> {
         let app_metrics = metrics.app(&spec.tenant, &spec.name);
         let log = Arc::new(
@@ -139,6 +145,8 @@ impl App {
             fingerprint: spec.fingerprint(),
             outbound,
             permits: Arc::new(Semaphore::new(spec.limits.max_concurrency as usize)),
+            slots,
+            tenant_key: Arc::from(spec.tenant.as_str()),
             tenant: spec.tenant,
             name: spec.name,
             pre,
@@ -304,6 +312,25 @@ impl App {
             self.metrics.kill(KillReason::Concurrency);
             return too_busy();
         };
+        let (slots, wait) = &self.slots;
+        let wait_until = Instant::now() + (*wait).min(self.limits.timeout);
+        let slot = match slots.acquire(&self.tenant_key, wait_until).await {
+            Ok(slot) => slot,
+            Err(Refusal::TenantShare) => {
+                self.metrics.kill(KillReason::TenantShare);
+                return kill_response(KillReason::TenantShare);
+            }
+            Err(Refusal::Busy) => {
+                self.metrics.kill(KillReason::Concurrency);
+                let mut resp = error_response(
+                    KillReason::Concurrency.code(),
+                    "every instance slot of this node is in use; retry shortly",
+                );
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return resp;
+            }
+        };
 
         let request_id = NEXT_REQUEST_ID.fetch_add(1, Ordering::Relaxed);
         let deadline = Instant::now() + self.limits.timeout;
@@ -336,7 +363,9 @@ impl App {
         // from it after the head is sent), in whichever lane the app's
         // standing says.
         let task = self.lanes.spawn(&self.standing, async move {
-            let outcome = app.run(&mut store, req, out, deadline, permit).await;
+            let outcome = app
+                .run(&mut store, req, out, deadline, (permit, slot))
+                .await;
             app.account(&outcome, &store);
             outcome
         });
@@ -386,7 +415,7 @@ impl App {
         req: wasmtime::component::Resource<wasmtime_wasi_http::p2::types::HostIncomingRequest>,
         out: wasmtime::component::Resource<wasmtime_wasi_http::p2::types::HostResponseOutparam>,
         deadline: Instant,
-        _permit: OwnedSemaphorePermit,
+        _held: (OwnedSemaphorePermit, Slot),
     ) -> Outcome {
         let _live = Live::new(&self.metrics.instances_in_flight);
         let work = async {
@@ -511,6 +540,15 @@ fn kill_response(reason: KillReason) -> Response<Body> {
         ),
         KillReason::Concurrency => too_busy(),
         KillReason::Throttled => throttled(Duration::from_secs(1)),
+        KillReason::TenantShare => {
+            let mut resp = error_response(
+                reason.code(),
+                "this tenant holds its share of the node's instances while others wait; retry shortly",
+            );
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            resp
+        }
         KillReason::RequestBody => {
             error_response(reason.code(), "request body exceeds this app's limit")
         }

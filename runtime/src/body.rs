@@ -42,6 +42,9 @@ pub enum ErrorCode {
     /// 503 + `Retry-After`: the app's requests kept hitting limits; it gets
     /// no instances for a while.
     AppThrottled,
+    /// 503 + `Retry-After`: the app's tenant holds its share of the node's
+    /// instance slots while other tenants want them.
+    TenantShare,
     /// 503: the worker ran out of fuel.
     Fuel,
     /// 503: the worker exceeded its memory limit.
@@ -72,7 +75,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code.
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 22] = [
         ErrorCode::UnknownHost,
         ErrorCode::MissingHost,
         ErrorCode::BadHost,
@@ -81,6 +84,7 @@ impl ErrorCode {
         ErrorCode::AppUnavailable,
         ErrorCode::TenantDisabled,
         ErrorCode::AppThrottled,
+        ErrorCode::TenantShare,
         ErrorCode::Fuel,
         ErrorCode::Memory,
         ErrorCode::Timeout,
@@ -110,7 +114,8 @@ impl ErrorCode {
             | ErrorCode::Memory
             | ErrorCode::Concurrency
             | ErrorCode::AppUnavailable
-            | ErrorCode::AppThrottled => StatusCode::SERVICE_UNAVAILABLE,
+            | ErrorCode::AppThrottled
+            | ErrorCode::TenantShare => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorCode::RequestBody => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::ResponseBody => StatusCode::BAD_GATEWAY,
@@ -133,6 +138,7 @@ impl ErrorCode {
             ErrorCode::AppUnavailable => "app_unavailable",
             ErrorCode::TenantDisabled => "tenant_disabled",
             ErrorCode::AppThrottled => "app_throttled",
+            ErrorCode::TenantShare => "tenant_share",
             ErrorCode::Fuel => "fuel",
             ErrorCode::Memory => "memory",
             ErrorCode::Timeout => "timeout",

@@ -30,6 +30,7 @@ pub mod metrics;
 pub mod outbound;
 pub mod prune;
 pub mod router;
+pub mod share;
 pub mod signal;
 
 use std::path::Path;
@@ -101,6 +102,14 @@ pub struct PoolConfig {
     /// This bounds the node's resident memory on top of what is in use.
     /// Default: 100 (wasmtime's).
     pub max_unused_warm_slots: u32,
+    /// Percentage of `max_instances` one tenant may hold while another
+    /// tenant wants a slot (see [`share`]): past it, its requests are
+    /// refused 503 `tenant_share` while others wait. A tenant alone on the
+    /// node may use all but a twentieth of the slots. Default: 50.
+    pub tenant_share_percent: u32,
+    /// How long a request waits for a free instance slot before it is
+    /// answered 503 `concurrency`, in milliseconds. Default: 1000.
+    pub slot_wait_ms: u64,
 }
 
 impl Default for PoolConfig {
@@ -117,6 +126,8 @@ impl Default for PoolConfig {
             stack_keep_resident: 256 * 1024,
             decommit_batch_size: 64,
             max_unused_warm_slots: 100,
+            tenant_share_percent: 50,
+            slot_wait_ms: 1000,
         }
     }
 }
@@ -166,6 +177,9 @@ impl PoolConfig {
         if self.decommit_batch_size == 0 {
             out.push("pool.decommit_batch_size must be greater than 0".into());
         }
+        if !(1..=100).contains(&self.tenant_share_percent) {
+            out.push("pool.tenant_share_percent must be between 1 and 100".into());
+        }
         out
     }
 }
@@ -180,6 +194,8 @@ pub struct Runtime {
     log_ship: Arc<log_ship::ShipQueue>,
     lanes: Arc<Lanes>,
     network: Arc<outbound::Network>,
+    slots: Arc<share::Slots>,
+    slot_wait: Duration,
 }
 
 impl Runtime {
@@ -229,6 +245,8 @@ impl Runtime {
             log_ship: Default::default(),
             lanes: Arc::new(Lanes::new(lanes.clone())),
             network: Arc::default(),
+            slots: share::Slots::new(pool.max_instances as usize, pool.tenant_share_percent),
+            slot_wait: Duration::from_millis(pool.slot_wait_ms),
         })
     }
 
@@ -354,6 +372,7 @@ impl Runtime {
             self.log_ship.clone(),
             self.lanes.clone(),
             self.network.clone(),
+            (self.slots.clone(), self.slot_wait),
         )
     }
 

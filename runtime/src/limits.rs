@@ -201,11 +201,14 @@ pub enum KillReason {
     ResponseBody,
     /// Refused without an instance: the app's circuit breaker is open.
     Throttled,
+    /// Refused without an instance: the tenant holds its share of the
+    /// node's instance slots while other tenants want them.
+    TenantShare,
 }
 
 impl KillReason {
     /// Every reason, for pre-registering metric series.
-    pub const ALL: [KillReason; 7] = [
+    pub const ALL: [KillReason; 8] = [
         KillReason::Fuel,
         KillReason::Memory,
         KillReason::Timeout,
@@ -213,6 +216,7 @@ impl KillReason {
         KillReason::RequestBody,
         KillReason::ResponseBody,
         KillReason::Throttled,
+        KillReason::TenantShare,
     ];
 
     /// Whether the kill says the app itself is expensive (it spun, grew
@@ -235,6 +239,7 @@ impl KillReason {
             KillReason::RequestBody => ErrorCode::RequestBody,
             KillReason::ResponseBody => ErrorCode::ResponseBody,
             KillReason::Throttled => ErrorCode::AppThrottled,
+            KillReason::TenantShare => ErrorCode::TenantShare,
         }
     }
 

@@ -345,7 +345,7 @@ pub struct AppMetrics {
     pub instantiate_duration: Histogram,
     /// Fuel burned.
     pub fuel_consumed: IntCounter,
-    limit_kills: [IntCounter; 7],
+    limit_kills: [IntCounter; KillReason::ALL.len()],
     /// Guest traps not caused by a limit.
     pub traps: IntCounter,
     /// Live instances.

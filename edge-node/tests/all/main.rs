@@ -11,5 +11,6 @@ mod outbound;
 mod polyglot;
 mod routing;
 mod serving;
+mod share;
 mod support;
 mod tls;
