@@ -498,7 +498,12 @@ fn classify(e: &wasmtime::Error, store: &Store<HostState>) -> Outcome {
         Some(Trap::Interrupt) => return Outcome::Killed(KillReason::Timeout),
         _ => {}
     }
-    if store.data().limiter.hit {
+    // Past the cap on host resources a guest holds (see
+    // `host::MAX_RESOURCES`): host memory the guest asked for.
+    if store.data().limiter.hit
+        || e.downcast_ref::<wasmtime::component::ResourceTableError>()
+            .is_some_and(|t| matches!(t, wasmtime::component::ResourceTableError::Full))
+    {
         return Outcome::Killed(KillReason::Memory);
     }
     if e.downcast_ref::<PoolConcurrencyLimitError>().is_some() {

@@ -43,10 +43,14 @@ impl HostState {
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false);
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(MAX_FIELDS_BYTES);
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCES);
         HostState {
             wasi: wasi.build(),
-            http: WasiHttpCtx::new(),
-            table: ResourceTable::new(),
+            http,
+            table,
             hooks: Outbound {
                 policy: outbound,
                 sent: 0,
@@ -55,6 +59,21 @@ impl HostState {
         }
     }
 }
+
+/// Host resources (requests, headers, bodies, streams, pollables) one
+/// request's guest may hold at once. A handler holds a few dozen, one making
+/// fifty subrequests a few hundred; wasmtime's default (a million) would let
+/// a guest park gigabytes of host memory that no limiter sees. Past it,
+/// creating one more ends the request with reason `memory`.
+pub const MAX_RESOURCES: usize = 2048;
+
+/// Bytes one header set (`fields`) the guest builds may hold, as wasi:http
+/// counts them (names and values plus ~40 bytes each): room for ~24 KiB of
+/// headers on the wire. With [`MAX_RESOURCES`] this bounds the host memory
+/// a guest's headers can take to 64 MiB, where wasmtime's default (128
+/// KiB) allowed 128 GiB. Past it, the guest's append fails with
+/// `header-error.size-exceeded`.
+pub const MAX_FIELDS_BYTES: usize = 32 * 1024;
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {

@@ -209,6 +209,25 @@ async fn a_memory_bomb_is_refused_memory_and_reported() {
 }
 
 #[tokio::test]
+async fn host_resources_a_guest_holds_are_capped_and_reported_as_memory() {
+    // Well under the cap: served.
+    let node = node_with(fixtures::fields_flood(1000), quick_limits()).await;
+    let r = node.get(HOSTILE, "/").await;
+    assert_eq!(
+        (r.status.as_u16(), r.text().as_str()),
+        (200, "kept them all\n")
+    );
+
+    // Twenty thousand header sets, each a host allocation no memory
+    // limiter sees: stopped at the cap.
+    let node = node_with(fixtures::fields_flood(20_000), quick_limits()).await;
+    let r = with_neighbour(&node, node.get(HOSTILE, "/")).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.outpost_error(), Some("memory"));
+    wait_metric(&node, &kills("memory"), 1.0).await;
+}
+
+#[tokio::test]
 async fn a_trap_fails_only_its_own_request() {
     let node = node_with(fixtures::trap(), quick_limits()).await;
     for _ in 0..3 {
