@@ -231,10 +231,22 @@ impl WasiHttpHooks for Outbound {
     }
 }
 
-/// Caps linear memory per instance and remembers whether the cap was hit,
-/// so a trap that follows can be reported as reason `memory`.
+/// Holds one instance (one `Store`) to a single memory budget: the sum of
+/// all its linear memories and tables, however many core instances the
+/// component has. Capping each memory on its own would multiply the app's
+/// limit by the number of memories (24 core instances of 40 MiB each once
+/// passed a 64 MiB limit). Remembers whether the budget was hit, so a trap
+/// that follows can be reported as reason `memory`.
 pub(crate) struct MemoryLimiter {
-    memory_bytes: usize,
+    /// The app's limit, in bytes.
+    budget: usize,
+    /// Bytes of memories and tables approved so far. Nothing is ever
+    /// subtracted on success: wasm memories and tables never shrink, and
+    /// they all live exactly as long as the store.
+    used: usize,
+    /// The charge of the last approved memory growth, given back if
+    /// wasmtime reports that growth failed after all.
+    pending_memory: usize,
     pub(crate) hit: bool,
 }
 
@@ -242,44 +254,175 @@ pub(crate) struct MemoryLimiter {
 /// the cap keeps a table-growth bomb from eating host memory.
 const MAX_TABLE_ELEMENTS: usize = 1_000_000;
 
+/// What one table element costs the budget. Wasmtime stores a funcref
+/// table element as one pointer (`ResourceLimiter::table_growing`'s own
+/// documentation says so), and Outpost only runs 64-bit hosts.
+const TABLE_ELEMENT_BYTES: usize = 8;
+
 impl MemoryLimiter {
     fn new(memory_bytes: u64) -> MemoryLimiter {
         MemoryLimiter {
-            memory_bytes: usize::try_from(memory_bytes).unwrap_or(usize::MAX),
+            budget: usize::try_from(memory_bytes).unwrap_or(usize::MAX),
+            used: 0,
+            pending_memory: 0,
             hit: false,
+        }
+    }
+
+    /// Charges `bytes` if they fit in what is left of the budget.
+    fn charge(&mut self, bytes: usize) -> bool {
+        match self.used.checked_add(bytes) {
+            Some(total) if total <= self.budget => {
+                self.used = total;
+                true
+            }
+            _ => {
+                self.hit = true;
+                false
+            }
         }
     }
 }
 
 impl ResourceLimiter for MemoryLimiter {
+    /// Called with `current` 0 when a memory is created at instantiation,
+    /// so initial sizes are charged as well as growth.
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
-        _maximum: Option<usize>,
+        maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
+        self.pending_memory = 0;
+        // Past the memory's own maximum wasmtime fails the growth even if
+        // approved: refusing here keeps it off the budget, and is no
+        // limit of ours being hit.
+        if maximum.is_some_and(|max| desired > max) {
+            return Ok(false);
+        }
+        let bytes = desired.saturating_sub(current);
         // Refusing (rather than trapping) lets the guest see an allocation
         // failure, as it would on a real machine out of memory.
-        let ok = desired <= self.memory_bytes;
-        self.hit |= !ok;
-        Ok(ok)
+        if !self.charge(bytes) {
+            return Ok(false);
+        }
+        self.pending_memory = bytes;
+        Ok(true)
+    }
+
+    /// Wasmtime calls this right after an approved growth that still
+    /// failed (the kernel refused the pages), with no other limiter call in
+    /// between, so `pending_memory` is that growth's charge. It also calls
+    /// it without any approval for growth a memory type cannot represent,
+    /// which only happens with custom page sizes: the engine keeps that
+    /// proposal off (see `engine_config`) so no charge of an earlier,
+    /// successful growth is ever given back here.
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        tracing::debug!(error = %error, "approved memory growth failed");
+        self.used -= std::mem::take(&mut self.pending_memory);
+        Ok(())
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
-        _maximum: Option<usize>,
+        maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let ok = desired <= MAX_TABLE_ELEMENTS;
-        self.hit |= !ok;
-        Ok(ok)
+        self.pending_memory = 0;
+        // As for memories: wasmtime fails growth past the table's maximum
+        // (its declared one or the pool's) even if approved, so it is
+        // refused before it is charged.
+        if maximum.is_some_and(|max| desired > max) {
+            return Ok(false);
+        }
+        if desired > MAX_TABLE_ELEMENTS {
+            self.hit = true;
+            return Ok(false);
+        }
+        let elements = desired.saturating_sub(current);
+        Ok(self.charge(elements.saturating_mul(TABLE_ELEMENT_BYTES)))
+    }
+
+    /// Nothing to give back. In wasmtime 48 the only failure after an
+    /// approved table growth is growth past the table's maximum, which
+    /// `table_growing` refuses without charging; the other caller reports
+    /// a size overflow *before* asking `table_growing`, so giving back "the
+    /// last charge" there would refund a growth that succeeded.
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        tracing::debug!(error = %error, "table growth failed");
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const MIB: usize = 1024 * 1024;
+
+    #[test]
+    fn memories_share_one_budget() {
+        let mut l = MemoryLimiter::new(64 * MIB as u64);
+        // Two memories created at instantiation (current 0), each well
+        // under the limit on its own.
+        assert!(l.memory_growing(0, 40 * MIB, None).unwrap());
+        assert!(!l.hit);
+        assert!(
+            !l.memory_growing(0, 40 * MIB, None).unwrap(),
+            "the second memory takes the sum past the limit"
+        );
+        assert!(l.hit);
+        // Growth is charged by the difference, up to the limit exactly.
+        assert!(l.memory_growing(40 * MIB, 64 * MIB, None).unwrap());
+        assert!(!l.memory_growing(0, 64 * 1024, None).unwrap());
+    }
+
+    #[test]
+    fn a_failed_growth_gives_its_charge_back() {
+        let mut l = MemoryLimiter::new(64 * MIB as u64);
+        assert!(l.memory_growing(0, 40 * MIB, None).unwrap());
+        l.memory_grow_failed(wasmtime::format_err!("no pages")).unwrap();
+        assert!(
+            l.memory_growing(0, 40 * MIB, None).unwrap(),
+            "the failed 40 MiB no longer counts"
+        );
+        assert!(l.memory_growing(0, 24 * MIB, None).unwrap());
+        l.memory_grow_failed(wasmtime::format_err!("no pages")).unwrap();
+        // Only the failed growth's charge comes back, and only once.
+        l.memory_grow_failed(wasmtime::format_err!("again")).unwrap();
+        assert_eq!(l.used, 40 * MIB);
+        assert!(l.memory_growing(0, 24 * MIB, None).unwrap());
+        assert!(!l.memory_growing(0, 64 * 1024, None).unwrap());
+    }
+
+    #[test]
+    fn growth_past_a_memorys_own_maximum_is_not_charged_nor_a_hit() {
+        let mut l = MemoryLimiter::new(64 * MIB as u64);
+        assert!(!l.memory_growing(0, 80 * MIB, Some(64 * 1024)).unwrap());
+        assert!(!l.hit);
+        assert!(l.memory_growing(0, 64 * MIB, None).unwrap());
+    }
+
+    #[test]
+    fn tables_count_against_the_same_budget() {
+        let mut l = MemoryLimiter::new(8 * MIB as u64);
+        // 512 Ki elements of 8 bytes: 4 MiB.
+        assert!(l.table_growing(0, 512 * 1024, None).unwrap());
+        assert!(l.memory_growing(0, 4 * MIB, None).unwrap());
+        assert!(
+            !l.table_growing(0, 1, None).unwrap(),
+            "memory and table together fill the budget"
+        );
+        assert!(l.hit);
+
+        let mut l = MemoryLimiter::new(64 * MIB as u64);
+        assert!(
+            !l.table_growing(0, MAX_TABLE_ELEMENTS + 1, None).unwrap(),
+            "a table stays under its own element cap too"
+        );
+        assert!(l.hit);
+    }
 
     #[test]
     fn allow_list_entries_match_a_host_on_80_and_443_or_a_host_and_port() {

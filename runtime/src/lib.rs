@@ -406,6 +406,10 @@ fn engine_config(pool: Option<&PoolConfig>) -> Config {
         .epoch_interruption(true)
         .memory_init_cow(true)
         .cranelift_opt_level(OptLevel::Speed)
+        // `MemoryLimiter` relies on it being off: with custom page sizes
+        // wasmtime reports some failed growth without asking the limiter
+        // first, which it could not tell from a failure it approved.
+        .wasm_custom_page_sizes(false)
         // Symbolized wasm backtraces cost time on every trap; a hostile
         // guest could trap on purpose in a loop.
         .wasm_backtrace_details(WasmBacktraceDetails::Disable);

@@ -18,8 +18,10 @@ pub const MIB: u64 = 1024 * 1024;
 pub struct Limits {
     /// Fuel (roughly, wasm instructions) one request may burn. Exceeded → 503, reason `fuel`.
     pub fuel: u64,
-    /// Linear memory one instance may hold, in bytes. Growing past it fails
-    /// inside the guest; a resulting trap → 503, reason `memory`.
+    /// Memory one instance may hold, in bytes: the sum of all its linear
+    /// memories and tables (8 bytes a table element), however many core
+    /// instances the component has. Growing past it fails inside the
+    /// guest; a resulting trap → 503, reason `memory`.
     pub memory_bytes: u64,
     /// Wall-clock deadline for the whole request, response body included.
     /// Exceeded → 504, reason `timeout`.
