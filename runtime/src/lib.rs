@@ -87,6 +87,19 @@ pub struct PoolConfig {
     pub max_tables: u32,
     /// Elements a table may hold. Default: 100 000.
     pub max_table_elements: usize,
+    /// Core module instances one component may contain. Without a
+    /// per-component cap one upload could take the whole
+    /// `max_core_instances` pool from every other tenant. Measured: the
+    /// Python hello (componentize-py) has 14, the JS hello 4, the C hello 3.
+    /// Default: 64.
+    pub max_core_instances_per_component: u32,
+    /// Linear memories one component may define (the pool allows one per
+    /// core module, so one per core instance that has one). Measured: 1 in
+    /// each of the Python, JS and C hellos. Default: 16.
+    pub max_memories_per_component: u32,
+    /// Tables one component may define. Measured: 2 in each of the Python,
+    /// JS and C hellos. Default: 32.
+    pub max_tables_per_component: u32,
     /// Bytes of each linear memory kept resident between uses instead of
     /// being returned to the kernel (saves page faults and TLB shootdowns).
     /// Default: 1 MiB.
@@ -121,6 +134,9 @@ impl Default for PoolConfig {
             max_memories: 2000,
             max_tables: 2000,
             max_table_elements: 100_000,
+            max_core_instances_per_component: 64,
+            max_memories_per_component: 16,
+            max_tables_per_component: 32,
             memory_keep_resident: 1024 * 1024,
             table_keep_resident: 64 * 1024,
             stack_keep_resident: 256 * 1024,
@@ -140,19 +156,19 @@ impl PoolConfig {
     /// A pool for the control plane's trial instantiations: room for
     /// [`PoolConfig::VALIDATION_SLOTS`] components at once instead of a
     /// node's thousand, with everything that decides whether one
-    /// component fits (per-module memories and tables, table elements)
-    /// as on nodes, so a component refused by a node's pool is refused at
-    /// upload too.
+    /// component fits (per-module memories and tables, table elements,
+    /// the per-component maxima) as on nodes, so a component refused by a
+    /// node's pool is refused at upload too. The totals are just enough for
+    /// that many components at their maxima.
     pub fn for_validation() -> PoolConfig {
         let nodes = PoolConfig::default();
         PoolConfig {
             max_instances: Self::VALIDATION_SLOTS,
-            max_core_instances: Self::VALIDATION_SLOTS * 64,
+            max_core_instances: Self::VALIDATION_SLOTS * nodes.max_core_instances_per_component,
             // Each memory slot reserves 6 GiB of address space (4 GiB and
-            // its guard); sixteen a component is more than JS and Python
-            // guests use.
-            max_memories: Self::VALIDATION_SLOTS * 16,
-            max_tables: Self::VALIDATION_SLOTS * 16,
+            // its guard), so the per-component maximum keeps this small.
+            max_memories: Self::VALIDATION_SLOTS * nodes.max_memories_per_component,
+            max_tables: Self::VALIDATION_SLOTS * nodes.max_tables_per_component,
             memory_keep_resident: 0,
             table_keep_resident: 0,
             stack_keep_resident: 0,
@@ -169,6 +185,15 @@ impl PoolConfig {
             ("pool.max_core_instances", self.max_core_instances),
             ("pool.max_memories", self.max_memories),
             ("pool.max_tables", self.max_tables),
+            (
+                "pool.max_core_instances_per_component",
+                self.max_core_instances_per_component,
+            ),
+            (
+                "pool.max_memories_per_component",
+                self.max_memories_per_component,
+            ),
+            ("pool.max_tables_per_component", self.max_tables_per_component),
         ] {
             if v == 0 {
                 out.push(format!("{name} must be greater than 0"));
@@ -189,6 +214,11 @@ pub struct Runtime {
     engine: Engine,
     linker: Arc<Linker<HostState>>,
     pooling: bool,
+    /// The pool's per-component maxima of memories and tables, held by
+    /// [`Runtime::check`] itself too, so they also bound a node that fell
+    /// back to on-demand allocation.
+    max_memories_per_component: u32,
+    max_tables_per_component: u32,
     metrics: Metrics,
     compile_cache: OnceLock<CompileCache>,
     log_ship: Arc<log_ship::ShipQueue>,
@@ -240,6 +270,8 @@ impl Runtime {
             engine,
             linker: Arc::new(linker),
             pooling,
+            max_memories_per_component: pool.max_memories_per_component,
+            max_tables_per_component: pool.max_tables_per_component,
             metrics,
             compile_cache: OnceLock::new(),
             log_ship: Default::default(),
@@ -306,6 +338,25 @@ impl Runtime {
             reason: reason.split_whitespace().collect::<Vec<_>>().join(" "),
         };
         let component = self.compile(wasm).map_err(|e| invalid(format!("{e:#}")))?;
+        // The pool refuses these already when the component is compiled;
+        // on demand nothing would. `None` means the component instantiates
+        // modules it imports, which the linker has none of to give.
+        if let Some(needs) = component.resources_required() {
+            for (count, max, what) in [
+                (
+                    needs.num_memories,
+                    self.max_memories_per_component,
+                    "linear memories",
+                ),
+                (needs.num_tables, self.max_tables_per_component, "tables"),
+            ] {
+                if count > max {
+                    return Err(invalid(format!(
+                        "the component has {count} {what}; at most {max} are allowed per component"
+                    )));
+                }
+            }
+        }
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -422,6 +473,9 @@ fn engine_config(pool: Option<&PoolConfig>) -> Config {
             .total_core_instances(pool.max_core_instances)
             .total_memories(pool.max_memories)
             .total_tables(pool.max_tables)
+            .max_core_instances_per_component(pool.max_core_instances_per_component)
+            .max_memories_per_component(pool.max_memories_per_component)
+            .max_tables_per_component(pool.max_tables_per_component)
             .total_stacks(pool.max_instances)
             .table_elements(pool.max_table_elements)
             .linear_memory_keep_resident(pool.memory_keep_resident)
@@ -451,4 +505,57 @@ fn start_epoch_ticker(engine: &Engine) {
             }
         })
         .expect("spawning the epoch thread");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use outpost_test_fixtures as fixtures;
+
+    fn runtime(pooling: bool) -> Runtime {
+        let pool = PoolConfig {
+            enabled: pooling,
+            ..PoolConfig::for_validation()
+        };
+        let runtime = Runtime::new(&pool, Metrics::new()).unwrap();
+        assert_eq!(runtime.is_pooling(), pooling);
+        runtime
+    }
+
+    fn refusal(runtime: &Runtime, wasm: &[u8]) -> String {
+        match runtime.check("m", wasm) {
+            Ok(_) => panic!("accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn more_memories_than_a_component_may_have_are_refused_pooled_or_not() {
+        let wasm = fixtures::many_memories(24, 1);
+        let pooled = refusal(&runtime(true), &wasm);
+        assert!(
+            pooled.contains("24 Wasm linear memories, which exceeds the configured maximum of 16"),
+            "{pooled}"
+        );
+        let on_demand = refusal(&runtime(false), &wasm);
+        assert!(
+            on_demand.contains("the component has 24 linear memories; at most 16 are allowed"),
+            "{on_demand}"
+        );
+        // At the maximum it is a worker like any other.
+        for pooling in [true, false] {
+            runtime(pooling)
+                .check("m", &fixtures::many_memories(16, 1))
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn more_core_instances_than_a_component_may_have_are_refused() {
+        let err = refusal(&runtime(true), &fixtures::many_core_instances(100));
+        assert!(
+            err.contains("101 core module instances, which exceeds the configured maximum of 64"),
+            "{err}"
+        );
+    }
 }
