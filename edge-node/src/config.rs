@@ -73,7 +73,7 @@ pub struct Args {
     /// Fuel (about one unit per wasm instruction) per request [default: 1000000000].
     #[arg(long, env = "OUTPOST_FUEL")]
     pub fuel: Option<u64>,
-    /// Linear memory per instance, in MiB [default: 128].
+    /// Memory per instance (all its linear memories and tables together), in MiB [default: 128].
     #[arg(long, env = "OUTPOST_MEMORY_MIB")]
     pub memory_mib: Option<u64>,
     /// Wall-clock deadline per request, in milliseconds [default: 30000].
@@ -655,6 +655,7 @@ mod tests {
             memory_mib = 64
             [pool]
             enabled = false
+            max_memories_per_component = 4
             [[app]]
             name = "web"
             tenant = "acme"
@@ -671,6 +672,7 @@ mod tests {
         assert_eq!(c.limits.fuel, 99, "flags win over the file");
         assert_eq!(c.limits.memory_bytes, 64 << 20);
         assert!(!c.pool.enabled);
+        assert_eq!(c.pool.max_memories_per_component, 4);
         let app = &c.apps[0];
         assert_eq!((app.tenant.as_str(), app.name.as_str()), ("acme", "web"));
         assert_eq!(app.routes.len(), 2);

@@ -551,6 +551,26 @@ mod tests {
     }
 
     #[test]
+    fn a_zero_per_component_maximum_is_a_problem() {
+        let pool = PoolConfig {
+            max_core_instances_per_component: 0,
+            max_memories_per_component: 0,
+            max_tables_per_component: 0,
+            ..PoolConfig::default()
+        };
+        assert_eq!(
+            pool.problems(),
+            [
+                "pool.max_core_instances_per_component must be greater than 0",
+                "pool.max_memories_per_component must be greater than 0",
+                "pool.max_tables_per_component must be greater than 0",
+            ]
+        );
+        assert!(PoolConfig::default().problems().is_empty());
+        assert!(PoolConfig::for_validation().problems().is_empty());
+    }
+
+    #[test]
     fn more_core_instances_than_a_component_may_have_are_refused() {
         let err = refusal(&runtime(true), &fixtures::many_core_instances(100));
         assert!(

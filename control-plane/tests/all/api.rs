@@ -426,6 +426,18 @@ async fn bad_uploads_are_refused_with_a_reason_and_change_nothing() {
             "bad_wasm",
             "defined memories count of 2 exceeds the per-instance limit of 1",
         ),
+        // Past the per-component maxima nodes' pools hold every component
+        // to, so one tenant cannot take the pool from the others.
+        (
+            fixtures::many_memories(24, 1),
+            "bad_wasm",
+            "24 Wasm linear memories, which exceeds the configured maximum of 16",
+        ),
+        (
+            fixtures::many_core_instances(100),
+            "bad_wasm",
+            "101 core module instances, which exceeds the configured maximum of 64",
+        ),
         (fixtures::start_trap(), "invalid_module", "unreachable"),
         (
             fixtures::far_data_segment(0xFFFF_0000),

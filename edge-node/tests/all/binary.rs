@@ -278,3 +278,58 @@ fn bad_tls_settings_fail_fast() {
     ]);
     assert!(err.contains("does not match"), "{err}");
 }
+
+/// The child's peak resident memory so far, in bytes (`VmHWM`).
+fn peak_rss(child: &Running) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.0.id())).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmHWM in {status}"));
+    kib * 1024
+}
+
+#[test]
+fn node_memory_stays_within_the_per_instance_budget_times_concurrency() {
+    const MIB: u64 = 1 << 20;
+    const LIMIT_MIB: u64 = 64;
+    const CONCURRENT: u64 = 4;
+    let dir = tempfile::tempdir().unwrap();
+    // Eight memories that each grow by 40 MiB and touch every page: 320
+    // MiB resident per request if each memory were only capped alone.
+    let wasm = write(dir.path(), "m.wasm", &fixtures::many_memories(8, 640));
+    let (child, http, _) = spawn(&[
+        "--http",
+        "127.0.0.1:0",
+        "--metrics",
+        "127.0.0.1:0",
+        "--app",
+        &format!("m.example.com={wasm}"),
+        "--memory-mib",
+        &LIMIT_MIB.to_string(),
+    ]);
+    let before = peak_rss(&child);
+    let replies: Vec<String> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..CONCURRENT)
+            .map(|_| s.spawn(|| http_get(&http, "m.example.com", "/")))
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    let grown = peak_rss(&child).saturating_sub(before);
+    // Each instance holds at most its 64 MiB (and the pool's bookkeeping);
+    // twice that per request leaves room for the host's own buffers.
+    assert!(
+        grown < 2 * LIMIT_MIB * MIB * CONCURRENT,
+        "peak RSS grew by {} MiB for {CONCURRENT} requests under a {LIMIT_MIB} MiB limit",
+        grown / MIB
+    );
+    for r in &replies {
+        assert!(r.starts_with("HTTP/1.0 503"), "{r}");
+        assert!(
+            r.to_ascii_lowercase().contains("x-outpost-error: memory"),
+            "{r}"
+        );
+    }
+}

@@ -411,3 +411,18 @@ async fn an_app_that_keeps_trapping_is_throttled_without_instances_and_its_neigh
     );
     assert_eq!(node.get(NEIGHBOUR, "/").await.status, 200);
 }
+
+#[tokio::test]
+async fn many_memories_share_the_apps_memory_limit() {
+    // Eight memories of 40 MiB each: every one is under the 64 MiB limit
+    // on its own, and their 320 MiB sum is five times it.
+    let limits = Limits {
+        memory_bytes: 64 << 20,
+        ..quick_limits()
+    };
+    let node = node_with(fixtures::many_memories(8, 640), limits).await;
+    let r = with_neighbour(&node, node.get(HOSTILE, "/")).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.outpost_error(), Some("memory"));
+    wait_metric(&node, &kills("memory"), 1.0).await;
+}
