@@ -382,15 +382,18 @@ mod tests {
     fn a_failed_growth_gives_its_charge_back() {
         let mut l = MemoryLimiter::new(64 * MIB as u64);
         assert!(l.memory_growing(0, 40 * MIB, None).unwrap());
-        l.memory_grow_failed(wasmtime::format_err!("no pages")).unwrap();
+        l.memory_grow_failed(wasmtime::format_err!("no pages"))
+            .unwrap();
         assert!(
             l.memory_growing(0, 40 * MIB, None).unwrap(),
             "the failed 40 MiB no longer counts"
         );
         assert!(l.memory_growing(0, 24 * MIB, None).unwrap());
-        l.memory_grow_failed(wasmtime::format_err!("no pages")).unwrap();
+        l.memory_grow_failed(wasmtime::format_err!("no pages"))
+            .unwrap();
         // Only the failed growth's charge comes back, and only once.
-        l.memory_grow_failed(wasmtime::format_err!("again")).unwrap();
+        l.memory_grow_failed(wasmtime::format_err!("again"))
+            .unwrap();
         assert_eq!(l.used, 40 * MIB);
         assert!(l.memory_growing(0, 24 * MIB, None).unwrap());
         assert!(!l.memory_growing(0, 64 * 1024, None).unwrap());

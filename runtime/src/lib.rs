@@ -193,7 +193,10 @@ impl PoolConfig {
                 "pool.max_memories_per_component",
                 self.max_memories_per_component,
             ),
-            ("pool.max_tables_per_component", self.max_tables_per_component),
+            (
+                "pool.max_tables_per_component",
+                self.max_tables_per_component,
+            ),
         ] {
             if v == 0 {
                 out.push(format!("{name} must be greater than 0"));

@@ -318,6 +318,7 @@ fn node_memory_stays_within_the_per_instance_budget_times_concurrency() {
         workers.into_iter().map(|w| w.join().unwrap()).collect()
     });
     let grown = peak_rss(&child).saturating_sub(before);
+    eprintln!("peak RSS grew by {} MiB", grown / MIB);
     // Each instance holds at most its 64 MiB (and the pool's bookkeeping);
     // twice that per request leaves room for the host's own buffers.
     assert!(
