@@ -235,7 +235,7 @@ impl Config {
             }
         }
         if let Some(key) = &cert_key
-            && let Err(e) = crate::secrets::Sealer::from_hex(key)
+            && let Err(e) = outpost_runtime::seal::Sealer::from_hex(key)
         {
             problems.push(e.to_string());
         }
@@ -264,10 +264,12 @@ impl Config {
 
     /// The sealer for TLS private keys: the configured key, or the one
     /// kept in (and on first start generated into) `data_dir/cert.key`.
-    pub fn sealer(&self) -> Result<crate::secrets::Sealer, crate::secrets::SecretError> {
+    pub fn sealer(
+        &self,
+    ) -> Result<outpost_runtime::seal::Sealer, outpost_runtime::seal::SecretError> {
         match &self.cert_key {
-            Some(key) => crate::secrets::Sealer::from_hex(key),
-            None => crate::secrets::Sealer::load_or_create(&self.data_dir.join("cert.key")),
+            Some(key) => outpost_runtime::seal::Sealer::from_hex(key),
+            None => outpost_runtime::seal::Sealer::load_or_create(&self.data_dir.join("cert.key")),
         }
     }
 }

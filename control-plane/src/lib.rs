@@ -20,7 +20,6 @@ pub mod api;
 pub mod config;
 pub mod metrics;
 pub mod quotas;
-pub mod secrets;
 pub mod server;
 mod start;
 pub mod store;

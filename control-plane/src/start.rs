@@ -14,9 +14,9 @@ use tokio::task::JoinHandle;
 
 use crate::api::{ApiState, Policy};
 use crate::config::Config;
-use crate::secrets::{Sealer, SecretError};
 use crate::server;
 use crate::store::{SledStore, Store, StoreError};
+use outpost_runtime::seal::{Sealer, SecretError};
 
 /// Why a control plane could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]

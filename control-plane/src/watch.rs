@@ -26,8 +26,8 @@ use serde::Deserialize;
 use crate::api::ApiState;
 use crate::api::auth::NodeAuth;
 use crate::api::error::ApiResult;
-use crate::secrets::Sealer;
 use crate::store::{Store, StoreError};
+use outpost_runtime::seal::Sealer;
 
 /// How often an idle stream says it is alive.
 pub const HEARTBEAT: Duration = Duration::from_secs(15);

@@ -30,6 +30,7 @@ pub mod metrics;
 pub mod outbound;
 pub mod prune;
 pub mod router;
+pub mod seal;
 pub mod share;
 pub mod signal;
 

@@ -89,7 +89,7 @@ pub struct ApiState {
     /// Guest output from the nodes, for `outpost logs`.
     pub(crate) logs: logs::LogHub,
     /// Seals tenants' private keys at rest.
-    pub(crate) sealer: crate::secrets::Sealer,
+    pub(crate) sealer: outpost_runtime::seal::Sealer,
     /// The newest snapshot built for watch streams, shared by all of them.
     pub(crate) latest_snapshot: std::sync::Mutex<Option<Arc<outpost_proto::Snapshot>>>,
 }
@@ -117,7 +117,7 @@ impl ApiState {
         node_token: &str,
         validator: Arc<Runtime>,
         max_module_bytes: u64,
-        sealer: crate::secrets::Sealer,
+        sealer: outpost_runtime::seal::Sealer,
     ) -> Arc<ApiState> {
         // A store that cannot even report its revision will fail every
         // request anyway; start from 0 and let the first write correct it.

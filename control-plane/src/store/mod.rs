@@ -193,7 +193,7 @@ pub struct DeploymentRecord {
 }
 
 /// A tenant's TLS certificate. The private key is stored sealed
-/// ([`crate::secrets::Sealer`]), never in clear.
+/// ([`outpost_runtime::seal::Sealer`]), never in clear.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CertRecord {
     /// The hostname it is served for (`a.example.com` or `*.example.com`).

@@ -1,17 +1,16 @@
-//! Encryption at rest for tenants' private keys: XChaCha20-Poly1305 with a
-//! 256-bit key from the configuration (or, by default, a key file the
-//! control plane creates beside its database, readable by its user only).
+//! Encryption at rest for secrets (tenants' private keys and env values on
+//! the control plane, the cached snapshot on nodes): XChaCha20-Poly1305
+//! with a 256-bit key from the configuration or, by default, a key file
+//! created once and readable by its owner only.
 //!
-//! Each sealed value is bound to what it belongs to (the hostname, as
-//! associated data), so a ciphertext copied onto another record does not
-//! open.
+//! Each sealed value is bound to what it belongs to (a hostname, an app's
+//! variable, a file name: the associated data), so a ciphertext copied onto
+//! another record does not open.
 
 use std::path::Path;
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-
-use crate::api::auth::hex;
 
 const NONCE_LEN: usize = 24;
 
@@ -24,7 +23,7 @@ pub struct Sealer {
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
     /// The key in the configuration is malformed.
-    #[error("the certificate encryption key must be 64 hex digits (32 bytes)")]
+    #[error("a sealing key must be 64 hex digits (32 bytes)")]
     BadKey,
     /// The key file could not be read or created.
     #[error("key file {path}: {source}")]
@@ -63,7 +62,7 @@ impl Sealer {
                 getrandom::fill(&mut key).map_err(|e| failed(std::io::Error::other(e)))?;
                 let text = hex(&key);
                 write_private(path, text.as_bytes()).map_err(failed)?;
-                tracing::warn!(path = %path.display(), "generated the certificate encryption key beside the data; set cert_key (OUTPOST_CERT_KEY) to keep it elsewhere");
+                tracing::warn!(path = %path.display(), "generated a sealing key; configure one to keep it elsewhere");
                 Sealer::from_hex(&text)
             }
             Err(e) => Err(failed(e)),
@@ -72,6 +71,18 @@ impl Sealer {
 
     /// Encrypts `plaintext` bound to `context`; hex of nonce + ciphertext.
     pub fn seal(&self, context: &str, plaintext: &str) -> String {
+        hex(&self.seal_bytes(context, plaintext.as_bytes()))
+    }
+
+    /// Decrypts what [`Sealer::seal`] produced for the same `context`.
+    pub fn open(&self, context: &str, sealed: &str) -> Result<String, SecretError> {
+        let bytes = unhex(sealed).ok_or(SecretError::Open)?;
+        let plain = self.open_bytes(context, &bytes)?;
+        String::from_utf8(plain).map_err(|_| SecretError::Open)
+    }
+
+    /// Encrypts `plaintext` bound to `context`: nonce + ciphertext.
+    pub fn seal_bytes(&self, context: &str, plaintext: &[u8]) -> Vec<u8> {
         let mut nonce = [0u8; NONCE_LEN];
         getrandom::fill(&mut nonce).expect("the OS random source works");
         let sealed = self
@@ -79,25 +90,23 @@ impl Sealer {
             .encrypt(
                 XNonce::from_slice(&nonce),
                 Payload {
-                    msg: plaintext.as_bytes(),
+                    msg: plaintext,
                     aad: context.as_bytes(),
                 },
             )
             .expect("encryption of an in-memory buffer cannot fail");
         let mut out = nonce.to_vec();
         out.extend_from_slice(&sealed);
-        hex(&out)
+        out
     }
 
-    /// Decrypts what [`Sealer::seal`] produced for the same `context`.
-    pub fn open(&self, context: &str, sealed: &str) -> Result<String, SecretError> {
-        let bytes = unhex(sealed).ok_or(SecretError::Open)?;
-        if bytes.len() < NONCE_LEN {
+    /// Decrypts what [`Sealer::seal_bytes`] produced for the same `context`.
+    pub fn open_bytes(&self, context: &str, sealed: &[u8]) -> Result<Vec<u8>, SecretError> {
+        if sealed.len() < NONCE_LEN {
             return Err(SecretError::Open);
         }
-        let (nonce, ciphertext) = bytes.split_at(NONCE_LEN);
-        let plain = self
-            .cipher
+        let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
+        self.cipher
             .decrypt(
                 XNonce::from_slice(nonce),
                 Payload {
@@ -105,9 +114,13 @@ impl Sealer {
                     aad: context.as_bytes(),
                 },
             )
-            .map_err(|_| SecretError::Open)?;
-        String::from_utf8(plain).map_err(|_| SecretError::Open)
+            .map_err(|_| SecretError::Open)
     }
+}
+
+/// Lowercase hex of `bytes`.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {
