@@ -18,6 +18,7 @@
 
 pub mod api;
 pub mod config;
+pub mod env;
 pub mod metrics;
 pub mod quotas;
 pub mod server;

@@ -24,6 +24,9 @@ pub enum StartError {
     /// The key sealing private keys and secrets is unusable.
     #[error("loading the sealing key: {0}")]
     Sealer(#[from] SecretError),
+    /// The stored secrets do not open with the key, or could not be sealed.
+    #[error(transparent)]
+    Secrets(#[from] crate::env::SealStoredError),
     /// The store could not be opened.
     #[error("opening the store in {dir}: {source}")]
     Store {
@@ -125,6 +128,7 @@ pub async fn start_with(
         &PoolConfig::for_validation(),
         outpost_runtime::Metrics::new(),
     )?);
+    crate::env::seal_stored(store.as_ref(), &sealer)?;
     let state = ApiState::new(
         store,
         &config.admin_token,

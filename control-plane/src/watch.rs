@@ -84,6 +84,15 @@ pub fn snapshot(store: &dyn Store, sealer: &Sealer) -> Result<Snapshot, StoreErr
         let Some(version) = app.active_version else {
             continue;
         };
+        let env = match crate::env::open(sealer, &app) {
+            Ok(env) => env,
+            Err(e) => {
+                // Checked at start-up with the configured key: only a
+                // tampered or corrupt record gets here.
+                tracing::error!(tenant = %app.tenant, app = %app.name, error = %e, "a stored env value does not open; the app is left out");
+                continue;
+            }
+        };
         let Some((limits, disabled)) = tenants.get(&app.tenant) else {
             continue;
         };
@@ -104,7 +113,7 @@ pub fn snapshot(store: &dyn Store, sealer: &Sealer) -> Result<Snapshot, StoreErr
                 routes: app.routes,
                 version,
                 digest: deployment.digest,
-                env: app.env,
+                env,
                 allow_outbound: app.allow_outbound,
             },
         );

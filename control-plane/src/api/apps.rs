@@ -188,6 +188,7 @@ pub async fn create(
         tenant: tenant.name.clone(),
         name: body.name,
         env: Default::default(),
+        env_sealed: true,
         active_version: None,
         versions: 0,
         kept: Vec::new(),
@@ -295,8 +296,17 @@ pub async fn set_env(
 ) -> ApiResult<Json<App>> {
     let max = state.policy.quotas_for(&tenant).env_bytes_per_app;
     check_env(&env, max)?;
+    let sealed = env
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                crate::env::seal(&state.sealer, &tenant.name, &app, k, v),
+            )
+        })
+        .collect();
     let (t, a) = (tenant.name.clone(), app.clone());
-    state.mutate(move |s| s.set_env(&t, &a, env)).await?;
+    state.mutate(move |s| s.set_env(&t, &a, sealed)).await?;
     Ok(Json(view(load(&state, &tenant.name, &app).await?)))
 }
 
@@ -353,20 +363,32 @@ pub async fn patch_env(
     // transaction, so two concurrent patches both land.
     let max = state.policy.quotas_for(&tenant).env_bytes_per_app;
     let (t, a) = (tenant.name.clone(), app.clone());
+    let sealer = state.clone();
     let (revision, refused) = state
         .blocking(move |s| {
+            let sealer = &sealer.sealer;
             let mut refused = None;
             let out = s.update_env(&t, &a, &mut |env| {
+                // The quota counts clear bytes: open what is stored, apply
+                // the changes, check, and store the new values sealed.
+                let mut clear = crate::env::open_map(sealer, &t, &a, &env.values, env.sealed)
+                    .map_err(|e| e.to_string())?;
                 for (k, v) in &changes {
                     match v {
-                        Some(v) => env.insert(k.clone(), v.clone()),
-                        None => env.remove(k),
+                        Some(v) => clear.insert(k.clone(), v.clone()),
+                        None => clear.remove(k),
                     };
                 }
-                check_env(env, max).map_err(|e| {
+                check_env(&clear, max).map_err(|e| {
                     refused = Some(e);
                     "refused".to_string()
-                })
+                })?;
+                env.values = clear
+                    .iter()
+                    .map(|(k, v)| (k.clone(), crate::env::seal(sealer, &t, &a, k, v)))
+                    .collect();
+                env.sealed = true;
+                Ok(())
             })?;
             Ok((out.ok(), refused))
         })

@@ -217,6 +217,7 @@ mod tests {
             name: "x".into(),
             routes: routes.iter().map(|r| r.to_string()).collect(),
             env: Default::default(),
+            env_sealed: true,
             active_version: None,
             versions: 0,
             kept: Vec::new(),

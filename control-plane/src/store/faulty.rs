@@ -19,7 +19,7 @@ use std::sync::Mutex;
 
 use super::{
     Allowance, AppRecord, CertRecord, Change, DeploymentRecord, Result, Revision, Store,
-    StoreError, TenantRecord, TokenRecord, Usage,
+    StoreError, StoredEnv, TenantRecord, TokenRecord, Usage,
 };
 
 /// The error a failing write returns.
@@ -185,7 +185,7 @@ impl<S: Store> Store for FaultyStore<S> {
         &self,
         tenant: &str,
         name: &str,
-        change: &mut Change<'_, BTreeMap<String, String>>,
+        change: &mut Change<'_, StoredEnv>,
     ) -> Result<std::result::Result<Revision, String>> {
         self.write()?;
         self.inner.update_env(tenant, name, change)

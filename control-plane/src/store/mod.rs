@@ -162,8 +162,13 @@ pub struct AppRecord {
     pub name: String,
     /// Normalized routes.
     pub routes: Vec<String>,
-    /// Guest environment.
+    /// Guest environment: names and values, the values sealed (see
+    /// [`crate::env`]) unless `env_sealed` is false.
     pub env: BTreeMap<String, String>,
+    /// Whether `env`'s values are sealed: true in every record written
+    /// since env sealing; older ones are sealed at start-up.
+    #[serde(default)]
+    pub env_sealed: bool,
     /// Version serving traffic.
     pub active_version: Option<u64>,
     /// Deployments made so far (the next one is `versions + 1`).
@@ -177,6 +182,15 @@ pub struct AppRecord {
     pub allow_outbound: Vec<String>,
     /// Unix seconds.
     pub created_at: u64,
+}
+
+/// An app's environment as [`Store::update_env`] hands it to a change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEnv {
+    /// Names and values.
+    pub values: BTreeMap<String, String>,
+    /// Whether the values are sealed; a change that seals them sets it.
+    pub sealed: bool,
 }
 
 /// A stored deployment.
@@ -280,7 +294,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Revision>;
     /// Replaces the hosts an app may call.
     fn set_outbound(&self, tenant: &str, name: &str, hosts: Vec<String>) -> Result<Revision>;
-    /// Replaces an app's environment.
+    /// Replaces an app's environment with `env`, whose values are sealed.
     fn set_env(&self, tenant: &str, name: &str, env: BTreeMap<String, String>) -> Result<Revision>;
 
     /// Changes an app's environment with `change` in one transaction;
@@ -289,7 +303,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         tenant: &str,
         name: &str,
-        change: &mut Change<'_, BTreeMap<String, String>>,
+        change: &mut Change<'_, StoredEnv>,
     ) -> Result<std::result::Result<Revision, String>>;
 
     /// Stores a module blob under its digest (idempotent).

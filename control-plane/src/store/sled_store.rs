@@ -11,7 +11,7 @@ use sled::{Db, Transactional, Tree};
 
 use super::{
     Allowance, AppRecord, CertRecord, Change, DeploymentRecord, Result, Revision, Store,
-    StoreError, TenantRecord, TokenRecord, Usage,
+    StoreError, StoredEnv, TenantRecord, TokenRecord, Usage,
 };
 
 type TxResult<T> = std::result::Result<T, ConflictableTransactionError<StoreError>>;
@@ -793,6 +793,7 @@ impl Store for SledStore {
         self.write(|t| {
             let mut app = t.app(tenant, name)?;
             app.env = env.clone();
+            app.env_sealed = true;
             t.put_app(&app)?;
             t.bump()
         })
@@ -802,18 +803,22 @@ impl Store for SledStore {
         &self,
         tenant: &str,
         name: &str,
-        change: &mut Change<'_, BTreeMap<String, String>>,
+        change: &mut Change<'_, StoredEnv>,
     ) -> Result<std::result::Result<Revision, String>> {
         // sled may run the closure again on conflict: each run starts from
         // the stored record, so `change` sees a fresh copy every time.
         let change = std::sync::Mutex::new(change);
         let out = self.write(|t| {
             let mut app = t.app(tenant, name)?;
-            let mut env = app.env.clone();
+            let mut env = StoredEnv {
+                values: app.env.clone(),
+                sealed: app.env_sealed,
+            };
             if let Err(reason) = (change.lock().unwrap())(&mut env) {
                 return Ok(Err(reason));
             }
-            app.env = env;
+            app.env = env.values;
+            app.env_sealed = env.sealed;
             t.put_app(&app)?;
             Ok(Ok(t.bump()?))
         })?;

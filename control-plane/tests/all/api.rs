@@ -8,9 +8,9 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use outpost_control_plane::api::{self, ApiState, Policy};
-use outpost_control_plane::secrets::Sealer;
 use outpost_control_plane::store::{SledStore, Store};
 use outpost_runtime::Metrics;
+use outpost_runtime::seal::Sealer;
 use outpost_runtime::{PoolConfig, Runtime};
 use outpost_test_fixtures as fixtures;
 use serde_json::{Value, json};
@@ -500,8 +500,18 @@ async fn env_values_are_stored_but_never_echoed() {
             .raw
             .contains("s3cr3t-value")
     );
+    // Sealed at rest, bound to its app and name; it opens with the key.
     let stored = api.store.app("acme", "web").unwrap().unwrap();
-    assert_eq!(stored.env["API_KEY"], "s3cr3t-value");
+    assert!(stored.env_sealed);
+    assert!(
+        !stored.env["API_KEY"].contains("s3cr3t"),
+        "{:?}",
+        stored.env
+    );
+    let sealer = Sealer::from_hex(&"42".repeat(32)).unwrap();
+    let clear = outpost_control_plane::env::open(&sealer, &stored).unwrap();
+    assert_eq!(clear["API_KEY"], "s3cr3t-value");
+    assert_eq!(clear["MODE"], "prod");
     let bad = api
         .json("PUT", "/v1/apps/web/env", Some(&t), json!({"A=B": "x"}))
         .await;

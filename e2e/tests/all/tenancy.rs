@@ -188,7 +188,10 @@ async fn a_snapshot_of_5000_apps_syncs_to_a_fresh_node() {
                 tenant: tenant.clone(),
                 name: name.clone(),
                 routes: vec![format!("{name}.{tenant}.example.com")],
+                // Written straight to the store in clear, as records from
+                // before env sealing were: the snapshot still serves them.
                 env: [("APP".to_string(), format!("{tenant}/{name}"))].into(),
+                env_sealed: false,
                 active_version: None,
                 versions: 0,
                 kept: Vec::new(),

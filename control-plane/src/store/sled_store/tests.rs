@@ -41,6 +41,7 @@ fn app(tenant: &str, name: &str, routes: &[&str]) -> AppRecord {
         name: name.into(),
         routes: routes.iter().map(|r| r.to_string()).collect(),
         env: BTreeMap::new(),
+        env_sealed: true,
         active_version: None,
         versions: 0,
         kept: Vec::new(),
@@ -530,4 +531,30 @@ fn a_store_from_before_usage_counting_is_brought_up_to_date() {
     assert!(s.module("sha256:one").unwrap().is_none());
     assert!(s.module("sha256:two").unwrap().is_some());
     assert_eq!(s.usage("a").unwrap().stored_bytes, 4);
+}
+
+#[test]
+fn env_stored_in_clear_is_sealed_at_start_up_and_a_wrong_key_is_refused() {
+    use outpost_runtime::seal::Sealer;
+    let (_dir, s) = open();
+    let mut legacy = app("a", "web", &["a.example.com"]);
+    legacy.env = [("API_KEY".to_string(), "clear-value".to_string())].into();
+    legacy.env_sealed = false;
+    s.create_app(legacy, U).unwrap();
+    let sealer = Sealer::from_hex(&"77".repeat(32)).unwrap();
+
+    assert_eq!(crate::env::seal_stored(&s, &sealer).unwrap(), 1);
+    let stored = s.app("a", "web").unwrap().unwrap();
+    assert!(stored.env_sealed);
+    assert!(!stored.env["API_KEY"].contains("clear-value"));
+    assert_eq!(
+        crate::env::open(&sealer, &stored).unwrap()["API_KEY"],
+        "clear-value"
+    );
+    // Once sealed, nothing more to do; and another key is refused before
+    // anything is served.
+    assert_eq!(crate::env::seal_stored(&s, &sealer).unwrap(), 0);
+    let other = Sealer::from_hex(&"78".repeat(32)).unwrap();
+    let err = crate::env::seal_stored(&s, &other).unwrap_err();
+    assert!(err.to_string().contains("does not open"), "{err}");
 }

@@ -15,8 +15,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use outpost_control_plane::api::DEFAULT_MAX_MODULE_BYTES;
 use outpost_control_plane::config::Config;
-use outpost_control_plane::secrets::Sealer;
 use outpost_control_plane::store::{SledStore, Store};
+use outpost_runtime::seal::Sealer;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
