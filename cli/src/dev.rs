@@ -182,6 +182,7 @@ pub async fn run_until(
             url: format!("http://{api_addr}"),
             token: tokens.node.clone(),
             cache_dir: state_dir.join("node-cache"),
+            cache_key: None,
             keep_unused_bytes: DEFAULT_KEEP_UNUSED_BYTES,
             node_id: "dev".into(),
         }),

@@ -103,6 +103,10 @@ pub struct Args {
     /// Where sync mode keeps the last snapshot and modules [default: ./node-cache].
     #[arg(long, env = "OUTPOST_CACHE_DIR", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Key sealing the cached snapshot (tenants' env values and private
+    /// keys), 64 hex digits [default: derived from the node token].
+    #[arg(long, env = "OUTPOST_CACHE_KEY", hide_env_values = true)]
+    pub cache_key: Option<String>,
     /// This node's id as the control plane lists it [default: the hostname].
     #[arg(long, env = "OUTPOST_NODE_ID")]
     pub node_id: Option<String>,
@@ -166,6 +170,8 @@ struct FileConfig {
     node_token: Option<String>,
     /// Sync mode's cache directory, relative to the file.
     cache_dir: Option<PathBuf>,
+    /// Key sealing the cached snapshot, 64 hex digits.
+    cache_key: Option<String>,
     /// This node's id.
     node_id: Option<String>,
     /// Unused cached modules / compiled code kept, in MiB.
@@ -251,6 +257,9 @@ pub struct SyncSettings {
     pub token: String,
     /// Cache directory.
     pub cache_dir: PathBuf,
+    /// Key sealing the cached snapshot (64 hex digits); `None`: derived
+    /// from the node token, which is not in the cache directory.
+    pub cache_key: Option<String>,
     /// Bytes of unused modules (and of unused compiled code) the cache
     /// keeps.
     pub keep_unused_bytes: u64,
@@ -485,6 +494,12 @@ impl Config {
                     problems
                         .push("--control-plane needs --node-token (or OUTPOST_NODE_TOKEN)".into());
                 }
+                let cache_key = args.cache_key.or(file.cache_key);
+                if let Some(key) = &cache_key
+                    && outpost_runtime::seal::Sealer::from_hex(key).is_err()
+                {
+                    problems.push("--cache-key: expected 64 hex digits (32 bytes)".into());
+                }
                 let node_id = args
                     .node_id
                     .or(file.node_id)
@@ -503,6 +518,7 @@ impl Config {
                     node_id,
                     url,
                     token,
+                    cache_key,
                     cache_dir: args
                         .cache_dir
                         .or(file.cache_dir.map(|d| base.join(d)))

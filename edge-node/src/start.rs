@@ -16,7 +16,7 @@ use std::sync::Arc;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::node::Node;
 use crate::server::{self, Listeners};
@@ -100,8 +100,13 @@ pub async fn start(
 
     let follow = match &config.sync {
         Some(settings) => {
-            let cache =
-                Cache::open(&settings.cache_dir)?.keep_unused_bytes(settings.keep_unused_bytes);
+            let sealer = match &settings.cache_key {
+                Some(key) => outpost_runtime::seal::Sealer::from_hex(key)
+                    .map_err(|e| Error::Config(vec![format!("--cache-key: {e}")]))?,
+                None => sync::cache::sealer_from_token(&settings.token),
+            };
+            let cache = Cache::open(&settings.cache_dir, sealer)?
+                .keep_unused_bytes(settings.keep_unused_bytes);
             // Read and verified once: the follower starts from it too.
             let restored = sync::restore(&node, &cache, &config.limits).await?;
             let sync_config = SyncConfig {

@@ -48,6 +48,21 @@ impl Sealer {
         })
     }
 
+    /// A sealer whose key is derived from `secret` (SHA-256 of `purpose`
+    /// and `secret`): whoever holds the secret can open what it seals,
+    /// nobody else, and no key file has to be kept anywhere.
+    pub fn derived(purpose: &str, secret: &[u8]) -> Sealer {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(purpose.as_bytes());
+        h.update([0]);
+        h.update(secret);
+        let key: [u8; 32] = h.finalize().into();
+        Sealer {
+            cipher: XChaCha20Poly1305::new(&key.into()),
+        }
+    }
+
     /// The key in `path`, created (random, mode 0600) if the file does not
     /// exist yet.
     pub fn load_or_create(path: &Path) -> Result<Sealer, SecretError> {
@@ -181,6 +196,19 @@ mod tests {
                 .is_err()
         );
         assert!(sealer.open("a.example.com", "zz").is_err());
+    }
+
+    #[test]
+    fn a_derived_key_depends_on_its_purpose_and_secret() {
+        let sealed = Sealer::derived("cache", b"token-1").seal_bytes("f", b"data");
+        let open = |purpose: &str, secret: &[u8]| {
+            Sealer::derived(purpose, secret)
+                .open_bytes("f", &sealed)
+                .ok()
+        };
+        assert_eq!(open("cache", b"token-1").as_deref(), Some(&b"data"[..]));
+        assert_eq!(open("cache", b"token-2"), None);
+        assert_eq!(open("other", b"token-1"), None);
     }
 
     #[test]

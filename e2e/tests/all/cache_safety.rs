@@ -1,7 +1,8 @@
 //! The edge node's on-disk cache under corruption: a truncated, emptied or
-//! altered module, and a truncated or altered snapshot, are detected and
-//! never served — the node waits for the control plane and refetches — and
-//! a truncated compiled entry is recompiled.
+//! altered module, and a truncated or altered snapshot (sealed, or in the
+//! clear form written before sealing), are detected and never served — the
+//! node waits for the control plane and refetches — and a truncated
+//! compiled entry is recompiled.
 //!
 //! This lives beside the control plane's tests because it needs the real
 //! control plane and sync path (`support::ControlPlane`, `support::EdgeNode`)
@@ -11,7 +12,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use crate::support::{ControlPlane, EdgeNode};
+use crate::support::{ControlPlane, EdgeNode, NODE};
 use outpost_edge_node::Node;
 use outpost_edge_node::metrics::Metrics;
 use outpost_edge_node::sync::{self, Cache};
@@ -44,11 +45,26 @@ fn replace(haystack: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The cache in `cache_dir`, opened with the key the test nodes use.
+fn cache_of(cache_dir: &Path) -> Cache {
+    Cache::open(cache_dir, sync::cache::sealer_from_token(NODE)).unwrap()
+}
+
+/// `json` sealed as a cached snapshot (the header of `good`), but with the
+/// key of another node token.
+fn sealed_with_another_key(good: &[u8], json: &[u8]) -> Vec<u8> {
+    let header_len = good.iter().position(|b| *b == b'\n').unwrap() + 1;
+    let other = sync::cache::sealer_from_token("another-node-token");
+    let mut bytes = good[..header_len].to_vec();
+    bytes.extend_from_slice(&other.seal_bytes("outpost node cache: snapshot.json", json));
+    bytes
+}
+
 /// What a node restoring from `cache_dir` alone (no control plane) does:
 /// `Some(revision)` if it serves the cache.
 async fn restore(cache_dir: &Path) -> Option<u64> {
     let node = Node::new(&PoolConfig::default(), Metrics::new()).unwrap();
-    let cache = Cache::open(cache_dir).unwrap();
+    let cache = cache_of(cache_dir);
     sync::restore(&node, &cache, &Limits::default())
         .await
         .unwrap()
@@ -90,11 +106,32 @@ async fn corrupt_cached_modules_and_snapshots_are_refused() {
     let altered = replace(&good_module, b"cached-v1", b"CACHED-v1");
     let runtime = Runtime::new(&PoolConfig::default(), outpost_runtime::Metrics::new()).unwrap();
     runtime.check("altered", &altered).unwrap();
-    // An altered snapshot that still parses (another route): only the
-    // checksum catches it.
-    let moved = replace(&good_snapshot, HOST.as_bytes(), b"wex.example.com");
-    let json_start = moved.iter().position(|b| *b == b'\n').unwrap() + 1;
-    serde_json::from_slice::<serde_json::Value>(&moved[json_start..]).unwrap();
+    // The snapshot is sealed: the route is not even there to alter.
+    assert!(
+        !good_snapshot
+            .windows(HOST.len())
+            .any(|w| w == HOST.as_bytes()),
+        "the cached snapshot is sealed"
+    );
+    // A snapshot in the clear form of nodes from before sealing is still
+    // served (an upgraded node keeps its cache), and altered in a way that
+    // still parses (another route), only its checksum catches it.
+    let json = serde_json::to_vec(&cache_of(cache.path()).snapshot().unwrap()).unwrap();
+    let clear = |json: &[u8], sum_of: &[u8]| {
+        let mut bytes = b"outpost-snapshot1 ".to_vec();
+        bytes.extend_from_slice(outpost_runtime::disk::digest_of(sum_of).as_bytes());
+        bytes.push(b'\n');
+        bytes.extend_from_slice(json);
+        bytes
+    };
+    std::fs::write(&snapshot, clear(&json, &json)).unwrap();
+    assert!(
+        restore(cache.path()).await.is_some(),
+        "a clear snapshot from before sealing is served"
+    );
+    let moved_json = replace(&json, HOST.as_bytes(), b"wex.example.com");
+    serde_json::from_slice::<serde_json::Value>(&moved_json).unwrap();
+    let moved = clear(&moved_json, &json);
     let mut flipped = good_snapshot.clone();
     let middle = flipped.len() / 2;
     flipped[middle] ^= 0x01;
@@ -119,6 +156,11 @@ async fn corrupt_cached_modules_and_snapshots_are_refused() {
             moved,
         ),
         ("snapshot with one bit flipped", &snapshot, flipped),
+        (
+            "snapshot sealed with another key",
+            &snapshot,
+            sealed_with_another_key(&good_snapshot, &json),
+        ),
     ];
     for (what, path, bytes) in damage {
         std::fs::write(&module, &good_module).unwrap();

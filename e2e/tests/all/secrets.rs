@@ -291,3 +291,96 @@ async fn no_secret_reaches_logs_metrics_or_responses() {
         leaks.join("\n")
     );
 }
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// The files under `dir` holding `needle`, as `grep -r` would find them.
+fn files_holding(dir: &std::path::Path, needle: &str) -> Vec<std::path::PathBuf> {
+    files_under(dir)
+        .into_iter()
+        .filter(|path| {
+            let bytes = std::fs::read(path).unwrap_or_default();
+            bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn no_env_value_or_private_key_is_stored_in_clear_by_the_control_plane_or_the_node() {
+    const MARKER: &str = "at-rest-marker-3c9e61f0b27d";
+    let data = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(data.path(), "127.0.0.1:0".parse().unwrap()).await;
+    let token = cp.acme_with_web_app().await;
+    let (status, body) = cp
+        .json(
+            "PUT",
+            "/v1/apps/web/env",
+            &token,
+            json!({"API_KEY": MARKER}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // Changed again through the other write path, so both are covered.
+    let (status, body) = cp
+        .json(
+            "PATCH",
+            "/v1/apps/web/env",
+            &token,
+            json!({"DB_PASSWORD": MARKER}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let issued = outpost_test_fixtures::tls::TestCa::new().issue(&[HOST]);
+    let (status, body) = cp
+        .json(
+            "PUT",
+            &format!("/v1/certificates/{HOST}"),
+            &token,
+            json!({"cert_chain_pem": issued.chain_pem, "private_key_pem": issued.key_pem}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    cp.deploy(&token, outpost_test_fixtures::hello("at rest\n"))
+        .await;
+
+    // The node got everything (it serves the app, so it applied and saved
+    // the snapshot carrying the env and the key).
+    let node = EdgeNode::start(cp.addr, cache.path(), "node-1").await;
+    node.until_serves(HOST, "at rest\n").await;
+    node.stop();
+    cp.stop().await;
+    assert!(cache.path().join("snapshot.json").exists());
+
+    let mut needles = vec![MARKER.to_string()];
+    needles.extend(pem_body(&issued.key_pem));
+    for dir in [data.path(), cache.path()] {
+        for needle in &needles {
+            let found = files_holding(dir, needle);
+            assert!(found.is_empty(), "{needle:?} in clear in {found:?}");
+        }
+    }
+    // And what nodes need still reaches them: a new node restores the
+    // sealed cache with the same node token.
+    let node = EdgeNode::start(cp_addr_gone(), cache.path(), "node-1").await;
+    assert_eq!(node.get(HOST).await, (200, "at rest\n".to_string()));
+    node.stop();
+}
+
+/// An address nothing listens on: the node has only its cache.
+fn cp_addr_gone() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}

@@ -8,23 +8,29 @@ use outpost_runtime::disk::{digest_of, unhex32, write_atomically};
 use outpost_runtime::prune::prune_dir;
 
 use outpost_runtime::Runtime;
+use outpost_runtime::seal::Sealer;
 
 use super::metrics::Metrics;
 use crate::error::{Error, Result};
 
 /// The on-disk cache: `snapshot.json` and `modules/<sha256>.wasm`, each
 /// written to a temporary file and renamed, and each re-verified when read
-/// (a module against its digest, the snapshot against the checksum on its
-/// first line), so a half-written or corrupted entry is refetched, never
-/// executed or served.
+/// (a module against its digest, the snapshot by its seal), so a
+/// half-written or corrupted entry is refetched, never executed or served.
+///
+/// The snapshot holds tenants' env values and private keys, so it is
+/// sealed (XChaCha20-Poly1305) with a key that is not in the directory: a
+/// copied cache reveals nothing, and the seal also proves it intact.
 pub struct Cache {
     dir: PathBuf,
     keep_unused_bytes: u64,
+    sealer: Sealer,
 }
 
 impl Cache {
-    /// A cache in `dir` (created if missing).
-    pub fn open(dir: &Path) -> Result<Cache> {
+    /// A cache in `dir` (created if missing) whose snapshot is sealed
+    /// with `sealer`.
+    pub fn open(dir: &Path, sealer: Sealer) -> Result<Cache> {
         let failed = |source| Error::Read {
             path: dir.to_path_buf(),
             source,
@@ -40,6 +46,7 @@ impl Cache {
         Ok(Cache {
             dir: dir.to_path_buf(),
             keep_unused_bytes: DEFAULT_KEEP_UNUSED_BYTES,
+            sealer,
         })
     }
 
@@ -83,31 +90,33 @@ impl Cache {
         }
     }
 
-    /// The last applied snapshot, if one was saved whole: its checksum
-    /// matches and it parses.
+    /// The last applied snapshot, if one was saved whole: it opens with
+    /// this cache's key (or, written before sealing, its checksum matches)
+    /// and it parses.
     pub fn snapshot(&self) -> Option<Snapshot> {
         let bytes = std::fs::read(self.dir.join("snapshot.json")).ok()?;
-        // A flipped bit inside a route or an env value still parses as
-        // JSON, so parsing alone does not prove the file intact.
-        let verified = bytes.strip_prefix(SNAPSHOT_HEADER).and_then(|rest| {
-            let end = rest.iter().position(|b| *b == b'\n')?;
-            let (sum, json) = (&rest[..end], &rest[end + 1..]);
-            (digest_of(json).as_bytes() == sum).then_some(json)
-        });
-        let Some(json) = verified else {
-            tracing::warn!(dir = %self.dir.display(), "cached snapshot torn or corrupt; waiting for the control plane");
+        let json = if let Some(sealed) = bytes.strip_prefix(SNAPSHOT_HEADER) {
+            self.sealer.open_bytes(SNAPSHOT_CONTEXT, sealed).ok()
+        } else {
+            // A flipped bit inside a route or an env value still parses
+            // as JSON, so parsing alone does not prove the file intact.
+            bytes.strip_prefix(CLEAR_SNAPSHOT_HEADER).and_then(|rest| {
+                let end = rest.iter().position(|b| *b == b'\n')?;
+                let (sum, json) = (&rest[..end], &rest[end + 1..]);
+                (digest_of(json).as_bytes() == sum).then(|| json.to_vec())
+            })
+        };
+        let Some(json) = json else {
+            tracing::warn!(dir = %self.dir.display(), "cached snapshot torn, corrupt or sealed with another key; waiting for the control plane");
             return None;
         };
-        serde_json::from_slice(json).ok()
+        serde_json::from_slice(&json).ok()
     }
 
     pub(crate) fn save_snapshot(&self, snapshot: &Snapshot) -> std::io::Result<()> {
         let json = serde_json::to_vec(snapshot).expect("snapshots serialize");
-        let mut bytes = Vec::with_capacity(SNAPSHOT_HEADER.len() + 72 + json.len());
-        bytes.extend_from_slice(SNAPSHOT_HEADER);
-        bytes.extend_from_slice(digest_of(&json).as_bytes());
-        bytes.push(b'\n');
-        bytes.extend_from_slice(&json);
+        let mut bytes = SNAPSHOT_HEADER.to_vec();
+        bytes.extend_from_slice(&self.sealer.seal_bytes(SNAPSHOT_CONTEXT, &json));
         write_atomically(&self.dir.join("snapshot.json"), &bytes)
     }
 
@@ -136,6 +145,20 @@ impl Cache {
 /// Unused cached modules (and compiled code) kept by default: 512 MiB.
 pub const DEFAULT_KEEP_UNUSED_BYTES: u64 = 512 * 1024 * 1024;
 
-/// First bytes of the cached snapshot, followed by `sha256:<hex>` of the
-/// JSON, a newline, and the JSON. Bump the version if the layout changes.
-const SNAPSHOT_HEADER: &[u8] = b"outpost-snapshot1 ";
+/// First bytes of the cached snapshot, followed by the sealed JSON (nonce
+/// and ciphertext). Bump the version if the layout changes.
+const SNAPSHOT_HEADER: &[u8] = b"outpost-snapshot2\n";
+
+/// What the sealed snapshot is bound to.
+const SNAPSHOT_CONTEXT: &str = "outpost node cache: snapshot.json";
+
+/// First bytes of a snapshot written before sealing, followed by
+/// `sha256:<hex>` of the JSON, a newline, and the JSON in clear. Still
+/// read, so an upgraded node serves from its cache; the next save seals it.
+const CLEAR_SNAPSHOT_HEADER: &[u8] = b"outpost-snapshot1 ";
+
+/// Where a node's cache key comes from when none is configured: its node
+/// token, which the cache directory does not hold.
+pub fn sealer_from_token(token: &str) -> Sealer {
+    Sealer::derived("outpost node cache key v1", token.as_bytes())
+}

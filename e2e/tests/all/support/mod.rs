@@ -67,6 +67,7 @@ impl EdgeNode {
                 url: format!("http://{cp}"),
                 token: NODE.into(),
                 cache_dir: cache_dir.to_path_buf(),
+                cache_key: None,
                 keep_unused_bytes: DEFAULT_KEEP_UNUSED_BYTES,
                 node_id: id.into(),
             }),
