@@ -54,6 +54,9 @@ pub enum Command {
     /// Manage an app's environment variables.
     #[command(subcommand)]
     Env(Env),
+    /// Set secret environment variables without typing them on the command line.
+    #[command(subcommand)]
+    Secrets(Secrets),
     /// Manage TLS certificates for your hosts.
     #[command(subcommand)]
     Certs(Certs),
@@ -265,6 +268,24 @@ pub enum Env {
     List {
         /// The app.
         app: String,
+    },
+}
+
+/// `outpost secrets …`.
+#[derive(Debug, Subcommand)]
+pub enum Secrets {
+    /// Set one variable to a value read from standard input (prompted for,
+    /// unechoed, on a terminal) or from --file, so it stays out of shell
+    /// history and process lists. One trailing newline is dropped.
+    /// Remove it with `outpost env unset`.
+    Set {
+        /// The app.
+        app: String,
+        /// The variable's name.
+        name: String,
+        /// Read the value from this file instead of standard input.
+        #[arg(long, value_name = "PATH")]
+        file: Option<std::path::PathBuf>,
     },
 }
 

@@ -1,6 +1,7 @@
 //! Tenant commands: apps, env, certs.
 
 use std::collections::BTreeMap;
+use std::io::{IsTerminal, Read};
 
 use anyhow::{Context as _, bail};
 use http::Method;
@@ -8,7 +9,7 @@ use outpost_proto::{App, CertInfo, CertUpload};
 use serde_json::json;
 
 use super::{Out, table, when};
-use crate::args::{Apps, Certs, Env};
+use crate::args::{Apps, Certs, Env, Secrets};
 use crate::client::{Client, segment};
 
 /// The URLs an app is served on, by its routes.
@@ -135,12 +136,57 @@ pub async fn env(client: &Client, cmd: Env, out: Out) -> anyhow::Result<()> {
         }
         Env::Unset { app, keys } => (app, keys.into_iter().map(|k| (k, None)).collect()),
     };
-    let path = format!("/v1/apps/{}/env", segment(&app));
-    let shown: App = client.json(Method::PATCH, &path, &changes).await?;
+    patch_env(client, &app, &changes, out).await
+}
+
+/// `outpost secrets …`.
+pub async fn secrets(client: &Client, cmd: Secrets, out: Out) -> anyhow::Result<()> {
+    let Secrets::Set { app, name, file } = cmd;
+    let value = match &file {
+        Some(path) => std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+        None if std::io::stdin().is_terminal() => {
+            rpassword::prompt_password(format!("Value of {name} for {app}: "))
+                .context("reading the value from the terminal")?
+                .into_bytes()
+        }
+        None => {
+            let mut bytes = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut bytes)
+                .context("reading the value from standard input")?;
+            bytes
+        }
+    };
+    let mut value = String::from_utf8(value).context("the value is not UTF-8 text")?;
+    // `echo value |` and files saved by editors end with one newline that
+    // is not part of the secret.
+    if value.ends_with('\n') {
+        value.pop();
+        if value.ends_with('\r') {
+            value.pop();
+        }
+    }
+    if value.is_empty() {
+        bail!("the value of {name} is empty; nothing was changed");
+    }
+    let changes = BTreeMap::from([(name, Some(value))]);
+    patch_env(client, &app, &changes, out).await
+}
+
+/// Applies `changes` to `app`'s environment, waits for the nodes, and
+/// shows the variable names it now has.
+async fn patch_env(
+    client: &Client,
+    app: &str,
+    changes: &BTreeMap<String, Option<String>>,
+    out: Out,
+) -> anyhow::Result<()> {
+    let path = format!("/v1/apps/{}/env", segment(app));
+    let shown: App = client.json(Method::PATCH, &path, changes).await?;
     // The new environment applies once nodes have the revision.
     super::deploy::wait_for_nodes(
         client,
-        &app,
+        app,
         &crate::args::Wait {
             no_wait: false,
             wait_timeout: 60,

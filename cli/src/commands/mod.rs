@@ -74,6 +74,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Nodes => fleet::nodes(&client, out).await,
         Command::Apps(cmd) => apps::apps(&client, cmd, out).await,
         Command::Env(cmd) => apps::env(&client, cmd, out).await,
+        Command::Secrets(cmd) => apps::secrets(&client, cmd, out).await,
         Command::Certs(cmd) => apps::certs(&client, cmd, out).await,
         Command::Deploy(cmd) => deploy::deploy(&client, cmd, out).await,
         Command::Deployments { app } => deploy::deployments(&client, &app, out).await,

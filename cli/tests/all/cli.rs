@@ -104,6 +104,42 @@ fn dev_serves_the_example_and_the_cli_deploys_sets_env_and_rolls_back() {
         serde_json::json!(["GREETING"])
     );
 
+    // secrets: the value from standard input or a file, never an argument;
+    // the trailing newline `echo` adds is not part of it.
+    let echoed = |want: &str| {
+        let (_, text) = get(&dev.http, "echo.localhost", "/");
+        text.to_ascii_lowercase()
+            .contains(&format!("x-echo-env: {want}"))
+    };
+    let set = dev.with_stdin(
+        &token,
+        &["secrets", "set", "echo", "GREETING"],
+        b"from-stdin\n",
+    );
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    assert!(
+        echoed("from-stdin"),
+        "the node serves the new value once set returns"
+    );
+    let file = write(files.path(), "secret.txt", b"from-file\r\n");
+    dev.ok(
+        &token,
+        &["secrets", "set", "echo", "GREETING", "--file", &file],
+    );
+    assert!(echoed("from-file"));
+    let empty = dev.with_stdin(&token, &["secrets", "set", "echo", "GREETING"], b"\n");
+    assert!(!empty.status.success());
+    assert!(
+        String::from_utf8_lossy(&empty.stderr).contains("empty"),
+        "{}",
+        String::from_utf8_lossy(&empty.stderr)
+    );
+    assert!(echoed("from-file"), "a refused value changes nothing");
+
     // Errors: one line, non-zero exit, nothing changed.
     let err = dev.fails(
         &token,

@@ -4,7 +4,7 @@
 
 #![allow(dead_code)] // each test binary uses part of the harness
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 
@@ -94,6 +94,22 @@ impl Dev {
             .env("OUTPOST_CONFIG_DIR", self.state.join("cli-config"))
             .output()
             .unwrap()
+    }
+
+    /// `outpost ARGS` with `input` on its standard input.
+    pub fn with_stdin(&self, token: &str, args: &[&str], input: &[u8]) -> Output {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env("OUTPOST_URL", format!("http://{}", self.api))
+            .env("OUTPOST_TOKEN", token)
+            .env("OUTPOST_CONFIG_DIR", self.state.join("cli-config"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
     }
 
     pub fn ok(&self, token: &str, args: &[&str]) -> String {
