@@ -16,7 +16,7 @@ use http::Method;
 use outpost_control_plane::api::DEFAULT_MAX_MODULE_BYTES;
 use outpost_control_plane::store::{SledStore, Store};
 use outpost_edge_node::Config;
-use outpost_edge_node::config::{ServerConfig, SyncSettings};
+use outpost_edge_node::config::{ConnectionConfig, ServerConfig, SyncSettings};
 use outpost_edge_node::sync::DEFAULT_KEEP_UNUSED_BYTES;
 use outpost_edge_node::tls::Certificate;
 use outpost_proto::{App, Deployment, Rollout, TenantCreated};
@@ -175,7 +175,10 @@ pub async fn run_until(
         https: Some(dev.https),
         metrics: dev.metrics,
         server: ServerConfig {
-            shutdown_grace: Duration::from_secs(2),
+            connections: ConnectionConfig {
+                shutdown_grace: Duration::from_secs(2),
+                ..ConnectionConfig::default()
+            },
             ..ServerConfig::default()
         },
         sync: Some(SyncSettings {

@@ -10,6 +10,9 @@ use clap::Parser;
 use serde::Deserialize;
 
 pub use crate::server::config::Config as ServerConfig;
+/// The connection-handling part of [`ServerConfig`], shared with the
+/// control plane.
+pub use outpost_serve::Config as ConnectionConfig;
 
 use crate::error::{Error, Result};
 use outpost_runtime::router::{Route, Router};
@@ -382,7 +385,7 @@ impl Config {
         // serde), with the two flags laid over it.
         let mut server = file.server;
         if let Some(n) = args.max_connections {
-            server.max_connections = n;
+            server.connections.max_connections = n;
         }
         server.redirect_http |= args.redirect_http;
         let https = args.https.or(file.https);
@@ -854,11 +857,14 @@ mod tests {
         )
         .unwrap();
         let c = Config::from_args(args(&["--config", path.to_str().unwrap()])).unwrap();
-        assert_eq!(c.server.idle_timeout, Duration::from_millis(1500));
-        assert_eq!(c.server.max_header_bytes, 16384);
-        assert_eq!(c.server.max_uri_bytes, 2048);
-        assert_eq!(c.server.h2_max_concurrent_streams, 50);
-        assert_eq!(c.server.h2_max_pending_accept_reset_streams, 10);
+        assert_eq!(
+            c.server.connections.idle_timeout,
+            Duration::from_millis(1500)
+        );
+        assert_eq!(c.server.connections.max_header_bytes, 16384);
+        assert_eq!(c.server.connections.max_uri_bytes, 2048);
+        assert_eq!(c.server.connections.h2_max_concurrent_streams, 50);
+        assert_eq!(c.server.connections.h2_max_pending_accept_reset_streams, 10);
 
         std::fs::write(
             &path,

@@ -1,66 +1,59 @@
 //! The listeners' settings: the `[server]` section of the node's TOML
-//! file, owned here with its defaults and its checks; `--max-connections`
-//! and `--redirect-http` are laid over it by [`crate::config`].
+//! file. Its connection-handling keys are the ones the control plane has
+//! too ([`outpost_serve::Config`], defaults and checks there); the TLS
+//! ones are the node's own. `--max-connections` and `--redirect-http` are
+//! laid over it by [`crate::config`].
 
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
-/// Connection handling settings: the `[server]` section of the node's
-/// file, every key optional (the defaults below), durations in ms.
+/// The `[server]` section: every key optional, durations in ms, keys
+/// unknown to both parts refused.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+// One flat table in the file, two structs here: serde's `flatten` would
+// let unknown keys through, so the node's keys are taken out first and
+// the rest must be exactly the shared ones.
+#[serde(try_from = "toml::Table")]
 pub struct Config {
-    /// Client connections open at once. Default: 10 000.
-    pub max_connections: usize,
-    /// Time a client has to send a complete request head. Default: 10 s.
-    #[serde(rename = "header_read_timeout_ms", deserialize_with = "millis")]
-    pub header_read_timeout: Duration,
-    /// Time in-flight requests get to finish on shutdown. Default: 10 s.
-    #[serde(rename = "shutdown_grace_ms", deserialize_with = "millis")]
-    pub shutdown_grace: Duration,
-    /// Time a client has to finish its TLS handshake. Default: 10 s.
-    #[serde(rename = "handshake_timeout_ms", deserialize_with = "millis")]
+    /// Connection cap, timeouts, head caps and HTTP/2 limits, shared with
+    /// the control plane; see [`outpost_serve::Config`] for each key.
+    pub connections: outpost_serve::Config,
+    /// Time a client has to finish its TLS handshake
+    /// (`handshake_timeout_ms`). Default: 10 s.
     pub handshake_timeout: Duration,
     /// Answer plain HTTP with 308 to HTTPS (when HTTPS is on). Default: false.
     pub redirect_http: bool,
-    /// Time a connection may sit with no bytes moving either way while no
-    /// request on it waits for its response; it is then closed. This
-    /// reclaims idle keep-alive connections (HTTP/1.1 and h2), sockets that
-    /// never say anything, and clients that stop reading their response. A
-    /// streamed response that pauses longer than this is cut off too, so
-    /// keep it above the longest app timeout. Default: 60 s.
-    #[serde(rename = "idle_timeout_ms", deserialize_with = "millis")]
-    pub idle_timeout: Duration,
-    /// Largest HTTP/1 request head; a larger one gets 431. Default: 64 KiB
-    /// (at least 8 KiB, hyper's minimum read buffer).
-    pub max_header_bytes: usize,
-    /// Longest request target (path and query); a longer one gets 414.
-    /// Default: 8 KiB.
-    pub max_uri_bytes: usize,
-    /// HTTP/2 streams one connection may have open at once; more are
-    /// refused with `REFUSED_STREAM`. Default: 100.
-    pub h2_max_concurrent_streams: u32,
-    /// HTTP/2 streams a client may reset before the node accepted them
-    /// before the connection is closed with GOAWAY — the "rapid reset"
-    /// defence (CVE-2023-44487). Default: 20.
-    pub h2_max_pending_accept_reset_streams: usize,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
-            max_connections: 10_000,
-            header_read_timeout: Duration::from_secs(10),
-            shutdown_grace: Duration::from_secs(10),
+            connections: outpost_serve::Config::default(),
             handshake_timeout: Duration::from_secs(10),
             redirect_http: false,
-            idle_timeout: Duration::from_secs(60),
-            max_header_bytes: 64 * 1024,
-            max_uri_bytes: 8 * 1024,
-            h2_max_concurrent_streams: 100,
-            h2_max_pending_accept_reset_streams: 20,
         }
+    }
+}
+
+impl TryFrom<toml::Table> for Config {
+    type Error = String;
+
+    fn try_from(mut table: toml::Table) -> Result<Config, String> {
+        let mut config = Config::default();
+        if let Some(ms) = table.remove("handshake_timeout_ms") {
+            let ms: u64 = ms
+                .try_into()
+                .map_err(|e| format!("handshake_timeout_ms: {e}"))?;
+            config.handshake_timeout = Duration::from_millis(ms);
+        }
+        if let Some(on) = table.remove("redirect_http") {
+            config.redirect_http = on.try_into().map_err(|e| format!("redirect_http: {e}"))?;
+        }
+        config.connections = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| e.to_string())?;
+        Ok(config)
     }
 }
 
@@ -68,74 +61,53 @@ impl Config {
     /// What is wrong with the settings hyper would otherwise panic on or
     /// that would make the node refuse everything.
     pub fn problems(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        if self.max_connections == 0 {
-            out.push("max_connections must be greater than 0".into());
-        }
-        for (name, value) in [
-            ("header_read_timeout_ms", self.header_read_timeout),
-            ("handshake_timeout_ms", self.handshake_timeout),
-        ] {
-            if value.is_zero() {
-                out.push(format!("server.{name} must be greater than 0"));
-            }
-        }
-        if self.idle_timeout.is_zero() {
-            out.push("server.idle_timeout_ms must be greater than 0".into());
-        }
-        if self.max_header_bytes < 8192 {
-            out.push("server.max_header_bytes must be at least 8192".into());
-        }
-        if self.max_uri_bytes == 0 {
-            out.push("server.max_uri_bytes must be greater than 0".into());
-        }
-        if self.h2_max_concurrent_streams == 0 {
-            out.push("server.h2_max_concurrent_streams must be greater than 0".into());
-        }
-        if self.h2_max_pending_accept_reset_streams == 0 {
-            out.push("server.h2_max_pending_accept_reset_streams must be greater than 0".into());
+        let mut out = self.connections.problems();
+        if self.handshake_timeout.is_zero() {
+            out.push("server.handshake_timeout_ms must be greater than 0".into());
         }
         out
     }
-}
-
-/// A duration written as whole milliseconds.
-fn millis<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    u64::deserialize(d).map(Duration::from_millis)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn parse(text: &str) -> Result<Config, toml::de::Error> {
+        toml::from_str(text)
+    }
+
     #[test]
-    fn absent_keys_take_their_defaults_and_durations_are_in_ms() {
-        let c: Config = toml::from_str("idle_timeout_ms = 1500\nmax_connections = 7").unwrap();
-        assert_eq!(c.idle_timeout, Duration::from_millis(1500));
-        assert_eq!(c.max_connections, 7);
-        assert_eq!(
-            Config {
-                idle_timeout: Config::default().idle_timeout,
-                max_connections: Config::default().max_connections,
-                ..c
-            },
-            Config::default()
-        );
+    fn shared_and_node_keys_share_one_table() {
+        let c = parse(
+            "idle_timeout_ms = 1500\nmax_connections = 7\nhandshake_timeout_ms = 250\nredirect_http = true",
+        )
+        .unwrap();
+        assert_eq!(c.connections.idle_timeout, Duration::from_millis(1500));
+        assert_eq!(c.connections.max_connections, 7);
+        assert_eq!(c.handshake_timeout, Duration::from_millis(250));
+        assert!(c.redirect_http);
+        assert_eq!(parse("").unwrap(), Config::default());
         assert!(Config::default().problems().is_empty());
     }
 
     #[test]
-    fn unknown_keys_are_refused() {
-        let err = toml::from_str::<Config>("idle_timeout = 5").unwrap_err();
+    fn unknown_keys_and_bad_types_are_refused() {
+        let err = parse("idle_timeout = 5").unwrap_err();
         assert!(err.to_string().contains("unknown field"), "{err}");
+        let err = parse("redirect_http = 5").unwrap_err();
+        assert!(err.to_string().contains("redirect_http"), "{err}");
     }
 
     #[test]
     fn every_problem_is_reported_at_once() {
         let c = Config {
-            max_connections: 0,
+            connections: outpost_serve::Config {
+                max_connections: 0,
+                max_uri_bytes: 0,
+                ..Default::default()
+            },
             handshake_timeout: Duration::ZERO,
-            max_uri_bytes: 0,
             ..Config::default()
         };
         assert_eq!(c.problems().len(), 3, "{:?}", c.problems());

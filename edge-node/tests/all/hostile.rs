@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::wire::{self, Latencies, while_attacking};
 use crate::support::{TestNode, app, quick_limits};
-use outpost_edge_node::config::ServerConfig;
+use outpost_edge_node::config::{ConnectionConfig, ServerConfig};
 use outpost_runtime::{AppSpec, Limits};
 use outpost_test_fixtures as fixtures;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -50,8 +50,17 @@ async fn node(server: ServerConfig, others: Vec<(&[&str], AppSpec)>) -> TestNode
 const SLACK: Duration = Duration::from_secs(1);
 
 fn server() -> ServerConfig {
+    server_with(ConnectionConfig::default())
+}
+
+/// The node's `[server]` with these connection settings, and a short
+/// shutdown grace.
+fn server_with(connections: ConnectionConfig) -> ServerConfig {
     ServerConfig {
-        shutdown_grace: Duration::from_secs(1),
+        connections: ConnectionConfig {
+            shutdown_grace: Duration::from_secs(1),
+            ..connections
+        },
         ..ServerConfig::default()
     }
 }
@@ -75,10 +84,10 @@ async fn slowloris_heads_are_cut_off_at_the_header_read_timeout() {
     let _alone = crate::support::alone().await;
     const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(1);
     let node = node(
-        ServerConfig {
+        server_with(ConnectionConfig {
             header_read_timeout: HEADER_READ_TIMEOUT,
-            ..server()
-        },
+            ..ConnectionConfig::default()
+        }),
         vec![],
     )
     .await;
@@ -124,12 +133,12 @@ async fn idle_connections_of_every_kind_are_closed_after_the_idle_timeout() {
     // own; make it long so the idle timeout is what is being tested.
     const IDLE_TIMEOUT: Duration = Duration::from_secs(1);
     let node = node(
-        ServerConfig {
+        server_with(ConnectionConfig {
             header_read_timeout: Duration::from_secs(30),
             idle_timeout: IDLE_TIMEOUT,
             max_connections: 256,
-            ..server()
-        },
+            ..ConnectionConfig::default()
+        }),
         vec![],
     )
     .await;
@@ -191,11 +200,11 @@ async fn a_cap_full_of_idle_connections_makes_room_for_new_clients() {
     let _alone = crate::support::alone().await;
     // The idle timeout alone would keep the good client out for 30 s.
     let node = node(
-        ServerConfig {
+        server_with(ConnectionConfig {
             max_connections: 64,
             idle_timeout: Duration::from_secs(30),
-            ..server()
-        },
+            ..ConnectionConfig::default()
+        }),
         vec![],
     )
     .await;
@@ -496,11 +505,11 @@ async fn smuggled_requests_never_reach_another_tenant() {
 
 /// h2 settings every HTTP/2 test pins explicitly.
 fn h2_server() -> ServerConfig {
-    ServerConfig {
+    server_with(ConnectionConfig {
         h2_max_concurrent_streams: 100,
         h2_max_pending_accept_reset_streams: 20,
-        ..server()
-    }
+        ..ConnectionConfig::default()
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -650,11 +659,11 @@ async fn ten_thousand_connections_past_the_cap_are_closed_at_once() {
         }
     }
     let node = node(
-        ServerConfig {
+        server_with(ConnectionConfig {
             max_connections: CAP,
             idle_timeout: Duration::from_secs(2),
-            ..server()
-        },
+            ..ConnectionConfig::default()
+        }),
         vec![],
     )
     .await;
@@ -745,10 +754,10 @@ async fn a_client_that_never_reads_is_dropped_and_memory_stays_bounded() {
         ..Limits::default()
     };
     let node = node(
-        ServerConfig {
+        server_with(ConnectionConfig {
             idle_timeout: Duration::from_secs(2),
-            ..server()
-        },
+            ..ConnectionConfig::default()
+        }),
         vec![(
             &["large.example.com"],
             app("t", "large", fixtures::large(512 << 20), limits),

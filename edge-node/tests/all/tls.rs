@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use outpost_edge_node::config::ServerConfig;
+use outpost_edge_node::config::{ConnectionConfig, ServerConfig};
 use outpost_edge_node::metrics::Metrics;
 use outpost_edge_node::tls::Certificate;
 use outpost_edge_node::{Node, node::Conn};
@@ -73,7 +73,10 @@ async fn fleet(server: ServerConfig) -> Fleet {
 
 fn quick_server() -> ServerConfig {
     ServerConfig {
-        shutdown_grace: Duration::from_secs(1),
+        connections: ConnectionConfig {
+            shutdown_grace: Duration::from_secs(1),
+            ..ConnectionConfig::default()
+        },
         ..ServerConfig::default()
     }
 }

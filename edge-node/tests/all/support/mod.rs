@@ -11,13 +11,13 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use outpost_edge_node::config::ServerConfig;
+use outpost_edge_node::config::{ConnectionConfig, ServerConfig};
 use outpost_edge_node::{Config, Node};
 use outpost_runtime::router::Route;
 use outpost_runtime::{AppSpec, Limits, PoolConfig};
 use tokio::sync::oneshot;
 
-pub mod wire;
+pub use outpost_test_fixtures::wire;
 
 /// A running node.
 /// The test process itself, as a resource. Tests that measure it (its
@@ -98,7 +98,10 @@ pub fn local_config() -> Config {
         https: Some("127.0.0.1:0".parse().unwrap()),
         metrics: "127.0.0.1:0".parse().unwrap(),
         server: ServerConfig {
-            shutdown_grace: Duration::from_secs(1),
+            connections: ConnectionConfig {
+                shutdown_grace: Duration::from_secs(1),
+                ..ConnectionConfig::default()
+            },
             ..ServerConfig::default()
         },
         ..Config::default()

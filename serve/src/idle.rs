@@ -1,4 +1,4 @@
-//! Idle connections: when bytes last moved on each client connection,
+//! Idle connections: when bytes last moved on each connection,
 //! the idle timeout that closes quiet ones, and the registry that lets a
 //! new connection take an idle one's place at the connection cap.
 
@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 /// The open client connections, so that one idle connection can be closed
 /// when a new one arrives at the cap.
 #[derive(Default)]
-pub(super) struct Slots {
+pub(crate) struct Slots {
     open: std::sync::Mutex<Vec<Arc<Slot>>>,
     /// State of the xorshift generator that picks the sample.
     seed: AtomicU64,
@@ -28,7 +28,7 @@ struct Slot {
 }
 
 /// A connection's entry in [`Slots`], removed when dropped.
-pub(super) struct Registered {
+pub(crate) struct Registered {
     slots: Arc<Slots>,
     slot: Arc<Slot>,
 }
@@ -38,7 +38,7 @@ impl Slots {
     /// one when most are, without scanning ten thousand on every accept.
     const SAMPLE: usize = 16;
 
-    pub(super) fn register(self: &Arc<Self>, activity: Arc<Activity>) -> Registered {
+    pub(crate) fn register(self: &Arc<Self>, activity: Arc<Activity>) -> Registered {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let slot = Arc::new(Slot {
             activity,
@@ -66,9 +66,9 @@ impl Slots {
     }
 
     /// Closes the idlest of a random sample of connections that have been
-    /// quiet for `after` with no request in a guest. False if the sample
+    /// quiet for `after` with no request being handled. False if the sample
     /// had none.
-    pub(super) fn evict_one(&self, after: Duration) -> bool {
+    pub(crate) fn evict_one(&self, after: Duration) -> bool {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         if open.is_empty() {
             return false;
@@ -98,7 +98,7 @@ impl Slots {
 
 impl Registered {
     /// Completes once this connection was picked to make room.
-    pub(super) async fn evicted(&self) {
+    pub(crate) async fn evicted(&self) {
         self.slot.evict.notified().await;
     }
 }
@@ -112,24 +112,25 @@ impl Drop for Registered {
 
 /// When bytes last moved on a connection, and how many of its requests are
 /// being handled right now.
-pub(super) struct Activity {
+pub(crate) struct Activity {
     started: Instant,
     /// Milliseconds since `started` at the last read or write.
     last_ms: AtomicU64,
     busy: AtomicUsize,
 }
 
-/// Marks a request as being handled for as long as it lives.
-pub(super) struct Busy<'a>(&'a Activity);
+/// Marks a request as being handled for as long as it lives. Owned, so a
+/// response body can carry it to its last byte.
+pub(crate) struct Busy(Arc<Activity>);
 
-impl Drop for Busy<'_> {
+impl Drop for Busy {
     fn drop(&mut self) {
         self.0.busy.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 impl Activity {
-    pub(super) fn new() -> Activity {
+    pub(crate) fn new() -> Activity {
         Activity {
             started: Instant::now(),
             last_ms: AtomicU64::new(0),
@@ -142,9 +143,9 @@ impl Activity {
         self.last_ms.store(now, Ordering::Relaxed);
     }
 
-    pub(super) fn busy(&self) -> Busy<'_> {
+    pub(crate) fn busy(self: &Arc<Self>) -> Busy {
         self.busy.fetch_add(1, Ordering::Relaxed);
-        Busy(self)
+        Busy(self.clone())
     }
 
     fn idle_for(&self) -> Duration {
@@ -153,11 +154,12 @@ impl Activity {
     }
 
     /// Completes once nothing has moved for `timeout` while no request was
-    /// waiting for its response. Such a request is in a guest, bounded by
-    /// the app's deadline, so it is not cut short here even if it is quiet.
+    /// being handled. Such a request is bounded by its handler (a guest's
+    /// deadline on the node), so it is not cut short here even if it is
+    /// quiet.
     /// A body that is being streamed moves bytes; one that stalls (the guest
     /// pauses, or the client stops reading) ends with the connection.
-    pub(super) async fn idle(&self, timeout: Duration) {
+    pub(crate) async fn idle(&self, timeout: Duration) {
         loop {
             let idle_for = self.idle_for();
             if idle_for >= timeout {
@@ -173,9 +175,9 @@ impl Activity {
 }
 
 /// A socket that records in its [`Activity`] every time bytes move.
-pub(super) struct Tracked<I> {
-    pub(super) inner: I,
-    pub(super) activity: Arc<Activity>,
+pub struct Tracked<I> {
+    pub(crate) inner: I,
+    pub(crate) activity: Arc<Activity>,
 }
 
 impl<I: AsyncRead + Unpin> AsyncRead for Tracked<I> {
@@ -292,7 +294,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_idle_timeout_waits_for_requests_in_flight() {
-        let activity = Activity::new();
+        let activity = Arc::new(Activity::new());
         let busy = activity.busy();
         let idle = activity.idle(Duration::from_millis(10));
         tokio::pin!(idle);
