@@ -165,6 +165,7 @@ pub async fn run_until(
         allow_localhost: true,
         apps_domain: None,
         reserved_hosts: Vec::new(),
+        server: Default::default(),
     };
     let control_plane =
         outpost_control_plane::start_with(&cp_config, store, sealer, stopped(stop_rx.clone()))

@@ -10,6 +10,9 @@ use serde::Deserialize;
 
 use crate::api::DEFAULT_MAX_MODULE_BYTES;
 
+/// The `[server]` section: connection handling, shared with the edge node.
+pub use outpost_serve::Config as ServerConfig;
+
 /// Tokens shorter than this are refused: they guard the whole fleet.
 pub const MIN_TOKEN_LEN: usize = 16;
 
@@ -22,7 +25,7 @@ pub const MIN_TOKEN_LEN: usize = 16;
 )]
 pub struct Args {
     /// TOML config file (keys: listen, data_dir, admin_token, node_token, max_module_bytes,
-    /// apps_domain, reserved_hosts, [quotas]).
+    /// apps_domain, reserved_hosts, [quotas], [server]).
     #[arg(long, env = "OUTPOST_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Address of the API listener; port 0 picks a free one [default: 127.0.0.1:7070].
@@ -62,6 +65,10 @@ pub struct Args {
         value_delimiter = ','
     )]
     pub reserved_hosts: Option<Vec<String>>,
+    /// API connections open at once; at the cap a new one takes an idle one's place or is
+    /// closed on accept [default: 10000].
+    #[arg(long, env = "OUTPOST_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
 }
 
 #[derive(Default, Deserialize)]
@@ -86,6 +93,10 @@ struct FileConfig {
     /// Per-tenant quotas.
     #[serde(default)]
     quotas: crate::quotas::Quotas,
+    /// Connection handling: the same keys and defaults as the edge node's
+    /// `[server]` section, less its TLS ones.
+    #[serde(default)]
+    server: outpost_serve::Config,
 }
 
 // Written by hand: the tokens and the sealing key never reach a log.
@@ -137,6 +148,9 @@ pub struct Config {
     pub apps_domain: Option<String>,
     /// Names (with every name under them) no tenant may route.
     pub reserved_hosts: Vec<String>,
+    /// How the API listener treats connections: the cap, timeouts and
+    /// head caps that keep hostile clients from starving the rest.
+    pub server: outpost_serve::Config,
 }
 
 impl std::fmt::Debug for Config {
@@ -214,6 +228,13 @@ impl Config {
         }
         let cert_key = args.cert_key.or(file.cert_key);
         problems.extend(file.quotas.problems());
+        // The file's [server] section (defaulted and typed by serde), with
+        // the flag laid over it.
+        let mut server = file.server;
+        if let Some(n) = args.max_connections {
+            server.max_connections = n;
+        }
+        problems.extend(server.problems());
         let apps_domain = args
             .apps_domain
             .or(file.apps_domain)
@@ -259,6 +280,7 @@ impl Config {
             allow_localhost: false,
             apps_domain,
             reserved_hosts,
+            server,
         })
     }
 
@@ -313,6 +335,78 @@ mod tests {
         );
         std::fs::write(&path, "[quotas]\nbuckets = 1\n").unwrap();
         assert!(with_file(&[]).is_err());
+    }
+
+    #[test]
+    fn the_server_section_and_the_flag_are_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cp.toml");
+        let with_file = |text: &str, extra: &[&str]| {
+            std::fs::write(&path, text).unwrap();
+            let mut list = vec![
+                "--config",
+                path.to_str().unwrap(),
+                "--admin-token",
+                "admin-token-0123456789",
+                "--node-token",
+                "node-token-0123456789",
+            ];
+            list.extend(extra);
+            Config::from_args(args(&list))
+        };
+        let c = with_file(
+            "[server]
+idle_timeout_ms = 1500
+max_connections = 7
+",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            c.server.idle_timeout,
+            std::time::Duration::from_millis(1500)
+        );
+        assert_eq!(c.server.max_connections, 7);
+        assert_eq!(
+            c.server.header_read_timeout,
+            outpost_serve::Config::default().header_read_timeout
+        );
+        let c = with_file(
+            "[server]
+max_connections = 7
+",
+            &["--max-connections", "9"],
+        )
+        .unwrap();
+        assert_eq!(c.server.max_connections, 9);
+        assert_eq!(
+            with_file("", &[]).unwrap().server,
+            outpost_serve::Config::default()
+        );
+        let err = with_file(
+            "[server]
+max_uri_bytes = 0
+max_header_bytes = 10
+",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("server.max_uri_bytes") && err.contains("server.max_header_bytes"),
+            "{err}"
+        );
+        // The node's TLS keys mean nothing here.
+        assert!(
+            with_file(
+                "[server]
+handshake_timeout_ms = 5
+",
+                &[]
+            )
+            .is_err()
+        );
+        assert!(with_file("", &["--max-connections", "0"]).is_err());
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub enum StartError {
     /// The validating runtime could not be set up.
     #[error(transparent)]
     Runtime(#[from] outpost_runtime::Error),
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     /// The API address could not be bound.
     #[error("binding {addr}: {source}")]
     Bind {
@@ -122,6 +125,12 @@ pub async fn start_with(
     sealer: Sealer,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Running, StartError> {
+    // `Config::from_args` checked this already; a config built in code
+    // (tests, `outpost dev`) is checked here, still before binding.
+    let problems = config.server.problems();
+    if !problems.is_empty() {
+        return Err(crate::config::ConfigError(problems).into());
+    }
     // Uploads are compiled and trial-instantiated in a small pool shaped
     // like the nodes' (see `PoolConfig::for_validation`).
     let validator = Arc::new(Runtime::new(
@@ -143,14 +152,17 @@ pub async fn start_with(
         apps_domain: config.apps_domain.clone(),
         reserved: config.reserved_hosts.clone(),
     });
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| StartError::Bind {
-            addr: config.listen,
-            source,
-        })?;
+    let listener = outpost_serve::bind(config.listen).map_err(|source| StartError::Bind {
+        addr: config.listen,
+        source,
+    })?;
     let addr = listener.local_addr()?;
-    let server = tokio::spawn(server::run(listener, state.clone(), shutdown));
+    let server = tokio::spawn(server::run(
+        listener,
+        state.clone(),
+        config.server.clone(),
+        shutdown,
+    ));
     Ok(Running {
         addr,
         state,

@@ -8,6 +8,7 @@ mod api;
 mod binary;
 mod crash;
 mod disk_full;
+mod hostile;
 mod logs;
 // The e2e crate's tests share this harness and use the parts these don't.
 #[allow(dead_code)]

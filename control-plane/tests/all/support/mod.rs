@@ -14,7 +14,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use outpost_control_plane::api::DEFAULT_MAX_MODULE_BYTES;
-use outpost_control_plane::config::Config;
+use outpost_control_plane::config::{Config, ServerConfig};
 use outpost_control_plane::store::{SledStore, Store};
 use outpost_runtime::seal::Sealer;
 use serde_json::Value;
@@ -62,6 +62,21 @@ impl ControlPlane {
         addr: SocketAddr,
         max_module_bytes: u64,
     ) -> ControlPlane {
+        let server = ServerConfig {
+            // A short grace, so a stopped control plane is gone quickly.
+            shutdown_grace: Duration::from_secs(1),
+            ..ServerConfig::default()
+        };
+        Self::start_with_server(store, addr, max_module_bytes, server).await
+    }
+
+    /// [`ControlPlane::start_with`] with these connection settings.
+    pub async fn start_with_server(
+        store: Arc<dyn Store>,
+        addr: SocketAddr,
+        max_module_bytes: u64,
+        server: ServerConfig,
+    ) -> ControlPlane {
         let config = Config {
             listen: addr,
             data_dir: Default::default(),
@@ -81,6 +96,7 @@ impl ControlPlane {
             allow_localhost: false,
             apps_domain: None,
             reserved_hosts: Vec::new(),
+            server,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let running = outpost_control_plane::start_with(
