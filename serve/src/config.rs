@@ -23,9 +23,11 @@ pub struct Config {
     /// Time a connection may sit with no bytes moving either way while no
     /// request on it waits for its response; it is then closed. This
     /// reclaims idle keep-alive connections (HTTP/1.1 and h2), sockets that
-    /// never say anything, and clients that stop reading their response. A
-    /// streamed response that pauses longer than this is cut off too, so
-    /// keep it above the longest app timeout. Default: 60 s.
+    /// never say anything, and clients that stop reading their response. On
+    /// the node a streamed response that pauses longer than this is cut
+    /// off too, so keep it above the longest app timeout; the control
+    /// plane counts a request in flight until its body ends
+    /// ([`crate::Http::busy_through_body`]). Default: 60 s.
     #[serde(rename = "idle_timeout_ms", deserialize_with = "millis")]
     pub idle_timeout: Duration,
     /// Largest HTTP/1 request head; a larger one gets 431. Default: 64 KiB
@@ -89,7 +91,7 @@ impl Config {
 }
 
 /// A duration written as whole milliseconds.
-pub fn millis<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+fn millis<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     u64::deserialize(d).map(Duration::from_millis)
 }
 
