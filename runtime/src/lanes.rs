@@ -443,18 +443,24 @@ mod tests {
         Standing::new([c(), c()], c())
     }
 
-    /// A future that holds its thread for `spin` per poll, `polls` times.
-    struct Spinner {
-        spin: Duration,
+    /// A future that holds its thread for `hold` per poll, `polls` times:
+    /// spinning on the CPU, or blocked off it (as a preempted thread is).
+    struct Holder {
+        hold: Duration,
         polls: u32,
+        on_cpu: bool,
     }
 
-    impl Future for Spinner {
+    impl Future for Holder {
         type Output = String;
         fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<String> {
-            let until = Instant::now() + self.spin;
-            while Instant::now() < until {
-                std::hint::spin_loop();
+            if self.on_cpu {
+                let until = Instant::now() + self.hold;
+                while Instant::now() < until {
+                    std::hint::spin_loop();
+                }
+            } else {
+                std::thread::sleep(self.hold);
             }
             if self.polls == 0 {
                 let name = std::thread::current().name().unwrap_or("").to_string();
@@ -466,10 +472,11 @@ mod tests {
         }
     }
 
-    fn spinner(spin_ms: u64, polls: u32) -> Spinner {
-        Spinner {
-            spin: Duration::from_millis(spin_ms),
+    fn spinner(spin_ms: u64, polls: u32) -> Holder {
+        Holder {
+            hold: Duration::from_millis(spin_ms),
             polls,
+            on_cpu: true,
         }
     }
 
@@ -504,27 +511,6 @@ mod tests {
         assert_eq!(s.inner.background.get(), 2);
     }
 
-    /// A future that keeps its thread off-CPU (blocked, as a preempted
-    /// thread would be) for `wait` per poll, `polls` times.
-    struct OffCpu {
-        wait: Duration,
-        polls: u32,
-    }
-
-    impl Future for OffCpu {
-        type Output = String;
-        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<String> {
-            std::thread::sleep(self.wait);
-            if self.polls == 0 {
-                let name = std::thread::current().name().unwrap_or("").to_string();
-                return Poll::Ready(name);
-            }
-            self.polls -= 1;
-            cx.waker().wake_by_ref();
-            Poll::Pending
-        }
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn time_off_the_cpu_does_not_count_against_the_budget() {
         let lanes = Arc::new(Lanes::new(LaneConfig {
@@ -533,9 +519,9 @@ mod tests {
         }));
         let s = standing();
         // 20 ms of wall time, four times the budget, and almost no CPU.
-        let work = OffCpu {
-            wait: Duration::from_millis(2),
-            polls: 10,
+        let work = Holder {
+            on_cpu: false,
+            ..spinner(2, 10)
         };
         let thread = lanes.spawn(&s, work).await.unwrap();
         assert_ne!(thread, "outpost-background");

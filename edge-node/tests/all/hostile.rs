@@ -169,21 +169,11 @@ async fn idle_connections_of_every_kind_are_closed_after_the_idle_timeout() {
     })
     .await;
     // 220 idle connections sit under a cap of 256: new clients still get in.
-    let started = Instant::now();
-    let mut closed = 0;
-    for mut tcp in silent.into_iter().chain(keep_alive).chain(h2) {
-        let mut buf = [0u8; 4096];
-        loop {
-            match tokio::time::timeout(Duration::from_secs(15), tcp.read(&mut buf)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => break,
-                // h2 may send a frame (SETTINGS ACK) before closing.
-                Ok(Ok(_)) => continue,
-                Err(_) => panic!("an idle connection was still open after 15 s"),
-            }
-        }
-        closed += 1;
-    }
-    let took = started.elapsed();
+    let (closed, took) = wire::until_all_closed(
+        silent.into_iter().chain(keep_alive).chain(h2),
+        Duration::from_secs(15),
+    )
+    .await;
     eprintln!(
         "[idle] {closed} idle connections (100 silent, 100 HTTP/1.1 keep-alive, 20 h2c) all closed {took:?} after the last was opened"
     );
