@@ -322,13 +322,10 @@ impl App {
             }
             Err(Refusal::Busy) => {
                 self.metrics.kill(KillReason::Concurrency);
-                let mut resp = error_response(
+                return retry_shortly(
                     KillReason::Concurrency.code(),
                     "every instance slot of this node is in use; retry shortly",
                 );
-                resp.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                return resp;
             }
         };
 
@@ -545,15 +542,10 @@ fn kill_response(reason: KillReason) -> Response<Body> {
         ),
         KillReason::Concurrency => too_busy(),
         KillReason::Throttled => throttled(Duration::from_secs(1)),
-        KillReason::TenantShare => {
-            let mut resp = error_response(
-                reason.code(),
-                "this tenant holds its share of the node's instances while others wait; retry shortly",
-            );
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            resp
-        }
+        KillReason::TenantShare => retry_shortly(
+            reason.code(),
+            "this tenant holds its share of the node's instances while others wait; retry shortly",
+        ),
         KillReason::RequestBody => {
             error_response(reason.code(), "request body exceeds this app's limit")
         }
@@ -580,10 +572,16 @@ fn throttled(wait: Duration) -> Response<Body> {
 }
 
 fn too_busy() -> Response<Body> {
-    let mut resp = error_response(
+    retry_shortly(
         KillReason::Concurrency.code(),
         "too many requests in flight for this app; retry shortly",
-    );
+    )
+}
+
+/// The node's own answer `code` with `Retry-After: 1`: the request may
+/// well succeed a second later.
+fn retry_shortly(code: ErrorCode, message: &str) -> Response<Body> {
+    let mut resp = error_response(code, message);
     resp.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     resp
