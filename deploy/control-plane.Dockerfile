@@ -31,6 +31,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY proto proto
 COPY runtime runtime
+COPY serve serve
 COPY edge-node edge-node
 COPY control-plane control-plane
 COPY sdk sdk
