@@ -43,7 +43,7 @@ pub struct Args {
     /// Largest component accepted at upload, in bytes [default: 52428800].
     #[arg(long, env = "OUTPOST_MAX_MODULE_BYTES")]
     pub max_module_bytes: Option<u64>,
-    /// Key sealing tenants' TLS private keys at rest: 64 hex digits [default: generated once
+    /// Key sealing tenants' TLS private keys and env values at rest: 64 hex digits [default: generated once
     /// into DATA_DIR/cert.key].
     #[arg(
         long,
@@ -84,7 +84,7 @@ struct FileConfig {
     node_token: Option<String>,
     /// Largest component accepted, bytes.
     max_module_bytes: Option<u64>,
-    /// Key sealing TLS private keys, 64 hex digits.
+    /// Key sealing TLS private keys and env values, 64 hex digits.
     cert_key: Option<String>,
     /// The platform zone.
     apps_domain: Option<String>,
@@ -134,7 +134,7 @@ pub struct Config {
     pub node_token: String,
     /// Upload cap.
     pub max_module_bytes: u64,
-    /// Key sealing TLS private keys (hex); `None`: `data_dir/cert.key`.
+    /// Key sealing TLS private keys and env values (hex); `None`: `data_dir/cert.key`.
     pub cert_key: Option<String>,
     /// What one tenant may hold.
     pub quotas: crate::quotas::Quotas,
@@ -284,7 +284,7 @@ impl Config {
         })
     }
 
-    /// The sealer for TLS private keys: the configured key, or the one
+    /// The sealer for TLS private keys and env values: the configured key, or the one
     /// kept in (and on first start generated into) `data_dir/cert.key`.
     pub fn sealer(
         &self,
