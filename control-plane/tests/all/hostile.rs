@@ -177,14 +177,7 @@ async fn a_cap_full_of_idle_connections_makes_room_for_new_clients() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     })
     .await;
-    let mut evicted = 0;
-    for tcp in &mut silent {
-        let mut buf = [0u8; 1];
-        if let Ok(Ok(0)) = tokio::time::timeout(Duration::from_millis(50), tcp.read(&mut buf)).await
-        {
-            evicted += 1;
-        }
-    }
+    let evicted = wire::count_closed(&mut silent, Duration::from_millis(50)).await;
     eprintln!(
         "[cp cap full of idle] {} good requests served at the cap; {evicted} silent sockets evicted",
         latencies.samples.len()
