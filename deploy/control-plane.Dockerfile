@@ -32,6 +32,7 @@ COPY Cargo.toml Cargo.lock ./
 COPY proto proto
 COPY runtime runtime
 COPY serve serve
+COPY link link
 COPY edge-node edge-node
 COPY control-plane control-plane
 COPY sdk sdk

@@ -14,9 +14,14 @@ use clap::{Args, Parser, Subcommand};
     after_help = "The control plane and token come from --url/--token, else OUTPOST_URL/OUTPOST_TOKEN, else the file `outpost login` writes."
 )]
 pub struct Cli {
-    /// Control plane URL [default: the saved login, else http://127.0.0.1:7070].
+    /// Control plane URL: https://, or http:// to this machine [default: the saved login, else
+    /// http://127.0.0.1:7070].
     #[arg(long, global = true, env = "OUTPOST_URL", value_name = "URL")]
     pub url: Option<String>,
+    /// PEM file of the CA that signed the control plane's certificate [default: the saved
+    /// login's, else the system's roots].
+    #[arg(long, global = true, env = "OUTPOST_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
     /// Bearer token (admin or tenant) [default: the saved login].
     #[arg(long, global = true, env = "OUTPOST_TOKEN", hide_env_values = true)]
     pub token: Option<String>,

@@ -1,15 +1,14 @@
 //! A small client for the control plane's REST API: bearer token, JSON in
 //! and out, the API's error body turned into one readable line.
 
-use std::time::Duration;
+use std::path::Path;
 
-use anyhow::{Context as _, anyhow, bail};
+use anyhow::{Context as _, anyhow};
 use bytes::Bytes;
 use http::{Method, Request, StatusCode, header};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper_util::client::legacy::Client as HyperClient;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -22,7 +21,7 @@ type Body = BoxBody<Bytes, std::io::Error>;
 pub struct Client {
     base: String,
     token: Option<String>,
-    http: HyperClient<HttpConnector, Body>,
+    http: HyperClient<outpost_link::Connector, Body>,
 }
 
 impl std::fmt::Debug for Client {
@@ -40,16 +39,14 @@ fn full(bytes: impl Into<Bytes>) -> Body {
 }
 
 impl Client {
-    /// A client for the control plane at `url` (`http://host:port`).
-    pub fn new(url: &str, token: Option<String>) -> anyhow::Result<Client> {
-        let base = url.trim_end_matches('/').to_string();
-        if !base.starts_with("http://") {
-            bail!("the control plane URL must start with http:// (got {url:?})");
-        }
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_secs(10)));
+    /// A client for the control plane at `url`: `https://`, verified
+    /// against `ca_file` (else the system's roots), or `http://` to this
+    /// machine ([`outpost_link`] has the rules).
+    pub fn new(url: &str, token: Option<String>, ca_file: Option<&Path>) -> anyhow::Result<Client> {
+        let target = outpost_link::target(url, ca_file)?;
+        let connector = outpost_link::connector(&target, ca_file)?;
         Ok(Client {
-            base,
+            base: target.base,
             token,
             http: HyperClient::builder(TokioExecutor::new()).build(connector),
         })
@@ -77,10 +74,16 @@ impl Client {
             req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
         let req = req.body(body).with_context(|| format!("bad URL {url}"))?;
-        self.http
-            .request(req)
-            .await
-            .map_err(|e| anyhow!("cannot reach the control plane at {}: {e}", self.base))
+        self.http.request(req).await.map_err(|e| {
+            // A certificate refused is a setting to fix: say which.
+            match outpost_link::rejected_certificate(&e) {
+                Some(why) => anyhow!(
+                    "{why} ({}); give the CA that signed it with --ca-file or OUTPOST_CA_FILE",
+                    self.base
+                ),
+                None => anyhow!("cannot reach the control plane at {}: {e}", self.base),
+            }
+        })
     }
 
     async fn send(

@@ -20,6 +20,9 @@ pub struct Saved {
     pub url: Option<String>,
     /// Bearer token (admin or tenant).
     pub token: Option<String>,
+    /// CA file the control plane's certificate is verified against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// The config file's path.

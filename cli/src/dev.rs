@@ -155,6 +155,9 @@ pub async fn run_until(
     };
     let cp_config = outpost_control_plane::config::Config {
         listen: dev.api,
+        // Plain HTTP on loopback: nothing to set up, and the CLI allows
+        // plain http:// to this machine only.
+        tls: None,
         data_dir: state_dir.join("data"),
         admin_token: tokens.admin.clone(),
         node_token: tokens.node.clone(),
@@ -170,7 +173,17 @@ pub async fn run_until(
     let control_plane =
         outpost_control_plane::start_with(&cp_config, store, sealer, stopped(stop_rx.clone()))
             .await?;
-    let api_addr = control_plane.addr;
+    // The node and the CLI reach it on loopback, also when it listens on
+    // every address: plain http:// is allowed to this machine only.
+    let api_addr = match control_plane.addr {
+        a if a.ip().is_unspecified() && a.is_ipv4() => {
+            std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, a.port()))
+        }
+        a if a.ip().is_unspecified() => {
+            std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port()))
+        }
+        a => a,
+    };
     let node_config = Config {
         http: dev.http,
         https: Some(dev.https),
@@ -184,6 +197,7 @@ pub async fn run_until(
         },
         sync: Some(SyncSettings {
             url: format!("http://{api_addr}"),
+            ca_file: None,
             token: tokens.node.clone(),
             cache_dir: state_dir.join("node-cache"),
             cache_key: None,
@@ -245,7 +259,7 @@ async fn bootstrap(
     wasm: &[u8],
 ) -> anyhow::Result<()> {
     let url = format!("http://{api}");
-    let admin = Client::new(&url, Some(tokens.admin.clone()))?;
+    let admin = Client::new(&url, Some(tokens.admin.clone()), None)?;
     if tokens.tenant.is_none() {
         let created: TenantCreated = admin
             .json(Method::POST, "/v1/tenants", &json!({"name": TENANT}))
@@ -263,7 +277,7 @@ async fn bootstrap(
         )
         .await
         .context("granting localhost to the dev tenant")?;
-    let tenant = Client::new(&url, tokens.tenant.clone())?;
+    let tenant = Client::new(&url, tokens.tenant.clone(), None)?;
     let app: App = match tenant.get(&format!("/v1/apps/{APP}")).await {
         Ok(app) => app,
         Err(_) => {

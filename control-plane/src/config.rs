@@ -25,12 +25,19 @@ pub const MIN_TOKEN_LEN: usize = 16;
 )]
 pub struct Args {
     /// TOML config file (keys: listen, data_dir, admin_token, node_token, max_module_bytes,
-    /// apps_domain, reserved_hosts, [quotas], [server]).
+    /// tls_cert, tls_key, apps_domain, reserved_hosts, [quotas], [server]).
     #[arg(long, env = "OUTPOST_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Address of the API listener; port 0 picks a free one [default: 127.0.0.1:7070].
     #[arg(long, env = "OUTPOST_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
+    /// PEM certificate chain of the API listener, which then serves HTTPS (with --tls-key);
+    /// reloaded when the file changes [default: plain HTTP].
+    #[arg(long, env = "OUTPOST_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "OUTPOST_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
     /// Directory of the sled database [default: ./data].
     #[arg(long, env = "OUTPOST_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -78,6 +85,10 @@ struct FileConfig {
     listen: Option<SocketAddr>,
     /// Directory of the sled database, relative to the file.
     data_dir: Option<PathBuf>,
+    /// PEM certificate chain of the API listener, relative to the file.
+    tls_cert: Option<PathBuf>,
+    /// Its PEM private key, relative to the file.
+    tls_key: Option<PathBuf>,
     /// Admin bearer token.
     admin_token: Option<String>,
     /// Node bearer token.
@@ -94,7 +105,7 @@ struct FileConfig {
     #[serde(default)]
     quotas: crate::quotas::Quotas,
     /// Connection handling: the same keys and defaults as the edge node's
-    /// `[server]` section, less its TLS ones.
+    /// `[server]` section, less `redirect_http`.
     #[serde(default)]
     server: outpost_serve::Config,
 }
@@ -106,6 +117,7 @@ impl std::fmt::Debug for Args {
             .field("config", &self.config)
             .field("listen", &self.listen)
             .field("data_dir", &self.data_dir)
+            .field("tls_cert", &self.tls_cert)
             .field("max_module_bytes", &self.max_module_bytes)
             .finish_non_exhaustive()
     }
@@ -126,6 +138,9 @@ impl std::fmt::Debug for FileConfig {
 pub struct Config {
     /// API listener.
     pub listen: SocketAddr,
+    /// The listener's certificate and key: HTTPS. `None`: plain HTTP, for
+    /// `outpost dev` and a control plane behind a proxy on its machine.
+    pub tls: Option<crate::tls::TlsFiles>,
     /// sled directory.
     pub data_dir: PathBuf,
     /// Admin token (clear; only its hash is kept once running).
@@ -158,6 +173,7 @@ impl std::fmt::Debug for Config {
         // Tokens never reach logs.
         f.debug_struct("Config")
             .field("listen", &self.listen)
+            .field("tls", &self.tls)
             .field("data_dir", &self.data_dir)
             .field("max_module_bytes", &self.max_module_bytes)
             .finish_non_exhaustive()
@@ -260,10 +276,25 @@ impl Config {
         {
             problems.push(e.to_string());
         }
+        let tls_cert = args.tls_cert.or(file.tls_cert.map(|p| base.join(p)));
+        let tls_key = args.tls_key.or(file.tls_key.map(|p| base.join(p)));
+        let tls = match (tls_cert, tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::TlsFiles { cert, key }),
+            (None, None) => None,
+            (Some(_), None) => {
+                problems.push("tls_cert needs tls_key (--tls-key or OUTPOST_TLS_KEY)".into());
+                None
+            }
+            (None, Some(_)) => {
+                problems.push("tls_key needs tls_cert (--tls-cert or OUTPOST_TLS_CERT)".into());
+                None
+            }
+        };
         if !problems.is_empty() {
             return Err(ConfigError(problems));
         }
         Ok(Config {
+            tls,
             listen: args
                 .listen
                 .or(file.listen)
@@ -396,17 +427,61 @@ max_header_bytes = 10
             err.contains("server.max_uri_bytes") && err.contains("server.max_header_bytes"),
             "{err}"
         );
-        // The node's TLS keys mean nothing here.
+        // The node's own keys mean nothing here; the handshake timeout
+        // does, for the API's TLS.
         assert!(
             with_file(
                 "[server]
-handshake_timeout_ms = 5
+redirect_http = true
 ",
                 &[]
             )
             .is_err()
         );
+        let c = with_file(
+            "[server]
+handshake_timeout_ms = 5
+",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            c.server.handshake_timeout,
+            std::time::Duration::from_millis(5)
+        );
         assert!(with_file("", &["--max-connections", "0"]).is_err());
+    }
+
+    #[test]
+    fn tls_needs_both_files_which_are_relative_to_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cp.toml");
+        std::fs::write(
+            &path,
+            "tls_cert = \"tls/cp.crt\"\ntls_key = \"tls/cp.key\"\n",
+        )
+        .unwrap();
+        let tokens = [
+            "--admin-token",
+            "admin-token-0123456789",
+            "--node-token",
+            "node-token-0123456789",
+        ];
+        let mut list = vec!["--config", path.to_str().unwrap()];
+        list.extend(tokens);
+        let c = Config::from_args(args(&list)).unwrap();
+        assert_eq!(
+            c.tls,
+            Some(crate::tls::TlsFiles {
+                cert: dir.path().join("tls/cp.crt"),
+                key: dir.path().join("tls/cp.key"),
+            })
+        );
+        let mut list = tokens.to_vec();
+        list.extend(["--tls-cert", "cp.crt"]);
+        let e = Config::from_args(args(&list)).unwrap_err();
+        assert!(e.to_string().contains("tls_cert needs tls_key"), "{e}");
+        assert!(Config::from_args(args(&tokens)).unwrap().tls.is_none());
     }
 
     #[test]

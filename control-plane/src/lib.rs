@@ -7,6 +7,9 @@
 //!
 //! Edge nodes follow it through the watch stream ([`watch`]).
 //!
+//! It serves HTTPS when given a certificate ([`tls`]); plain HTTP is for
+//! `outpost dev` and loopback.
+//!
 //! Its one start-up path is [`start()`] (or [`start_with`] over a given
 //! store): the `control-plane` binary parses its config and calls it, and
 //! so do `outpost dev` and the tests.
@@ -24,6 +27,7 @@ pub mod quotas;
 pub mod server;
 mod start;
 pub mod store;
+pub mod tls;
 pub mod watch;
 
 pub use start::{Running, StartError, start, start_with};

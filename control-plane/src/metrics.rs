@@ -10,6 +10,7 @@ pub struct CpMetrics {
     revision: IntGauge,
     deployments: IntCounterVec,
     watch_streams: IntGauge,
+    tls_handshakes: IntCounterVec,
     node_applied: IntGaugeVec,
     node_lag: IntGaugeVec,
     node_last_contact: IntGaugeVec,
@@ -36,6 +37,14 @@ impl CpMetrics {
             watch_streams: IntGauge::new(
                 "outpost_cp_watch_streams",
                 "Edge nodes connected to the watch stream.",
+            )
+            .unwrap(),
+            tls_handshakes: IntCounterVec::new(
+                Opts::new(
+                    "outpost_cp_tls_handshakes_total",
+                    "TLS handshakes on the API listener, by result (ok, error, timeout).",
+                ),
+                &["result"],
             )
             .unwrap(),
             node_applied: IntGaugeVec::new(
@@ -71,6 +80,9 @@ impl CpMetrics {
             .register(Box::new(m.watch_streams.clone()))
             .unwrap();
         m.registry
+            .register(Box::new(m.tls_handshakes.clone()))
+            .unwrap();
+        m.registry
             .register(Box::new(m.node_applied.clone()))
             .unwrap();
         m.registry.register(Box::new(m.node_lag.clone())).unwrap();
@@ -94,6 +106,12 @@ impl CpMetrics {
     /// A watch stream opened (`+1`) or closed (`-1`).
     pub fn watch_streams(&self, delta: i64) {
         self.watch_streams.add(delta);
+    }
+
+    /// Counts one TLS handshake on the API listener: `ok`, `error` or
+    /// `timeout`.
+    pub fn tls_handshake(&self, result: &str) {
+        self.tls_handshakes.with_label_values(&[result]).inc();
     }
 
     /// Renders the text format, with per-node series from `nodes`.
@@ -136,6 +154,7 @@ mod tests {
         m.deployed("acme");
         m.deployed("acme");
         m.watch_streams(1);
+        m.tls_handshake("timeout");
         let text = m.render(&[outpost_proto::NodeStatus {
             id: "edge-1".into(),
             applied_revision: 5,
@@ -146,6 +165,7 @@ mod tests {
             "outpost_cp_revision 7",
             r#"outpost_cp_deployments_total{tenant="acme"} 2"#,
             "outpost_cp_watch_streams 1",
+            r#"outpost_cp_tls_handshakes_total{result="timeout"} 1"#,
             r#"outpost_cp_node_applied_revision{node="edge-1"} 5"#,
             r#"outpost_cp_node_lag_revisions{node="edge-1"} 2"#,
             r#"outpost_cp_node_last_contact_timestamp_seconds{node="edge-1"} 1795000000"#,

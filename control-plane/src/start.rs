@@ -38,6 +38,9 @@ pub enum StartError {
     /// The validating runtime could not be set up.
     #[error(transparent)]
     Runtime(#[from] outpost_runtime::Error),
+    /// The API's certificate or key is unusable.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// The configuration is unusable.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
@@ -69,15 +72,23 @@ const STORE_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Running {
     /// Where the API listens.
     pub addr: SocketAddr,
+    /// Whether it serves HTTPS.
+    pub tls: bool,
     /// The API's state (store, tokens, validator).
     pub state: Arc<ApiState>,
     server: JoinHandle<std::io::Result<()>>,
 }
 
 impl Running {
+    /// The API's base URL (`https://` when it serves TLS).
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
     /// The line scripts and tests wait for.
     pub fn banner(&self) -> String {
-        format!("Listening on http://{}/", self.addr)
+        format!("Listening on {}/", self.url())
     }
 
     /// Waits until the shutdown future given to [`start`] completes and the
@@ -131,6 +142,7 @@ pub async fn start_with(
     if !problems.is_empty() {
         return Err(crate::config::ConfigError(problems).into());
     }
+    let tls = config.tls.as_ref().map(crate::tls::acceptor).transpose()?;
     // Uploads are compiled and trial-instantiated in a small pool shaped
     // like the nodes' (see `PoolConfig::for_validation`).
     let validator = Arc::new(Runtime::new(
@@ -157,14 +169,19 @@ pub async fn start_with(
         source,
     })?;
     let addr = listener.local_addr()?;
+    let served_tls = tls.is_some();
     let server = tokio::spawn(server::run(
-        listener,
+        server::Listener {
+            tcp: listener,
+            tls,
+            config: config.server.clone(),
+        },
         state.clone(),
-        config.server.clone(),
         shutdown,
     ));
     Ok(Running {
         addr,
+        tls: served_tls,
         state,
         server,
     })

@@ -97,9 +97,14 @@ pub struct Args {
     /// Use wasmtime's pooling allocator (true/false) [default: true].
     #[arg(long, env = "OUTPOST_POOLING", value_name = "BOOL")]
     pub pooling: Option<bool>,
-    /// Follow this control plane (sync mode) instead of serving --app files.
+    /// Follow this control plane (sync mode) instead of serving --app files: an https:// URL,
+    /// or http:// to this machine.
     #[arg(long, env = "OUTPOST_CONTROL_PLANE", value_name = "URL")]
     pub control_plane: Option<String>,
+    /// PEM file of the CA that signed the control plane's certificate [default: the system's
+    /// roots].
+    #[arg(long, env = "OUTPOST_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
     /// The control plane's node token (sync mode).
     #[arg(long, env = "OUTPOST_NODE_TOKEN", hide_env_values = true)]
     pub node_token: Option<String>,
@@ -169,6 +174,8 @@ struct FileConfig {
     apps: Vec<AppFileConfig>,
     /// Control plane to follow (sync mode).
     control_plane: Option<String>,
+    /// CA of its certificate, relative to the file.
+    ca_file: Option<PathBuf>,
     /// Its node token.
     node_token: Option<String>,
     /// Sync mode's cache directory, relative to the file.
@@ -256,6 +263,9 @@ pub struct Config {
 pub struct SyncSettings {
     /// Control plane base URL.
     pub url: String,
+    /// CA file its certificate is verified against; `None`: the system's
+    /// roots.
+    pub ca_file: Option<PathBuf>,
     /// Node token.
     pub token: String,
     /// Cache directory.
@@ -486,8 +496,9 @@ impl Config {
         let sync = match args.control_plane.or(file.control_plane) {
             None => None,
             Some(url) => {
-                if !url.starts_with("http://") {
-                    problems.push(format!("--control-plane {url:?}: expected an http:// URL"));
+                let ca_file = args.ca_file.or(file.ca_file.map(|f| base.join(f)));
+                if let Err(e) = outpost_link::target(&url, ca_file.as_deref()) {
+                    problems.push(format!("--control-plane: {e}"));
                 }
                 if !apps.is_empty() {
                     problems.push("--app and --control-plane cannot be combined: a node follows a control plane or serves its own apps".into());
@@ -520,6 +531,7 @@ impl Config {
                 Some(SyncSettings {
                     node_id,
                     url,
+                    ca_file,
                     token,
                     cache_key,
                     cache_dir: args

@@ -35,6 +35,16 @@ pub enum Error {
     /// Serving failed.
     #[error("serving: {0}")]
     Serve(#[from] std::io::Error),
+    /// The control plane's URL or trust roots are unusable (an unreadable
+    /// CA file).
+    #[error(transparent)]
+    Link(#[from] outpost_link::LinkError),
+    /// The control plane refused this node (its certificate is not
+    /// trusted, or it refused the node's credential) while the node had
+    /// nothing cached to serve: a setting to fix, not an outage to wait
+    /// out.
+    #[error("the control plane refused this node, which has nothing cached to serve: {0}")]
+    Refused(Box<crate::sync::SyncError>),
 }
 
 /// `Result` with this crate's [`Error`].

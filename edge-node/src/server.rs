@@ -180,7 +180,7 @@ async fn serve_clients(
             node: node.clone(),
             http: http.clone(),
             watcher: graceful.watcher(),
-            handshake_timeout: server.handshake_timeout,
+            handshake_timeout: server.connections.handshake_timeout,
         };
         let kind = kind.clone();
         tokio::spawn(async move {

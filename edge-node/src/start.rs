@@ -37,7 +37,7 @@ pub struct Running {
     /// cached snapshot's, or 0.
     pub restored_revision: u64,
     server: JoinHandle<Result<()>>,
-    follower: Option<JoinHandle<()>>,
+    follower: Option<JoinHandle<std::result::Result<(), sync::SyncError>>>,
 }
 
 impl Running {
@@ -53,12 +53,24 @@ impl Running {
 
     /// Waits until the shutdown future given to [`start`] completes and
     /// in-flight requests are done (or their grace period is over), then
-    /// stops following the control plane.
-    pub async fn stopped(self) -> Result<()> {
-        let served = self.server.await;
-        if let Some(follower) = &self.follower {
-            follower.abort();
-        }
+    /// stops following the control plane. Ends early, with
+    /// [`Error::Refused`], when the control plane refuses a node that has
+    /// nothing to serve.
+    pub async fn stopped(mut self) -> Result<()> {
+        let served = match self.follower.take() {
+            None => self.server.await,
+            Some(mut follower) => tokio::select! {
+                served = &mut self.server => {
+                    follower.abort();
+                    served
+                }
+                Ok(Err(refused)) = &mut follower => {
+                    // Nothing was served but 404s: no grace needed.
+                    self.server.abort();
+                    return Err(Error::Refused(Box::new(refused)));
+                }
+            },
+        };
         match served {
             Ok(result) => result,
             Err(e) => Err(std::io::Error::other(e).into()),
@@ -111,11 +123,12 @@ pub async fn start(
             let restored = sync::restore(&node, &cache, &config.limits).await?;
             let sync_config = SyncConfig {
                 url: settings.url.clone(),
+                ca_file: settings.ca_file.clone(),
                 token: settings.token.clone(),
                 defaults: config.limits.clone(),
                 node_id: settings.node_id.clone(),
             };
-            Some(Follower::new(node.clone(), sync_config, cache, restored))
+            Some(Follower::new(node.clone(), sync_config, cache, restored)?)
         }
         None => None,
     };

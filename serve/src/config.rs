@@ -1,7 +1,7 @@
 //! Connection handling settings: the keys of the `[server]` section that
 //! the edge node and the control plane share, with their defaults and
 //! their checks. Each binary lays its own flags (`--max-connections`) over
-//! them; the node adds its TLS-only keys beside them.
+//! them; the node adds its own keys (`redirect_http`) beside them.
 
 use std::time::Duration;
 
@@ -17,6 +17,10 @@ pub struct Config {
     /// Time a client has to send a complete request head. Default: 10 s.
     #[serde(rename = "header_read_timeout_ms", deserialize_with = "millis")]
     pub header_read_timeout: Duration,
+    /// Time a client has to finish its TLS handshake, on a listener that
+    /// serves TLS. Default: 10 s.
+    #[serde(rename = "handshake_timeout_ms", deserialize_with = "millis")]
+    pub handshake_timeout: Duration,
     /// Time in-flight requests get to finish on shutdown. Default: 10 s.
     #[serde(rename = "shutdown_grace_ms", deserialize_with = "millis")]
     pub shutdown_grace: Duration,
@@ -50,6 +54,7 @@ impl Default for Config {
         Config {
             max_connections: 10_000,
             header_read_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_header_bytes: 64 * 1024,
@@ -70,6 +75,9 @@ impl Config {
         }
         if self.header_read_timeout.is_zero() {
             out.push("server.header_read_timeout_ms must be greater than 0".into());
+        }
+        if self.handshake_timeout.is_zero() {
+            out.push("server.handshake_timeout_ms must be greater than 0".into());
         }
         if self.idle_timeout.is_zero() {
             out.push("server.idle_timeout_ms must be greater than 0".into());

@@ -14,7 +14,12 @@ use crate::config;
 
 /// `outpost login`: checks the token against the control plane, then saves
 /// URL and token.
-pub async fn login(client: &Client, token: Option<String>, out: Out) -> anyhow::Result<()> {
+pub async fn login(
+    client: &Client,
+    token: Option<String>,
+    ca_file: Option<std::path::PathBuf>,
+    out: Out,
+) -> anyhow::Result<()> {
     let Some(token) = token else {
         bail!("give the token with --token or OUTPOST_TOKEN");
     };
@@ -28,9 +33,14 @@ pub async fn login(client: &Client, token: Option<String>, out: Out) -> anyhow::
         Ok(_) => "admin",
         Err(_) => "tenant",
     };
+    // Saved absolute: later commands run from other directories.
+    let ca_file = ca_file
+        .map(|f| std::path::absolute(&f).with_context(|| format!("resolving {}", f.display())))
+        .transpose()?;
     let path = config::save(&config::Saved {
         url: Some(client.url().to_string()),
         token: Some(token),
+        ca_file,
     })?;
     out.show(
         &json!({"url": client.url(), "kind": kind, "config": path, "revision": rollout.revision}),

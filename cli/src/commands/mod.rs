@@ -61,14 +61,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         return crate::dev::run(dev).await;
     }
     let saved = config::load()?;
+    let cli_url_given = cli.url.is_some();
     let url = cli
         .url
         .or(saved.url)
         .unwrap_or_else(|| config::DEFAULT_URL.to_string());
     let token = cli.token.or(saved.token);
-    let client = Client::new(&url, token.clone())?;
+    // A CA saved with another URL is not this one's.
+    let ca_file = match (cli.ca_file, cli_url_given) {
+        (Some(file), _) => Some(file),
+        (None, false) => saved.ca_file,
+        (None, true) => None,
+    };
+    let client = Client::new(&url, token.clone(), ca_file.as_deref())?;
     match cli.command {
-        Command::Login => fleet::login(&client, token, out).await,
+        Command::Login => fleet::login(&client, token, ca_file, out).await,
         Command::Tenants(cmd) => fleet::tenants(&client, cmd, out).await,
         Command::Tokens(cmd) => fleet::tokens(&client, cmd, out).await,
         Command::Nodes => fleet::nodes(&client, out).await,

@@ -14,3 +14,4 @@ mod logs;
 #[allow(dead_code)]
 mod support;
 mod tenancy;
+mod tls;

@@ -4,13 +4,11 @@
 //! ones are the node's own. `--max-connections` and `--redirect-http` are
 //! laid over it by [`crate::config`].
 
-use std::time::Duration;
-
 use serde::Deserialize;
 
 /// The `[server]` section: every key optional, durations in ms, keys
 /// unknown to both parts refused.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 // One flat table in the file, two structs here: serde's `flatten` would
 // let unknown keys through, so the node's keys are taken out first and
 // the rest must be exactly the shared ones.
@@ -19,21 +17,8 @@ pub struct Config {
     /// Connection cap, timeouts, head caps and HTTP/2 limits, shared with
     /// the control plane; see [`outpost_serve::Config`] for each key.
     pub connections: outpost_serve::Config,
-    /// Time a client has to finish its TLS handshake
-    /// (`handshake_timeout_ms`). Default: 10 s.
-    pub handshake_timeout: Duration,
     /// Answer plain HTTP with 308 to HTTPS (when HTTPS is on). Default: false.
     pub redirect_http: bool,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            connections: outpost_serve::Config::default(),
-            handshake_timeout: Duration::from_secs(10),
-            redirect_http: false,
-        }
-    }
 }
 
 impl TryFrom<toml::Table> for Config {
@@ -41,12 +26,6 @@ impl TryFrom<toml::Table> for Config {
 
     fn try_from(mut table: toml::Table) -> Result<Config, String> {
         let mut config = Config::default();
-        if let Some(ms) = table.remove("handshake_timeout_ms") {
-            let ms: u64 = ms
-                .try_into()
-                .map_err(|e| format!("handshake_timeout_ms: {e}"))?;
-            config.handshake_timeout = Duration::from_millis(ms);
-        }
         if let Some(on) = table.remove("redirect_http") {
             config.redirect_http = on.try_into().map_err(|e| format!("redirect_http: {e}"))?;
         }
@@ -61,16 +40,14 @@ impl Config {
     /// What is wrong with the settings hyper would otherwise panic on or
     /// that would make the node refuse everything.
     pub fn problems(&self) -> Vec<String> {
-        let mut out = self.connections.problems();
-        if self.handshake_timeout.is_zero() {
-            out.push("server.handshake_timeout_ms must be greater than 0".into());
-        }
-        out
+        self.connections.problems()
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn parse(text: &str) -> Result<Config, toml::de::Error> {
@@ -85,7 +62,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.connections.idle_timeout, Duration::from_millis(1500));
         assert_eq!(c.connections.max_connections, 7);
-        assert_eq!(c.handshake_timeout, Duration::from_millis(250));
+        assert_eq!(c.connections.handshake_timeout, Duration::from_millis(250));
         assert!(c.redirect_http);
         assert_eq!(parse("").unwrap(), Config::default());
         assert!(Config::default().problems().is_empty());
@@ -105,9 +82,9 @@ mod tests {
             connections: outpost_serve::Config {
                 max_connections: 0,
                 max_uri_bytes: 0,
+                handshake_timeout: Duration::ZERO,
                 ..Default::default()
             },
-            handshake_timeout: Duration::ZERO,
             ..Config::default()
         };
         assert_eq!(c.problems().len(), 3, "{:?}", c.problems());

@@ -1,16 +1,21 @@
 //! Where and how a node follows a control plane.
 
+use std::path::PathBuf;
+
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use outpost_runtime::Limits;
 
 /// Where and how to follow a control plane.
 #[derive(Clone)]
 pub struct SyncConfig {
-    /// Base URL, e.g. `http://127.0.0.1:7070`.
+    /// Base URL: `https://…`, or `http://` to this machine
+    /// ([`outpost_link`] has the rules).
     pub url: String,
+    /// CA file its certificate is verified against; `None`: the system's
+    /// roots.
+    pub ca_file: Option<PathBuf>,
     /// The node token.
     pub token: String,
     /// Limits for fields neither tenant nor app sets.
@@ -30,4 +35,4 @@ impl std::fmt::Debug for SyncConfig {
 }
 
 /// One client for the watch stream, module fetches and status reports.
-pub(crate) type HttpClient = Client<HttpConnector, Full<Bytes>>;
+pub(crate) type HttpClient = Client<outpost_link::Connector, Full<Bytes>>;

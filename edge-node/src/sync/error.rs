@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use http::StatusCode;
 
-/// Why one watch connection ended (the follower then reconnects).
+/// Why one watch connection ended (the follower then reconnects, unless
+/// it is a [`SyncError::is_refusal`] and the node has nothing to serve).
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
     /// The configured URL does not make a request.
@@ -22,6 +23,14 @@ pub enum SyncError {
         url: String,
         /// Why.
         source: hyper_util::client::legacy::Error,
+    },
+    /// The control plane's certificate is not trusted.
+    #[error("{url}: {why}; give the CA that signed it with --ca-file or OUTPOST_CA_FILE")]
+    Untrusted {
+        /// The URL.
+        url: String,
+        /// What rustls found wrong with it.
+        why: String,
     },
     /// The control plane answered with an error status.
     #[error("{url}: {status}")]
@@ -71,4 +80,19 @@ pub enum SyncError {
     /// The node refused what arrived (a route, a component).
     #[error(transparent)]
     Apply(#[from] crate::Error),
+}
+
+impl SyncError {
+    /// The control plane refused this node in a way retrying will not
+    /// fix: its certificate is not trusted here, or it refused the node's
+    /// credential (unknown, revoked, or not a node's).
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            SyncError::Untrusted { .. } => true,
+            SyncError::Status { status, .. } => {
+                matches!(*status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
+            }
+            _ => false,
+        }
+    }
 }

@@ -55,21 +55,24 @@ pub struct Follower {
 
 impl Follower {
     /// A follower for `node`, which already serves `served` (what
-    /// [`super::restore`] returned), if anything.
+    /// [`super::restore`] returned), if anything. Refuses a URL or CA file
+    /// that cannot be used.
     pub fn new(
         node: Arc<Node>,
         config: SyncConfig,
         cache: Cache,
         served: Option<Snapshot>,
-    ) -> Follower {
-        Follower {
+    ) -> crate::Result<Follower> {
+        let target = outpost_link::target(&config.url, config.ca_file.as_deref())?;
+        let connector = outpost_link::connector(&target, config.ca_file.as_deref())?;
+        Ok(Follower {
             node,
             config,
             cache,
-            client: Client::builder(TokioExecutor::new()).build_http(),
+            client: Client::builder(TokioExecutor::new()).build(connector),
             have: served,
             assembly: SnapshotAssembly::default(),
-        }
+        })
     }
 
     /// The revision being served whole (0: none yet).
@@ -81,8 +84,11 @@ impl Follower {
         self.have.as_ref().map_or(0, |s| s.revision)
     }
 
-    /// Follows the control plane forever; also ships guest output.
-    pub async fn run(mut self) {
+    /// Follows the control plane, also shipping guest output, until the
+    /// node is stopped; returns only a refusal ([`SyncError::is_refusal`])
+    /// met while the node has nothing to serve. With a snapshot to serve,
+    /// the node keeps serving it and keeps retrying, whatever the error.
+    pub async fn run(mut self) -> Result<(), SyncError> {
         // The shipper waits on the runtime's queue forever: it ends with
         // the follower (a node aborted or shut down), not on its own.
         let _shipper = self.node.runtime().take_guest_logs().map(|lines| {
@@ -97,6 +103,10 @@ impl Follower {
             let before = self.revision();
             match self.watch_once().await {
                 Ok(()) => tracing::info!("watch stream ended; reconnecting"),
+                Err(e) if e.is_refusal() && self.have.is_none() => {
+                    tracing::error!(error = %e, "the control plane refused this node, which has nothing to serve");
+                    return Err(e);
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "sync with the control plane failed; retrying")
                 }
@@ -294,14 +304,18 @@ impl Follower {
                 url: url.to_string(),
                 source,
             })?;
-        let resp = self
-            .client
-            .request(req)
-            .await
-            .map_err(|source| SyncError::Connect {
-                url: url.to_string(),
-                source,
-            })?;
+        let resp = self.client.request(req).await.map_err(|source| {
+            match outpost_link::rejected_certificate(&source) {
+                Some(why) => SyncError::Untrusted {
+                    url: url.to_string(),
+                    why,
+                },
+                None => SyncError::Connect {
+                    url: url.to_string(),
+                    source,
+                },
+            }
+        })?;
         if resp.status() != StatusCode::OK {
             return Err(SyncError::Status {
                 url: url.to_string(),

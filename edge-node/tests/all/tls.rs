@@ -208,11 +208,9 @@ async fn stalled_handshakes_block_no_one_and_time_out() {
     const HANDSHAKE_TIMEOUT: Duration = Duration::from_millis(500);
     // Scheduling on a busy two-core machine, and the 50 ms polling below.
     const SLACK: Duration = Duration::from_secs(1);
-    let f = fleet(ServerConfig {
-        handshake_timeout: HANDSHAKE_TIMEOUT,
-        ..quick_server()
-    })
-    .await;
+    let mut server = quick_server();
+    server.connections.handshake_timeout = HANDSHAKE_TIMEOUT;
+    let f = fleet(server).await;
     // Fifty clients open a socket and say nothing.
     let first_opened = Instant::now();
     let mut idle = Vec::new();

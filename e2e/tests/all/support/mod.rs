@@ -65,6 +65,7 @@ impl EdgeNode {
             metrics: "127.0.0.1:0".parse().unwrap(),
             sync: Some(SyncSettings {
                 url: format!("http://{cp}"),
+                ca_file: None,
                 token: NODE.into(),
                 cache_dir: cache_dir.to_path_buf(),
                 cache_key: None,
