@@ -160,6 +160,7 @@ mod tests {
             applied_revision: 5,
             last_contact: 1_795_000_000,
             unavailable: Default::default(),
+            identity: None,
         }]);
         for line in [
             "outpost_cp_revision 7",

@@ -162,6 +162,71 @@ pub struct TokenInfo {
     pub created_at: u64,
 }
 
+/// Prefix of a per-node identity token: `opn_<name>_<64 hex>`. The name
+/// is in the clear so that the control plane finds the identity without
+/// trying every stored hash, and so that a node can take its id from its
+/// token; the 256 random bits after it are what authenticates.
+pub const NODE_TOKEN_PREFIX: &str = "opn_";
+
+/// Whether `name` may name a node: 1-63 characters of `a-z`, `0-9` and
+/// `-`, not starting with `-` (the control plane's rule for every name).
+pub fn is_node_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && !name.starts_with('-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// The node name a per-node identity token carries, if `token` has the
+/// shape `opn_<name>_<64 lower-case hex>`. The shape says nothing about
+/// whether the token is valid: only the control plane knows that.
+pub fn node_token_name(token: &str) -> Option<&str> {
+    let rest = token.strip_prefix(NODE_TOKEN_PREFIX)?;
+    // Names hold no `_`, so the last one separates name and secret.
+    let (name, secret) = rest.rsplit_once('_')?;
+    let secret_ok = secret.len() == 64
+        && secret
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    (secret_ok && is_node_name(name)).then_some(name)
+}
+
+/// `POST /v1/nodes/identities` (admin): a per-node credential.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateNodeIdentity {
+    /// The node's name, which becomes its id in the fleet (`edge-1`).
+    pub name: String,
+}
+
+/// The answer to [`CreateNodeIdentity`]: the only time the token is shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct NodeIdentityCreated {
+    /// The node's name.
+    pub name: String,
+    /// The node's bearer token (`opn_<name>_<64 hex>`). Stored hashed.
+    pub token: String,
+    /// Unix seconds.
+    pub created_at: u64,
+}
+
+/// A node identity as `GET /v1/nodes/identities` lists it: never the
+/// token nor its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct NodeIdentity {
+    /// The node's name.
+    pub name: String,
+    /// Unix seconds.
+    pub created_at: u64,
+}
+
 /// The answer to [`CreateTenant`]: the only time the token is shown.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -697,7 +762,8 @@ impl SnapshotAssembly {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NodeStatus {
-    /// The node's self-chosen id.
+    /// The node's id: self-chosen on the shared node token, its identity's
+    /// name with a per-node one.
     pub id: String,
     /// Highest revision it reported applied.
     pub applied_revision: u64,
@@ -707,6 +773,10 @@ pub struct NodeStatus {
     /// last report.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub unavailable: BTreeMap<String, String>,
+    /// The per-node identity it authenticated with (its id is then that
+    /// identity's name); absent for a node on the shared node token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
 }
 
 /// `GET /v1/rollout?revision=N`: how many live nodes serve revision `N`
@@ -762,6 +832,28 @@ pub fn app_key(tenant: &str, app: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_tokens_carry_their_name_only_in_the_exact_shape() {
+        let secret = "0123456789abcdef".repeat(4);
+        assert_eq!(
+            node_token_name(&format!("opn_edge-1_{secret}")),
+            Some("edge-1")
+        );
+        for bad in [
+            format!("opt_edge-1_{secret}"),
+            format!("opn__{secret}"),
+            format!("opn_-edge_{secret}"),
+            format!("opn_Edge_{secret}"),
+            format!("opn_edge_1_{secret}"),
+            format!("opn_edge-1_{}", secret.to_uppercase()),
+            format!("opn_edge-1_{}", &secret[1..]),
+            format!("opn_{}_{secret}", "a".repeat(64)),
+            "opn_edge-1".into(),
+        ] {
+            assert_eq!(node_token_name(&bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn error_body_matches_its_golden_json() {

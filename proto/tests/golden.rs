@@ -186,6 +186,38 @@ fn api_bodies() {
             applied_revision: 42,
             last_contact: 1_795_000_000,
             unavailable: BTreeMap::new(),
+            identity: None,
+        },
+    );
+    check(
+        "node_status_identity",
+        NodeStatus {
+            id: "edge-1".into(),
+            applied_revision: 42,
+            last_contact: 1_795_000_000,
+            unavailable: BTreeMap::new(),
+            identity: Some("edge-1".into()),
+        },
+    );
+    check(
+        "create_node_identity",
+        CreateNodeIdentity {
+            name: "edge-1".into(),
+        },
+    );
+    check(
+        "node_identity_created",
+        NodeIdentityCreated {
+            name: "edge-1".into(),
+            token: "opn_edge-1_3q2-example-token".into(),
+            created_at: 1_795_000_000,
+        },
+    );
+    check(
+        "node_identity",
+        NodeIdentity {
+            name: "edge-1".into(),
+            created_at: 1_795_000_000,
         },
     );
 }

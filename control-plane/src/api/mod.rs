@@ -199,6 +199,7 @@ impl ApiState {
                 applied_revision: 0,
                 last_contact: 0,
                 unavailable: Default::default(),
+                identity: None,
             });
         entry.last_contact = crate::store::now();
         update(entry);
