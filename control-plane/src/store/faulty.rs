@@ -18,8 +18,8 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use super::{
-    Allowance, AppRecord, CertRecord, Change, DeploymentRecord, Result, Revision, Store,
-    StoreError, StoredEnv, TenantRecord, TokenRecord, Usage,
+    Allowance, AppRecord, CertRecord, Change, DeploymentRecord, NodeIdentityRecord, Result,
+    Revision, Store, StoreError, StoredEnv, TenantRecord, TokenRecord, Usage,
 };
 
 /// The error a failing write returns.
@@ -136,6 +136,24 @@ impl<S: Store> Store for FaultyStore<S> {
     fn revoke_token(&self, tenant: &str, name: &str) -> Result<()> {
         self.write()?;
         self.inner.revoke_token(tenant, name)
+    }
+
+    fn create_node_identity(&self, record: NodeIdentityRecord) -> Result<()> {
+        self.write()?;
+        self.inner.create_node_identity(record)
+    }
+
+    fn node_identity(&self, name: &str) -> Result<Option<NodeIdentityRecord>> {
+        self.inner.node_identity(name)
+    }
+
+    fn node_identities(&self) -> Result<Vec<NodeIdentityRecord>> {
+        self.inner.node_identities()
+    }
+
+    fn revoke_node_identity(&self, name: &str) -> Result<()> {
+        self.write()?;
+        self.inner.revoke_node_identity(name)
     }
 
     fn create_app(&self, record: AppRecord, allowance: &Allowance) -> Result<Revision> {

@@ -118,6 +118,19 @@ pub struct TokenRecord {
     pub created_at: u64,
 }
 
+/// A node's own credential: the node named `name` authenticates with the
+/// token whose sha256 this is. Revoking it (deleting the record) shuts
+/// that one node out without touching the rest of the fleet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeIdentityRecord {
+    /// The node's name, which is also its id in the fleet.
+    pub name: String,
+    /// sha256 of its token, hex. The token itself is never stored.
+    pub token_sha256: String,
+    /// Unix seconds.
+    pub created_at: u64,
+}
+
 /// What a tenant holds, kept exact by every write that changes it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
@@ -272,6 +285,16 @@ pub trait Store: Send + Sync + 'static {
     fn tokens(&self, tenant: &str) -> Result<Vec<TokenRecord>>;
     /// Revokes a tenant's token by name: it lets no one in from now on.
     fn revoke_token(&self, tenant: &str, name: &str) -> Result<()>;
+
+    /// Adds a per-node identity (the name must be free). Like tokens, it
+    /// leaves the revision alone: nothing nodes serve changes.
+    fn create_node_identity(&self, record: NodeIdentityRecord) -> Result<()>;
+    /// One node identity, by name.
+    fn node_identity(&self, name: &str) -> Result<Option<NodeIdentityRecord>>;
+    /// Every node identity, by name.
+    fn node_identities(&self) -> Result<Vec<NodeIdentityRecord>>;
+    /// Revokes a node identity: its token lets no one in from now on.
+    fn revoke_node_identity(&self, name: &str) -> Result<()>;
 
     /// Creates an app; its name must be free within the tenant and its
     /// routes free across all tenants.

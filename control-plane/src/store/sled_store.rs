@@ -10,8 +10,8 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use sled::{Db, Transactional, Tree};
 
 use super::{
-    Allowance, AppRecord, CertRecord, Change, DeploymentRecord, Result, Revision, Store,
-    StoreError, StoredEnv, TenantRecord, TokenRecord, Usage,
+    Allowance, AppRecord, CertRecord, Change, DeploymentRecord, NodeIdentityRecord, Result,
+    Revision, Store, StoreError, StoredEnv, TenantRecord, TokenRecord, Usage,
 };
 
 type TxResult<T> = std::result::Result<T, ConflictableTransactionError<StoreError>>;
@@ -35,6 +35,8 @@ pub struct SledStore {
     deployments: Tree,
     modules: Tree,
     certificates: Tree,
+    /// Node name -> [`NodeIdentityRecord`].
+    node_identities: Tree,
     meta: Tree,
 }
 
@@ -82,6 +84,7 @@ impl SledStore {
             deployments: tree("deployments")?,
             modules: tree("modules")?,
             certificates: tree("certificates")?,
+            node_identities: tree("node_identities")?,
             meta: tree("meta")?,
             db,
         }
@@ -232,6 +235,7 @@ impl SledStore {
             &self.module_refs,
             &self.tokens,
             &self.token_names,
+            &self.node_identities,
         )
             .transaction(
                 |(
@@ -247,6 +251,7 @@ impl SledStore {
                     module_refs,
                     tokens,
                     token_names,
+                    node_identities,
                 )| {
                     f(&Trees {
                         apps,
@@ -261,6 +266,7 @@ impl SledStore {
                         module_refs,
                         tokens,
                         token_names,
+                        node_identities,
                     })
                 },
             )
@@ -287,6 +293,7 @@ struct Trees<'a> {
     module_refs: &'a TransactionalTree,
     tokens: &'a TransactionalTree,
     token_names: &'a TransactionalTree,
+    node_identities: &'a TransactionalTree,
 }
 
 impl Trees<'_> {
@@ -714,6 +721,41 @@ impl Store for SledStore {
                 return abort(StoreError::NotFound(format!("token {name:?}")));
             };
             t.tokens.remove(hash)?;
+            Ok(())
+        })
+    }
+
+    fn create_node_identity(&self, record: NodeIdentityRecord) -> Result<()> {
+        self.write(|t| {
+            if t.node_identities.get(record.name.as_bytes())?.is_some() {
+                return abort(StoreError::Exists(format!(
+                    "node identity {:?}",
+                    record.name
+                )));
+            }
+            t.node_identities
+                .insert(record.name.as_bytes(), encode(&record))?;
+            Ok(())
+        })
+    }
+
+    fn node_identity(&self, name: &str) -> Result<Option<NodeIdentityRecord>> {
+        self.node_identities
+            .get(name.as_bytes())
+            .map_err(backend)?
+            .map(|v| decode(&v))
+            .transpose()
+    }
+
+    fn node_identities(&self) -> Result<Vec<NodeIdentityRecord>> {
+        scan(&self.node_identities, b"")
+    }
+
+    fn revoke_node_identity(&self, name: &str) -> Result<()> {
+        self.write(|t| {
+            if t.node_identities.remove(name.as_bytes())?.is_none() {
+                return abort(StoreError::NotFound(format!("node identity {name:?}")));
+            }
             Ok(())
         })
     }

@@ -456,6 +456,49 @@ fn tokens_are_named_listed_and_revoked() {
 }
 
 #[test]
+fn node_identities_are_unique_revocable_and_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let identity = |name: &str| NodeIdentityRecord {
+        name: name.into(),
+        token_sha256: format!("hash-of-{name}"),
+        created_at: 3,
+    };
+    {
+        let s = SledStore::open(dir.path()).unwrap();
+        s.create_node_identity(identity("edge-2")).unwrap();
+        s.create_node_identity(identity("edge-1")).unwrap();
+        assert!(matches!(
+            s.create_node_identity(NodeIdentityRecord {
+                token_sha256: "another-hash".into(),
+                ..identity("edge-1")
+            }),
+            Err(StoreError::Exists(_))
+        ));
+        // The refused duplicate did not replace the first.
+        assert_eq!(s.node_identity("edge-1").unwrap(), Some(identity("edge-1")));
+        s.create_node_identity(identity("gone")).unwrap();
+        s.revoke_node_identity("gone").unwrap();
+        assert!(matches!(
+            s.revoke_node_identity("gone"),
+            Err(StoreError::NotFound(_))
+        ));
+        assert_eq!(s.node_identity("gone").unwrap(), None);
+        // Identities are not something nodes serve.
+        assert_eq!(s.revision().unwrap(), 0);
+    }
+    let s = SledStore::open(dir.path()).unwrap();
+    let names: Vec<String> = s
+        .node_identities()
+        .unwrap()
+        .into_iter()
+        .map(|i| i.name)
+        .collect();
+    assert_eq!(names, ["edge-1", "edge-2"]);
+    assert_eq!(s.node_identity("edge-2").unwrap(), Some(identity("edge-2")));
+    assert_eq!(s.node_identity("gone").unwrap(), None);
+}
+
+#[test]
 fn deleting_a_tenant_removes_everything_it_holds() {
     let (_dir, s) = open();
     s.create_app(app("a", "web", &["shop.example.com"]), U)
