@@ -160,7 +160,7 @@ pub async fn run_until(
         tls: None,
         data_dir: state_dir.join("data"),
         admin_token: tokens.admin.clone(),
-        node_token: tokens.node.clone(),
+        node_token: Some(tokens.node.clone()),
         max_module_bytes: DEFAULT_MAX_MODULE_BYTES,
         cert_key: None,
         quotas: Default::default(),

@@ -44,7 +44,8 @@ pub struct Args {
     /// Admin bearer token (manages tenants). Required, at least 16 characters.
     #[arg(long, env = "OUTPOST_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
-    /// Node bearer token (edge nodes watch and fetch modules). Required, at least 16 characters.
+    /// Shared node bearer token, for nodes without their own identity (`outpost nodes add`).
+    /// Optional, at least 16 characters; without it only per-node identities let nodes in.
     #[arg(long, env = "OUTPOST_NODE_TOKEN", hide_env_values = true)]
     pub node_token: Option<String>,
     /// Largest component accepted at upload, in bytes [default: 52428800].
@@ -91,7 +92,7 @@ struct FileConfig {
     tls_key: Option<PathBuf>,
     /// Admin bearer token.
     admin_token: Option<String>,
-    /// Node bearer token.
+    /// Shared node bearer token (optional).
     node_token: Option<String>,
     /// Largest component accepted, bytes.
     max_module_bytes: Option<u64>,
@@ -145,8 +146,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Admin token (clear; only its hash is kept once running).
     pub admin_token: String,
-    /// Node token.
-    pub node_token: String,
+    /// The shared node token, if any: any node may present it. `None`:
+    /// only nodes with their own identity get in — where a fleet ends up
+    /// once every node has moved to one.
+    pub node_token: Option<String>,
     /// Upload cap.
     pub max_module_bytes: u64,
     /// Key sealing TLS private keys and env values (hex); `None`: `data_dir/cert.key`.
@@ -218,21 +221,29 @@ impl Config {
         };
         let mut problems = Vec::new();
         let admin_token = args.admin_token.or(file.admin_token).unwrap_or_default();
-        let node_token = args.node_token.or(file.node_token).unwrap_or_default();
-        for (name, token) in [("admin token", &admin_token), ("node token", &node_token)] {
-            if token.is_empty() {
-                problems.push(format!(
-                    "the {name} is required (--{} or OUTPOST_{})",
-                    name.replace(' ', "-"),
-                    name.replace(' ', "_").to_uppercase()
-                ));
-            } else if token.len() < MIN_TOKEN_LEN {
+        // Empty counts as absent, as an unset variable in a template would.
+        let node_token = args
+            .node_token
+            .or(file.node_token)
+            .filter(|t| !t.is_empty());
+        if admin_token.is_empty() {
+            problems
+                .push("the admin token is required (--admin-token or OUTPOST_ADMIN_TOKEN)".into());
+        }
+        for (name, token) in [
+            ("admin token", Some(&admin_token)),
+            ("node token", node_token.as_ref()),
+        ] {
+            if let Some(token) = token
+                && !token.is_empty()
+                && token.len() < MIN_TOKEN_LEN
+            {
                 problems.push(format!(
                     "the {name} must be at least {MIN_TOKEN_LEN} characters"
                 ));
             }
         }
-        if !admin_token.is_empty() && admin_token == node_token {
+        if !admin_token.is_empty() && node_token.as_ref() == Some(&admin_token) {
             problems.push("the admin and node tokens must differ".into());
         }
         let max_module_bytes = args
@@ -536,8 +547,16 @@ handshake_timeout_ms = 5
     #[test]
     fn missing_short_and_equal_tokens_are_all_reported() {
         let e = Config::from_args(args(&[])).unwrap_err();
-        assert_eq!(e.0.len(), 2, "{e}");
+        assert_eq!(e.0.len(), 1, "{e}");
         assert!(e.to_string().contains("OUTPOST_ADMIN_TOKEN"), "{e}");
+        let e = Config::from_args(args(&[
+            "--admin-token",
+            "same-token-0123456789",
+            "--node-token",
+            "same-token-0123456789",
+        ]))
+        .unwrap_err();
+        assert!(e.to_string().contains("must differ"), "{e}");
         let e = Config::from_args(args(&[
             "--admin-token",
             "short",
@@ -549,5 +568,29 @@ handshake_timeout_ms = 5
         .unwrap_err();
         assert_eq!(e.0.len(), 4, "{e}");
         assert!(e.to_string().contains("64 hex digits"), "{e}");
+    }
+
+    /// The migration path: once every node has its own identity, the
+    /// shared node token can go.
+    #[test]
+    fn the_shared_node_token_is_optional() {
+        let c = Config::from_args(args(&["--admin-token", "admin-token-0123456789"])).unwrap();
+        assert_eq!(c.node_token, None);
+        let c = Config::from_args(args(&[
+            "--admin-token",
+            "admin-token-0123456789",
+            "--node-token",
+            "",
+        ]))
+        .unwrap();
+        assert_eq!(c.node_token, None);
+        let c = Config::from_args(args(&[
+            "--admin-token",
+            "admin-token-0123456789",
+            "--node-token",
+            "node-token-0123456789",
+        ]))
+        .unwrap();
+        assert_eq!(c.node_token.as_deref(), Some("node-token-0123456789"));
     }
 }

@@ -150,10 +150,13 @@ pub async fn start_with(
         outpost_runtime::Metrics::new(),
     )?);
     crate::env::seal_stored(store.as_ref(), &sealer)?;
+    if config.node_token.is_none() {
+        tracing::info!("no shared node token: only nodes with their own identity can connect");
+    }
     let state = ApiState::new(
         store,
         &config.admin_token,
-        &config.node_token,
+        config.node_token.as_deref(),
         validator,
         config.max_module_bytes,
         sealer,

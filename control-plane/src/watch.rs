@@ -9,6 +9,13 @@
 //! skips the revisions it missed and gets one delta to the newest state
 //! next — it never queues work for the control plane or slows other nodes.
 //! The snapshot of each revision is built once and shared by every stream.
+//!
+//! A stream opened with a per-node identity lasts only as long as the
+//! identity: it ends at once when this control plane revokes it, and in
+//! any case before the next line goes out (a delta or a heartbeat, so at
+//! the latest one [`HEARTBEAT`] later) once the store no longer holds it
+//! with the same token — which covers a revocation made by another
+//! control plane on a shared store, and a revoked then re-issued name.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,8 +31,8 @@ use outpost_proto::{
 use serde::Deserialize;
 
 use crate::api::ApiState;
-use crate::api::auth::NodeAuth;
-use crate::api::error::ApiResult;
+use crate::api::auth::{NodeAuth, NodeCredential};
+use crate::api::error::{ApiError, ApiResult};
 use crate::store::{Store, StoreError};
 use outpost_runtime::seal::Sealer;
 
@@ -38,7 +45,8 @@ pub struct WatchQuery {
     /// The revision the node has applied (0 or absent: nothing).
     #[serde(default)]
     pub revision: u64,
-    /// The node's id, to track it in `GET /v1/nodes`.
+    /// The node's id, to track it in `GET /v1/nodes`. With a per-node
+    /// identity it must be the identity's name, and defaults to it.
     #[serde(default)]
     pub node: Option<String>,
 }
@@ -163,21 +171,41 @@ fn line(event: &WatchEvent) -> Bytes {
     security(("node" = []))
 )]
 pub async fn watch(
-    _: NodeAuth,
+    auth: NodeAuth,
     State(state): State<Arc<ApiState>>,
     Query(query): Query<WatchQuery>,
 ) -> ApiResult<Response> {
+    // Subscribed before the credential is checked again in the stream: a
+    // revocation from now on is seen, one before is found by that check.
+    let revocations = state.identities_revoked.subscribe();
+    let node = match auth.identity() {
+        Some(name) => match &query.node {
+            Some(asked) if asked != name => return Err(ApiError::wrong_node(name)),
+            _ => Some(name.to_string()),
+        },
+        None => {
+            let node = query
+                .node
+                .filter(|id| crate::api::check_name("node", id).is_ok());
+            if let Some(id) = &node {
+                auth.may_act_as(&state, id).await?;
+            }
+            node
+        }
+    };
+    if let Some(id) = &node {
+        state.node_seen(id, auth.identity(), Some(query.revision));
+    }
     // Subscribed before the snapshot is read: a change landing meanwhile
     // is seen by the stream and sent if it is newer than the snapshot.
-    let node = query
-        .node
-        .filter(|id| crate::api::check_name("node", id).is_ok());
-    if let Some(id) = &node {
-        state.node_seen(id, Some(query.revision));
-    }
     let changes = state.revision.subscribe();
     let first = current(&state).await?;
-    let stream = async_stream(state, first, query.revision, changes, node);
+    let follower = Follower {
+        node,
+        credential: auth.0,
+        revocations,
+    };
+    let stream = async_stream(state, first, query.revision, changes, follower);
     Ok((
         [
             (header::CONTENT_TYPE, "application/x-ndjson"),
@@ -199,6 +227,16 @@ impl Drop for StreamGauge {
     }
 }
 
+/// Who is following a stream, and what ends it early.
+struct Follower {
+    /// The node's id, if it gave one (or has an identity).
+    node: Option<String>,
+    /// The credential the stream was opened with.
+    credential: NodeCredential,
+    /// Bumped when this control plane revokes a node identity.
+    revocations: tokio::sync::watch::Receiver<u64>,
+}
+
 /// The event stream: the first snapshot (unless the node is up to date),
 /// then one delta per newer revision, heartbeats in between.
 fn async_stream(
@@ -206,7 +244,7 @@ fn async_stream(
     first: Arc<Snapshot>,
     node_revision: u64,
     changes: tokio::sync::watch::Receiver<u64>,
-    node: Option<String>,
+    follower: Follower,
 ) -> impl futures::Stream<Item = Item> + Send {
     let (tx, rx) = tokio::sync::mpsc::channel::<Item>(1);
     let mut closing = state.closing.subscribe();
@@ -215,7 +253,7 @@ fn async_stream(
         let _open = StreamGauge(state.clone());
         tokio::select! {
             _ = closing.wait_for(|closed| *closed) => {}
-            _ = stream_events(state, first, node_revision, changes, tx, node) => {}
+            _ = stream_events(state, first, node_revision, changes, tx, follower) => {}
         }
     });
     tokio_stream(rx)
@@ -227,8 +265,22 @@ async fn stream_events(
     node_revision: u64,
     mut changes: tokio::sync::watch::Receiver<u64>,
     tx: tokio::sync::mpsc::Sender<Item>,
-    node: Option<String>,
+    follower: Follower,
 ) {
+    let Follower {
+        node,
+        credential,
+        mut revocations,
+    } = follower;
+    let identity = match &credential {
+        NodeCredential::Identity { name, .. } => Some(name.clone()),
+        NodeCredential::Shared => None,
+    };
+    // The identity may have been revoked since the request was let in,
+    // before this stream listened for revocations.
+    if !credential.still_valid(&state).await {
+        return;
+    }
     // What the node has now: deltas are computed from it.
     let mut sent = first.clone();
     // A snapshot goes in parts of about a MiB each: no line grows with the
@@ -265,10 +317,24 @@ async fn stream_events(
                     Err(_) => return,
                 }
             }
+            revoked = revocations.changed(), if identity.is_some() => {
+                if revoked.is_err() || !credential.still_valid(&state).await {
+                    return;
+                }
+                continue;
+            }
             _ = tokio::time::sleep(HEARTBEAT) => {
                 vec![line(&WatchEvent::Heartbeat { revision: sent.revision })]
             }
         };
+        // Nothing more goes out on a credential that no longer holds (a
+        // delta carries tenants' secrets): the store is asked before every
+        // line, so a revocation this control plane was not told of (made
+        // by another one sharing the store) ends the stream by the next
+        // heartbeat at the latest.
+        if !credential.still_valid(&state).await {
+            return;
+        }
         // A node that stops reading fills the one-slot channel and this
         // task waits on it alone; the node's connection dropping ends it.
         for bytes in lines {
@@ -278,7 +344,7 @@ async fn stream_events(
         }
         // The stream keeps moving, so the node is reading: it is alive.
         if let Some(id) = &node {
-            state.node_seen(id, None);
+            state.node_seen(id, identity.as_deref(), None);
         }
     }
 }

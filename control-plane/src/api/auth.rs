@@ -1,6 +1,12 @@
 //! Bearer tokens: generated with the OS RNG, shown once, stored only as
 //! sha256 (they carry 256 bits of entropy, so a fast hash is enough — a
 //! password hash would add nothing), compared in constant time.
+//!
+//! Nodes present either the shared node token from the configuration or
+//! their own identity's token (`opn_<name>_<hex>`, see
+//! [`outpost_proto::node_token_name`]). An identity is looked up by the
+//! name in its token on every request, so a revoked one is refused from
+//! the next request on, on every control plane sharing the store.
 
 use std::sync::Arc;
 
@@ -13,11 +19,26 @@ use super::ApiState;
 use super::error::ApiError;
 use crate::store::TenantRecord;
 
-/// A new random token: `opt_` + 64 hex digits.
-pub fn new_token() -> String {
+/// 256 random bits from the OS, hex.
+fn random_hex() -> String {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).expect("the OS random number generator works");
-    format!("opt_{}", hex(&bytes))
+    hex(&bytes)
+}
+
+/// A new random token: `opt_` + 64 hex digits.
+pub fn new_token() -> String {
+    format!("opt_{}", random_hex())
+}
+
+/// A new random token for node identity `name`: `opn_<name>_` + 64 hex
+/// digits. The name is not secret; the random part is.
+pub fn new_node_token(name: &str) -> String {
+    format!(
+        "{}{name}_{}",
+        outpost_proto::NODE_TOKEN_PREFIX,
+        random_hex()
+    )
 }
 
 /// sha256 of a token, hex.
@@ -51,8 +72,44 @@ fn bearer(parts: &Parts) -> Option<&str> {
 /// Who a bearer token belongs to.
 enum Caller {
     Admin,
-    Node,
+    Node(NodeCredential),
     Tenant(Box<TenantRecord>),
+}
+
+/// Which credential a node presented.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeCredential {
+    /// The shared node token of the configuration: any node id not taken
+    /// by an identity.
+    Shared,
+    /// A per-node identity: the node is `name` and nothing else.
+    Identity {
+        /// The identity's name, which is the node's id.
+        name: String,
+        /// The hash of the token it presented, to tell a revoked and
+        /// re-issued identity from the one this caller holds.
+        token_sha256: String,
+    },
+}
+
+impl NodeCredential {
+    /// Whether the credential still lets its node in: always for the
+    /// shared token (it changes only with the configuration), and for an
+    /// identity only while the store holds it with the same token hash.
+    /// A store that cannot answer counts as a no: a stream on it ends and
+    /// the node reconnects, which asks again.
+    pub(crate) async fn still_valid(&self, state: &ApiState) -> bool {
+        let NodeCredential::Identity { name, token_sha256 } = self else {
+            return true;
+        };
+        let name = name.clone();
+        match state.blocking(move |s| s.node_identity(&name)).await {
+            Ok(Some(record)) => {
+                constant_time_eq(record.token_sha256.as_bytes(), token_sha256.as_bytes())
+            }
+            _ => false,
+        }
+    }
 }
 
 /// The client's address, when the server recorded it (not in `oneshot`
@@ -76,8 +133,22 @@ async fn caller(parts: &Parts, state: &ApiState) -> Result<Caller, ApiError> {
     if constant_time_eq(hash.as_bytes(), state.admin_token_sha256.as_bytes()) {
         return Ok(Caller::Admin);
     }
-    if constant_time_eq(hash.as_bytes(), state.node_token_sha256.as_bytes()) {
-        return Ok(Caller::Node);
+    if let Some(shared) = &state.node_token_sha256
+        && constant_time_eq(hash.as_bytes(), shared.as_bytes())
+    {
+        return Ok(Caller::Node(NodeCredential::Shared));
+    }
+    if let Some(name) = outpost_proto::node_token_name(token) {
+        let wanted = name.to_string();
+        let record = state.blocking(move |s| s.node_identity(&wanted)).await?;
+        if let Some(record) = record
+            && constant_time_eq(hash.as_bytes(), record.token_sha256.as_bytes())
+        {
+            return Ok(Caller::Node(NodeCredential::Identity {
+                name: record.name,
+                token_sha256: record.token_sha256,
+            }));
+        }
     }
     if let Some(tenant) = state.tenant_by_token_hash(hash).await? {
         return Ok(Caller::Tenant(Box::new(tenant)));
@@ -97,8 +168,37 @@ pub struct Admin;
 /// The caller presented a tenant's token.
 pub struct TenantAuth(pub TenantRecord);
 
-/// The caller presented the node token.
-pub struct NodeAuth;
+/// The caller presented a node credential: the shared node token or a
+/// per-node identity's token.
+pub struct NodeAuth(pub NodeCredential);
+
+impl NodeAuth {
+    /// The identity's name, if the node presented its own identity.
+    pub fn identity(&self) -> Option<&str> {
+        match &self.0 {
+            NodeCredential::Shared => None,
+            NodeCredential::Identity { name, .. } => Some(name),
+        }
+    }
+
+    /// Refuses (403) to let this caller act as node `id`: a node with an
+    /// identity is only ever itself, and the shared token may not speak
+    /// for a node that has an identity (that would undo the point of
+    /// giving it one).
+    pub async fn may_act_as(&self, state: &ApiState, id: &str) -> Result<(), ApiError> {
+        match &self.0 {
+            NodeCredential::Identity { name, .. } if name != id => Err(ApiError::wrong_node(name)),
+            NodeCredential::Identity { .. } => Ok(()),
+            NodeCredential::Shared => {
+                let wanted = id.to_string();
+                match state.blocking(move |s| s.node_identity(&wanted)).await? {
+                    Some(_) => Err(ApiError::node_has_identity(id)),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+}
 
 /// The caller presented the admin token or a tenant's (anything but the
 /// node token): read-only views shared by operators and tenants.
@@ -119,7 +219,7 @@ impl FromRequestParts<Arc<ApiState>> for UserAuth {
             Caller::Tenant(record) => Ok(UserAuth {
                 tenant: Some(record.name),
             }),
-            Caller::Node => Err(ApiError::forbidden("this needs an admin or tenant token")),
+            Caller::Node(_) => Err(ApiError::forbidden("this needs an admin or tenant token")),
         }
     }
 }
@@ -168,8 +268,8 @@ impl FromRequestParts<Arc<ApiState>> for NodeAuth {
         state: &Arc<ApiState>,
     ) -> Result<Self, ApiError> {
         match caller(parts, state).await? {
-            Caller::Node => Ok(NodeAuth),
-            _ => Err(ApiError::forbidden("this needs the node token")),
+            Caller::Node(credential) => Ok(NodeAuth(credential)),
+            _ => Err(ApiError::forbidden("this needs a node token")),
         }
     }
 }
@@ -184,6 +284,9 @@ mod tests {
         let b = new_token();
         assert_ne!(a, b);
         assert!(a.starts_with("opt_") && a.len() == 68, "{a}");
+        let n = new_node_token("edge-1");
+        assert_eq!(outpost_proto::node_token_name(&n), Some("edge-1"), "{n}");
+        assert_ne!(n, new_node_token("edge-1"));
         assert_eq!(
             token_sha256("abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"

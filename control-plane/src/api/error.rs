@@ -141,6 +141,28 @@ impl ApiError {
         )
     }
 
+    /// 403 `wrong_node`: a node with its own identity asked to act as
+    /// another node.
+    pub fn wrong_node(identity: &str) -> ApiError {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "wrong_node",
+            format!("this credential belongs to node {identity}; a node acts only as itself"),
+        )
+    }
+
+    /// 403 `node_has_identity`: the shared node token asked to act as a
+    /// node that has its own identity.
+    pub fn node_has_identity(node: &str) -> ApiError {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "node_has_identity",
+            format!(
+                "node {node} has its own identity: it must use its own token, not the shared node token"
+            ),
+        )
+    }
+
     /// 404.
     pub fn not_found(message: impl Into<String>) -> ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)

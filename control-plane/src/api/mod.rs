@@ -1,6 +1,7 @@
-//! The REST API (axum): tenants (admin token), apps and deployments
-//! (tenant token), modules (node token). JSON in and out; every error is
-//! the `{"error": {"code", "message"}}` body from [`error`].
+//! The REST API (axum): tenants and node identities (admin token), apps
+//! and deployments (tenant token), modules and the watch stream (a node
+//! credential). JSON in and out; every error is the
+//! `{"error": {"code", "message"}}` body from [`error`].
 
 mod apps;
 pub mod auth;
@@ -10,6 +11,7 @@ pub mod error;
 pub(crate) mod hosts;
 pub mod limiter;
 pub mod logs;
+mod node_identities;
 mod nodes;
 pub mod openapi;
 pub mod slots;
@@ -57,7 +59,13 @@ impl Policy {
 pub struct ApiState {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) admin_token_sha256: String,
-    pub(crate) node_token_sha256: String,
+    /// The shared node token's hash; `None`: only per-node identities let
+    /// nodes in.
+    pub(crate) node_token_sha256: Option<String>,
+    /// Bumped each time this control plane revokes a node identity, so
+    /// the watch streams on identities check theirs at once instead of
+    /// at their next heartbeat.
+    pub(crate) identities_revoked: tokio::sync::watch::Sender<u64>,
     /// Compiles uploads with the same engine configuration as the nodes,
     /// so a component that passes here loads there.
     pub(crate) validator: Arc<Runtime>,
@@ -109,12 +117,13 @@ impl ApiState {
         &self.store
     }
 
-    /// State over `store`, with the admin and node tokens in clear (only
-    /// their hashes are kept).
+    /// State over `store`, with the admin and shared node tokens in clear
+    /// (only their hashes are kept). Without a shared node token only
+    /// nodes with their own identity get in.
     pub fn new(
         store: Arc<dyn Store>,
         admin_token: &str,
-        node_token: &str,
+        node_token: Option<&str>,
         validator: Arc<Runtime>,
         max_module_bytes: u64,
         sealer: outpost_runtime::seal::Sealer,
@@ -125,6 +134,7 @@ impl ApiState {
         Arc::new(ApiState {
             revision: tokio::sync::watch::Sender::new(current),
             closing: tokio::sync::watch::Sender::new(false),
+            identities_revoked: tokio::sync::watch::Sender::new(0),
             nodes: Default::default(),
             latest_snapshot: Default::default(),
             logs: Default::default(),
@@ -136,7 +146,7 @@ impl ApiState {
             },
             store,
             admin_token_sha256: auth::token_sha256(admin_token),
-            node_token_sha256: auth::token_sha256(node_token),
+            node_token_sha256: node_token.map(auth::token_sha256),
             validator,
             validations: Arc::new(tokio::sync::Semaphore::new(
                 PoolConfig::VALIDATION_SLOTS as usize,
@@ -172,9 +182,15 @@ impl ApiState {
         Ok(revision)
     }
 
-    /// Records that node `id` was heard from, and what it serves if known.
-    pub(crate) fn node_seen(&self, id: &str, applied_revision: Option<u64>) {
-        self.with_node(id, |entry| {
+    /// Records that node `id` was heard from, with the identity it used
+    /// (`None`: the shared token), and what it serves if known.
+    pub(crate) fn node_seen(
+        &self,
+        id: &str,
+        identity: Option<&str>,
+        applied_revision: Option<u64>,
+    ) {
+        self.with_node(id, identity, |entry| {
             if let Some(revision) = applied_revision {
                 entry.applied_revision = revision;
             }
@@ -183,14 +199,24 @@ impl ApiState {
 
     /// Records a node's report: the revision it serves and the apps it
     /// could not load.
-    pub(crate) fn node_reported(&self, id: &str, report: outpost_proto::NodeReport) {
-        self.with_node(id, |entry| {
+    pub(crate) fn node_reported(
+        &self,
+        id: &str,
+        identity: Option<&str>,
+        report: outpost_proto::NodeReport,
+    ) {
+        self.with_node(id, identity, |entry| {
             entry.applied_revision = report.applied_revision;
             entry.unavailable = report.unavailable;
         });
     }
 
-    fn with_node(&self, id: &str, update: impl FnOnce(&mut outpost_proto::NodeStatus)) {
+    fn with_node(
+        &self,
+        id: &str,
+        identity: Option<&str>,
+        update: impl FnOnce(&mut outpost_proto::NodeStatus),
+    ) {
         let mut nodes = self.nodes.lock().unwrap();
         let entry = nodes
             .entry(id.to_string())
@@ -202,7 +228,15 @@ impl ApiState {
                 identity: None,
             });
         entry.last_contact = crate::store::now();
+        entry.identity = identity.map(str::to_string);
         update(entry);
+    }
+
+    /// Tells the watch streams on node identities that one was revoked:
+    /// each checks its own and ends if it is gone.
+    pub(crate) fn identity_revoked(&self) {
+        self.identities_revoked
+            .send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Ends every watch stream (the server is shutting down).
@@ -266,6 +300,14 @@ pub fn router(state: Arc<ApiState>) -> Router {
             put(certs::put).delete(certs::delete),
         )
         .route("/v1/nodes", get(nodes::list))
+        .route(
+            "/v1/nodes/identities",
+            post(node_identities::create).get(node_identities::list),
+        )
+        .route(
+            "/v1/nodes/identities/{name}",
+            delete(node_identities::revoke),
+        )
         .route("/v1/rollout", get(nodes::rollout))
         .route("/v1/nodes/{node}/status", put(nodes::report))
         .route("/v1/nodes/{node}/logs", post(logs::ingest))

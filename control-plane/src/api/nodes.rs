@@ -22,12 +22,13 @@ use super::{ApiState, JsonBody, QueryParams, check_name};
     security(("node" = []))
 )]
 pub async fn report(
-    _: NodeAuth,
+    auth: NodeAuth,
     State(state): State<Arc<ApiState>>,
     Path(node): Path<String>,
     JsonBody(report): JsonBody<NodeReport>,
 ) -> ApiResult<StatusCode> {
     check_name("node", &node)?;
+    auth.may_act_as(&state, &node).await?;
     // Bounded like everything a node sends: at most one entry per app it
     // routes, each reason cut short.
     if report.unavailable.len() > MAX_UNAVAILABLE {
@@ -40,7 +41,7 @@ pub async fn report(
     for reason in report.unavailable.values_mut() {
         truncate(reason, MAX_REASON_BYTES);
     }
-    state.node_reported(&node, report);
+    state.node_reported(&node, auth.identity(), report);
     Ok(StatusCode::NO_CONTENT)
 }
 

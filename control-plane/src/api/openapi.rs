@@ -46,6 +46,9 @@ use utoipa::{Modify, OpenApi};
         super::logs::ingest,
         super::logs::read,
         super::nodes::list,
+        super::node_identities::create,
+        super::node_identities::list,
+        super::node_identities::revoke,
         super::nodes::rollout,
         crate::watch::watch,
     ),
@@ -77,6 +80,9 @@ use utoipa::{Modify, OpenApi};
         outpost_proto::WatchEvent,
         outpost_proto::NodeReport,
         outpost_proto::NodeStatus,
+        outpost_proto::CreateNodeIdentity,
+        outpost_proto::NodeIdentityCreated,
+        outpost_proto::NodeIdentity,
         outpost_proto::Rollout,
         outpost_proto::Unavailable,
         outpost_proto::GuestLogLine,
@@ -85,7 +91,8 @@ use utoipa::{Modify, OpenApi};
 )]
 pub struct ApiDoc;
 
-/// The three bearer tokens: admin, tenant (`bearer`), node.
+/// The three kinds of bearer token: admin, tenant (`bearer`), node (the
+/// shared node token or a node's own identity).
 struct BearerTokens;
 
 impl Modify for BearerTokens {
@@ -146,7 +153,11 @@ fn route_pattern() -> String {
 fn refine(doc: &mut Value) {
     unsigned_integers(doc);
     let schemas = &mut doc["components"]["schemas"];
-    for (schema, field) in [("CreateTenant", "name"), ("CreateApp", "name")] {
+    for (schema, field) in [
+        ("CreateTenant", "name"),
+        ("CreateApp", "name"),
+        ("CreateNodeIdentity", "name"),
+    ] {
         let f = &mut schemas[schema]["properties"][field];
         f["pattern"] = json!(NAME);
     }
@@ -209,6 +220,7 @@ fn refine(doc: &mut Value) {
         ("/v1/certificates/{hostname}", "hostname", hostname.as_str()),
         ("/v1/nodes/{node}/status", "node", NAME),
         ("/v1/nodes/{node}/logs", "node", NAME),
+        ("/v1/nodes/identities/{name}", "name", NAME),
     ] {
         for op in operations(&mut paths[path]) {
             for param in op["parameters"].as_array_mut().into_iter().flatten() {

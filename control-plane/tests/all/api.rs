@@ -58,7 +58,7 @@ impl Api {
         let state = ApiState::new(
             store.clone(),
             ADMIN,
-            NODE,
+            Some(NODE),
             validator(),
             MAX_MODULE,
             Sealer::from_hex(&"42".repeat(32)).unwrap(),
@@ -751,6 +751,9 @@ const OPERATIONS: &[(&str, &str)] = &[
     ("get", "/v1/nodes"),
     ("get", "/v1/rollout"),
     ("get", "/v1/nodes/watch"),
+    ("post", "/v1/nodes/identities"),
+    ("get", "/v1/nodes/identities"),
+    ("delete", "/v1/nodes/identities/{name}"),
 ];
 
 #[tokio::test]

@@ -86,7 +86,8 @@ fn missing_tokens_fail_before_binding() {
     assert!(!String::from_utf8_lossy(&out.stdout).contains("Listening"));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("admin token is required"), "{err}");
-    assert!(err.contains("node token is required"), "{err}");
+    // The shared node token is optional: nodes may have their own identities.
+    assert!(!err.contains("node token"), "{err}");
 }
 
 /// Token guessing: after 20 unknown tokens from one address, every further

@@ -10,6 +10,7 @@ mod crash;
 mod disk_full;
 mod hostile;
 mod logs;
+mod nodes;
 // The e2e crate's tests share this harness and use the parts these don't.
 #[allow(dead_code)]
 mod support;

@@ -36,7 +36,7 @@ async fn https_control_plane(ca: &TestCa, dir: &Path, server: ServerConfig) -> C
         server,
     );
     config.tls = Some(files);
-    ControlPlane::start_configured(store, config).await
+    ControlPlane::start_with_config(store, config).await
 }
 
 fn write_ca(ca: &TestCa, dir: &Path, name: &str) -> PathBuf {

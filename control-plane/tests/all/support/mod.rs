@@ -77,11 +77,11 @@ impl ControlPlane {
         max_module_bytes: u64,
         server: ServerConfig,
     ) -> ControlPlane {
-        Self::start_configured(store, config(addr, max_module_bytes, server)).await
+        Self::start_with_config(store, config(addr, max_module_bytes, server)).await
     }
 
-    /// A control plane over `store` started with `config`.
-    pub async fn start_configured(store: Arc<dyn Store>, config: Config) -> ControlPlane {
+    /// A control plane over `store` with exactly this configuration.
+    pub async fn start_with_config(store: Arc<dyn Store>, config: Config) -> ControlPlane {
         let (stop, stopped) = oneshot::channel::<()>();
         let running = outpost_control_plane::start_with(
             &config,
@@ -201,6 +201,33 @@ impl ControlPlane {
     }
 }
 
+/// The configuration the harness starts control planes with: the test
+/// tokens (the shared node token among them), generous quotas.
+pub fn config(addr: SocketAddr, max_module_bytes: u64, server: ServerConfig) -> Config {
+    Config {
+        listen: addr,
+        tls: None,
+        data_dir: Default::default(),
+        admin_token: ADMIN.into(),
+        node_token: Some(NODE.into()),
+        max_module_bytes,
+        cert_key: None,
+        // Room for the load scenarios (100 apps and more of one
+        // tenant) and for tests that keep every version they deploy;
+        // the quotas themselves are tested in api.rs.
+        quotas: outpost_control_plane::quotas::Quotas {
+            apps: 1_000,
+            hosts: 10_000,
+            versions_per_app: 1_000,
+            ..Default::default()
+        },
+        allow_localhost: false,
+        apps_domain: None,
+        reserved_hosts: Vec::new(),
+        server,
+    }
+}
+
 /// Reads the watch stream at `path` (node token) line by line until one of
 /// type `until`; returns the status and the lines.
 pub async fn watch_lines_until(addr: SocketAddr, path: &str, until: &str) -> (u16, Vec<String>) {
@@ -231,30 +258,4 @@ pub async fn watch_lines_until(addr: SocketAddr, path: &str, until: &str) -> (u1
         }
     }
     (status, lines)
-}
-
-/// The harness's configuration of a control plane on `addr`.
-pub fn config(addr: SocketAddr, max_module_bytes: u64, server: ServerConfig) -> Config {
-    Config {
-        listen: addr,
-        tls: None,
-        data_dir: Default::default(),
-        admin_token: ADMIN.into(),
-        node_token: NODE.into(),
-        max_module_bytes,
-        cert_key: None,
-        // Room for the load scenarios (100 apps and more of one
-        // tenant) and for tests that keep every version they deploy;
-        // the quotas themselves are tested in api.rs.
-        quotas: outpost_control_plane::quotas::Quotas {
-            apps: 1_000,
-            hosts: 10_000,
-            versions_per_app: 1_000,
-            ..Default::default()
-        },
-        allow_localhost: false,
-        apps_domain: None,
-        reserved_hosts: Vec::new(),
-        server,
-    }
 }
