@@ -105,7 +105,8 @@ pub struct Args {
     /// roots].
     #[arg(long, env = "OUTPOST_CA_FILE", value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
-    /// The control plane's node token (sync mode).
+    /// The node's token (sync mode): its own identity's (`outpost nodes add`), or the control
+    /// plane's shared node token.
     #[arg(long, env = "OUTPOST_NODE_TOKEN", hide_env_values = true)]
     pub node_token: Option<String>,
     /// Where sync mode keeps the last snapshot and modules [default: ./node-cache].
@@ -115,7 +116,8 @@ pub struct Args {
     /// keys), 64 hex digits [default: derived from the node token].
     #[arg(long, env = "OUTPOST_CACHE_KEY", hide_env_values = true)]
     pub cache_key: Option<String>,
-    /// This node's id as the control plane lists it [default: the hostname].
+    /// This node's id as the control plane lists it [default: the name in an identity's token,
+    /// else the hostname].
     #[arg(long, env = "OUTPOST_NODE_ID")]
     pub node_id: Option<String>,
     /// Cached modules, and separately compiled code, that the applied
@@ -514,10 +516,22 @@ impl Config {
                 {
                     problems.push("--cache-key: expected 64 hex digits (32 bytes)".into());
                 }
-                let node_id = args
-                    .node_id
-                    .or(file.node_id)
-                    .unwrap_or_else(default_node_id);
+                // A node with its own identity is that identity's node: the
+                // control plane would refuse any other id, so say it now.
+                let node_id = match (
+                    args.node_id.or(file.node_id),
+                    outpost_proto::node_token_name(&token),
+                ) {
+                    (Some(id), Some(name)) if id != name => {
+                        problems.push(format!(
+                            "the node token belongs to node {name}, but --node-id is {id}"
+                        ));
+                        id
+                    }
+                    (Some(id), _) => id,
+                    (None, Some(name)) => name.to_string(),
+                    (None, None) => default_node_id(),
+                };
                 let id_ok = !node_id.is_empty()
                     && node_id.len() <= 63
                     && node_id
@@ -783,6 +797,42 @@ mod tests {
         ] {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
         }
+    }
+
+    #[test]
+    fn an_identity_token_names_the_node() {
+        let token = format!("opn_edge-1_{}", "ab".repeat(32));
+        let sync = |extra: &[&str]| {
+            let mut list = vec![
+                "--control-plane",
+                "http://127.0.0.1:7070",
+                "--node-token",
+                &token,
+            ];
+            list.extend(extra);
+            Config::from_args(args(&list))
+        };
+        let c = sync(&[]).unwrap();
+        assert_eq!(c.sync.unwrap().node_id, "edge-1");
+        let c = sync(&["--node-id", "edge-1"]).unwrap();
+        assert_eq!(c.sync.unwrap().node_id, "edge-1");
+        let err = sync(&["--node-id", "edge-2"]).unwrap_err().to_string();
+        assert!(
+            err.contains("the node token belongs to node edge-1, but --node-id is edge-2"),
+            "{err}"
+        );
+        // A shared token says nothing about the node: the id is the
+        // operator's choice, or the hostname.
+        let c = Config::from_args(args(&[
+            "--control-plane",
+            "http://127.0.0.1:7070",
+            "--node-token",
+            "shared-node-token-0123",
+            "--node-id",
+            "edge-2",
+        ]))
+        .unwrap();
+        assert_eq!(c.sync.unwrap().node_id, "edge-2");
     }
 
     #[test]
