@@ -65,8 +65,8 @@ pub enum Command {
     /// Manage TLS certificates for your hosts.
     #[command(subcommand)]
     Certs(Certs),
-    /// List edge nodes with their revision and lag (admin token).
-    Nodes,
+    /// List edge nodes with their revision and lag, or manage their own identities (admin token).
+    Nodes(NodesArgs),
     /// Print an app's guest stdout/stderr, as collected from the nodes.
     Logs(Logs),
     /// Run a control plane and an edge node in this process, with an example worker.
@@ -160,6 +160,32 @@ pub enum Tokens {
         /// The token's name.
         name: String,
     },
+}
+
+/// `outpost nodes [add|revoke|identities]`: without a subcommand, the
+/// fleet list, as before identities existed.
+#[derive(Debug, Args)]
+pub struct NodesArgs {
+    /// What to do with node identities; none: list the nodes.
+    #[command(subcommand)]
+    pub command: Option<Nodes>,
+}
+
+/// `outpost nodes …`.
+#[derive(Debug, Subcommand)]
+pub enum Nodes {
+    /// Create a node's own identity; prints its token (shown only once). The node's id is NAME.
+    Add {
+        /// Node name (a-z, 0-9, '-'): the node's id in the fleet.
+        name: String,
+    },
+    /// Revoke a node identity: its token is refused from now on and its stream ends.
+    Revoke {
+        /// The node's name.
+        name: String,
+    },
+    /// List node identities (names and creation times; never the tokens).
+    Identities,
 }
 
 /// `outpost tenants limits`.

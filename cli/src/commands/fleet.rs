@@ -1,14 +1,15 @@
-//! Operator commands: login, tenants, nodes.
+//! Operator commands: login, tenants, nodes and their identities.
 
 use anyhow::{Context as _, bail};
 use http::Method;
 use outpost_proto::{
-    Limits, NodeStatus, Rollout, Tenant, TenantCreated, TenantQuotas, TokenCreated, TokenInfo,
+    Limits, NodeIdentity, NodeIdentityCreated, NodeStatus, Rollout, Tenant, TenantCreated,
+    TenantQuotas, TokenCreated, TokenInfo,
 };
 use serde_json::{Value, json};
 
 use super::{Out, table, when};
-use crate::args::{Tenants, Tokens};
+use crate::args::{Nodes, Tenants, Tokens};
 use crate::client::{Client, segment};
 use crate::config;
 
@@ -240,8 +241,48 @@ fn limits(l: &Limits) -> String {
     }
 }
 
-/// `outpost nodes`.
-pub async fn nodes(client: &Client, out: Out) -> anyhow::Result<()> {
+/// `outpost nodes …`: the fleet list without a subcommand.
+pub async fn nodes(client: &Client, cmd: Option<Nodes>, out: Out) -> anyhow::Result<()> {
+    match cmd {
+        None => fleet(client, out).await?,
+        Some(Nodes::Add { name }) => {
+            let created: NodeIdentityCreated = client
+                .json(Method::POST, "/v1/nodes/identities", &json!({"name": name}))
+                .await?;
+            out.show(&created, || {
+                println!("{}", created.token);
+                println!(
+                    "Give this token (shown only once) to node {} as --node-token or OUTPOST_NODE_TOKEN; its node id is {}.",
+                    created.name, created.name
+                );
+            });
+        }
+        Some(Nodes::Revoke { name }) => {
+            client
+                .delete(&format!("/v1/nodes/identities/{}", segment(&name)))
+                .await?;
+            out.show(&json!({"revoked": name}), || {
+                println!(
+                    "Revoked node identity {name}: its token is refused from now on and its stream ends."
+                )
+            });
+        }
+        Some(Nodes::Identities) => {
+            let list: Vec<NodeIdentity> = client.get("/v1/nodes/identities").await?;
+            out.show(&list, || {
+                let rows: Vec<Vec<String>> = list
+                    .iter()
+                    .map(|n| vec![n.name.clone(), when(n.created_at as i64)])
+                    .collect();
+                table(&["node", "created (UTC)"], &rows);
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `outpost nodes`: every node heard from, with the credential it used.
+async fn fleet(client: &Client, out: Out) -> anyhow::Result<()> {
     let nodes: Vec<NodeStatus> = client.get("/v1/nodes").await?;
     let rollout: Rollout = client.get("/v1/rollout").await?;
     out.show(
@@ -258,11 +299,15 @@ pub async fn nodes(client: &Client, out: Out) -> anyhow::Result<()> {
                             .saturating_sub(n.applied_revision)
                             .to_string(),
                         when(n.last_contact as i64),
+                        n.identity.clone().unwrap_or_else(|| "shared token".into()),
                     ]
                 })
                 .collect();
             println!("Control plane revision {}", rollout.revision);
-            table(&["node", "revision", "lag", "last contact (UTC)"], &rows);
+            table(
+                &["node", "revision", "lag", "last contact (UTC)", "identity"],
+                &rows,
+            );
         },
     );
     Ok(())

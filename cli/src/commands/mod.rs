@@ -78,7 +78,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Login => fleet::login(&client, token, ca_file, out).await,
         Command::Tenants(cmd) => fleet::tenants(&client, cmd, out).await,
         Command::Tokens(cmd) => fleet::tokens(&client, cmd, out).await,
-        Command::Nodes => fleet::nodes(&client, out).await,
+        Command::Nodes(args) => fleet::nodes(&client, args.command, out).await,
         Command::Apps(cmd) => apps::apps(&client, cmd, out).await,
         Command::Env(cmd) => apps::env(&client, cmd, out).await,
         Command::Secrets(cmd) => apps::secrets(&client, cmd, out).await,

@@ -448,3 +448,93 @@ fn tenants_domains_tokens_and_lifecycle_through_the_cli() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// `PUT /v1/nodes/{node}/status` on the dev control plane with `token`:
+/// the status code.
+fn report_status(api: &str, node: &str, token: &str) -> u16 {
+    let body = r#"{"applied_revision":0}"#;
+    let mut tcp = TcpStream::connect(api).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        tcp,
+        "PUT /v1/nodes/{node}/status HTTP/1.0\r\nhost: {api}\r\nauthorization: Bearer {token}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    tcp.read_to_string(&mut out).unwrap();
+    out[9..12].parse().unwrap()
+}
+
+/// The operator gives a node its own identity, sees it in the fleet, and
+/// revokes it, all through the CLI; `outpost nodes` alone still lists the
+/// fleet.
+#[test]
+fn node_identities_are_added_listed_and_revoked_through_the_cli() {
+    let state = tempfile::tempdir().unwrap();
+    let dev = start_dev(state.path(), &[]);
+    let admin = dev.admin_token();
+
+    let out = dev.ok(&admin, &["nodes", "add", "edge-1"]);
+    let mut lines = out.lines();
+    let token = lines.next().unwrap().to_string();
+    assert!(token.starts_with("opn_edge-1_"), "{out}");
+    let hint = lines.next().unwrap();
+    assert!(
+        hint.contains("--node-token") && hint.contains("OUTPOST_NODE_TOKEN"),
+        "{out}"
+    );
+    assert_eq!(lines.next(), None, "{out}");
+    let created = dev.json(&admin, &["nodes", "add", "edge-2"]);
+    assert_eq!(created["name"], "edge-2");
+    assert!(
+        created["token"]
+            .as_str()
+            .unwrap()
+            .starts_with("opn_edge-2_")
+    );
+    let err = dev.fails(&admin, &["nodes", "add", "edge-1"]);
+    assert!(err.contains("exists"), "{err}");
+    let err = dev.fails(&admin, &["nodes", "add", "watch"]);
+    assert!(err.contains("/v1/nodes/"), "{err}");
+    let err = dev.fails(&dev.tenant_token(), &["nodes", "add", "edge-3"]);
+    assert!(err.contains("admin"), "{err}");
+
+    let listed = dev.json(&admin, &["nodes", "identities"]);
+    assert_eq!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["name"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["edge-1", "edge-2"]
+    );
+    assert!(!listed.to_string().contains(&token[11..]));
+    let table = dev.ok(&admin, &["nodes", "identities"]);
+    assert!(table.starts_with("NODE"), "{table}");
+
+    // The node reports with its token and shows up under its identity,
+    // beside the dev node on the shared token.
+    assert_eq!(report_status(&dev.api, "edge-1", &token), 204);
+    let fleet = dev.ok(&admin, &["nodes"]);
+    assert!(fleet.contains("IDENTITY"), "{fleet}");
+    let row = |id: &str| {
+        fleet
+            .lines()
+            .find(|l| l.starts_with(&format!("{id} ")))
+            .unwrap_or_else(|| panic!("no {id} in {fleet}"))
+            .to_string()
+    };
+    assert!(row("edge-1").trim_end().ends_with("edge-1"), "{fleet}");
+    assert!(row("dev").trim_end().ends_with("shared token"), "{fleet}");
+
+    let out = dev.ok(&admin, &["nodes", "revoke", "edge-1"]);
+    assert!(out.contains("Revoked node identity edge-1"), "{out}");
+    assert_eq!(report_status(&dev.api, "edge-1", &token), 401);
+    let listed = dev.json(&admin, &["nodes", "identities"]);
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    let err = dev.fails(&admin, &["nodes", "revoke", "edge-1"]);
+    assert!(err.contains("not found"), "{err}");
+}
