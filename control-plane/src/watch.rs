@@ -297,6 +297,11 @@ async fn stream_events(
             return;
         }
     }
+    // One timer, reset only when a line goes out: changes that send
+    // nothing (and revocations of other identities) do not put off the
+    // heartbeat, nor the credential check that comes with it.
+    let heartbeat = tokio::time::sleep(HEARTBEAT);
+    tokio::pin!(heartbeat);
     loop {
         let lines = tokio::select! {
             changed = changes.changed() => {
@@ -323,7 +328,7 @@ async fn stream_events(
                 }
                 continue;
             }
-            _ = tokio::time::sleep(HEARTBEAT) => {
+            _ = &mut heartbeat => {
                 vec![line(&WatchEvent::Heartbeat { revision: sent.revision })]
             }
         };
@@ -342,6 +347,9 @@ async fn stream_events(
                 return;
             }
         }
+        heartbeat
+            .as_mut()
+            .reset(tokio::time::Instant::now() + HEARTBEAT);
         // The stream keeps moving, so the node is reading: it is alive.
         if let Some(id) = &node {
             state.node_seen(id, identity.as_deref(), None);
