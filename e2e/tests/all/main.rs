@@ -4,6 +4,7 @@
 
 mod cache_safety;
 mod dashboards;
+mod fleet;
 mod hosts;
 mod isolation;
 mod layout;
