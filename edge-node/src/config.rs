@@ -109,6 +109,15 @@ pub struct Args {
     /// plane's shared node token.
     #[arg(long, env = "OUTPOST_NODE_TOKEN", hide_env_values = true)]
     pub node_token: Option<String>,
+    /// A file holding the node's token instead (a mounted Secret, a systemd credential), so
+    /// it is in no process's environment.
+    #[arg(
+        long,
+        env = "OUTPOST_NODE_TOKEN_FILE",
+        value_name = "FILE",
+        conflicts_with = "node_token"
+    )]
+    pub node_token_file: Option<PathBuf>,
     /// Where sync mode keeps the last snapshot and modules [default: ./node-cache].
     #[arg(long, env = "OUTPOST_CACHE_DIR", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
@@ -505,10 +514,28 @@ impl Config {
                 if !apps.is_empty() {
                     problems.push("--app and --control-plane cannot be combined: a node follows a control plane or serves its own apps".into());
                 }
-                let token = args.node_token.or(file.node_token).unwrap_or_default();
-                if token.is_empty() {
-                    problems
-                        .push("--control-plane needs --node-token (or OUTPOST_NODE_TOKEN)".into());
+                let token = match &args.node_token_file {
+                    Some(path) => match std::fs::read_to_string(path) {
+                        Ok(text) => text.trim().to_string(),
+                        Err(e) => {
+                            problems.push(format!(
+                                "--node-token-file {}: {e} (create the node's identity with `outpost nodes add NAME` and put its token there)",
+                                path.display()
+                            ));
+                            String::new()
+                        }
+                    },
+                    None => args.node_token.or(file.node_token).unwrap_or_default(),
+                };
+                if token.is_empty() && args.node_token_file.is_none() {
+                    problems.push(
+                        "--control-plane needs --node-token or --node-token-file (or OUTPOST_NODE_TOKEN/OUTPOST_NODE_TOKEN_FILE)"
+                            .into(),
+                    );
+                } else if token.is_empty()
+                    && problems.iter().all(|p| !p.starts_with("--node-token-file"))
+                {
+                    problems.push("--node-token-file: the file is empty".into());
                 }
                 let cache_key = args.cache_key.or(file.cache_key);
                 if let Some(key) = &cache_key
@@ -791,7 +818,7 @@ mod tests {
         .unwrap_err();
         let text = err.to_string();
         for needle in [
-            "expected an http:// URL",
+            "expected an https:// URL",
             "cannot be combined",
             "needs --node-token",
         ] {
@@ -833,6 +860,40 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(c.sync.unwrap().node_id, "edge-2");
+    }
+
+    #[test]
+    fn the_token_may_come_from_a_file_which_must_hold_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node-token");
+        let token = format!("opn_edge-7_{}", "cd".repeat(32));
+        std::fs::write(&path, format!("{token}\n")).unwrap();
+        let with_file = |extra: &[&str]| {
+            let mut list = vec![
+                "--control-plane",
+                "https://cp.example.net",
+                "--node-token-file",
+                path.to_str().unwrap(),
+            ];
+            list.extend(extra);
+            Config::from_args(args(&list))
+        };
+        let sync = with_file(&[]).unwrap().sync.unwrap();
+        assert_eq!(
+            (sync.token.as_str(), sync.node_id.as_str()),
+            (token.as_str(), "edge-7")
+        );
+        std::fs::write(&path, "\n").unwrap();
+        let err = with_file(&[]).unwrap_err().to_string();
+        assert!(err.contains("the file is empty"), "{err}");
+        std::fs::remove_file(&path).unwrap();
+        let err = with_file(&[]).unwrap_err().to_string();
+        assert!(err.contains("outpost nodes add"), "{err}");
+        // Not both.
+        assert!(
+            Args::try_parse_from(["edge-node", "--node-token", "x", "--node-token-file", "y"])
+                .is_err()
+        );
     }
 
     #[test]

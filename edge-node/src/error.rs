@@ -43,8 +43,10 @@ pub enum Error {
     /// trusted, or it refused the node's credential) while the node had
     /// nothing cached to serve: a setting to fix, not an outage to wait
     /// out.
+    // The cause is boxed as a trait object: naming the sync module's
+    // error here would make the two modules import each other.
     #[error("the control plane refused this node, which has nothing cached to serve: {0}")]
-    Refused(Box<crate::sync::SyncError>),
+    Refused(Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// `Result` with this crate's [`Error`].
