@@ -381,17 +381,29 @@ def cmd_compose() -> None:
                 host = v.rsplit(":", 1)[0]
                 if k in ("OUTPOST_LISTEN", "OUTPOST_HTTP", "OUTPOST_HTTPS", "OUTPOST_METRICS") and host != "0.0.0.0":
                     fail(f"{where}: {k}={v}: inside a container bind 0.0.0.0")
+        mounts = {str(v).split(":")[1]: str(v).split(":")[0] for v in s.get("volumes", []) if ":" in str(v)}
+        for src in mounts.values():
+            if src.endswith("ca.key"):
+                fail(f"{where}: mounts the CA's private key {src}")
+        if name == "control-plane":
+            for k in ("OUTPOST_TLS_CERT", "OUTPOST_TLS_KEY"):
+                if env.get(k) not in mounts:
+                    fail(f"{where}: {k} {env.get(k)} is not a mounted file (the API serves HTTPS only)")
+            if "OUTPOST_NODE_TOKEN" in env:
+                fail(f"{where}: sets a shared node token; nodes use their own identities")
         if name.startswith("edge-"):
-            for k in ("OUTPOST_CONTROL_PLANE", "OUTPOST_NODE_TOKEN", "OUTPOST_NODE_ID", "OUTPOST_CACHE_DIR"):
+            for k in ("OUTPOST_CONTROL_PLANE", "OUTPOST_NODE_TOKEN", "OUTPOST_NODE_ID", "OUTPOST_CACHE_DIR", "OUTPOST_CA_FILE"):
                 if k not in env:
                     fail(f"{where}: {k} is not set (sync mode needs it)")
+            if env.get("OUTPOST_CA_FILE") not in mounts:
+                fail(f"{where}: OUTPOST_CA_FILE {env.get('OUTPOST_CA_FILE')} is not a mounted file")
             cache = env.get("OUTPOST_CACHE_DIR")
             if cache and not any(str(v).split(":")[1:2] == [cache] for v in s.get("volumes", [])):
                 fail(f"{where}: OUTPOST_CACHE_DIR {cache} is not on a volume")
             cp = env.get("OUTPOST_CONTROL_PLANE", "")
-            m = re.match(r"http://([\w\-]+):(\d+)$", cp)
+            m = re.match(r"https://([\w\-]+):(\d+)$", cp)
             if not m or m.group(1) not in services:
-                fail(f"{where}: OUTPOST_CONTROL_PLANE {cp} is not http://SERVICE:PORT of this file")
+                fail(f"{where}: OUTPOST_CONTROL_PLANE {cp} is not https://SERVICE:PORT of this file")
             for p in s.get("ports", []):
                 if str(p).endswith(":9100"):
                     fail(f"{where}: publishes the metrics listener")
@@ -598,6 +610,15 @@ def cmd_k8s() -> None:
                 cm = v.get("configMap")
                 if cm and cm["name"] not in configmaps and not cm.get("optional"):
                     fail(f"{where}: volume {v['name']} needs ConfigMap {cm['name']}, not defined (nor optional)")
+                sv = v.get("secret")
+                if sv:
+                    keys = secrets.get(sv["secretName"])
+                    if keys is None:
+                        fail(f"{where}: volume {v['name']} needs Secret {sv['secretName']}, not in k8s/")
+                    else:
+                        for item in sv.get("items", []):
+                            if item["key"] not in keys:
+                                fail(f"{where}: volume {v['name']}: Secret {sv['secretName']} has no key {item['key']}")
             for c in ps.get("containers", []):
                 cw = f"{where} container {c['name']}"
                 image = c.get("image", "")
@@ -617,6 +638,15 @@ def cmd_k8s() -> None:
                             fail(f"{cw}: NODE_NAME does not come from the downward API spec.nodeName")
                         if "OUTPOST_NODE_ID" not in " ".join(c.get("command", [])):
                             fail(f"{cw}: OUTPOST_NODE_ID is not derived from NODE_NAME")
+                        if "OUTPOST_NODE_TOKEN_FILE" not in " ".join(c.get("command", [])):
+                            fail(f"{cw}: the node's identity (OUTPOST_NODE_TOKEN_FILE) is not set")
+                        url = (env.get("OUTPOST_CONTROL_PLANE") or {}).get("value", "")
+                        if not url.startswith("https://"):
+                            fail(f"{cw}: OUTPOST_CONTROL_PLANE {url} is not https://")
+                        ca = (env.get("OUTPOST_CA_FILE") or {}).get("value", "")
+                        mounted = [m["mountPath"] for m in c.get("volumeMounts", [])]
+                        if not any(ca.startswith(m.rstrip("/") + "/") for m in mounted):
+                            fail(f"{cw}: OUTPOST_CA_FILE {ca or '(unset)'} is not on a mounted volume")
                 for pk in ("startupProbe", "livenessProbe", "readinessProbe"):
                     probe = c.get(pk)
                     if not probe:
@@ -628,6 +658,8 @@ def cmd_k8s() -> None:
                         fail(f"{cw}: {pk} port {port!r} is not a named container port ({sorted(ports)})")
                     if repo in image_dockerfile and (probe.get("httpGet") or {}).get("path") != "/healthz":
                         fail(f"{cw}: {pk} is not on /healthz")
+                    if repo.endswith("control-plane") and (probe.get("httpGet") or {}).get("scheme") != "HTTPS":
+                        fail(f"{cw}: {pk} is not over HTTPS (the API serves nothing else)")
                     if repo in image_dockerfile:
                         want = "api" if repo.endswith("control-plane") else "metrics"
                         if port != want:
@@ -668,8 +700,8 @@ def cmd_k8s() -> None:
                                 fail(f"{cw}: {var} port {port} is not a container port")
                 if repo in image_dockerfile and ps.get("enableServiceLinks") is not False:
                     fail(f"{cw}: enableServiceLinks is not false (Service link variables share the OUTPOST_ prefix)")
-                if repo.endswith("control-plane") and {"OUTPOST_ADMIN_TOKEN", "OUTPOST_NODE_TOKEN"} - env_names:
-                    fail(f"{cw}: tokens not set")
+                if repo.endswith("control-plane") and {"OUTPOST_ADMIN_TOKEN", "OUTPOST_TLS_CERT", "OUTPOST_TLS_KEY"} - env_names:
+                    fail(f"{cw}: the admin token or the API's certificate is not set")
             ok(f"{where}: selector, probes, resources, securityContext, volumes, secret refs")
     for name, s in services.items():
         where = f"k8s/{s['_file']}: Service/{name}"

@@ -346,33 +346,48 @@ fi
 # ------------------------------------------------------------- smoke test
 step "smoke test (the systemd configuration, loopback only)"
 smoke() {
-  local dir admin node api metrics i
+  local dir admin api metrics i created
   local -a cpenv enenv
   dir="$WORK/smoke"
-  mkdir -p "$dir/state" "$dir/cache"
+  mkdir -p "$dir/state" "$dir/cache" "$dir/cp-cred" "$dir/en-cred"
   admin="smoke-admin-$RANDOM$RANDOM$RANDOM"
-  node="smoke-node-$RANDOM$RANDOM$RANDOM"
+  # The control plane's certificate from tls.sh, handed over the way
+  # LoadCredential= does: files in the credentials directory (%d).
+  bash deploy/tls.sh "$dir/tls" localhost 127.0.0.1 > /dev/null || { echo "   deploy/tls.sh failed"; return 1; }
+  cp "$dir/tls/control-plane.crt" "$dir/cp-cred/tls.crt"
+  cp "$dir/tls/control-plane.key" "$dir/cp-cred/tls.key"
+  cp "$dir/tls/ca.pem" "$dir/en-cred/ca.pem"
   # The unit's Environment= and the example env file, as systemd would pass
   # them, with the placeholders filled and addresses moved to free
   # loopback ports.
   mapfile -t cpenv < <("$PY" deploy/check.py systemd-env deploy/systemd/outpost-control-plane.service deploy/systemd/control-plane.env.example \
-    | sed -e "s#%S#$dir/state#" -e "s#^OUTPOST_ADMIN_TOKEN=.*#OUTPOST_ADMIN_TOKEN=$admin#" \
-          -e "s#^OUTPOST_NODE_TOKEN=.*#OUTPOST_NODE_TOKEN=$node#" -e 's#^OUTPOST_LISTEN=.*#OUTPOST_LISTEN=127.0.0.1:0#')
+    | sed -e "s#%S#$dir/state#" -e "s#%d#$dir/cp-cred#" -e "s#^OUTPOST_ADMIN_TOKEN=.*#OUTPOST_ADMIN_TOKEN=$admin#" \
+          -e 's#^OUTPOST_LISTEN=.*#OUTPOST_LISTEN=127.0.0.1:0#')
   mkdir -p "$dir/state/outpost-control-plane"
   env -i PATH="$PATH" "${cpenv[@]}" "$CP" > "$dir/cp.out" 2> "$dir/cp.err" &
   PIDS+=($!)
   for i in $(seq 50); do
-    api="$(sed -n 's#^Listening on http://\(.*\)/$#\1#p' "$dir/cp.out")"
+    api="$(sed -n 's#^Listening on https://\(.*\)/$#\1#p' "$dir/cp.out")"
     [ -n "$api" ] && break
     sleep 0.2
   done
-  [ -n "$api" ] || { echo "   control plane did not start:"; indent < "$dir/cp.err"; return 1; }
-  echo "   control plane on $api (env: ${cpenv[*]%%=*})"
+  [ -n "$api" ] || { echo "   control plane did not start on HTTPS:"; indent < "$dir/cp.err"; return 1; }
+  echo "   control plane on https://$api (env: ${cpenv[*]%%=*})"
+  curl -fsS --max-time 2 --cacert "$dir/tls/ca.pem" "https://$api/healthz" > /dev/null \
+    || { echo "   control plane /healthz over HTTPS (verified against tls.sh's CA) failed"; return 1; }
+  if curl -fsS --max-time 2 "http://$api/healthz" > /dev/null 2>&1; then
+    echo "   the control plane answered plain HTTP"; return 1
+  fi
+  # The node's identity, as `outpost nodes add smoke-node-1` makes it.
+  created="$(curl -fsS --max-time 5 --cacert "$dir/tls/ca.pem" -H "Authorization: Bearer $admin" \
+    -H 'content-type: application/json' -d '{"name":"smoke-node-1"}' "https://$api/v1/nodes/identities")" \
+    || { echo "   creating the node identity failed"; return 1; }
+  "$PY" -c 'import json,sys; print(json.load(sys.stdin)["token"])' <<< "$created" > "$dir/en-cred/node-token"
   mapfile -t enenv < <("$PY" deploy/check.py systemd-env deploy/systemd/outpost-edge-node.service deploy/systemd/edge-node.env.example \
-    | sed -e "s#%C#$dir/cache#" -e "s#^OUTPOST_NODE_TOKEN=.*#OUTPOST_NODE_TOKEN=$node#" \
-          -e "s#^OUTPOST_CONTROL_PLANE=.*#OUTPOST_CONTROL_PLANE=http://$api#" \
+    | sed -e "s#%C#$dir/cache#" -e "s#%d#$dir/en-cred#" \
+          -e "s#^OUTPOST_CONTROL_PLANE=.*#OUTPOST_CONTROL_PLANE=https://$api#" \
           -e 's#^OUTPOST_HTTP=.*#OUTPOST_HTTP=127.0.0.1:0#' -e 's#^OUTPOST_METRICS=.*#OUTPOST_METRICS=127.0.0.1:0#')
-  env -i PATH="$PATH" "${enenv[@]}" OUTPOST_NODE_ID=smoke-node-1 OUTPOST_HTTPS=127.0.0.1:0 "$EN" > "$dir/en.out" 2> "$dir/en.err" &
+  env -i PATH="$PATH" "${enenv[@]}" OUTPOST_HTTPS=127.0.0.1:0 "$EN" > "$dir/en.out" 2> "$dir/en.err" &
   PIDS+=($!)
   for i in $(seq 100); do
     metrics="$(sed -n 's#^Metrics on http://\(.*\)/metrics$#\1#p' "$dir/en.out")"
@@ -381,14 +396,14 @@ smoke() {
   done
   [ -n "$metrics" ] || { echo "   edge node did not start:"; indent < "$dir/en.err"; return 1; }
   echo "   edge node: $(tr '\n' ' ' < "$dir/en.out")"
-  curl -fsS --max-time 2 "http://$api/healthz" > /dev/null || { echo "   control plane /healthz failed"; return 1; }
   curl -fsS --max-time 2 "http://$metrics/healthz" > /dev/null || { echo "   edge node /healthz failed"; return 1; }
-  curl -fsS --max-time 2 "http://$api/metrics" | grep -q '^# TYPE outpost_' || { echo "   control plane /metrics has no outpost_ series"; return 1; }
+  curl -fsS --max-time 2 --cacert "$dir/tls/ca.pem" "https://$api/metrics" | grep -q '^# TYPE outpost_' || { echo "   control plane /metrics has no outpost_ series"; return 1; }
   curl -fsS --max-time 2 "http://$metrics/metrics" | grep -q '^# TYPE outpost_' || { echo "   edge node /metrics has no outpost_ series"; return 1; }
   echo "   /healthz and /metrics answer on both (what the HEALTHCHECKs, probes and Prometheus use)"
   for i in $(seq 50); do
-    if curl -fsS --max-time 2 -H "Authorization: Bearer $admin" "http://$api/v1/nodes" | grep -q '"smoke-node-1"'; then
-      echo "   the node registered with the node token: GET /v1/nodes lists smoke-node-1"
+    if curl -fsS --max-time 2 --cacert "$dir/tls/ca.pem" -H "Authorization: Bearer $admin" "https://$api/v1/nodes" \
+      | grep -q '"identity":"smoke-node-1"'; then
+      echo "   the node registered over HTTPS with its own identity: GET /v1/nodes lists smoke-node-1"
       return 0
     fi
     sleep 0.2
@@ -400,7 +415,7 @@ smoke() {
 if [ "$SMOKE" != 1 ]; then
   record "smoke test" skipped "OUTPOST_CHECK_SMOKE=0"
 elif [ -x "$CP" ] && [ -x "$EN" ] && have curl; then
-  run "smoke test (systemd env, real binaries)" ran "control plane + sync-mode edge node started with the units' Environment= and the example env files (tokens/addresses substituted); /healthz, /metrics, node registration" smoke
+  run "smoke test (systemd env, real binaries)" ran "control plane on HTTPS (deploy/tls.sh's certificate) + sync-mode edge node with its own identity, started with the units' Environment=, credentials and the example env files (addresses substituted); /healthz, /metrics, no plain HTTP, node registration" smoke
 else
   record "smoke test" skipped "binaries or curl missing"
 fi

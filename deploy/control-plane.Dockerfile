@@ -74,7 +74,10 @@ VOLUME ["/var/lib/outpost"]
 EXPOSE 7070
 USER 10001:10001
 # The port follows OUTPOST_LISTEN; `/healthz` needs no token.
+# HTTPS when a certificate is configured. --insecure only here: the probe
+# sends no token and reads nothing but "ok", and the certificate names the
+# service, not 127.0.0.1 (compose.yaml's healthcheck verifies it).
 HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \
-  CMD ["/bin/sh", "-c", "curl -fsS --max-time 2 \"http://127.0.0.1:${OUTPOST_LISTEN##*:}/healthz\" >/dev/null || exit 1"]
+  CMD ["/bin/sh", "-c", "s=http; [ -n \"${OUTPOST_TLS_CERT:-}\" ] && s=https; curl -fsS --insecure --max-time 2 \"$s://127.0.0.1:${OUTPOST_LISTEN##*:}/healthz\" >/dev/null || exit 1"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/control-plane"]

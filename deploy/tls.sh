@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# A private CA and the control plane's HTTPS certificate, made with openssl:
+# for the compose stack, a first install, or check.sh's smoke test. With
+# your own PKI or cert-manager, skip this: the control plane needs only a
+# PEM chain and key (--tls-cert/--tls-key), and nodes and the CLI the CA
+# that signed it (--ca-file / OUTPOST_CA_FILE).
+#
+#   bash deploy/tls.sh DIR NAME [NAME...]
+#
+# NAMEs are what nodes and the CLI put in the control plane's URL (DNS
+# names or IP addresses); the first is also the certificate's CN. Writes:
+#   DIR/ca.pem              the CA certificate: give it to nodes and the CLI
+#   DIR/ca.key              the CA's key: keep it off the servers (0600)
+#   DIR/control-plane.crt   the certificate, then the CA (a chain)
+#   DIR/control-plane.key   its key (0600)
+# An existing CA in DIR is kept, so re-running renews the certificate
+# without touching what nodes trust.
+set -euo pipefail
+
+if [ "$#" -lt 2 ]; then
+  echo "usage: $0 DIR NAME [NAME...]" >&2
+  exit 2
+fi
+dir="$1"
+shift
+command -v openssl >/dev/null || { echo "$0: openssl is needed (apt-get install openssl)" >&2; exit 1; }
+mkdir -p "$dir"
+umask 077
+
+sans=""
+for name in "$@"; do
+  if [[ "$name" =~ ^[0-9.]+$ || "$name" == *:* ]]; then
+    sans="${sans:+$sans,}IP:$name"
+  else
+    sans="${sans:+$sans,}DNS:$name"
+  fi
+done
+
+if [ ! -s "$dir/ca.pem" ] || [ ! -s "$dir/ca.key" ]; then
+  openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+    -keyout "$dir/ca.key" -out "$dir/ca.pem" -days 3650 -subj "/CN=Outpost control plane CA" \
+    -addext "basicConstraints=critical,CA:TRUE" \
+    -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+  echo "made a new CA: $dir/ca.pem"
+fi
+
+ext="$(mktemp)"
+csr="$(mktemp)"
+trap 'rm -f "$ext" "$csr"' EXIT
+printf '%s\n' \
+  "subjectAltName=$sans" \
+  "basicConstraints=critical,CA:FALSE" \
+  "keyUsage=critical,digitalSignature" \
+  "extendedKeyUsage=serverAuth" > "$ext"
+openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+  -keyout "$dir/control-plane.key" -out "$csr" -subj "/CN=$1" 2>/dev/null
+openssl x509 -req -in "$csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial \
+  -days 397 -extfile "$ext" -out "$dir/control-plane.leaf" 2>/dev/null
+cat "$dir/control-plane.leaf" "$dir/ca.pem" > "$dir/control-plane.crt"
+rm -f "$dir/control-plane.leaf" "$dir/ca.srl"
+chmod 0644 "$dir/ca.pem" "$dir/control-plane.crt"
+echo "made $dir/control-plane.crt for $sans (valid 397 days)"
