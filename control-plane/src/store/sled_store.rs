@@ -47,6 +47,28 @@ const HOSTS_INDEXED: &[u8] = b"hosts_indexed";
 /// reference counts.
 const USAGE_INDEXED: &[u8] = b"usage_indexed";
 
+/// How long [`SledStore::open`] waits for a lock a store just closed in
+/// this process may still hold: sled's flusher thread lets go of the file
+/// lock a moment after the last handle is dropped.
+const LOCK_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Opens the database, waiting out a lock that is about to be released;
+/// a lock another process holds is still an error after the wait.
+fn open_db(dir: &Path) -> sled::Result<Db> {
+    let started = std::time::Instant::now();
+    loop {
+        match sled::Config::new().path(dir).open() {
+            Err(sled::Error::Io(e))
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    && started.elapsed() < LOCK_RELEASE_WAIT =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// The host of a normalized route (`host` or `host/prefix`).
 fn host_of(route: &str) -> &str {
     route.split('/').next().unwrap_or(route)
@@ -67,9 +89,7 @@ fn decode_owner(bytes: &[u8]) -> (String, u64) {
 impl SledStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<SledStore> {
-        let db = sled::Config::new()
-            .path(dir)
-            .open()
+        let db = open_db(dir)
             .map_err(|e| StoreError::Backend(format!("opening {}: {e}", dir.display())))?;
         let tree = |name: &str| db.open_tree(name).map_err(backend);
         SledStore {

@@ -341,6 +341,33 @@ async fn a_tls_fleet_with_node_identities_serves_refuses_strangers_and_revokes()
         "{log}"
     );
 
+    // `outpost login --ca-file` saves the CA with the URL: later commands
+    // need neither.
+    let saved = Command::new(binary("outpost"))
+        .args(["login", "--url", &url, "--ca-file"])
+        .arg(path("ca.pem"))
+        .args(["--token", &tenant])
+        .env_clear()
+        .env("OUTPOST_CONFIG_DIR", path("login-config"))
+        .output()
+        .unwrap();
+    assert!(
+        saved.status.success(),
+        "{}",
+        String::from_utf8_lossy(&saved.stderr)
+    );
+    let listed = Command::new(binary("outpost"))
+        .args(["apps", "list"])
+        .env_clear()
+        .env("OUTPOST_CONFIG_DIR", path("login-config"))
+        .output()
+        .unwrap();
+    assert!(
+        listed.status.success() && String::from_utf8_lossy(&listed.stdout).contains("web"),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+
     // The CLI with another CA fails the same way, and an http:// URL to
     // the HTTPS port gets nothing back: nothing falls back to plain HTTP.
     let out = cli.run_with(&tenant, &url, &path("wrong-ca.pem"), &["apps", "list"]);
