@@ -33,6 +33,7 @@ COPY proto proto
 COPY runtime runtime
 COPY serve serve
 COPY link link
+COPY oci oci
 COPY edge-node edge-node
 COPY control-plane control-plane
 COPY sdk sdk
