@@ -198,6 +198,7 @@ pub async fn run_until(
         sync: Some(SyncSettings {
             url: format!("http://{api_addr}"),
             ca_file: None,
+            registry: None,
             token: tokens.node.clone(),
             cache_dir: state_dir.join("node-cache"),
             cache_key: None,

@@ -124,6 +124,7 @@ pub async fn start(
             let sync_config = SyncConfig {
                 url: settings.url.clone(),
                 ca_file: settings.ca_file.clone(),
+                registry: settings.registry.clone(),
                 token: settings.token.clone(),
                 defaults: config.limits.clone(),
                 node_id: settings.node_id.clone(),

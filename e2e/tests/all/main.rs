@@ -10,6 +10,7 @@ mod isolation;
 mod layout;
 mod logs;
 mod propagation;
+mod registry;
 mod secrets;
 mod support;
 mod sync;

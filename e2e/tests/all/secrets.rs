@@ -262,6 +262,7 @@ async fn no_secret_reaches_logs_metrics_or_responses() {
     let sync_config = outpost_edge_node::sync::SyncConfig {
         url: format!("http://{}", "127.0.0.1:1"),
         ca_file: None,
+        registry: None,
         token: NODE.into(),
         defaults: Default::default(),
         node_id: "node-1".into(),

@@ -16,6 +16,8 @@ pub struct SyncConfig {
     /// CA file its certificate is verified against; `None`: the system's
     /// roots.
     pub ca_file: Option<PathBuf>,
+    /// The OCI registry modules are pulled from first, if any.
+    pub registry: Option<outpost_oci::RegistryConfig>,
     /// The node token.
     pub token: String,
     /// Limits for fields neither tenant nor app sets.

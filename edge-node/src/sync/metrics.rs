@@ -1,7 +1,7 @@
 //! The sync subsystem's metrics: the revision served, the lag behind the
 //! control plane, reconnections, and the on-disk cache's size.
 
-use prometheus::{IntCounter, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 /// The sync subsystem's metrics.
 #[derive(Clone)]
@@ -10,6 +10,7 @@ pub struct Metrics {
     lag: IntGauge,
     reconnects: IntCounter,
     cache_bytes: IntGaugeVec,
+    module_fetches: IntCounterVec,
 }
 
 impl Metrics {
@@ -35,11 +36,19 @@ impl Metrics {
                 ),
                 &["kind"],
             )?,
+            module_fetches: IntCounterVec::new(
+                Opts::new(
+                    "outpost_sync_module_fetches_total",
+                    "Modules fetched (not in the cache), by source (registry, control_plane) and result (ok, miss: the registry lacks it, error).",
+                ),
+                &["source", "result"],
+            )?,
         };
         registry.register(Box::new(m.applied_revision.clone()))?;
         registry.register(Box::new(m.reconnects.clone()))?;
         registry.register(Box::new(m.lag.clone()))?;
         registry.register(Box::new(m.cache_bytes.clone()))?;
+        registry.register(Box::new(m.module_fetches.clone()))?;
         Ok(m)
     }
 
@@ -57,6 +66,14 @@ impl Metrics {
     /// Counts one reconnection of the watch stream.
     pub fn reconnect(&self) {
         self.reconnects.inc();
+    }
+
+    /// Counts one module fetch from `source` (`registry`, `control_plane`)
+    /// that ended with `result` (`ok`, `miss`, `error`).
+    pub fn module_fetched(&self, source: &str, result: &str) {
+        self.module_fetches
+            .with_label_values(&[source, result])
+            .inc();
     }
 
     /// Records the size of one kind of on-disk cache after a prune.

@@ -46,6 +46,8 @@ pub struct Follower {
     config: SyncConfig,
     cache: Cache,
     client: HttpClient,
+    /// Where module bytes are pulled from first, if configured.
+    registry: Option<Arc<outpost_oci::Registry>>,
     /// The snapshot being served, which deltas apply to; `None` until the
     /// node serves one it has whole (then it asks for a full snapshot).
     have: Option<Snapshot>,
@@ -65,10 +67,18 @@ impl Follower {
     ) -> crate::Result<Follower> {
         let target = outpost_link::target(&config.url, config.ca_file.as_deref())?;
         let connector = outpost_link::connector(&target, config.ca_file.as_deref())?;
+        let registry = match &config.registry {
+            Some(registry) => Some(Arc::new(
+                outpost_oci::Registry::new(registry)
+                    .map_err(|e| crate::Error::Config(vec![format!("--registry: {e}")]))?,
+            )),
+            None => None,
+        };
         Ok(Follower {
             node,
             config,
             cache,
+            registry,
             client: Client::builder(TokioExecutor::new()).build(connector),
             have: served,
             assembly: SnapshotAssembly::default(),
@@ -260,12 +270,42 @@ impl Follower {
         self.module(&app.digest).await
     }
 
-    /// The module with `digest`: from the cache, else fetched from the
-    /// control plane, verified against the digest, and cached.
+    /// The module with `digest`: from the cache, else pulled from the
+    /// registry (when one is configured) or else fetched from the control
+    /// plane, verified against the digest either way, and cached.
     async fn module(&self, digest: &str) -> Result<Vec<u8>, SyncError> {
         if let Some(wasm) = self.cache.module(digest) {
             return Ok(wasm);
         }
+        let metrics = &self.node.metrics().sync;
+        if let Some(registry) = &self.registry {
+            // The registry spares the control plane the bytes; when it is
+            // down or lacks the module, the control plane still has them.
+            match registry.pull(digest).await {
+                Ok(Some(bytes)) => {
+                    metrics.module_fetched("registry", "ok");
+                    return self.keep_module(digest, bytes);
+                }
+                Ok(None) => {
+                    metrics.module_fetched("registry", "miss");
+                    tracing::warn!(%digest, "the registry lacks a module; fetching it from the control plane");
+                }
+                Err(e) => {
+                    metrics.module_fetched("registry", "error");
+                    tracing::warn!(error = %e, %digest, "pulling from the registry failed; fetching from the control plane");
+                }
+            }
+        }
+        let fetched = self.fetch_module(digest).await;
+        metrics.module_fetched(
+            "control_plane",
+            if fetched.is_ok() { "ok" } else { "error" },
+        );
+        self.keep_module(digest, fetched?)
+    }
+
+    /// `GET /v1/modules/{digest}` from the control plane.
+    async fn fetch_module(&self, digest: &str) -> Result<Vec<u8>, SyncError> {
         let url = format!(
             "{}/v1/modules/{digest}",
             self.config.url.trim_end_matches('/')
@@ -281,6 +321,12 @@ impl Follower {
                 source,
             })?
             .to_bytes();
+        Ok(bytes.to_vec())
+    }
+
+    /// Checks fetched bytes against their digest, whoever sent them, and
+    /// caches them.
+    fn keep_module(&self, digest: &str, bytes: Vec<u8>) -> Result<Vec<u8>, SyncError> {
         if digest_of(&bytes) != digest {
             return Err(SyncError::DigestMismatch(digest.to_string()));
         }
@@ -290,7 +336,7 @@ impl Follower {
                 what: digest.to_string(),
                 source,
             })?;
-        Ok(bytes.to_vec())
+        Ok(bytes)
     }
 
     async fn get(&self, url: &str) -> Result<http::Response<hyper::body::Incoming>, SyncError> {

@@ -66,6 +66,7 @@ impl EdgeNode {
             sync: Some(SyncSettings {
                 url: format!("http://{cp}"),
                 ca_file: None,
+                registry: None,
                 token: NODE.into(),
                 cache_dir: cache_dir.to_path_buf(),
                 cache_key: None,
@@ -136,6 +137,11 @@ impl EdgeNode {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// This node's metrics, rendered.
+    pub fn metrics_text(&self) -> String {
+        self.metrics.render()
     }
 
     /// The value of `series` (name and labels, as rendered) in this node's
