@@ -4,17 +4,30 @@
 //! Every mutation is one atomic transaction that also bumps the global
 //! revision, and is durable (flushed) before it returns: an acknowledged
 //! write survives a crash. Module blobs are content-addressed by sha256.
+//!
+//! The logic of every write (`logic`, `kv_store`) is written once
+//! against a small transactional key-value contract ([`kv`]), so that a
+//! replicated database can run the very same checks as the embedded sled
+//! one ([`SledStore`]); such a database keeps module bytes outside it
+//! ([`ModuleBlobs`]).
 
+pub mod blobs;
 pub mod faulty;
-mod sled_store;
+pub mod kv;
+mod kv_store;
+mod logic;
+mod migrate;
+mod sled_kv;
 
 use std::collections::BTreeMap;
 
 use outpost_proto::{Limits, TenantQuotas};
 use serde::{Deserialize, Serialize};
 
+pub use blobs::{DirBlobs, ModuleBlobs};
 pub use faulty::FaultyStore;
-pub use sled_store::SledStore;
+pub use kv_store::KvStore;
+pub use sled_kv::{SledKv, SledStore};
 
 /// A monotonically increasing number, bumped by every change to what nodes
 /// serve.
@@ -379,3 +392,6 @@ pub fn now() -> u64 {
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests;

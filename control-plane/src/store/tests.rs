@@ -1,15 +1,20 @@
+//! The store's behaviour. The bodies are generic over the backend; what
+//! only sled has (reopening a directory, legacy records) is sled's alone.
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use super::kv::{Kv, Tree};
+use super::logic::{HOSTS_INDEXED, USAGE_INDEXED, decode_owner, encode};
 use super::*;
 
 /// No quota at all: the store's own logic under test.
-const U: &Allowance = &Allowance::UNLIMITED;
+pub(super) const U: &Allowance = &Allowance::UNLIMITED;
 
 /// The tenants [`open`] creates.
 const TENANTS: [&str; 6] = ["a", "b", "c", "ab", "evil", "x"];
 
-/// A fresh store with the [`TENANTS`].
+/// A fresh sled store with the [`TENANTS`].
 fn open() -> (tempfile::TempDir, SledStore) {
     let dir = tempfile::tempdir().unwrap();
     let store = SledStore::open(dir.path()).unwrap();
@@ -17,13 +22,50 @@ fn open() -> (tempfile::TempDir, SledStore) {
     (dir, store)
 }
 
-fn with_tenants(store: &SledStore) {
+pub(super) fn with_tenants<K: Kv>(store: &KvStore<K>) {
     for name in TENANTS {
         store.create_tenant(tenant(name)).unwrap();
     }
 }
 
-fn tenant(name: &str) -> TenantRecord {
+/// The digest of `bytes`, as the API computes it (a blob store checks
+/// blobs against it).
+pub(super) fn digest(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    let hash = sha2::Sha256::digest(bytes);
+    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+/// Runs each named test on a fresh store of every backend.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod on_sled {
+            $(#[test]
+            fn $name() {
+                let (_dir, s) = super::open();
+                super::$name(s);
+            })*
+        }
+    };
+}
+
+on_both_backends!(
+    tenants_are_unique_and_found_by_token_hash,
+    a_route_has_one_owner_and_a_refused_write_changes_nothing,
+    a_host_belongs_to_the_tenant_that_routes_it,
+    routes_move_and_are_released_on_delete,
+    deploys_number_versions_and_rollback_picks_an_existing_one,
+    concurrent_deploys_never_lose_a_version,
+    apps_are_listed_per_tenant_only,
+    quotas_are_checked_in_the_transaction_and_a_refusal_changes_nothing,
+    old_versions_are_pruned_and_unused_modules_collected,
+    tokens_are_named_listed_and_revoked,
+    deleting_a_tenant_removes_everything_it_holds,
+    env_stored_in_clear_is_sealed_at_start_up_and_a_wrong_key_is_refused,
+);
+
+pub(super) fn tenant(name: &str) -> TenantRecord {
     TenantRecord {
         name: name.into(),
         token_sha256: format!("hash-of-{name}"),
@@ -35,7 +77,7 @@ fn tenant(name: &str) -> TenantRecord {
     }
 }
 
-fn app(tenant: &str, name: &str, routes: &[&str]) -> AppRecord {
+pub(super) fn app(tenant: &str, name: &str, routes: &[&str]) -> AppRecord {
     AppRecord {
         tenant: tenant.into(),
         name: name.into(),
@@ -50,9 +92,7 @@ fn app(tenant: &str, name: &str, routes: &[&str]) -> AppRecord {
     }
 }
 
-#[test]
-fn tenants_are_unique_and_found_by_token_hash() {
-    let (_dir, s) = open();
+fn tenants_are_unique_and_found_by_token_hash<K: Kv>(s: KvStore<K>) {
     s.create_tenant(tenant("acme")).unwrap();
     assert!(matches!(
         s.create_tenant(tenant("acme")),
@@ -66,9 +106,7 @@ fn tenants_are_unique_and_found_by_token_hash() {
     assert_eq!(s.tenants().unwrap().len(), TENANTS.len() + 1);
 }
 
-#[test]
-fn a_route_has_one_owner_and_a_refused_write_changes_nothing() {
-    let (_dir, s) = open();
+fn a_route_has_one_owner_and_a_refused_write_changes_nothing<K: Kv>(s: KvStore<K>) {
     s.create_app(app("a", "web", &["a.example.com", "shared.example.com"]), U)
         .unwrap();
     let before = s.revision().unwrap();
@@ -100,9 +138,7 @@ fn a_route_has_one_owner_and_a_refused_write_changes_nothing() {
 /// another tenant can claim neither a longer prefix nor the bare host,
 /// while the owner adds paths freely; the host is free again once the
 /// owner's last route on it goes.
-#[test]
-fn a_host_belongs_to_the_tenant_that_routes_it() {
-    let (_dir, s) = open();
+fn a_host_belongs_to_the_tenant_that_routes_it<K: Kv>(s: KvStore<K>) {
     s.create_tenant(tenant("acme")).unwrap();
     s.create_app(app("acme", "shop", &["shop.example.com/cart"]), U)
         .unwrap();
@@ -152,19 +188,27 @@ fn legacy_routes_are_indexed_by_host_and_conflicts_kept() {
     {
         let s = SledStore::open(dir.path()).unwrap();
         with_tenants(&s);
-        s.routes.insert("shop.example.com", "acme/shop").unwrap();
-        s.routes
+        s.kv.tree(Tree::Routes)
+            .insert("shop.example.com", "acme/shop")
+            .unwrap();
+        s.kv.tree(Tree::Routes)
             .insert("shop.example.com/login", "evil/grab")
             .unwrap();
-        s.routes.insert("other.example.com", "evil/grab").unwrap();
+        s.kv.tree(Tree::Routes)
+            .insert("other.example.com", "evil/grab")
+            .unwrap();
         // As an older version left it: no index yet.
-        s.hosts.clear().unwrap();
-        s.meta.remove(HOSTS_INDEXED).unwrap();
-        s.flush().unwrap();
+        s.kv.tree(Tree::Hosts).clear().unwrap();
+        s.kv.tree(Tree::Meta).remove(HOSTS_INDEXED).unwrap();
+        s.kv.flush().unwrap();
     }
     let s = SledStore::open(dir.path()).unwrap();
-    assert_eq!(s.routes.len(), 3, "a legacy route was dropped");
-    let owner = |host: &str| decode_owner(&s.hosts.get(host).unwrap().unwrap());
+    assert_eq!(
+        s.kv.tree(Tree::Routes).len(),
+        3,
+        "a legacy route was dropped"
+    );
+    let owner = |host: &str| decode_owner(&s.kv.tree(Tree::Hosts).get(host).unwrap().unwrap());
     assert_eq!(owner("shop.example.com"), ("acme".to_string(), 1));
     assert_eq!(owner("other.example.com"), ("evil".to_string(), 1));
     s.create_app(app("x", "y", &["z.example.com"]), U).unwrap();
@@ -176,9 +220,7 @@ fn legacy_routes_are_indexed_by_host_and_conflicts_kept() {
     assert!(matches!(&err, StoreError::HostTaken { .. }), "{err}");
 }
 
-#[test]
-fn routes_move_and_are_released_on_delete() {
-    let (_dir, s) = open();
+fn routes_move_and_are_released_on_delete<K: Kv>(s: KvStore<K>) {
     s.create_app(app("a", "web", &["one.example.com"]), U)
         .unwrap();
     s.set_routes("a", "web", vec!["two.example.com".into()], U)
@@ -198,19 +240,17 @@ fn routes_move_and_are_released_on_delete() {
     ));
 }
 
-#[test]
-fn deploys_number_versions_and_rollback_picks_an_existing_one() {
-    let (_dir, s) = open();
+fn deploys_number_versions_and_rollback_picks_an_existing_one<K: Kv>(s: KvStore<K>) {
     s.create_app(app("a", "web", &["a.example.com"]), U)
         .unwrap();
     assert!(matches!(
-        s.deploy("a", "web", "sha256:missing", 1, 1, U),
+        s.deploy("a", "web", &digest(b"missing"), 1, 1, U),
         Err(StoreError::NotFound(_))
     ));
-    s.put_module("sha256:m1", b"one").unwrap();
-    s.put_module("sha256:m2", b"two").unwrap();
-    let (d1, r1) = s.deploy("a", "web", "sha256:m1", 3, 10, U).unwrap();
-    let (d2, r2) = s.deploy("a", "web", "sha256:m2", 3, 11, U).unwrap();
+    s.put_module(&digest(b"one"), b"one").unwrap();
+    s.put_module(&digest(b"two"), b"two").unwrap();
+    let (d1, r1) = s.deploy("a", "web", &digest(b"one"), 3, 10, U).unwrap();
+    let (d2, r2) = s.deploy("a", "web", &digest(b"two"), 3, 11, U).unwrap();
     assert_eq!((d1.version, d2.version), (1, 2));
     assert!(r2 > r1);
     assert_eq!(s.app("a", "web").unwrap().unwrap().active_version, Some(2));
@@ -227,8 +267,8 @@ fn deploys_number_versions_and_rollback_picks_an_existing_one() {
         .iter()
         .map(|d| d.digest.clone())
         .collect();
-    assert_eq!(listed, ["sha256:m1", "sha256:m2"]);
-    assert_eq!(s.module("sha256:m2").unwrap().unwrap(), b"two");
+    assert_eq!(listed, [digest(b"one"), digest(b"two")]);
+    assert_eq!(s.module(&digest(b"two")).unwrap().unwrap(), b"two");
 }
 
 #[test]
@@ -251,19 +291,17 @@ fn acknowledged_writes_survive_a_reopen() {
     assert_eq!(s.deployments("acme", "web").unwrap().len(), 1);
 }
 
-#[test]
-fn concurrent_deploys_never_lose_a_version() {
-    let (_dir, s) = open();
+fn concurrent_deploys_never_lose_a_version<K: Kv>(s: KvStore<K>) {
     let s = Arc::new(s);
     s.create_app(app("a", "web", &["a.example.com"]), U)
         .unwrap();
-    s.put_module("sha256:m", b"x").unwrap();
+    s.put_module(&digest(b"x"), b"x").unwrap();
     let threads: Vec<_> = (0..4)
         .map(|_| {
             let s = s.clone();
             std::thread::spawn(move || {
                 for _ in 0..25 {
-                    s.deploy("a", "web", "sha256:m", 1, 1, U).unwrap();
+                    s.deploy("a", "web", &digest(b"x"), 1, 1, U).unwrap();
                 }
             })
         })
@@ -281,9 +319,7 @@ fn concurrent_deploys_never_lose_a_version() {
     assert_eq!(s.app("a", "web").unwrap().unwrap().versions, 100);
 }
 
-#[test]
-fn apps_are_listed_per_tenant_only() {
-    let (_dir, s) = open();
+fn apps_are_listed_per_tenant_only<K: Kv>(s: KvStore<K>) {
     s.create_app(app("a", "one", &["1.example.com"]), U)
         .unwrap();
     s.create_app(app("a", "two", &["2.example.com"]), U)
@@ -295,9 +331,7 @@ fn apps_are_listed_per_tenant_only() {
     assert_eq!(s.all_apps().unwrap().len(), 3);
 }
 
-#[test]
-fn quotas_are_checked_in_the_transaction_and_a_refusal_changes_nothing() {
-    let (_dir, s) = open();
+fn quotas_are_checked_in_the_transaction_and_a_refusal_changes_nothing<K: Kv>(s: KvStore<K>) {
     let two = Allowance {
         apps: 2,
         hosts: 2,
@@ -343,7 +377,7 @@ fn quotas_are_checked_in_the_transaction_and_a_refusal_changes_nothing() {
             stored_bytes: 0
         }
     );
-    assert!(s.hosts.get("4.example.com").unwrap().is_none());
+    assert!(s.kv.get(Tree::Hosts, b"4.example.com").unwrap().is_none());
     // Moving a route frees its old host in the same change.
     s.set_routes("a", "two", vec!["4.example.com".into()], &two)
         .unwrap();
@@ -359,9 +393,7 @@ fn quotas_are_checked_in_the_transaction_and_a_refusal_changes_nothing() {
     );
 }
 
-#[test]
-fn old_versions_are_pruned_and_unused_modules_collected() {
-    let (_dir, s) = open();
+fn old_versions_are_pruned_and_unused_modules_collected<K: Kv>(s: KvStore<K>) {
     let keep2 = Allowance {
         versions_per_app: 2,
         stored_bytes: 10,
@@ -371,17 +403,17 @@ fn old_versions_are_pruned_and_unused_modules_collected() {
         .unwrap();
     s.create_app(app("b", "web", &["b.example.com"]), U)
         .unwrap();
-    s.deploy_module("a", "web", "sha256:one", b"111", 1, &keep2)
+    s.deploy_module("a", "web", &digest(b"111"), b"111", 1, &keep2)
         .unwrap();
-    s.deploy_module("b", "web", "sha256:one", b"111", 1, &keep2)
+    s.deploy_module("b", "web", &digest(b"111"), b"111", 1, &keep2)
         .unwrap();
-    s.deploy_module("a", "web", "sha256:two", b"222", 2, &keep2)
+    s.deploy_module("a", "web", &digest(b"222"), b"222", 2, &keep2)
         .unwrap();
     // Rolled back to 1, then a third version: 2 is the oldest inactive.
     s.rollback("a", "web", 1).unwrap();
-    s.deploy_module("a", "web", "sha256:three", b"333", 3, &keep2)
+    s.deploy_module("a", "web", &digest(b"333"), b"333", 3, &keep2)
         .unwrap();
-    s.deploy_module("a", "web", "sha256:four", b"444", 4, &keep2)
+    s.deploy_module("a", "web", &digest(b"444"), b"444", 4, &keep2)
         .unwrap();
     let kept: Vec<u64> = s
         .deployments("a", "web")
@@ -393,17 +425,20 @@ fn old_versions_are_pruned_and_unused_modules_collected() {
     assert_eq!(s.app("a", "web").unwrap().unwrap().kept, [3, 4]);
     assert_eq!(s.usage("a").unwrap().stored_bytes, 6);
     assert!(
-        s.module("sha256:two").unwrap().is_none(),
+        s.module(&digest(b"222")).unwrap().is_none(),
         "an unused module was kept"
     );
-    assert!(s.module("sha256:one").unwrap().is_some(), "b still uses it");
+    assert!(
+        s.module(&digest(b"111")).unwrap().is_some(),
+        "b still uses it"
+    );
     assert!(matches!(
         s.rollback("a", "web", 1),
         Err(StoreError::NotFound(_))
     ));
     // Past the stored bytes: refused whole, nothing pruned.
     let err = s
-        .deploy_module("a", "web", "sha256:big", &[0; 9], 5, &keep2)
+        .deploy_module("a", "web", &digest(&[0; 9]), &[0; 9], 5, &keep2)
         .unwrap_err();
     assert!(
         matches!(
@@ -416,16 +451,14 @@ fn old_versions_are_pruned_and_unused_modules_collected() {
         "{err}"
     );
     assert_eq!(s.deployments("a", "web").unwrap().len(), 2);
-    assert!(s.module("sha256:big").unwrap().is_none());
+    assert!(s.module(&digest(&[0; 9])).unwrap().is_none());
     // Deleting the last user of a module collects it.
     s.delete_app("b", "web").unwrap();
-    assert!(s.module("sha256:one").unwrap().is_none());
+    assert!(s.module(&digest(b"111")).unwrap().is_none());
     assert_eq!(s.usage("b").unwrap(), Usage::default());
 }
 
-#[test]
-fn tokens_are_named_listed_and_revoked() {
-    let (_dir, s) = open();
+fn tokens_are_named_listed_and_revoked<K: Kv>(s: KvStore<K>) {
     let token = |name: &str| TokenRecord {
         tenant: "a".into(),
         name: name.into(),
@@ -498,23 +531,21 @@ fn node_identities_are_unique_revocable_and_durable() {
     assert_eq!(s.node_identity("gone").unwrap(), None);
 }
 
-#[test]
-fn deleting_a_tenant_removes_everything_it_holds() {
-    let (_dir, s) = open();
+fn deleting_a_tenant_removes_everything_it_holds<K: Kv>(s: KvStore<K>) {
     s.create_app(app("a", "web", &["shop.example.com"]), U)
         .unwrap();
-    s.deploy_module("a", "web", "sha256:one", b"111", 1, U)
+    s.deploy_module("a", "web", &digest(b"111"), b"111", 1, U)
         .unwrap();
     s.create_app(app("b", "web", &["b.example.com"]), U)
         .unwrap();
-    s.deploy_module("b", "web", "sha256:two", b"222", 1, U)
+    s.deploy_module("b", "web", &digest(b"222"), b"222", 1, U)
         .unwrap();
     s.delete_tenant("a").unwrap();
     assert!(s.tenant("a").unwrap().is_none());
     assert!(s.apps("a").unwrap().is_empty());
     assert!(s.tenant_by_token("hash-of-a").unwrap().is_none());
-    assert!(s.module("sha256:one").unwrap().is_none());
-    assert!(s.module("sha256:two").unwrap().is_some());
+    assert!(s.module(&digest(b"111")).unwrap().is_none());
+    assert!(s.module(&digest(b"222")).unwrap().is_some());
     assert_eq!(s.usage("a").unwrap(), Usage::default());
     // Its host is free for another tenant; nothing can be added for it.
     s.create_app(app("b", "shop", &["shop.example.com"]), U)
@@ -540,16 +571,20 @@ fn a_store_from_before_usage_counting_is_brought_up_to_date() {
             .unwrap();
         // As an older version left it: a bare tenant name under the
         // token, no counts, no kept list, and a deleted app's module.
-        s.tokens.insert("hash-of-a", "a").unwrap();
-        s.token_names.clear().unwrap();
-        s.usage.clear().unwrap();
-        s.module_refs.clear().unwrap();
-        s.modules.insert("sha256:orphan", b"x".to_vec()).unwrap();
+        s.kv.tree(Tree::Tokens).insert("hash-of-a", "a").unwrap();
+        s.kv.tree(Tree::TokenNames).clear().unwrap();
+        s.kv.tree(Tree::Usage).clear().unwrap();
+        s.kv.tree(Tree::ModuleRefs).clear().unwrap();
+        s.kv.tree(Tree::Modules)
+            .insert("sha256:orphan", b"x".to_vec())
+            .unwrap();
         let mut record = s.app("a", "web").unwrap().unwrap();
         record.kept.clear();
-        s.apps.insert("a/web", encode(&record)).unwrap();
-        s.meta.remove(USAGE_INDEXED).unwrap();
-        s.flush().unwrap();
+        s.kv.tree(Tree::Apps)
+            .insert("a/web", encode(&record))
+            .unwrap();
+        s.kv.tree(Tree::Meta).remove(USAGE_INDEXED).unwrap();
+        s.kv.flush().unwrap();
     }
     let s = SledStore::open(dir.path()).unwrap();
     assert_eq!(s.tenant_by_token("hash-of-a").unwrap().unwrap().name, "a");
@@ -576,10 +611,8 @@ fn a_store_from_before_usage_counting_is_brought_up_to_date() {
     assert_eq!(s.usage("a").unwrap().stored_bytes, 4);
 }
 
-#[test]
-fn env_stored_in_clear_is_sealed_at_start_up_and_a_wrong_key_is_refused() {
+fn env_stored_in_clear_is_sealed_at_start_up_and_a_wrong_key_is_refused<K: Kv>(s: KvStore<K>) {
     use outpost_runtime::seal::Sealer;
-    let (_dir, s) = open();
     let mut legacy = app("a", "web", &["a.example.com"]);
     legacy.env = [("API_KEY".to_string(), "clear-value".to_string())].into();
     legacy.env_sealed = false;
