@@ -15,7 +15,8 @@ use super::{
     Revision, Store, StoreError, StoredEnv, TenantRecord, TokenRecord, Usage,
 };
 
-/// The store's logic over the database `K`; see [`super::SledStore`].
+/// The store's logic over the database `K`; see [`super::SledStore`] and
+/// [`super::EtcdStore`].
 pub struct KvStore<K: Kv> {
     pub(super) kv: K,
     /// Where module bytes live: `None` in [`Tree::Modules`], in the same

@@ -6,12 +6,13 @@
 //! write survives a crash. Module blobs are content-addressed by sha256.
 //!
 //! The logic of every write (`logic`, `kv_store`) is written once
-//! against a small transactional key-value contract ([`kv`]), so that a
-//! replicated database can run the very same checks as the embedded sled
-//! one ([`SledStore`]); such a database keeps module bytes outside it
-//! ([`ModuleBlobs`]).
+//! against a small transactional key-value contract ([`kv`]) and runs on
+//! two backends: sled, embedded, one control plane ([`SledStore`]); and
+//! etcd, shared by several stateless control planes ([`EtcdStore`]), with
+//! module bytes outside it ([`ModuleBlobs`]).
 
 pub mod blobs;
+mod etcd_kv;
 pub mod faulty;
 pub mod kv;
 mod kv_store;
@@ -25,6 +26,7 @@ use outpost_proto::{Limits, TenantQuotas};
 use serde::{Deserialize, Serialize};
 
 pub use blobs::{DirBlobs, ModuleBlobs};
+pub use etcd_kv::{EtcdKv, EtcdOptions, EtcdStore, EtcdTls};
 pub use faulty::FaultyStore;
 pub use kv_store::KvStore;
 pub use sled_kv::{SledKv, SledStore};

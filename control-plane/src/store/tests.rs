@@ -1,8 +1,11 @@
-//! The store's behaviour. The bodies are generic over the backend; what
-//! only sled has (reopening a directory, legacy records) is sled's alone.
+//! The store's behaviour, run against both backends: sled and a real etcd
+//! (one per test, under its own key prefix). What only sled has (reopening
+//! a directory, legacy records) is tested on sled alone.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+
+use outpost_test_fixtures::etcd::Etcd;
 
 use super::kv::{Kv, Tree};
 use super::logic::{HOSTS_INDEXED, USAGE_INDEXED, decode_owner, encode};
@@ -22,14 +25,34 @@ fn open() -> (tempfile::TempDir, SledStore) {
     (dir, store)
 }
 
+/// A fresh etcd store with the [`TENANTS`], on its own etcd, with its
+/// module blobs in a directory.
+pub(super) fn open_etcd() -> (Etcd, tempfile::TempDir, EtcdStore) {
+    let etcd = Etcd::start();
+    let blobs = tempfile::tempdir().unwrap();
+    let store = connect(&etcd, "/outpost", &blobs);
+    with_tenants(&store);
+    (etcd, blobs, store)
+}
+
+/// Another client of `etcd`, as another control plane is.
+pub(super) fn connect(etcd: &Etcd, prefix: &str, blobs: &tempfile::TempDir) -> EtcdStore {
+    let options = EtcdOptions {
+        prefix: prefix.into(),
+        ..EtcdOptions::default()
+    };
+    let blobs = Arc::new(DirBlobs::open(blobs.path()).unwrap());
+    EtcdStore::connect(&etcd.endpoints(), options, blobs).unwrap()
+}
+
 pub(super) fn with_tenants<K: Kv>(store: &KvStore<K>) {
     for name in TENANTS {
         store.create_tenant(tenant(name)).unwrap();
     }
 }
 
-/// The digest of `bytes`, as the API computes it (a blob store checks
-/// blobs against it).
+/// The digest of `bytes`, as the API computes it (etcd's blob store
+/// checks blobs against it).
 pub(super) fn digest(bytes: &[u8]) -> String {
     use sha2::Digest as _;
     let hash = sha2::Sha256::digest(bytes);
@@ -37,7 +60,7 @@ pub(super) fn digest(bytes: &[u8]) -> String {
     format!("sha256:{hex}")
 }
 
-/// Runs each named test on a fresh store of every backend.
+/// Runs each named test on a fresh sled store and on a fresh etcd store.
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod on_sled {
@@ -47,8 +70,17 @@ macro_rules! on_both_backends {
                 super::$name(s);
             })*
         }
+        mod on_etcd {
+            $(#[test]
+            fn $name() {
+                let (_etcd, _blobs, s) = super::open_etcd();
+                super::$name(s);
+            })*
+        }
     };
 }
+
+mod etcd;
 
 on_both_backends!(
     tenants_are_unique_and_found_by_token_hash,

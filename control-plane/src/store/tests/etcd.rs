@@ -1,0 +1,214 @@
+//! What only the etcd store must prove: several control planes (separate
+//! clients of one etcd) writing at once keep every invariant, and a lost
+//! etcd makes writes fail rather than hang.
+
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use super::*;
+
+/// Two control planes create an app on the same fresh route at the same
+/// moment, 100 times: each time exactly one wins, the other is told the
+/// route (same tenant) or the host (another tenant) is taken, and the
+/// route index names the winner.
+#[test]
+fn two_control_planes_racing_on_a_new_route_one_wins_each_time() {
+    let etcd = Etcd::start();
+    let blobs = tempfile::tempdir().unwrap();
+    let planes = [
+        Arc::new(connect(&etcd, "/race", &blobs)),
+        Arc::new(connect(&etcd, "/race", &blobs)),
+    ];
+    with_tenants(&*planes[0]);
+    for round in 0..100 {
+        let route = format!("r{round}.example.com");
+        // Odd rounds race two tenants for a host, even ones two apps of
+        // one tenant for a route.
+        let tenants = if round % 2 == 1 {
+            ["a", "b"]
+        } else {
+            ["a", "a"]
+        };
+        let barrier = Arc::new(Barrier::new(2));
+        let racers: Vec<_> = (0..2)
+            .map(|i| {
+                let store = planes[i].clone();
+                let barrier = barrier.clone();
+                let record = app(tenants[i], &format!("web{round}-{i}"), &[route.as_str()]);
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    store.create_app(record, U)
+                })
+            })
+            .collect();
+        let results: Vec<_> = racers.into_iter().map(|r| r.join().unwrap()).collect();
+        let winners: Vec<usize> = (0..2).filter(|i| results[*i].is_ok()).collect();
+        assert_eq!(winners.len(), 1, "round {round}: {results:?}");
+        let (winner, loser) = (winners[0], 1 - winners[0]);
+        match &results[loser] {
+            Err(StoreError::RouteTaken { .. }) if tenants[0] == tenants[1] => {}
+            Err(StoreError::HostTaken { .. }) if tenants[0] != tenants[1] => {}
+            other => panic!("round {round}: the loser got {other:?}"),
+        }
+        let owner = planes[loser]
+            .kv
+            .get(Tree::Routes, route.as_bytes())
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(owner).unwrap(),
+            format!("{}/web{round}-{winner}", tenants[winner]),
+            "round {round}"
+        );
+        assert!(
+            planes[winner]
+                .app(tenants[loser], &format!("web{round}-{loser}"))
+                .unwrap()
+                .is_none()
+        );
+    }
+    // One app per round, and each tenant's counts are exact.
+    let rev = planes[1].revision().unwrap();
+    assert_eq!(rev, 100);
+    let apps = planes[0].usage("a").unwrap().apps + planes[0].usage("b").unwrap().apps;
+    assert_eq!(apps, 100);
+    let hosts = planes[0].usage("a").unwrap().hosts + planes[0].usage("b").unwrap().hosts;
+    assert_eq!(hosts, 100);
+}
+
+/// Two control planes with four writers each deploy one app 25 times per
+/// writer: every version from 1 to 200 exists once, each deploy moved the
+/// revision by exactly one, and the tenant's stored bytes count them all.
+#[test]
+fn concurrent_deploys_through_two_stores_are_gap_free() {
+    let etcd = Etcd::start();
+    let blobs = tempfile::tempdir().unwrap();
+    let planes = [
+        Arc::new(connect(&etcd, "/deploys", &blobs)),
+        Arc::new(connect(&etcd, "/deploys", &blobs)),
+    ];
+    with_tenants(&*planes[0]);
+    planes[0]
+        .create_app(app("a", "web", &["a.example.com"]), U)
+        .unwrap();
+    let before = planes[0].revision().unwrap();
+    let wasm = b"(module)".to_vec();
+    let module = digest(&wasm);
+    let writers: Vec<_> = (0..8)
+        .map(|i| {
+            let store = planes[i % 2].clone();
+            let (wasm, module) = (wasm.clone(), module.clone());
+            std::thread::spawn(move || {
+                (0..25)
+                    .map(|_| {
+                        store
+                            .deploy_module("a", "web", &module, &wasm, 1, U)
+                            .unwrap()
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut deployed: Vec<(u64, Revision)> = writers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .map(|(d, r)| (d.version, r))
+        .collect();
+    deployed.sort();
+    let versions: Vec<u64> = deployed.iter().map(|(v, _)| *v).collect();
+    assert_eq!(versions, (1..=200).collect::<Vec<_>>());
+    // Version n was made by the n-th mutation after the app's creation.
+    for (v, r) in &deployed {
+        assert_eq!(*r, before + v, "version {v}");
+    }
+    let listed: Vec<u64> = planes[1]
+        .deployments("a", "web")
+        .unwrap()
+        .iter()
+        .map(|d| d.version)
+        .collect();
+    assert_eq!(listed, (1..=200).collect::<Vec<_>>());
+    assert_eq!(planes[1].revision().unwrap(), before + 200);
+    assert_eq!(
+        planes[1].usage("a").unwrap(),
+        Usage {
+            apps: 1,
+            hosts: 1,
+            stored_bytes: 200 * wasm.len() as u64
+        }
+    );
+    assert_eq!(planes[1].module(&module).unwrap().unwrap(), wasm);
+}
+
+/// With etcd hung, a write fails within the request timeout instead of
+/// hanging the API's blocking thread, and works again once etcd is back;
+/// with etcd gone, it fails at once.
+#[test]
+fn a_write_fails_promptly_when_etcd_is_down() {
+    let mut etcd = Etcd::start();
+    let blobs = tempfile::tempdir().unwrap();
+    let options = EtcdOptions {
+        prefix: "/down".into(),
+        request_timeout: Duration::from_secs(2),
+        ..EtcdOptions::default()
+    };
+    let store = EtcdStore::connect(
+        &etcd.endpoints(),
+        options,
+        Arc::new(DirBlobs::open(blobs.path()).unwrap()),
+    )
+    .unwrap();
+    with_tenants(&store);
+
+    etcd.freeze();
+    let started = Instant::now();
+    let err = store
+        .create_app(app("a", "web", &["a.example.com"]), U)
+        .unwrap_err();
+    let took = started.elapsed();
+    assert!(matches!(err, StoreError::Backend(_)), "{err}");
+    // The 2 s request timeout, and one more for the wait around it.
+    assert!(took < Duration::from_secs(4), "took {took:?}");
+    etcd.thaw();
+    store
+        .create_app(app("a", "web", &["a.example.com"]), U)
+        .unwrap();
+
+    etcd.kill();
+    let started = Instant::now();
+    let err = store
+        .create_app(app("a", "api", &["api.example.com"]), U)
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Backend(_)), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(store.revision().is_err());
+}
+
+/// The blob of a module no version uses any more is deleted once the
+/// write that dropped the last use commits, and its mark cleared; a later
+/// deploy of the same bytes stores it again.
+#[test]
+fn unused_blobs_are_collected_after_the_commit() {
+    let (_etcd, blobs, s) = open_etcd();
+    s.create_app(app("a", "web", &["a.example.com"]), U)
+        .unwrap();
+    let module = digest(b"wasm");
+    s.deploy_module("a", "web", &module, b"wasm", 1, U).unwrap();
+    let file = blobs.path().join(&module["sha256:".len()..]);
+    assert!(file.exists());
+    s.delete_app("a", "web").unwrap();
+    assert!(!file.exists(), "the blob outlived its last version");
+    assert!(
+        s.kv.get(Tree::ModuleRefs, module.as_bytes())
+            .unwrap()
+            .is_none()
+    );
+    s.create_app(app("a", "web", &["a.example.com"]), U)
+        .unwrap();
+    s.deploy_module("a", "web", &module, b"wasm", 2, U).unwrap();
+    assert_eq!(s.module(&module).unwrap().unwrap(), b"wasm");
+}
