@@ -1,9 +1,10 @@
 //! Outpost control plane.
 //!
 //! Holds the fleet's desired state — tenants, apps, routes, deployments and
-//! module blobs — behind the [`store::Store`] trait (sled today), bumping a
-//! global revision on every change so edge nodes can follow it, and serves
-//! the REST API ([`api`]) that tenants and admins drive.
+//! module blobs — behind the [`store::Store`] trait (sled embedded, or etcd
+//! shared by several control planes), bumping a global revision on every
+//! change so edge nodes can follow it, and serves the REST API ([`api`])
+//! that tenants and admins drive.
 //!
 //! Edge nodes follow it through the watch stream ([`watch`]).
 //!
