@@ -212,3 +212,39 @@ fn unused_blobs_are_collected_after_the_commit() {
     s.deploy_module("a", "web", &module, b"wasm", 2, U).unwrap();
     assert_eq!(s.module(&module).unwrap().unwrap(), b"wasm");
 }
+
+/// Over TLS, the store checks etcd's certificate against the CA it is
+/// given: with it, writes go through; without it, nothing is trusted.
+#[test]
+fn etcd_over_tls_is_checked_against_the_given_ca() {
+    let ca = outpost_test_fixtures::tls::TestCa::new();
+    let issued = ca.issue(&["127.0.0.1"]);
+    let etcd = Etcd::start_tls(&issued.chain_pem, &issued.key_pem);
+    let blobs = tempfile::tempdir().unwrap();
+    let connect = |ca_pem: Option<Vec<u8>>| {
+        let options = EtcdOptions {
+            prefix: "/tls".into(),
+            request_timeout: Duration::from_secs(2),
+            tls: Some(EtcdTls {
+                ca_pem,
+                client_identity_pem: None,
+            }),
+            ..EtcdOptions::default()
+        };
+        let blobs = Arc::new(DirBlobs::open(blobs.path()).unwrap());
+        EtcdStore::connect(&etcd.endpoints(), options, blobs)
+    };
+    let store = connect(Some(ca.root_pem().into_bytes())).unwrap();
+    with_tenants(&store);
+    store
+        .create_app(app("a", "web", &["a.example.com"]), U)
+        .unwrap();
+    assert_eq!(store.revision().unwrap(), 1);
+
+    let stranger = outpost_test_fixtures::tls::TestCa::new();
+    let refused = connect(Some(stranger.root_pem().into_bytes()));
+    assert!(
+        matches!(refused, Err(StoreError::Backend(_))),
+        "a store trusting another CA connected"
+    );
+}
