@@ -9,6 +9,7 @@
 #   etcd-server        the etcd the store tests start on loopback ports
 #   docker-registry    the OCI registry (CNCF distribution) the module tests start
 #   protobuf-compiler  protoc, which the etcd client's build script needs
+#   libprotobuf-dev    the well-known .proto files that build imports
 # Nothing is started system-wide: the tests start and stop their own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +18,7 @@ need=()
 command -v etcd > /dev/null || need+=(etcd-server)
 [ -x /usr/bin/docker-registry ] || need+=(docker-registry)
 command -v protoc > /dev/null || need+=(protobuf-compiler)
+[ -f /usr/include/google/protobuf/descriptor.proto ] || need+=(libprotobuf-dev)
 if [ "${#need[@]}" -gt 0 ]; then
   sudo=()
   [ "$(id -u)" -eq 0 ] || sudo=(sudo)

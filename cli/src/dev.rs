@@ -158,6 +158,7 @@ pub async fn run_until(
         // Plain HTTP on loopback: nothing to set up, and the CLI allows
         // plain http:// to this machine only.
         tls: None,
+        etcd: None,
         data_dir: state_dir.join("data"),
         admin_token: tokens.admin.clone(),
         node_token: Some(tokens.node.clone()),

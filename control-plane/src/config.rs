@@ -38,6 +38,33 @@ pub struct Args {
     /// PEM private key of --tls-cert.
     #[arg(long, env = "OUTPOST_TLS_KEY", value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
+    /// State in etcd instead of sled, shared by several control planes:
+    /// etcd://HOST:PORT[,HOST:PORT…][/PREFIX]; module bytes then go to --registry
+    /// [default: sled in --data-dir].
+    #[arg(long, env = "OUTPOST_STORE", value_name = "URL")]
+    pub store: Option<String>,
+    /// etcd user (with --etcd-password), when etcd has auth enabled.
+    #[arg(long, env = "OUTPOST_ETCD_USER", value_name = "USER")]
+    pub etcd_user: Option<String>,
+    /// etcd password.
+    #[arg(long, env = "OUTPOST_ETCD_PASSWORD", hide_env_values = true)]
+    pub etcd_password: Option<String>,
+    /// PEM CA of etcd's certificate: talk to etcd over TLS.
+    #[arg(long, env = "OUTPOST_ETCD_CA_FILE", value_name = "FILE")]
+    pub etcd_ca_file: Option<PathBuf>,
+    /// OCI repository module bytes are pushed to with --store etcd://…:
+    /// https://HOST[:PORT]/REPOSITORY (or http:// to this machine).
+    #[arg(long, env = "OUTPOST_REGISTRY", value_name = "URL")]
+    pub registry: Option<String>,
+    /// User for the registry's basic auth.
+    #[arg(long, env = "OUTPOST_REGISTRY_USER", value_name = "USER")]
+    pub registry_user: Option<String>,
+    /// Password for the registry's basic auth.
+    #[arg(long, env = "OUTPOST_REGISTRY_PASSWORD", hide_env_values = true)]
+    pub registry_password: Option<String>,
+    /// PEM CA of the registry's certificate [default: the system's roots].
+    #[arg(long, env = "OUTPOST_REGISTRY_CA_FILE", value_name = "FILE")]
+    pub registry_ca_file: Option<PathBuf>,
     /// Directory of the sled database [default: ./data].
     #[arg(long, env = "OUTPOST_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -86,6 +113,22 @@ struct FileConfig {
     listen: Option<SocketAddr>,
     /// Directory of the sled database, relative to the file.
     data_dir: Option<PathBuf>,
+    /// etcd://… to keep state in etcd.
+    store: Option<String>,
+    /// etcd user.
+    etcd_user: Option<String>,
+    /// etcd password.
+    etcd_password: Option<String>,
+    /// CA of etcd's certificate, relative to the file.
+    etcd_ca_file: Option<PathBuf>,
+    /// OCI repository for module bytes (with etcd).
+    registry: Option<String>,
+    /// Its basic-auth user.
+    registry_user: Option<String>,
+    /// Its basic-auth password.
+    registry_password: Option<String>,
+    /// CA of its certificate, relative to the file.
+    registry_ca_file: Option<PathBuf>,
     /// PEM certificate chain of the API listener, relative to the file.
     tls_cert: Option<PathBuf>,
     /// Its PEM private key, relative to the file.
@@ -144,6 +187,8 @@ pub struct Config {
     pub tls: Option<crate::tls::TlsFiles>,
     /// sled directory.
     pub data_dir: PathBuf,
+    /// State in etcd and module bytes in a registry instead of sled.
+    pub etcd: Option<EtcdConfig>,
     /// Admin token (clear; only its hash is kept once running).
     pub admin_token: String,
     /// The shared node token, if any: any node may present it. `None`:
@@ -181,6 +226,60 @@ impl std::fmt::Debug for Config {
             .field("max_module_bytes", &self.max_module_bytes)
             .finish_non_exhaustive()
     }
+}
+
+/// Where a control plane sharing its state with others keeps it.
+#[derive(Clone)]
+pub struct EtcdConfig {
+    /// `http(s)://HOST:PORT` of each member.
+    pub endpoints: Vec<String>,
+    /// The root of Outpost's keys.
+    pub prefix: String,
+    /// etcd user and password.
+    pub user: Option<(String, String)>,
+    /// CA of etcd's certificate (TLS to etcd).
+    pub ca_file: Option<PathBuf>,
+    /// Where module bytes go.
+    pub registry: outpost_oci::RegistryConfig,
+}
+
+impl std::fmt::Debug for EtcdConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Passwords never reach logs.
+        f.debug_struct("EtcdConfig")
+            .field("endpoints", &self.endpoints)
+            .field("prefix", &self.prefix)
+            .field("registry", &self.registry)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `etcd://HOST:PORT[,HOST:PORT…][/PREFIX]` → the endpoints (with the
+/// scheme TLS asks for) and the prefix, or the problem.
+fn etcd_url(url: &str, tls: bool) -> Result<(Vec<String>, String), String> {
+    let bad = |why: &str| format!("--store {url:?}: {why}");
+    let rest = url
+        .strip_prefix("etcd://")
+        .ok_or_else(|| bad("expected etcd://HOST:PORT[,HOST:PORT…][/PREFIX]"))?;
+    let (hosts, prefix) = match rest.split_once('/') {
+        Some((hosts, prefix)) => (hosts, format!("/{}", prefix.trim_end_matches('/'))),
+        None => (rest, "/outpost".to_string()),
+    };
+    let scheme = if tls { "https" } else { "http" };
+    let mut endpoints = Vec::new();
+    for host in hosts.split(',') {
+        let ok = host
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+        if !ok {
+            return Err(bad(&format!("{host:?} is not HOST:PORT")));
+        }
+        endpoints.push(format!("{scheme}://{host}"));
+    }
+    if prefix.len() < 2 {
+        return Err(bad("the key prefix must not be empty"));
+    }
+    Ok((endpoints, prefix))
 }
 
 /// A DNS name with at least one dot, normalized as routes are, or the
@@ -287,6 +386,74 @@ impl Config {
         {
             problems.push(e.to_string());
         }
+        let registry = args
+            .registry
+            .or(file.registry)
+            .map(|url| outpost_oci::RegistryConfig {
+                url,
+                username: args.registry_user.or(file.registry_user),
+                password: args.registry_password.or(file.registry_password),
+                ca_file: args
+                    .registry_ca_file
+                    .or(file.registry_ca_file.map(|p| base.join(p))),
+            });
+        if let Some(registry) = &registry
+            && let Err(e) = outpost_oci::Registry::new(registry)
+        {
+            problems.push(format!("--registry: {e}"));
+        }
+        let etcd_ca_file = args
+            .etcd_ca_file
+            .or(file.etcd_ca_file.map(|p| base.join(p)));
+        let etcd_user = match (
+            args.etcd_user.or(file.etcd_user),
+            args.etcd_password.or(file.etcd_password),
+        ) {
+            (Some(user), Some(password)) => Some((user, password)),
+            (None, None) => None,
+            _ => {
+                problems.push("--etcd-user and --etcd-password go together".into());
+                None
+            }
+        };
+        let etcd = match args.store.or(file.store) {
+            None => {
+                if registry.is_some() {
+                    problems.push(
+                        "--registry is for --store etcd://…: with sled, module bytes stay in sled"
+                            .into(),
+                    );
+                }
+                None
+            }
+            Some(url) => match etcd_url(&url, etcd_ca_file.is_some()) {
+                Err(e) => {
+                    problems.push(e);
+                    None
+                }
+                Ok((endpoints, prefix)) => {
+                    if registry.is_none() {
+                        problems.push(
+                            "--store etcd://… needs --registry: module bytes do not fit in etcd"
+                                .into(),
+                        );
+                    }
+                    if cert_key.is_none() {
+                        problems.push(
+                            "--store etcd://… needs --cert-key: every control plane must seal and open secrets with the same key"
+                                .into(),
+                        );
+                    }
+                    registry.clone().map(|registry| EtcdConfig {
+                        endpoints,
+                        prefix,
+                        user: etcd_user,
+                        ca_file: etcd_ca_file,
+                        registry,
+                    })
+                }
+            },
+        };
         let tls_cert = args.tls_cert.or(file.tls_cert.map(|p| base.join(p)));
         let tls_key = args.tls_key.or(file.tls_key.map(|p| base.join(p)));
         let tls = match (tls_cert, tls_key) {
@@ -306,6 +473,7 @@ impl Config {
         }
         Ok(Config {
             tls,
+            etcd,
             listen: args
                 .listen
                 .or(file.listen)
@@ -493,6 +661,57 @@ handshake_timeout_ms = 5
         let e = Config::from_args(args(&list)).unwrap_err();
         assert!(e.to_string().contains("tls_cert needs tls_key"), "{e}");
         assert!(Config::from_args(args(&tokens)).unwrap().tls.is_none());
+    }
+
+    #[test]
+    fn etcd_needs_a_registry_and_the_sealing_key_and_sled_takes_no_registry() {
+        let base = [
+            "--admin-token",
+            "admin-token-0123456789",
+            "--store",
+            "etcd://10.0.0.1:2379,10.0.0.2:2379/tenants-a",
+        ];
+        let with = |extra: &[&str]| {
+            let mut list = base.to_vec();
+            list.extend(extra);
+            Config::from_args(args(&list))
+        };
+        let c = with(&[
+            "--registry",
+            "https://registry.example.net/outpost/modules",
+            "--cert-key",
+            &"ab".repeat(32),
+        ])
+        .unwrap();
+        let etcd = c.etcd.unwrap();
+        assert_eq!(
+            etcd.endpoints,
+            ["http://10.0.0.1:2379", "http://10.0.0.2:2379"]
+        );
+        assert_eq!(etcd.prefix, "/tenants-a");
+        let err = with(&[]).unwrap_err().to_string();
+        assert!(
+            err.contains("needs --registry") && err.contains("needs --cert-key"),
+            "{err}"
+        );
+        let e = Config::from_args(args(&[
+            "--admin-token",
+            "admin-token-0123456789",
+            "--registry",
+            "https://registry.example.net/m",
+        ]))
+        .unwrap_err();
+        assert!(e.to_string().contains("with sled"), "{e}");
+        for bad in ["etcd://", "etcd://host", "http://h:2379", "etcd://h:2379,x"] {
+            let e = Config::from_args(args(&[
+                "--admin-token",
+                "admin-token-0123456789",
+                "--store",
+                bad,
+            ]))
+            .unwrap_err();
+            assert!(e.to_string().contains("--store"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -23,6 +23,7 @@
 pub mod api;
 pub mod config;
 pub mod env;
+pub mod fanout;
 pub mod metrics;
 pub mod quotas;
 pub mod server;

@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use crate::api::{ApiState, Policy};
 use crate::config::Config;
 use crate::server;
-use crate::store::{SledStore, Store, StoreError};
+use crate::store::{EtcdOptions, EtcdStore, EtcdTls, RegistryBlobs, SledStore, Store, StoreError};
 use outpost_runtime::seal::{Sealer, SecretError};
 
 /// Why a control plane could not start or stop cleanly.
@@ -32,6 +32,14 @@ pub enum StartError {
     Store {
         /// Its directory.
         dir: std::path::PathBuf,
+        /// Why.
+        source: StoreError,
+    },
+    /// etcd or the registry could not be reached or used.
+    #[error("opening the etcd store at {endpoints}: {source}")]
+    Etcd {
+        /// The members.
+        endpoints: String,
         /// Why.
         source: StoreError,
     },
@@ -110,20 +118,55 @@ impl Running {
     }
 }
 
-/// Starts a control plane over the sled store in `config.data_dir` and
-/// serves until `shutdown` completes.
+/// Starts a control plane over its store — etcd with module bytes in a
+/// registry when `config.etcd` says so, else sled in `config.data_dir` —
+/// and serves until `shutdown` completes.
 pub async fn start(
     config: &Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Running, StartError> {
     let sealer = config.sealer()?;
-    let store: Arc<dyn Store> =
-        Arc::new(
-            SledStore::open(&config.data_dir).map_err(|source| StartError::Store {
-                dir: config.data_dir.clone(),
+    let store: Arc<dyn Store> = match &config.etcd {
+        Some(etcd) => {
+            let failed = |source| StartError::Etcd {
+                endpoints: etcd.endpoints.join(","),
                 source,
-            })?,
-        );
+            };
+            let options = EtcdOptions {
+                prefix: etcd.prefix.clone(),
+                user: etcd.user.clone(),
+                tls: etcd
+                    .ca_file
+                    .as_ref()
+                    .map(|path| {
+                        std::fs::read(path).map(|ca| EtcdTls {
+                            ca_pem: Some(ca),
+                            client_identity_pem: None,
+                        })
+                    })
+                    .transpose()
+                    .map_err(|e| failed(StoreError::io(&e)))?,
+                ..EtcdOptions::default()
+            };
+            let blobs = Arc::new(RegistryBlobs::new(&etcd.registry).map_err(failed)?);
+            // The client connects (and blocks) on a runtime of its own.
+            let endpoints = etcd.endpoints.clone();
+            let store =
+                tokio::task::spawn_blocking(move || EtcdStore::connect(&endpoints, options, blobs))
+                    .await
+                    .map_err(|e| failed(StoreError::Backend(e.to_string())))?
+                    .map_err(failed)?;
+            Arc::new(store)
+        }
+        None => {
+            Arc::new(
+                SledStore::open(&config.data_dir).map_err(|source| StartError::Store {
+                    dir: config.data_dir.clone(),
+                    source,
+                })?,
+            )
+        }
+    };
     start_with(config, store, sealer, shutdown).await
 }
 
@@ -173,6 +216,12 @@ pub async fn start_with(
     })?;
     let addr = listener.local_addr()?;
     let served_tls = tls.is_some();
+    if state.store().shared() {
+        tokio::spawn(crate::fanout::follow(
+            state.clone(),
+            crate::fanout::INTERVAL,
+        ));
+    }
     let server = tokio::spawn(server::run(
         server::Listener {
             tcp: listener,

@@ -532,20 +532,21 @@ impl Config {
             None => None,
             Some(url) => {
                 let ca_file = args.ca_file.or(file.ca_file.map(|f| base.join(f)));
-                let registry = args.registry.or(file.registry).map(|url| {
-                    outpost_oci::RegistryConfig {
-                        url,
-                        username: args.registry_user.clone().or(file.registry_user.clone()),
-                        password: args
-                            .registry_password
-                            .clone()
-                            .or(file.registry_password.clone()),
-                        ca_file: args
-                            .registry_ca_file
-                            .clone()
-                            .or(file.registry_ca_file.as_ref().map(|f| base.join(f))),
-                    }
-                });
+                let registry =
+                    args.registry
+                        .or(file.registry)
+                        .map(|url| outpost_oci::RegistryConfig {
+                            url,
+                            username: args.registry_user.clone().or(file.registry_user.clone()),
+                            password: args
+                                .registry_password
+                                .clone()
+                                .or(file.registry_password.clone()),
+                            ca_file: args
+                                .registry_ca_file
+                                .clone()
+                                .or(file.registry_ca_file.as_ref().map(|f| base.join(f))),
+                        });
                 if let Some(registry) = &registry
                     && let Err(e) = outpost_oci::Registry::new(registry)
                 {

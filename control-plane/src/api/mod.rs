@@ -100,6 +100,9 @@ pub struct ApiState {
     pub(crate) sealer: outpost_runtime::seal::Sealer,
     /// The newest snapshot built for watch streams, shared by all of them.
     pub(crate) latest_snapshot: std::sync::Mutex<Option<Arc<outpost_proto::Snapshot>>>,
+    /// Whether a shared store (etcd) answered the last time it was read
+    /// ([`crate::fanout`]); `/healthz` reports it. Always true for sled.
+    pub(crate) store_reachable: std::sync::atomic::AtomicBool,
 }
 
 impl ApiState {
@@ -137,6 +140,7 @@ impl ApiState {
             identities_revoked: tokio::sync::watch::Sender::new(0),
             nodes: Default::default(),
             latest_snapshot: Default::default(),
+            store_reachable: std::sync::atomic::AtomicBool::new(true),
             logs: Default::default(),
             auth_limiter: Default::default(),
             metrics: {
@@ -267,7 +271,7 @@ impl ApiState {
 /// The API's routes.
 pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/v1/openapi.json", get(openapi::document))
         .route("/v1/tenants", post(tenants::create).get(tenants::list))
@@ -530,5 +534,24 @@ pub(crate) fn check_name(kind: &str, name: &str) -> ApiResult<()> {
             "bad_name",
             format!("{kind} names are 1-63 characters of a-z, 0-9 and '-', not starting with '-'"),
         ))
+    }
+}
+
+/// `GET /healthz`: `ok`, or 503 while a shared store (etcd) does not
+/// answer, so a load balancer sends clients to a control plane that can
+/// serve them.
+async fn healthz(
+    axum::extract::State(state): axum::extract::State<Arc<ApiState>>,
+) -> (axum::http::StatusCode, &'static str) {
+    if state
+        .store_reachable
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        (axum::http::StatusCode::OK, "ok\n")
+    } else {
+        (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "the shared store does not answer\n",
+        )
     }
 }

@@ -339,6 +339,10 @@ fn backoff(attempt: u32) {
 }
 
 impl Kv for EtcdKv {
+    fn shared(&self) -> bool {
+        true
+    }
+
     fn transact<T>(&self, f: impl Fn(&dyn Tx) -> TxResult<T>) -> Result<T> {
         for attempt in 0..self.max_attempts {
             if attempt > 0 {

@@ -89,6 +89,10 @@ impl<S: Store> Store for FaultyStore<S> {
         self.inner.revision()
     }
 
+    fn shared(&self) -> bool {
+        self.inner.shared()
+    }
+
     fn create_tenant(&self, record: TenantRecord) -> Result<()> {
         self.write()?;
         self.inner.create_tenant(record)

@@ -132,6 +132,12 @@ pub trait Kv: Send + Sync + 'static {
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>>;
     /// Every key starting with `prefix`, with its value, in key order.
     fn scan(&self, tree: Tree, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+    /// Whether other processes (other control planes) write to the same
+    /// data, so changes can appear that this process did not make.
+    fn shared(&self) -> bool {
+        false
+    }
+
     /// Applies `writes` together, without reading (migrations).
     fn apply(&self, writes: &[Write]) -> Result<()> {
         self.transact(|tx| {

@@ -109,6 +109,10 @@ impl<K: Kv> KvStore<K> {
 }
 
 impl<K: Kv> Store for KvStore<K> {
+    fn shared(&self) -> bool {
+        self.kv.shared()
+    }
+
     fn revision(&self) -> Result<Revision> {
         Ok(self
             .kv

@@ -18,6 +18,7 @@ pub mod kv;
 mod kv_store;
 mod logic;
 mod migrate;
+mod registry_blobs;
 mod sled_kv;
 
 use std::collections::BTreeMap;
@@ -29,6 +30,7 @@ pub use blobs::{DirBlobs, ModuleBlobs};
 pub use etcd_kv::{EtcdKv, EtcdOptions, EtcdStore, EtcdTls};
 pub use faulty::FaultyStore;
 pub use kv_store::KvStore;
+pub use registry_blobs::RegistryBlobs;
 pub use sled_kv::{SledKv, SledStore};
 
 /// A monotonically increasing number, bumped by every change to what nodes
@@ -271,6 +273,12 @@ impl std::fmt::Debug for CertRecord {
 pub trait Store: Send + Sync + 'static {
     /// Current revision.
     fn revision(&self) -> Result<Revision>;
+
+    /// Whether other control planes write to the same state (etcd), so
+    /// the revision can move without this process's writes.
+    fn shared(&self) -> bool {
+        false
+    }
 
     /// Creates a tenant; its name must be free.
     fn create_tenant(&self, record: TenantRecord) -> Result<()>;

@@ -5,6 +5,7 @@
 mod cache_safety;
 mod dashboards;
 mod fleet;
+mod ha;
 mod hosts;
 mod isolation;
 mod layout;

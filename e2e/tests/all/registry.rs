@@ -13,9 +13,8 @@ use crate::support::{ControlPlane, EdgeNode};
 const HOST: &str = "web.example.com";
 
 fn fetched(node: &EdgeNode, source: &str, result: &str) -> f64 {
-    let series = format!(
-        "outpost_sync_module_fetches_total{{result=\"{result}\",source=\"{source}\"}}"
-    );
+    let series =
+        format!("outpost_sync_module_fetches_total{{result=\"{result}\",source=\"{source}\"}}");
     let text = node.metrics_text();
     text.lines()
         .find_map(|l| l.strip_prefix(&series)?.strip_prefix(' ')?.parse().ok())
@@ -50,7 +49,8 @@ async fn nodes_pull_modules_from_the_registry_and_fall_back_to_the_control_plane
     // Not in the registry: the control plane has it.
     cp.deploy(&token, fixtures::hello("v2 only on the control plane\n"))
         .await;
-    node.until_serves(HOST, "v2 only on the control plane\n").await;
+    node.until_serves(HOST, "v2 only on the control plane\n")
+        .await;
     assert_eq!(fetched(&node, "registry", "miss"), 1.0);
     assert_eq!(fetched(&node, "control_plane", "ok"), 1.0);
 
@@ -70,7 +70,8 @@ async fn nodes_pull_modules_from_the_registry_and_fall_back_to_the_control_plane
     evil[last] ^= 0xff;
     std::fs::write(&blob, &evil).unwrap();
     cp.deploy(&token, v3).await;
-    node.until_serves(HOST, "v3, altered in the registry\n").await;
+    node.until_serves(HOST, "v3, altered in the registry\n")
+        .await;
     assert_eq!(fetched(&node, "registry", "error"), 1.0);
     assert_eq!(fetched(&node, "control_plane", "ok"), 2.0);
 
@@ -79,7 +80,8 @@ async fn nodes_pull_modules_from_the_registry_and_fall_back_to_the_control_plane
     oci.push(&digest_of(&v4), &v4).await.unwrap();
     registry.stop();
     cp.deploy(&token, v4).await;
-    node.until_serves(HOST, "v4 while the registry is down\n").await;
+    node.until_serves(HOST, "v4 while the registry is down\n")
+        .await;
     assert_eq!(fetched(&node, "registry", "error"), 2.0);
     assert_eq!(fetched(&node, "control_plane", "ok"), 3.0);
     assert_eq!(fetched(&node, "registry", "ok"), 1.0);

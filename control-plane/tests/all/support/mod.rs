@@ -80,6 +80,19 @@ impl ControlPlane {
         Self::start_with_config(store, config(addr, max_module_bytes, server)).await
     }
 
+    /// A control plane started from `config` alone, as the binary starts:
+    /// its store is the one the config names (etcd with a registry, or
+    /// sled in `data_dir`).
+    pub async fn start_from(config: Config) -> ControlPlane {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let running = outpost_control_plane::start(&config, async {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+        Self::serving(running, stop)
+    }
+
     /// A control plane over `store` with exactly this configuration.
     pub async fn start_with_config(store: Arc<dyn Store>, config: Config) -> ControlPlane {
         let (stop, stopped) = oneshot::channel::<()>();
@@ -93,6 +106,10 @@ impl ControlPlane {
         )
         .await
         .unwrap();
+        Self::serving(running, stop)
+    }
+
+    fn serving(running: outpost_control_plane::Running, stop: oneshot::Sender<()>) -> ControlPlane {
         let addr = running.addr;
         let done = tokio::spawn(async move {
             running.stopped().await.unwrap();
@@ -207,6 +224,7 @@ pub fn config(addr: SocketAddr, max_module_bytes: u64, server: ServerConfig) -> 
     Config {
         listen: addr,
         tls: None,
+        etcd: None,
         data_dir: Default::default(),
         admin_token: ADMIN.into(),
         node_token: Some(NODE.into()),

@@ -1,0 +1,46 @@
+//! Changes other control planes make: with a shared store (etcd) another
+//! control plane's write moves the revision without this process knowing,
+//! so the nodes following this one would not hear of it. A follower reads
+//! the store's revision every [`INTERVAL`] and announces a newer one to
+//! this control plane's watch streams, which then send the change as they
+//! do for their own writes. A node's lag behind a write made elsewhere is
+//! bounded by the interval plus one read. The same reads tell `/healthz`
+//! whether the store answers.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use crate::api::ApiState;
+
+/// How often the shared store's revision is read.
+pub const INTERVAL: Duration = Duration::from_millis(250);
+
+/// Announces revisions other control planes wrote, until this one closes.
+pub async fn follow(state: Arc<ApiState>, every: Duration) {
+    let mut closing = state.closing.subscribe();
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = closing.wait_for(|closed| *closed) => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        match state.blocking(|store| store.revision()).await {
+            Ok(revision) => {
+                state.store_reachable.store(true, Ordering::Relaxed);
+                if failing {
+                    tracing::info!(revision, "the shared store answers again");
+                    failing = false;
+                }
+                state.notify(revision);
+            }
+            // Logged once per outage, not every interval.
+            Err(e) if !failing => {
+                state.store_reachable.store(false, Ordering::Relaxed);
+                tracing::warn!(error = ?e, "reading the shared store's revision failed");
+                failing = true;
+            }
+            Err(_) => {}
+        }
+    }
+}

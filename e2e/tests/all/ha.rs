@@ -1,0 +1,138 @@
+//! Several control planes over one etcd, module bytes in one registry
+//! (real etcd and a real CNCF distribution registry, on loopback ports,
+//! started by the tests' fixtures): nodes following either control plane
+//! serve what was deployed through the other, modules come from the
+//! registry, and two control planes racing for one new route never both
+//! win.
+
+use std::time::{Duration, Instant};
+
+use outpost_control_plane::api::DEFAULT_MAX_MODULE_BYTES;
+use outpost_control_plane::config::{EtcdConfig, ServerConfig};
+use outpost_oci::RegistryConfig;
+use outpost_test_fixtures as fixtures;
+use outpost_test_fixtures::etcd::Etcd;
+use outpost_test_fixtures::registry::Registry;
+use serde_json::json;
+
+use crate::support::{ADMIN, CERT_KEY, ControlPlane, EdgeNode, config};
+
+const HOST: &str = "web.example.com";
+
+/// A control plane on 127.0.0.1:0 over `etcd`, pushing modules to
+/// `registry`.
+async fn control_plane(etcd: &Etcd, registry: &RegistryConfig) -> ControlPlane {
+    let mut c = config(
+        "127.0.0.1:0".parse().unwrap(),
+        DEFAULT_MAX_MODULE_BYTES,
+        ServerConfig {
+            shutdown_grace: Duration::from_secs(1),
+            ..ServerConfig::default()
+        },
+    );
+    c.cert_key = Some(CERT_KEY.into());
+    c.etcd = Some(EtcdConfig {
+        endpoints: etcd.endpoints(),
+        prefix: "/outpost-ha".into(),
+        user: None,
+        ca_file: None,
+        registry: registry.clone(),
+    });
+    ControlPlane::start_from(c).await
+}
+
+fn fetched(node: &EdgeNode, source: &str, result: &str) -> f64 {
+    let series =
+        format!("outpost_sync_module_fetches_total{{result=\"{result}\",source=\"{source}\"}}");
+    node.metrics_text()
+        .lines()
+        .find_map(|l| l.strip_prefix(&series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_control_planes_on_etcd_serve_one_fleet_and_race_fairly() {
+    let etcd = Etcd::start();
+    let registry = Registry::start();
+    let registry_config = RegistryConfig {
+        url: registry.url("outpost/modules"),
+        ..RegistryConfig::default()
+    };
+    let cps = [
+        control_plane(&etcd, &registry_config).await,
+        control_plane(&etcd, &registry_config).await,
+    ];
+    // The tenant and app are made through the first; the second sees them.
+    let token = cps[0].acme_with_web_app().await;
+    let caches = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let mut nodes = Vec::new();
+    for (i, cp) in cps.iter().enumerate() {
+        let registry = registry_config.clone();
+        nodes.push(
+            EdgeNode::start_with(cp.addr, caches[i].path(), &format!("edge-{i}"), |c| {
+                c.sync.as_mut().unwrap().registry = Some(registry);
+            })
+            .await,
+        );
+    }
+
+    // A deploy through either control plane reaches the nodes of both.
+    for (i, cp) in cps.iter().enumerate() {
+        let body = format!("v{i} through control plane {i}\n");
+        cp.deploy(&token, fixtures::hello(&body)).await;
+        for node in &nodes {
+            let took = node.until_serves(HOST, &body).await;
+            println!("deploy through cp{i} served by a node in {took:?}");
+        }
+    }
+    // Every module came from the registry, none from a control plane.
+    for node in &nodes {
+        assert_eq!(fetched(node, "registry", "ok"), 2.0);
+        assert_eq!(fetched(node, "control_plane", "ok"), 0.0);
+    }
+
+    // 100 races for a fresh route, one request to each control plane at
+    // once: exactly one wins each time, and the loser is told why.
+    for round in 0..100 {
+        let route = format!("race-{round}.example.com");
+        let body = |app: String| json!({"name": app, "routes": [route.clone()]});
+        let (a, b) = tokio::join!(
+            cps[0].json("POST", "/v1/apps", &token, body(format!("a-{round}"))),
+            cps[1].json("POST", "/v1/apps", &token, body(format!("b-{round}")))
+        );
+        let mut statuses = [a.0, b.0];
+        statuses.sort();
+        assert_eq!(statuses, [201, 409], "round {round}: {a:?} {b:?}");
+        let loser = if a.0 == 409 { &a.1 } else { &b.1 };
+        assert_eq!(loser["error"]["code"], "route_taken", "{loser}");
+    }
+    let (status, apps) = cps[1].json("GET", "/v1/apps", &token, json!(null)).await;
+    assert_eq!(status, 200);
+    assert_eq!(apps.as_array().unwrap().len(), 101, "{apps}");
+
+    // /healthz says when etcd stops answering, and when it is back: the
+    // revision is read every 250 ms and a read gives up after 5 s.
+    let cp = &cps[1];
+    let health = || cp.call("GET", "/healthz", ADMIN, "text/plain", Vec::new());
+    assert_eq!(health().await.0, 200);
+    etcd.freeze();
+    let frozen = Instant::now();
+    while health().await.0 != 503 {
+        assert!(
+            frozen.elapsed() < Duration::from_secs(9),
+            "healthz still 200 {:?} after etcd froze",
+            frozen.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("healthz 503 {:?} after etcd froze", frozen.elapsed());
+    etcd.thaw();
+    let thawed = Instant::now();
+    while health().await.0 != 200 {
+        assert!(
+            thawed.elapsed() < Duration::from_secs(9),
+            "healthz still 503"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
