@@ -98,7 +98,8 @@ pub struct Args {
     #[arg(long, env = "OUTPOST_POOLING", value_name = "BOOL")]
     pub pooling: Option<bool>,
     /// Follow this control plane (sync mode) instead of serving --app files: an https:// URL,
-    /// or http:// to this machine.
+    /// or http:// to this machine; several comma-separated (control planes sharing one etcd):
+    /// the node follows one and moves to the next when it fails.
     #[arg(long, env = "OUTPOST_CONTROL_PLANE", value_name = "URL")]
     pub control_plane: Option<String>,
     /// PEM file of the CA that signed the control plane's certificate [default: the system's
@@ -552,8 +553,11 @@ impl Config {
                 {
                     problems.push(format!("--registry: {e}"));
                 }
-                if let Err(e) = outpost_link::target(&url, ca_file.as_deref()) {
-                    problems.push(format!("--control-plane: {e}"));
+                // Several control planes sharing one store, comma-separated.
+                for one in url.split(',') {
+                    if let Err(e) = outpost_link::target(one.trim(), ca_file.as_deref()) {
+                        problems.push(format!("--control-plane: {e}"));
+                    }
                 }
                 if !apps.is_empty() {
                     problems.push("--app and --control-plane cannot be combined: a node follows a control plane or serves its own apps".into());

@@ -135,4 +135,38 @@ async fn two_control_planes_on_etcd_serve_one_fleet_and_race_fairly() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+
+    // A node listing both control planes follows the first; when it goes
+    // away the node moves to the second and keeps receiving changes.
+    let urls = format!("http://{},http://{}", cps[0].addr, cps[1].addr);
+    let cache = tempfile::tempdir().unwrap();
+    let both = EdgeNode::start_with(cps[0].addr, cache.path(), "edge-both", |c| {
+        c.sync.as_mut().unwrap().url = urls.clone();
+    })
+    .await;
+    both.until_serves(HOST, "v1 through control plane 1\n")
+        .await;
+    let on = |node: &EdgeNode, cp: &ControlPlane| {
+        let series = format!("outpost_sync_control_plane{{url=\"http://{}\"}} 1", cp.addr);
+        node.metrics_text().lines().any(|l| l == series)
+    };
+    assert!(on(&both, &cps[0]));
+    let [cp0, cp1] = cps;
+    let stopped = Instant::now();
+    cp0.stop().await;
+    while !on(&both, &cp1) {
+        assert!(
+            stopped.elapsed() < Duration::from_secs(5),
+            "the node still follows the stopped control plane"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let moved = stopped.elapsed();
+    cp1.deploy(&token, fixtures::hello("after the failover\n"))
+        .await;
+    both.until_serves(HOST, "after the failover\n").await;
+    println!(
+        "failover: the node followed the other control plane {moved:?} after the first stopped; it served a deploy through it {:?} after the stop",
+        stopped.elapsed()
+    );
 }

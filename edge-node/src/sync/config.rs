@@ -11,7 +11,9 @@ use outpost_runtime::Limits;
 #[derive(Clone)]
 pub struct SyncConfig {
     /// Base URL: `https://…`, or `http://` to this machine
-    /// ([`outpost_link`] has the rules).
+    /// ([`outpost_link`] has the rules); several, comma-separated, for
+    /// control planes sharing one store: the node follows one and moves
+    /// to the next when it fails.
     pub url: String,
     /// CA file its certificate is verified against; `None`: the system's
     /// roots.
@@ -24,6 +26,17 @@ pub struct SyncConfig {
     pub defaults: Limits,
     /// This node's id in `GET /v1/nodes`.
     pub node_id: String,
+}
+
+impl SyncConfig {
+    /// The control planes' base URLs, in the order they are tried.
+    pub fn urls(&self) -> Vec<String> {
+        self.url
+            .split(',')
+            .map(|u| u.trim().trim_end_matches('/').to_string())
+            .filter(|u| !u.is_empty())
+            .collect()
+    }
 }
 
 impl std::fmt::Debug for SyncConfig {

@@ -11,6 +11,7 @@ pub struct Metrics {
     reconnects: IntCounter,
     cache_bytes: IntGaugeVec,
     module_fetches: IntCounterVec,
+    control_plane: IntGaugeVec,
 }
 
 impl Metrics {
@@ -36,6 +37,13 @@ impl Metrics {
                 ),
                 &["kind"],
             )?,
+            control_plane: IntGaugeVec::new(
+                Opts::new(
+                    "outpost_sync_control_plane",
+                    "The control plane this node follows now (one series, value 1).",
+                ),
+                &["url"],
+            )?,
             module_fetches: IntCounterVec::new(
                 Opts::new(
                     "outpost_sync_module_fetches_total",
@@ -49,6 +57,7 @@ impl Metrics {
         registry.register(Box::new(m.lag.clone()))?;
         registry.register(Box::new(m.cache_bytes.clone()))?;
         registry.register(Box::new(m.module_fetches.clone()))?;
+        registry.register(Box::new(m.control_plane.clone()))?;
         Ok(m)
     }
 
@@ -66,6 +75,13 @@ impl Metrics {
     /// Counts one reconnection of the watch stream.
     pub fn reconnect(&self) {
         self.reconnects.inc();
+    }
+
+    /// Records that `url` is the control plane followed now (labels are
+    /// bounded by the configured list).
+    pub fn set_control_plane(&self, url: &str) {
+        self.control_plane.reset();
+        self.control_plane.with_label_values(&[url]).set(1);
     }
 
     /// Counts one module fetch from `source` (`registry`, `control_plane`)

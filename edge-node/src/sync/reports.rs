@@ -23,13 +23,14 @@ const LOG_LINGER: Duration = Duration::from_millis(200);
 /// round-robin across tenants (see [`ShipQueue`]) so that one tenant's
 /// flood delays another's lines by at most a batch. A batch the control
 /// plane does not take is dropped.
-pub(crate) async fn ship_logs(config: SyncConfig, client: HttpClient, lines: Arc<ShipQueue>) {
-    let url = format!(
-        "{}/v1/nodes/{}/logs",
-        config.url.trim_end_matches('/'),
-        config.node_id
-    );
+pub(crate) async fn ship_logs(
+    config: SyncConfig,
+    base: Arc<super::watch::Base>,
+    client: HttpClient,
+    lines: Arc<ShipQueue>,
+) {
     loop {
+        let url = format!("{}/v1/nodes/{}/logs", base.current(), config.node_id);
         lines.wait_for(1).await;
         // A batch waits a little to fill: fewer, larger posts.
         let _ = tokio::time::timeout(LOG_LINGER, lines.wait_for(LOG_BATCH)).await;
@@ -52,15 +53,12 @@ pub(crate) async fn ship_logs(config: SyncConfig, client: HttpClient, lines: Arc
 /// which of its apps could not load here.
 pub(crate) async fn report_applied(
     config: &SyncConfig,
+    base: &str,
     client: &HttpClient,
     revision: u64,
     unavailable: &[Failed],
 ) {
-    let url = format!(
-        "{}/v1/nodes/{}/status",
-        config.url.trim_end_matches('/'),
-        config.node_id
-    );
+    let url = format!("{base}/v1/nodes/{}/status", config.node_id);
     let body = serde_json::to_vec(&outpost_proto::NodeReport {
         applied_revision: revision,
         unavailable: unavailable

@@ -30,6 +30,48 @@ const READ_TIMEOUT: Duration = Duration::from_secs(45);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
+/// The control planes a node may follow and the one it follows now:
+/// shared with the log shipper, so lines go where the stream comes from.
+pub(crate) struct Base {
+    urls: Vec<String>,
+    current: std::sync::atomic::AtomicUsize,
+}
+
+impl Base {
+    fn new(urls: Vec<String>) -> Base {
+        Base {
+            urls,
+            current: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// The base URL followed now.
+    pub(crate) fn current(&self) -> String {
+        let i = self.current.load(std::sync::atomic::Ordering::Relaxed);
+        self.urls[i % self.urls.len()].clone()
+    }
+
+    /// Moves to the next control plane; true when that starts the list
+    /// over (every one was tried).
+    fn advance(&self) -> bool {
+        let next = (self.current.load(std::sync::atomic::Ordering::Relaxed) + 1) % self.urls.len();
+        self.current
+            .store(next, std::sync::atomic::Ordering::Relaxed);
+        next == 0
+    }
+}
+
+/// `wait` shortened by up to half, at random: reconnecting nodes spread
+/// out instead of arriving together.
+fn jittered(wait: Duration) -> Duration {
+    let mut byte = [0u8; 2];
+    let fraction = match getrandom::fill(&mut byte) {
+        Ok(()) => f64::from(u16::from_le_bytes(byte)) / f64::from(u16::MAX),
+        Err(_) => 0.5,
+    };
+    wait.mul_f64(1.0 - fraction / 2.0)
+}
+
 /// Aborts its task when dropped.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -46,6 +88,8 @@ pub struct Follower {
     config: SyncConfig,
     cache: Cache,
     client: HttpClient,
+    /// The control plane followed now, among those configured.
+    base: Arc<Base>,
     /// Where module bytes are pulled from first, if configured.
     registry: Option<Arc<outpost_oci::Registry>>,
     /// The snapshot being served, which deltas apply to; `None` until the
@@ -65,7 +109,20 @@ impl Follower {
         cache: Cache,
         served: Option<Snapshot>,
     ) -> crate::Result<Follower> {
-        let target = outpost_link::target(&config.url, config.ca_file.as_deref())?;
+        let urls = config.urls();
+        let Some(first) = urls.first() else {
+            return Err(crate::Error::Config(vec!["--control-plane: no URL".into()]));
+        };
+        let target = outpost_link::target(first, config.ca_file.as_deref())?;
+        // One connector serves them all: the same scheme for every one.
+        for url in &urls[1..] {
+            if outpost_link::target(url, config.ca_file.as_deref())?.tls != target.tls {
+                return Err(crate::Error::Config(vec![
+                    "--control-plane: every URL must be https://, or every one http:// to this machine"
+                        .into(),
+                ]));
+            }
+        }
         let connector = outpost_link::connector(&target, config.ca_file.as_deref())?;
         let registry = match &config.registry {
             Some(registry) => Some(Arc::new(
@@ -76,6 +133,7 @@ impl Follower {
         };
         Ok(Follower {
             node,
+            base: Arc::new(Base::new(urls)),
             config,
             cache,
             registry,
@@ -104,6 +162,7 @@ impl Follower {
         let _shipper = self.node.runtime().take_guest_logs().map(|lines| {
             AbortOnDrop(tokio::spawn(ship_logs(
                 self.config.clone(),
+                self.base.clone(),
                 self.client.clone(),
                 lines,
             )))
@@ -111,6 +170,10 @@ impl Follower {
         let mut backoff = BACKOFF_MIN;
         loop {
             let before = self.revision();
+            self.node
+                .metrics()
+                .sync
+                .set_control_plane(&self.base.current());
             match self.watch_once().await {
                 Ok(()) => tracing::info!("watch stream ended; reconnecting"),
                 Err(e) if e.is_refusal() && self.have.is_none() => {
@@ -127,8 +190,15 @@ impl Follower {
             if self.revision() != before {
                 backoff = BACKOFF_MIN;
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(BACKOFF_MAX);
+            // The next control plane (any serves the same state) at once;
+            // once every one has been tried, wait. The wait is jittered,
+            // so a fleet cut off together does not come back in lockstep.
+            if self.base.advance() {
+                tokio::time::sleep(jittered(backoff)).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            } else {
+                tokio::time::sleep(jittered(BACKOFF_MIN)).await;
+            }
         }
     }
 
@@ -136,7 +206,7 @@ impl Follower {
     async fn watch_once(&mut self) -> Result<(), SyncError> {
         let url = format!(
             "{}/v1/nodes/watch?revision={}&node={}",
-            self.config.url.trim_end_matches('/'),
+            self.base.current(),
             self.revision(),
             self.config.node_id
         );
@@ -257,7 +327,14 @@ impl Follower {
         tracing::info!(revision, apps = snapshot.apps.len(), "applied");
         self.have = Some(snapshot);
         let unavailable = self.node.unavailable();
-        report_applied(&self.config, &self.client, revision, &unavailable).await;
+        report_applied(
+            &self.config,
+            &self.base.current(),
+            &self.client,
+            revision,
+            &unavailable,
+        )
+        .await;
         Ok(())
     }
 
@@ -306,10 +383,7 @@ impl Follower {
 
     /// `GET /v1/modules/{digest}` from the control plane.
     async fn fetch_module(&self, digest: &str) -> Result<Vec<u8>, SyncError> {
-        let url = format!(
-            "{}/v1/modules/{digest}",
-            self.config.url.trim_end_matches('/')
-        );
+        let url = format!("{}/v1/modules/{digest}", self.base.current());
         let bytes = self
             .get(&url)
             .await?
@@ -385,6 +459,21 @@ pub fn next_event(buf: &mut BytesMut) -> Option<Result<WatchEvent, SyncError>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn waits_are_jittered_within_half_and_the_list_wraps() {
+        let wait = Duration::from_secs(8);
+        let waits: Vec<_> = (0..200).map(|_| jittered(wait)).collect();
+        assert!(waits.iter().all(|w| *w >= wait / 2 && *w <= wait));
+        // Not all the same: a fleet does not come back in lockstep.
+        assert!(waits.iter().any(|w| *w != waits[0]));
+        let base = Base::new(vec!["https://a".into(), "https://b".into()]);
+        assert_eq!(base.current(), "https://a");
+        assert!(!base.advance());
+        assert_eq!(base.current(), "https://b");
+        assert!(base.advance());
+        assert_eq!(base.current(), "https://a");
+    }
 
     #[test]
     fn events_are_cut_at_newlines_and_partial_lines_wait() {
