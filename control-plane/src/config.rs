@@ -52,19 +52,8 @@ pub struct Args {
     /// PEM CA of etcd's certificate: talk to etcd over TLS.
     #[arg(long, env = "OUTPOST_ETCD_CA_FILE", value_name = "FILE")]
     pub etcd_ca_file: Option<PathBuf>,
-    /// OCI repository module bytes are pushed to with --store etcd://…:
-    /// https://HOST[:PORT]/REPOSITORY (or http:// to this machine).
-    #[arg(long, env = "OUTPOST_REGISTRY", value_name = "URL")]
-    pub registry: Option<String>,
-    /// User for the registry's basic auth.
-    #[arg(long, env = "OUTPOST_REGISTRY_USER", value_name = "USER")]
-    pub registry_user: Option<String>,
-    /// Password for the registry's basic auth.
-    #[arg(long, env = "OUTPOST_REGISTRY_PASSWORD", hide_env_values = true)]
-    pub registry_password: Option<String>,
-    /// PEM CA of the registry's certificate [default: the system's roots].
-    #[arg(long, env = "OUTPOST_REGISTRY_CA_FILE", value_name = "FILE")]
-    pub registry_ca_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub registry: outpost_oci::RegistryArgs,
     /// Directory of the sled database [default: ./data].
     #[arg(long, env = "OUTPOST_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -121,14 +110,9 @@ struct FileConfig {
     etcd_password: Option<String>,
     /// CA of etcd's certificate, relative to the file.
     etcd_ca_file: Option<PathBuf>,
-    /// OCI repository for module bytes (with etcd).
-    registry: Option<String>,
-    /// Its basic-auth user.
-    registry_user: Option<String>,
-    /// Its basic-auth password.
-    registry_password: Option<String>,
-    /// CA of its certificate, relative to the file.
-    registry_ca_file: Option<PathBuf>,
+    /// The OCI registry for module bytes (with etcd).
+    #[serde(default)]
+    registry: outpost_oci::RegistryFile,
     /// PEM certificate chain of the API listener, relative to the file.
     tls_cert: Option<PathBuf>,
     /// Its PEM private key, relative to the file.
@@ -386,22 +370,7 @@ impl Config {
         {
             problems.push(e.to_string());
         }
-        let registry = args
-            .registry
-            .or(file.registry)
-            .map(|url| outpost_oci::RegistryConfig {
-                url,
-                username: args.registry_user.or(file.registry_user),
-                password: args.registry_password.or(file.registry_password),
-                ca_file: args
-                    .registry_ca_file
-                    .or(file.registry_ca_file.map(|p| base.join(p))),
-            });
-        if let Some(registry) = &registry
-            && let Err(e) = outpost_oci::Registry::new(registry)
-        {
-            problems.push(format!("--registry: {e}"));
-        }
+        let registry = args.registry.resolve(file.registry, &base, &mut problems);
         let etcd_ca_file = args
             .etcd_ca_file
             .or(file.etcd_ca_file.map(|p| base.join(p)));

@@ -106,20 +106,8 @@ pub struct Args {
     /// roots].
     #[arg(long, env = "OUTPOST_CA_FILE", value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
-    /// OCI repository modules are pulled from first, by digest (sync mode):
-    /// https://HOST[:PORT]/REPOSITORY, or http:// to this machine [default: none, only the
-    /// control plane].
-    #[arg(long, env = "OUTPOST_REGISTRY", value_name = "URL")]
-    pub registry: Option<String>,
-    /// User for the registry's basic auth.
-    #[arg(long, env = "OUTPOST_REGISTRY_USER", value_name = "USER")]
-    pub registry_user: Option<String>,
-    /// Password for the registry's basic auth.
-    #[arg(long, env = "OUTPOST_REGISTRY_PASSWORD", hide_env_values = true)]
-    pub registry_password: Option<String>,
-    /// PEM file of the CA that signed the registry's certificate [default: the system's roots].
-    #[arg(long, env = "OUTPOST_REGISTRY_CA_FILE", value_name = "FILE")]
-    pub registry_ca_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub registry: outpost_oci::RegistryArgs,
     /// The node's token (sync mode): its own identity's (`outpost nodes add`), or the control
     /// plane's shared node token.
     #[arg(long, env = "OUTPOST_NODE_TOKEN", hide_env_values = true)]
@@ -202,14 +190,9 @@ struct FileConfig {
     control_plane: Option<String>,
     /// CA of its certificate, relative to the file.
     ca_file: Option<PathBuf>,
-    /// OCI repository modules are pulled from first.
-    registry: Option<String>,
-    /// Its basic-auth user.
-    registry_user: Option<String>,
-    /// Its basic-auth password.
-    registry_password: Option<String>,
-    /// CA of its certificate, relative to the file.
-    registry_ca_file: Option<PathBuf>,
+    /// The OCI registry modules are pulled from first.
+    #[serde(default)]
+    registry: outpost_oci::RegistryFile,
     /// Its node token.
     node_token: Option<String>,
     /// Sync mode's cache directory, relative to the file.
@@ -533,26 +516,7 @@ impl Config {
             None => None,
             Some(url) => {
                 let ca_file = args.ca_file.or(file.ca_file.map(|f| base.join(f)));
-                let registry =
-                    args.registry
-                        .or(file.registry)
-                        .map(|url| outpost_oci::RegistryConfig {
-                            url,
-                            username: args.registry_user.clone().or(file.registry_user.clone()),
-                            password: args
-                                .registry_password
-                                .clone()
-                                .or(file.registry_password.clone()),
-                            ca_file: args
-                                .registry_ca_file
-                                .clone()
-                                .or(file.registry_ca_file.as_ref().map(|f| base.join(f))),
-                        });
-                if let Some(registry) = &registry
-                    && let Err(e) = outpost_oci::Registry::new(registry)
-                {
-                    problems.push(format!("--registry: {e}"));
-                }
+                let registry = args.registry.resolve(file.registry, &base, &mut problems);
                 // Several control planes sharing one store, comma-separated.
                 for one in url.split(',') {
                     if let Err(e) = outpost_link::target(one.trim(), ca_file.as_deref()) {

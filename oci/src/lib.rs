@@ -97,6 +97,103 @@ impl std::fmt::Debug for RegistryConfig {
     }
 }
 
+/// The registry flags both binaries take: the control plane pushes
+/// module bytes there (with `--store etcd://…`), nodes pull from it first.
+#[derive(Clone, Default, clap::Args)]
+pub struct RegistryArgs {
+    /// OCI repository of module bytes: https://HOST[:PORT]/REPOSITORY, or http:// to this
+    /// machine (the control plane pushes there with --store etcd://…; nodes pull from it first,
+    /// the control plane when it fails) [default: none].
+    #[arg(
+        id = "registry",
+        long = "registry",
+        env = "OUTPOST_REGISTRY",
+        value_name = "URL"
+    )]
+    pub url: Option<String>,
+    /// User for the registry's basic auth.
+    #[arg(
+        id = "registry_user",
+        long = "registry-user",
+        env = "OUTPOST_REGISTRY_USER",
+        value_name = "USER"
+    )]
+    pub username: Option<String>,
+    /// Password for the registry's basic auth.
+    #[arg(
+        id = "registry_password",
+        long = "registry-password",
+        env = "OUTPOST_REGISTRY_PASSWORD",
+        hide_env_values = true
+    )]
+    pub password: Option<String>,
+    /// PEM file of the CA that signed the registry's certificate [default: the system's roots].
+    #[arg(
+        id = "registry_ca_file",
+        long = "registry-ca-file",
+        env = "OUTPOST_REGISTRY_CA_FILE",
+        value_name = "FILE"
+    )]
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+impl std::fmt::Debug for RegistryArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The password never reaches logs.
+        f.debug_struct("RegistryArgs")
+            .field("url", &self.url)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The `[registry]` table of a config file: the same settings as the
+/// flags, which win over it.
+#[derive(Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryFile {
+    /// The repository URL.
+    url: Option<String>,
+    /// Basic-auth user.
+    user: Option<String>,
+    /// Basic-auth password.
+    password: Option<String>,
+    /// CA of the registry's certificate, relative to the file.
+    ca_file: Option<std::path::PathBuf>,
+}
+
+impl std::fmt::Debug for RegistryFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryFile")
+            .field("url", &self.url)
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RegistryArgs {
+    /// The flags over the file's `[registry]` table (its paths relative
+    /// to `base`): the registry, if one is named, checked; a problem is
+    /// added to `problems`.
+    pub fn resolve(
+        self,
+        file: RegistryFile,
+        base: &Path,
+        problems: &mut Vec<String>,
+    ) -> Option<RegistryConfig> {
+        let config = RegistryConfig {
+            url: self.url.or(file.url)?,
+            username: self.username.or(file.user),
+            password: self.password.or(file.password),
+            ca_file: self.ca_file.or(file.ca_file.map(|p| base.join(p))),
+        };
+        if let Err(e) = Registry::new(&config) {
+            problems.push(format!("--registry: {e}"));
+        }
+        Some(config)
+    }
+}
+
 /// One repository of one registry.
 pub struct Registry {
     client: Client,
@@ -338,6 +435,41 @@ mod tests {
             Registry::new(&config("https://registry.example.net")),
             Err(OciError::Repository(_))
         ));
+    }
+
+    #[test]
+    fn flags_win_over_the_file_table_whose_paths_are_relative_to_it() {
+        let file: RegistryFile = serde_json::from_value(serde_json::json!({
+            "url": "https://file.example.net/m",
+            "user": "from-file",
+            "password": "pw",
+            "ca_file": "ca.pem",
+        }))
+        .unwrap();
+        let flags = RegistryArgs {
+            url: Some("https://flag.example.net/outpost/modules".into()),
+            ..RegistryArgs::default()
+        };
+        let dir = std::env::temp_dir().join(format!("outpost-oci-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("ca.pem"), "a CA").unwrap();
+        let mut problems = Vec::new();
+        let c = flags.resolve(file, &dir, &mut problems).unwrap();
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(c.url, "https://flag.example.net/outpost/modules");
+        assert_eq!(c.username.as_deref(), Some("from-file"));
+        assert_eq!(c.ca_file.unwrap(), dir.join("ca.pem"));
+        std::fs::remove_dir_all(&dir).unwrap();
+        let none =
+            RegistryArgs::default().resolve(RegistryFile::default(), Path::new(""), &mut problems);
+        assert!(none.is_none());
+        let bad = RegistryArgs {
+            url: Some("http://registry.example.net/m".into()),
+            ..RegistryArgs::default()
+        };
+        bad.resolve(RegistryFile::default(), Path::new(""), &mut problems);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(serde_json::from_value::<RegistryFile>(serde_json::json!({"uri": "x"})).is_err());
     }
 
     #[test]

@@ -12,6 +12,8 @@
 //! - [`cache`]: the on-disk cache (snapshot + modules) and its pruning.
 //! - [`convert`]: wire types into what the runtime and TLS layer load.
 //! - [`watch`]: the [`Follower`], which runs the watch loop.
+//! - [`upstream`]: the control planes a node may follow, and the one it
+//!   follows now.
 //! - [`reports`]: what the node tells the control plane (applied revision,
 //!   guest output).
 //! - [`metrics`]: the subsystem's metrics.
@@ -22,6 +24,7 @@ pub mod convert;
 pub mod error;
 pub mod metrics;
 pub mod reports;
+pub mod upstream;
 pub mod watch;
 
 use std::sync::Arc;

@@ -25,7 +25,7 @@ const LOG_LINGER: Duration = Duration::from_millis(200);
 /// plane does not take is dropped.
 pub(crate) async fn ship_logs(
     config: SyncConfig,
-    base: Arc<super::watch::Base>,
+    base: Arc<super::upstream::Base>,
     client: HttpClient,
     lines: Arc<ShipQueue>,
 ) {

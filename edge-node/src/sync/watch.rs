@@ -17,6 +17,7 @@ use super::config::{HttpClient, SyncConfig};
 use super::convert;
 use super::error::SyncError;
 use super::reports::{report_applied, ship_logs};
+use super::upstream::Base;
 use crate::node::Node;
 
 /// Longest event line accepted. Snapshots come in parts of about a MiB
@@ -29,37 +30,6 @@ const READ_TIMEOUT: Duration = Duration::from_secs(45);
 /// Reconnect backoff bounds.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
-
-/// The control planes a node may follow and the one it follows now:
-/// shared with the log shipper, so lines go where the stream comes from.
-pub(crate) struct Base {
-    urls: Vec<String>,
-    current: std::sync::atomic::AtomicUsize,
-}
-
-impl Base {
-    fn new(urls: Vec<String>) -> Base {
-        Base {
-            urls,
-            current: std::sync::atomic::AtomicUsize::new(0),
-        }
-    }
-
-    /// The base URL followed now.
-    pub(crate) fn current(&self) -> String {
-        let i = self.current.load(std::sync::atomic::Ordering::Relaxed);
-        self.urls[i % self.urls.len()].clone()
-    }
-
-    /// Moves to the next control plane; true when that starts the list
-    /// over (every one was tried).
-    fn advance(&self) -> bool {
-        let next = (self.current.load(std::sync::atomic::Ordering::Relaxed) + 1) % self.urls.len();
-        self.current
-            .store(next, std::sync::atomic::Ordering::Relaxed);
-        next == 0
-    }
-}
 
 /// `wait` shortened by up to half, at random: reconnecting nodes spread
 /// out instead of arriving together.
