@@ -7,7 +7,7 @@
 //! bounded by the interval plus one read. The same reads tell `/healthz`
 //! whether the store answers.
 
-use std::sync::Arc;
+use std::sync::Weak;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -17,14 +17,21 @@ use crate::api::ApiState;
 pub const INTERVAL: Duration = Duration::from_millis(250);
 
 /// Announces revisions other control planes wrote, until this one closes.
-pub async fn follow(state: Arc<ApiState>, every: Duration) {
-    let mut closing = state.closing.subscribe();
+/// It holds the state only while it reads: the store closes when the
+/// server lets go of it, not when this task next wakes.
+pub async fn follow(state: Weak<ApiState>, every: Duration) {
+    let Some(mut closing) = state.upgrade().map(|s| s.closing.subscribe()) else {
+        return;
+    };
     let mut failing = false;
     loop {
         tokio::select! {
             _ = closing.wait_for(|closed| *closed) => return,
             () = tokio::time::sleep(every) => {}
         }
+        let Some(state) = state.upgrade() else {
+            return;
+        };
         match state.blocking(|store| store.revision()).await {
             Ok(revision) => {
                 state.store_reachable.store(true, Ordering::Relaxed);

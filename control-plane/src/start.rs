@@ -218,7 +218,7 @@ pub async fn start_with(
     let served_tls = tls.is_some();
     if state.store().shared() {
         tokio::spawn(crate::fanout::follow(
-            state.clone(),
+            Arc::downgrade(&state),
             crate::fanout::INTERVAL,
         ));
     }

@@ -12,7 +12,18 @@ use super::{Result, StoreError};
 /// The registry as the store's module-bytes backend.
 pub struct RegistryBlobs {
     registry: std::sync::Arc<Registry>,
-    runtime: tokio::runtime::Runtime,
+    /// Always `Some` until dropped.
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for RegistryBlobs {
+    fn drop(&mut self) {
+        // The store may be dropped on an async thread (the last user of a
+        // control plane's state), where a blocking runtime drop panics.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl RegistryBlobs {
@@ -27,7 +38,7 @@ impl RegistryBlobs {
             .map_err(|e| StoreError::Backend(format!("starting the registry client: {e}")))?;
         Ok(RegistryBlobs {
             registry: std::sync::Arc::new(registry),
-            runtime,
+            runtime: Some(runtime),
         })
     }
 
@@ -39,7 +50,8 @@ impl RegistryBlobs {
         + Send
         + 'static,
     ) -> Result<T> {
-        let task = self.runtime.spawn(call);
+        let runtime = self.runtime.as_ref().expect("set until dropped");
+        let task = runtime.spawn(call);
         futures::executor::block_on(task)
             .map_err(|e| StoreError::Backend(format!("registry task failed: {e}")))?
             .map_err(|e| StoreError::Backend(e.to_string()))

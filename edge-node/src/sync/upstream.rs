@@ -20,6 +20,11 @@ impl Base {
         }
     }
 
+    /// How many control planes are listed.
+    pub(crate) fn len(&self) -> usize {
+        self.urls.len()
+    }
+
     /// The base URL followed now.
     pub(crate) fn current(&self) -> String {
         let i = self.current.load(Ordering::Relaxed);

@@ -138,6 +138,10 @@ impl Follower {
             )))
         });
         let mut backoff = BACKOFF_MIN;
+        // Refusals in a row: fatal only once every control plane listed
+        // has refused (one misconfigured control plane is not the node's
+        // fault while another accepts it).
+        let mut refusals = 0;
         loop {
             let before = self.revision();
             self.node
@@ -145,12 +149,20 @@ impl Follower {
                 .sync
                 .set_control_plane(&self.base.current());
             match self.watch_once().await {
-                Ok(()) => tracing::info!("watch stream ended; reconnecting"),
+                Ok(()) => {
+                    refusals = 0;
+                    tracing::info!("watch stream ended; reconnecting")
+                }
                 Err(e) if e.is_refusal() && self.have.is_none() => {
-                    tracing::error!(error = %e, "the control plane refused this node, which has nothing to serve");
-                    return Err(e);
+                    refusals += 1;
+                    if refusals >= self.base.len() {
+                        tracing::error!(error = %e, "the control plane refused this node, which has nothing to serve");
+                        return Err(e);
+                    }
+                    tracing::warn!(error = %e, "a control plane refused this node; trying the next");
                 }
                 Err(e) => {
+                    refusals = 0;
                     tracing::warn!(error = %e, "sync with the control plane failed; retrying")
                 }
             }
