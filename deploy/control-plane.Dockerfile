@@ -14,12 +14,14 @@
 # Run (every flag also has an OUTPOST_* variable; see `control-plane --help`):
 #
 #   docker run -d -p 127.0.0.1:7070:7070 -v outpost-cp:/var/lib/outpost \
-#     -e OUTPOST_ADMIN_TOKEN=... -e OUTPOST_NODE_TOKEN=... -e OUTPOST_CERT_KEY=... \
-#     outpost/control-plane:dev
+#     -v "$PWD/tls:/etc/outpost/tls:ro" -e OUTPOST_TLS_CERT=/etc/outpost/tls/control-plane.crt \
+#     -e OUTPOST_TLS_KEY=/etc/outpost/tls/control-plane.key \
+#     -e OUTPOST_ADMIN_TOKEN=... -e OUTPOST_CERT_KEY=... outpost/control-plane:dev
 #
-# OUTPOST_ADMIN_TOKEN and OUTPOST_NODE_TOKEN are required (16+ characters,
-# different). Without OUTPOST_CERT_KEY the key sealing tenants' TLS private
-# keys is generated once into the data volume (/var/lib/outpost/cert.key).
+# OUTPOST_ADMIN_TOKEN is required (16+ characters); nodes get their own
+# identities (outpost nodes add). Without OUTPOST_CERT_KEY the key sealing
+# tenants' secrets is generated once into the data volume
+# (/var/lib/outpost/cert.key); with OUTPOST_STORE=etcd://… it is required.
 
 ARG RUST_IMAGE=rust:1.95-bookworm
 ARG RUNTIME_IMAGE=debian:bookworm-slim
@@ -40,6 +42,12 @@ COPY sdk sdk
 COPY cli cli
 COPY fixtures fixtures
 COPY e2e e2e
+# protoc and the well-known .proto files: the etcd client's build script
+# generates its gRPC code with them.
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends protobuf-compiler libprotobuf-dev \
+ && rm -rf /var/lib/apt/lists/*
 # JOBS caps cargo's parallelism (e.g. --build-arg JOBS=2 on a small host).
 ARG JOBS=""
 # The registry and target directories are BuildKit cache mounts shared with
