@@ -193,22 +193,8 @@ async fn oversize_heads_get_431_and_long_targets_get_414() {
     let addr = cp.addr;
     let wait = Duration::from_secs(10);
     let (answers, _) = attack(addr, "cp oversize", async {
-        let big_header = format!(
-            "GET /healthz HTTP/1.1\r\nHost: control-plane\r\nX-Big: {}\r\n\r\n",
-            "a".repeat(100 * 1024)
-        );
-        let many_headers = format!(
-            "GET /healthz HTTP/1.1\r\nHost: control-plane\r\n{}\r\n",
-            (0..200)
-                .map(|i| format!("X-H{i}: v\r\n"))
-                .collect::<String>()
-        );
-        let long_target = format!(
-            "GET /healthz?{} HTTP/1.1\r\nHost: control-plane\r\nConnection: close\r\n\r\n",
-            "p".repeat(10 * 1024)
-        );
         let mut answers = Vec::new();
-        for req in [&big_header, &many_headers, &long_target] {
+        for req in &wire::oversize_heads("/healthz", "/healthz?", "control-plane") {
             answers.push(wire::exchange(addr, req.as_bytes(), wait).await);
         }
         answers

@@ -6,10 +6,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use outpost_control_plane::api::DEFAULT_MAX_MODULE_BYTES;
 use outpost_control_plane::config::ServerConfig;
 use outpost_control_plane::store::SledStore;
@@ -17,7 +13,7 @@ use outpost_control_plane::tls::TlsFiles;
 use outpost_test_fixtures::tls::{Client as TlsClient, TestCa, https_get};
 use outpost_test_fixtures::wire;
 
-use crate::support::{ADMIN, ControlPlane, config};
+use crate::support::{ADMIN, ControlPlane, config, link_get};
 
 /// A control plane serving HTTPS with a certificate for 127.0.0.1 from
 /// `ca`, its files and data in `dir`.
@@ -45,23 +41,9 @@ fn write_ca(ca: &TestCa, dir: &Path, name: &str) -> PathBuf {
     path
 }
 
-/// `GET path` with the admin token through the CLI's and nodes' client,
-/// trusting `ca_file`.
+/// `GET path` with the admin token, trusting `ca_file`.
 async fn get(url: &str, ca_file: &Path, path: &str) -> Result<(u16, String), String> {
-    let target = outpost_link::target(url, Some(ca_file)).map_err(|e| e.to_string())?;
-    let connector = outpost_link::connector(&target, Some(ca_file)).map_err(|e| e.to_string())?;
-    let client = Client::builder(TokioExecutor::new()).build::<_, Full<Bytes>>(connector);
-    let req = http::Request::get(format!("{url}{path}"))
-        .header("authorization", format!("Bearer {ADMIN}"))
-        .body(Full::default())
-        .unwrap();
-    let resp = client
-        .request(req)
-        .await
-        .map_err(|e| outpost_link::rejected_certificate(&e).unwrap_or_else(|| format!("{e:?}")))?;
-    let status = resp.status().as_u16();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    link_get(url, ca_file, path, Some(ADMIN)).await
 }
 
 fn quick() -> ServerConfig {

@@ -13,12 +13,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
 use outpost_test_fixtures as fixtures;
 use outpost_test_fixtures::tls::TestCa;
 use outpost_test_fixtures::wire::good_get;
 use serde_json::Value;
+
+use crate::support::link_get;
 
 const ADMIN: &str = "fleet-admin-token-0123456789";
 /// The control plane's heartbeat on idle watch streams (`watch.rs`).
@@ -158,25 +158,9 @@ impl Cli {
     }
 }
 
-/// `GET /metrics` of the control plane over HTTPS, trusting `ca_file`.
+/// A series of the control plane's `/metrics`, over HTTPS trusting `ca_file`.
 async fn cp_metric(url: &str, ca_file: &Path, series: &str) -> f64 {
-    let target = outpost_link::target(url, Some(ca_file)).unwrap();
-    let connector = outpost_link::connector(&target, Some(ca_file)).unwrap();
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build::<_, Full<Bytes>>(connector);
-    let req = http::Request::get(format!("{url}/metrics"))
-        .body(Full::default())
-        .unwrap();
-    let body = client
-        .request(req)
-        .await
-        .unwrap()
-        .into_body()
-        .collect()
-        .await
-        .unwrap()
-        .to_bytes();
-    let text = String::from_utf8_lossy(&body);
+    let (_, text) = link_get(url, ca_file, "/metrics", None).await.unwrap();
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
         .unwrap_or_else(|| panic!("no {series} in\n{text}"))

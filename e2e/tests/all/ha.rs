@@ -41,15 +41,6 @@ async fn control_plane(etcd: &Etcd, registry: &RegistryConfig) -> ControlPlane {
     ControlPlane::start_from(c).await
 }
 
-fn fetched(node: &EdgeNode, source: &str, result: &str) -> f64 {
-    let series =
-        format!("outpost_sync_module_fetches_total{{result=\"{result}\",source=\"{source}\"}}");
-    node.metrics_text()
-        .lines()
-        .find_map(|l| l.strip_prefix(&series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_control_planes_on_etcd_serve_one_fleet_and_race_fairly() {
     let etcd = Etcd::start();
@@ -87,8 +78,8 @@ async fn two_control_planes_on_etcd_serve_one_fleet_and_race_fairly() {
     }
     // Every module came from the registry, none from a control plane.
     for node in &nodes {
-        assert_eq!(fetched(node, "registry", "ok"), 2.0);
-        assert_eq!(fetched(node, "control_plane", "ok"), 0.0);
+        assert_eq!(node.module_fetches("registry", "ok"), 2.0);
+        assert_eq!(node.module_fetches("control_plane", "ok"), 0.0);
     }
 
     // 100 races for a fresh route, one request to each control plane at

@@ -12,15 +12,6 @@ use crate::support::{ControlPlane, EdgeNode};
 
 const HOST: &str = "web.example.com";
 
-fn fetched(node: &EdgeNode, source: &str, result: &str) -> f64 {
-    let series =
-        format!("outpost_sync_module_fetches_total{{result=\"{result}\",source=\"{source}\"}}");
-    let text = node.metrics_text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_pull_modules_from_the_registry_and_fall_back_to_the_control_plane() {
     let mut registry = TestRegistry::start();
@@ -43,16 +34,16 @@ async fn nodes_pull_modules_from_the_registry_and_fall_back_to_the_control_plane
     })
     .await;
     node.until_serves(HOST, "v1 from the registry\n").await;
-    assert_eq!(fetched(&node, "registry", "ok"), 1.0);
-    assert_eq!(fetched(&node, "control_plane", "ok"), 0.0);
+    assert_eq!(node.module_fetches("registry", "ok"), 1.0);
+    assert_eq!(node.module_fetches("control_plane", "ok"), 0.0);
 
     // Not in the registry: the control plane has it.
     cp.deploy(&token, fixtures::hello("v2 only on the control plane\n"))
         .await;
     node.until_serves(HOST, "v2 only on the control plane\n")
         .await;
-    assert_eq!(fetched(&node, "registry", "miss"), 1.0);
-    assert_eq!(fetched(&node, "control_plane", "ok"), 1.0);
+    assert_eq!(node.module_fetches("registry", "miss"), 1.0);
+    assert_eq!(node.module_fetches("control_plane", "ok"), 1.0);
 
     // Altered on the registry's disk: refused, the control plane's served.
     let v3 = fixtures::hello("v3, altered in the registry\n");
@@ -72,8 +63,8 @@ async fn nodes_pull_modules_from_the_registry_and_fall_back_to_the_control_plane
     cp.deploy(&token, v3).await;
     node.until_serves(HOST, "v3, altered in the registry\n")
         .await;
-    assert_eq!(fetched(&node, "registry", "error"), 1.0);
-    assert_eq!(fetched(&node, "control_plane", "ok"), 2.0);
+    assert_eq!(node.module_fetches("registry", "error"), 1.0);
+    assert_eq!(node.module_fetches("control_plane", "ok"), 2.0);
 
     // The registry down: the control plane again.
     let v4 = fixtures::hello("v4 while the registry is down\n");
@@ -82,7 +73,7 @@ async fn nodes_pull_modules_from_the_registry_and_fall_back_to_the_control_plane
     cp.deploy(&token, v4).await;
     node.until_serves(HOST, "v4 while the registry is down\n")
         .await;
-    assert_eq!(fetched(&node, "registry", "error"), 2.0);
-    assert_eq!(fetched(&node, "control_plane", "ok"), 3.0);
-    assert_eq!(fetched(&node, "registry", "ok"), 1.0);
+    assert_eq!(node.module_fetches("registry", "error"), 2.0);
+    assert_eq!(node.module_fetches("control_plane", "ok"), 3.0);
+    assert_eq!(node.module_fetches("registry", "ok"), 1.0);
 }

@@ -242,20 +242,8 @@ async fn oversize_heads_get_431_and_long_targets_get_414() {
     let baseline = node.http_connections_open().await;
     let wait = Duration::from_secs(10);
     let (answers, _) = attack(&node, "oversize", async {
-        let big_header = format!(
-            "GET / HTTP/1.1\r\nHost: echo.example.com\r\nX-Big: {}\r\n\r\n",
-            "a".repeat(100 * 1024)
-        );
-        let many_headers = format!(
-            "GET / HTTP/1.1\r\nHost: echo.example.com\r\n{}\r\n",
-            (0..200)
-                .map(|i| format!("X-H{i}: v\r\n"))
-                .collect::<String>()
-        );
-        let long_target = format!(
-            "GET /{} HTTP/1.1\r\nHost: echo.example.com\r\nConnection: close\r\n\r\n",
-            "p".repeat(10 * 1024)
-        );
+        let [big_header, many_headers, long_target] =
+            wire::oversize_heads("/", "/", "echo.example.com");
         // Longer than the whole head may be: hyper's own limit answers.
         let huge_target = format!(
             "GET /{} HTTP/1.1\r\nHost: echo.example.com\r\n\r\n",

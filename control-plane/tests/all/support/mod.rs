@@ -277,3 +277,28 @@ pub async fn watch_lines_until(addr: SocketAddr, path: &str, until: &str) -> (u1
     }
     (status, lines)
 }
+
+/// `GET url+path` over the client the CLI and nodes use (`outpost-link`),
+/// trusting `ca_file`, with `token` if any: the status and body, or why
+/// it failed (a refused certificate said as `outpost-link` says it).
+pub async fn link_get(
+    url: &str,
+    ca_file: &Path,
+    path: &str,
+    token: Option<&str>,
+) -> Result<(u16, String), String> {
+    let target = outpost_link::target(url, Some(ca_file)).map_err(|e| e.to_string())?;
+    let connector = outpost_link::connector(&target, Some(ca_file)).map_err(|e| e.to_string())?;
+    let client = Client::builder(TokioExecutor::new()).build::<_, Full<Bytes>>(connector);
+    let mut req = Request::get(format!("{url}{path}"));
+    if let Some(token) = token {
+        req = req.header("authorization", format!("Bearer {token}"));
+    }
+    let resp = client
+        .request(req.body(Full::default()).unwrap())
+        .await
+        .map_err(|e| outpost_link::rejected_certificate(&e).unwrap_or_else(|| format!("{e:?}")))?;
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}

@@ -144,6 +144,17 @@ impl EdgeNode {
         self.metrics.render()
     }
 
+    /// Modules this node fetched from `source` with `result`
+    /// (`outpost_sync_module_fetches_total`; 0 before the first).
+    pub fn module_fetches(&self, source: &str, result: &str) -> f64 {
+        let series =
+            format!("outpost_sync_module_fetches_total{{result=\"{result}\",source=\"{source}\"}}");
+        self.metrics_text()
+            .lines()
+            .find_map(|l| l.strip_prefix(&series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0.0)
+    }
+
     /// The value of `series` (name and labels, as rendered) in this node's
     /// metrics; panics if it is absent.
     pub fn metric(&self, series: &str) -> f64 {
