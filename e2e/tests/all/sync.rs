@@ -253,24 +253,23 @@ async fn a_node_prunes_versions_it_no_longer_serves() {
     let v2_len = v2.len() as f64;
     cp.deploy(&token, v2).await;
     node.until_serves("web.example.com", "v2\n").await;
-    // Pruning follows the apply; give it a bounded moment.
+    // Pruning follows the apply (modules, then compiled code, then the
+    // gauges); give all three a bounded moment.
+    let kept_modules = format!("outpost_sync_cache_bytes{{kind=\"modules\"}} {v2_len}");
     let started = Instant::now();
-    while cached(&modules, ".wasm") != [v2_name.clone()] {
+    while cached(&modules, ".wasm") != [v2_name.clone()]
+        || cached(&compiled, ".cwasm").len() != 1
+        || !node.metrics.render().contains(&kept_modules)
+    {
         assert!(
             started.elapsed() < Duration::from_secs(10),
-            "modules left: {:?}",
-            cached(&modules, ".wasm")
+            "modules left: {:?}, compiled left: {:?}, scrape: {}",
+            cached(&modules, ".wasm"),
+            cached(&compiled, ".cwasm"),
+            node.metrics.render()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(cached(&compiled, ".cwasm").len(), 1);
-    let scrape = node.metrics.render();
-    assert!(
-        scrape.contains(&format!(
-            "outpost_sync_cache_bytes{{kind=\"modules\"}} {v2_len}"
-        )),
-        "{scrape}"
-    );
 
     let (status, _) = cp
         .json(
