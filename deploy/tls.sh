@@ -5,21 +5,48 @@
 # PEM chain and key (--tls-cert/--tls-key), and nodes and the CLI the CA
 # that signed it (--ca-file / OUTPOST_CA_FILE).
 #
-#   bash deploy/tls.sh DIR NAME [NAME...]
+#   bash deploy/tls.sh [--file BASENAME] [--peer] DIR NAME [NAME...]
 #
 # NAMEs are what nodes and the CLI put in the control plane's URL (DNS
-# names or IP addresses); the first is also the certificate's CN. Writes:
+# names, `*.` wildcards or IP addresses); the first is also the
+# certificate's CN. Writes:
 #   DIR/ca.pem              the CA certificate: give it to nodes and the CLI
 #   DIR/ca.key              the CA's key: keep it off the servers (0600)
 #   DIR/control-plane.crt   the certificate, then the CA (a chain)
 #   DIR/control-plane.key   its key (0600)
 # An existing CA in DIR is kept, so re-running renews the certificate
 # without touching what nodes trust.
+#
+# The HA variant needs more servers' certificates from the same CA, so
+# every client trusts one ca.pem:
+#   --file BASENAME   write DIR/BASENAME.crt and .key instead of control-plane.*
+#                     (e.g. --file registry, --file etcd)
+#   --peer            the certificate may also authenticate as a TLS client
+#                     (extendedKeyUsage serverAuth + clientAuth): etcd
+#                     members present it to each other (--peer-client-cert-auth)
 set -euo pipefail
 
-if [ "$#" -lt 2 ]; then
-  echo "usage: $0 DIR NAME [NAME...]" >&2
+usage() {
+  echo "usage: $0 [--file BASENAME] [--peer] DIR NAME [NAME...]" >&2
   exit 2
+}
+file=control-plane
+eku=serverAuth
+while [ "$#" -gt 0 ]; do
+  case "$1" in
+    --file)
+      [ "$#" -ge 2 ] && [[ "$2" =~ ^[A-Za-z0-9._-]+$ ]] && [ "$2" != ca ] || usage
+      file="$2"
+      shift 2
+      ;;
+    --peer) eku=serverAuth,clientAuth; shift ;;
+    --) shift; break ;;
+    -*) usage ;;
+    *) break ;;
+  esac
+done
+if [ "$#" -lt 2 ]; then
+  usage
 fi
 dir="$1"
 shift
@@ -51,12 +78,12 @@ printf '%s\n' \
   "subjectAltName=$sans" \
   "basicConstraints=critical,CA:FALSE" \
   "keyUsage=critical,digitalSignature" \
-  "extendedKeyUsage=serverAuth" > "$ext"
+  "extendedKeyUsage=$eku" > "$ext"
 openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-  -keyout "$dir/control-plane.key" -out "$csr" -subj "/CN=$1" 2>/dev/null
+  -keyout "$dir/$file.key" -out "$csr" -subj "/CN=$1" 2>/dev/null
 openssl x509 -req -in "$csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial \
-  -days 397 -extfile "$ext" -out "$dir/control-plane.leaf" 2>/dev/null
-cat "$dir/control-plane.leaf" "$dir/ca.pem" > "$dir/control-plane.crt"
-rm -f "$dir/control-plane.leaf" "$dir/ca.srl"
-chmod 0644 "$dir/ca.pem" "$dir/control-plane.crt"
-echo "made $dir/control-plane.crt for $sans (valid 397 days)"
+  -days 397 -extfile "$ext" -out "$dir/$file.leaf" 2>/dev/null
+cat "$dir/$file.leaf" "$dir/ca.pem" > "$dir/$file.crt"
+rm -f "$dir/$file.leaf" "$dir/ca.srl"
+chmod 0644 "$dir/ca.pem" "$dir/$file.crt"
+echo "made $dir/$file.crt for $sans (valid 397 days)"
