@@ -43,15 +43,8 @@ pub struct Args {
     /// [default: sled in --data-dir].
     #[arg(long, env = "OUTPOST_STORE", value_name = "URL")]
     pub store: Option<String>,
-    /// etcd user (with --etcd-password), when etcd has auth enabled.
-    #[arg(long, env = "OUTPOST_ETCD_USER", value_name = "USER")]
-    pub etcd_user: Option<String>,
-    /// etcd password.
-    #[arg(long, env = "OUTPOST_ETCD_PASSWORD", hide_env_values = true)]
-    pub etcd_password: Option<String>,
-    /// PEM CA of etcd's certificate: talk to etcd over TLS.
-    #[arg(long, env = "OUTPOST_ETCD_CA_FILE", value_name = "FILE")]
-    pub etcd_ca_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
     #[command(flatten)]
     pub registry: outpost_oci::RegistryArgs,
     /// Directory of the sled database [default: ./data].
@@ -93,6 +86,32 @@ pub struct Args {
     /// closed on accept [default: 10000].
     #[arg(long, env = "OUTPOST_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// A one-off task instead of serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What `control-plane` does other than serve.
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// Copy a sled installation (stopped) into an empty etcd prefix and an OCI registry, so
+    /// control planes started with --store etcd://… serve it as it was.
+    Migrate(crate::migrate::MigrateArgs),
+}
+
+/// How to sign in to etcd and check its certificate: the same flags for
+/// serving (`--store`) and for `migrate --to`.
+#[derive(Default, clap::Args)]
+pub struct EtcdArgs {
+    /// etcd user (with --etcd-password), when etcd has auth enabled.
+    #[arg(long, env = "OUTPOST_ETCD_USER", value_name = "USER")]
+    pub etcd_user: Option<String>,
+    /// etcd password.
+    #[arg(long, env = "OUTPOST_ETCD_PASSWORD", hide_env_values = true)]
+    pub etcd_password: Option<String>,
+    /// PEM CA of etcd's certificate: talk to etcd over TLS.
+    #[arg(long, env = "OUTPOST_ETCD_CA_FILE", value_name = "FILE")]
+    pub etcd_ca_file: Option<PathBuf>,
 }
 
 #[derive(Default, Deserialize)]
@@ -227,6 +246,59 @@ pub struct EtcdConfig {
     pub registry: outpost_oci::RegistryConfig,
 }
 
+impl EtcdConfig {
+    /// The etcd store named by `url` (given as `flag`), with its
+    /// credentials, CA and `registry` (which it needs: module bytes do not
+    /// fit in etcd); every problem is added to `problems`.
+    pub(crate) fn resolve(
+        flag: &str,
+        url: &str,
+        args: EtcdArgs,
+        registry: Option<outpost_oci::RegistryConfig>,
+        problems: &mut Vec<String>,
+    ) -> Option<EtcdConfig> {
+        let user = match (args.etcd_user, args.etcd_password) {
+            (Some(user), Some(password)) => Some((user, password)),
+            (None, None) => None,
+            _ => {
+                problems.push("--etcd-user and --etcd-password go together".into());
+                None
+            }
+        };
+        let parsed = etcd_url(flag, url, args.etcd_ca_file.is_some());
+        if registry.is_none() {
+            problems.push(format!(
+                "{flag} etcd://… needs --registry: module bytes do not fit in etcd"
+            ));
+        }
+        let (endpoints, prefix) = parsed.map_err(|e| problems.push(e)).ok()?;
+        Some(EtcdConfig {
+            endpoints,
+            prefix,
+            user,
+            ca_file: args.etcd_ca_file,
+            registry: registry?,
+        })
+    }
+
+    /// How the client connects: the prefix, credentials and CA.
+    pub fn options(&self) -> std::io::Result<crate::store::EtcdOptions> {
+        let tls = match &self.ca_file {
+            Some(path) => Some(crate::store::EtcdTls {
+                ca_pem: Some(std::fs::read(path)?),
+                client_identity_pem: None,
+            }),
+            None => None,
+        };
+        Ok(crate::store::EtcdOptions {
+            prefix: self.prefix.clone(),
+            user: self.user.clone(),
+            tls,
+            ..crate::store::EtcdOptions::default()
+        })
+    }
+}
+
 impl std::fmt::Debug for EtcdConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Passwords never reach logs.
@@ -240,8 +312,8 @@ impl std::fmt::Debug for EtcdConfig {
 
 /// `etcd://HOST:PORT[,HOST:PORT…][/PREFIX]` → the endpoints (with the
 /// scheme TLS asks for) and the prefix, or the problem.
-fn etcd_url(url: &str, tls: bool) -> Result<(Vec<String>, String), String> {
-    let bad = |why: &str| format!("--store {url:?}: {why}");
+fn etcd_url(flag: &str, url: &str, tls: bool) -> Result<(Vec<String>, String), String> {
+    let bad = |why: &str| format!("{flag} {url:?}: {why}");
     let rest = url
         .strip_prefix("etcd://")
         .ok_or_else(|| bad("expected etcd://HOST:PORT[,HOST:PORT…][/PREFIX]"))?;
@@ -371,19 +443,13 @@ impl Config {
             problems.push(e.to_string());
         }
         let registry = args.registry.resolve(file.registry, &base, &mut problems);
-        let etcd_ca_file = args
-            .etcd_ca_file
-            .or(file.etcd_ca_file.map(|p| base.join(p)));
-        let etcd_user = match (
-            args.etcd_user.or(file.etcd_user),
-            args.etcd_password.or(file.etcd_password),
-        ) {
-            (Some(user), Some(password)) => Some((user, password)),
-            (None, None) => None,
-            _ => {
-                problems.push("--etcd-user and --etcd-password go together".into());
-                None
-            }
+        let etcd_args = EtcdArgs {
+            etcd_user: args.etcd.etcd_user.or(file.etcd_user),
+            etcd_password: args.etcd.etcd_password.or(file.etcd_password),
+            etcd_ca_file: args
+                .etcd
+                .etcd_ca_file
+                .or(file.etcd_ca_file.map(|p| base.join(p))),
         };
         let etcd = match args.store.or(file.store) {
             None => {
@@ -395,33 +461,15 @@ impl Config {
                 }
                 None
             }
-            Some(url) => match etcd_url(&url, etcd_ca_file.is_some()) {
-                Err(e) => {
-                    problems.push(e);
-                    None
+            Some(url) => {
+                if cert_key.is_none() {
+                    problems.push(
+                        "--store etcd://… needs --cert-key: every control plane must seal and open secrets with the same key"
+                            .into(),
+                    );
                 }
-                Ok((endpoints, prefix)) => {
-                    if registry.is_none() {
-                        problems.push(
-                            "--store etcd://… needs --registry: module bytes do not fit in etcd"
-                                .into(),
-                        );
-                    }
-                    if cert_key.is_none() {
-                        problems.push(
-                            "--store etcd://… needs --cert-key: every control plane must seal and open secrets with the same key"
-                                .into(),
-                        );
-                    }
-                    registry.clone().map(|registry| EtcdConfig {
-                        endpoints,
-                        prefix,
-                        user: etcd_user,
-                        ca_file: etcd_ca_file,
-                        registry,
-                    })
-                }
-            },
+                EtcdConfig::resolve("--store", &url, etcd_args, registry, &mut problems)
+            }
         };
         let tls_cert = args.tls_cert.or(file.tls_cert.map(|p| base.join(p)));
         let tls_key = args.tls_key.or(file.tls_key.map(|p| base.join(p)));

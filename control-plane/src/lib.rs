@@ -25,6 +25,7 @@ pub mod config;
 pub mod env;
 pub mod fanout;
 pub mod metrics;
+pub mod migrate;
 pub mod quotas;
 pub mod server;
 mod start;

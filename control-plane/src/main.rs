@@ -2,7 +2,7 @@
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use outpost_control_plane::config::{Args, Config};
+use outpost_control_plane::config::{Args, Command, Config};
 use outpost_control_plane::{StartError, start};
 use outpost_runtime::signal::shutdown_signal;
 
@@ -13,7 +13,11 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let config = Config::from_args(Args::parse())?;
+    let mut args = Args::parse();
+    if let Some(Command::Migrate(migrate)) = args.command.take() {
+        return outpost_control_plane::migrate::run(migrate);
+    }
+    let config = Config::from_args(args)?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

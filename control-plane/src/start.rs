@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use crate::api::{ApiState, Policy};
 use crate::config::Config;
 use crate::server;
-use crate::store::{EtcdOptions, EtcdStore, EtcdTls, RegistryBlobs, SledStore, Store, StoreError};
+use crate::store::{EtcdStore, RegistryBlobs, SledStore, Store, StoreError};
 use outpost_runtime::seal::{Sealer, SecretError};
 
 /// Why a control plane could not start or stop cleanly.
@@ -132,22 +132,7 @@ pub async fn start(
                 endpoints: etcd.endpoints.join(","),
                 source,
             };
-            let options = EtcdOptions {
-                prefix: etcd.prefix.clone(),
-                user: etcd.user.clone(),
-                tls: etcd
-                    .ca_file
-                    .as_ref()
-                    .map(|path| {
-                        std::fs::read(path).map(|ca| EtcdTls {
-                            ca_pem: Some(ca),
-                            client_identity_pem: None,
-                        })
-                    })
-                    .transpose()
-                    .map_err(|e| failed(StoreError::io(&e)))?,
-                ..EtcdOptions::default()
-            };
+            let options = etcd.options().map_err(|e| failed(StoreError::io(&e)))?;
             let blobs = Arc::new(RegistryBlobs::new(&etcd.registry).map_err(failed)?);
             // The client connects (and blocks) on a runtime of its own.
             let endpoints = etcd.endpoints.clone();

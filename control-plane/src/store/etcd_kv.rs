@@ -111,6 +111,19 @@ impl KvStore<EtcdKv> {
         options: EtcdOptions,
         blobs: Arc<dyn ModuleBlobs>,
     ) -> Result<EtcdStore> {
+        KvStore::from_kv(EtcdKv::connect(endpoints, options)?, blobs)
+    }
+
+    /// The store over a connected client, migrated.
+    pub fn from_kv(kv: EtcdKv, blobs: Arc<dyn ModuleBlobs>) -> Result<EtcdStore> {
+        KvStore::new(kv, Some(blobs))
+    }
+}
+
+impl EtcdKv {
+    /// A client of etcd at `endpoints`, not yet a store: `migrate` fills
+    /// an empty prefix through it before any store logic runs there.
+    pub fn connect(endpoints: &[String], options: EtcdOptions) -> Result<EtcdKv> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("etcd-client")
@@ -143,14 +156,13 @@ impl KvStore<EtcdKv> {
             .map_err(|e| etcd_error("connecting to etcd", e))?;
         let mut root = options.prefix.trim_end_matches('/').as_bytes().to_vec();
         root.push(b'/');
-        let kv = EtcdKv {
+        Ok(EtcdKv {
             runtime: Some(runtime),
             client,
             root,
             request_timeout: options.request_timeout,
             max_attempts: options.max_attempts.max(1),
-        };
-        KvStore::new(kv, Some(blobs))
+        })
     }
 }
 

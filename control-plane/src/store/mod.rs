@@ -12,13 +12,14 @@
 //! module bytes outside it ([`ModuleBlobs`]).
 
 pub mod blobs;
+mod copy;
 mod etcd_kv;
 pub mod faulty;
 pub mod kv;
 mod kv_store;
 mod logic;
-mod migrate;
 mod registry_blobs;
+mod schema;
 mod sled_kv;
 
 use std::collections::BTreeMap;
@@ -27,6 +28,7 @@ use outpost_proto::{Limits, TenantQuotas};
 use serde::{Deserialize, Serialize};
 
 pub use blobs::{DirBlobs, ModuleBlobs};
+pub use copy::Copied;
 pub use etcd_kv::{EtcdKv, EtcdOptions, EtcdStore, EtcdTls};
 pub use faulty::FaultyStore;
 pub use kv_store::KvStore;

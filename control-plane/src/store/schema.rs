@@ -4,16 +4,25 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::copy::MIGRATING;
 use super::kv::{Kv, Tree, Write};
 use super::logic::{
     HOSTS_INDEXED, USAGE_INDEXED, app_key, decode_owner, deployment_prefix, encode, encode_owner,
     host_of, token_name_key,
 };
-use super::{AppRecord, DeploymentRecord, KvStore, Result, Store, TokenRecord, Usage};
+use super::{AppRecord, DeploymentRecord, KvStore, Result, Store, StoreError, TokenRecord, Usage};
 
 impl<K: Kv> KvStore<K> {
     /// Runs every migration the store still needs.
     pub(super) fn migrated(self) -> Result<Self> {
+        // A copy by `control-plane migrate` that has not finished leaves
+        // a store missing records: serving it would lose them.
+        if let Some(source) = self.kv.get(Tree::Meta, MIGRATING)? {
+            return Err(StoreError::Backend(format!(
+                "this store is still being filled by `control-plane migrate` from {}: run it again to finish",
+                String::from_utf8_lossy(&source)
+            )));
+        }
         self.with_hosts_indexed()?.with_usage_indexed()
     }
 

@@ -80,6 +80,7 @@ macro_rules! on_both_backends {
     };
 }
 
+mod copy;
 mod etcd;
 
 on_both_backends!(

@@ -10,6 +10,7 @@ mod hosts;
 mod isolation;
 mod layout;
 mod logs;
+mod migrate;
 mod propagation;
 mod registry;
 mod secrets;

@@ -22,6 +22,8 @@ mod control_plane;
 
 pub use control_plane::*;
 
+pub mod procs;
+
 /// An edge node following `cp`, caching in `cache_dir`.
 pub struct EdgeNode {
     pub http: SocketAddr,
