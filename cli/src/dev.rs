@@ -169,6 +169,7 @@ pub async fn run_until(
         allow_localhost: true,
         apps_domain: None,
         reserved_hosts: Vec::new(),
+        name: None,
         server: Default::default(),
     };
     let control_plane =

@@ -86,6 +86,10 @@ pub struct Args {
     /// closed on accept [default: 10000].
     #[arg(long, env = "OUTPOST_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// This control plane's name in the fleet view (`GET /v1/nodes` says which control plane
+    /// each node follows): letters, digits, `.`, `_`, `:`, `-` [default: HOSTNAME:PORT].
+    #[arg(long, env = "OUTPOST_NAME", value_name = "NAME")]
+    pub name: Option<String>,
     /// A one-off task instead of serving.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -119,6 +123,8 @@ pub struct EtcdArgs {
 struct FileConfig {
     /// Address of the API listener.
     listen: Option<SocketAddr>,
+    /// Name in the fleet view.
+    name: Option<String>,
     /// Directory of the sled database, relative to the file.
     data_dir: Option<PathBuf>,
     /// etcd://… to keep state in etcd.
@@ -185,6 +191,9 @@ impl std::fmt::Debug for FileConfig {
 pub struct Config {
     /// API listener.
     pub listen: SocketAddr,
+    /// Name in the fleet view; `None`: this machine's hostname and the
+    /// API's port.
+    pub name: Option<String>,
     /// The listener's certificate and key: HTTPS. `None`: plain HTTP, for
     /// `outpost dev` and a control plane behind a proxy on its machine.
     pub tls: Option<crate::tls::TlsFiles>,
@@ -338,6 +347,15 @@ fn etcd_url(flag: &str, url: &str, tls: bool) -> Result<(Vec<String>, String), S
     Ok((endpoints, prefix))
 }
 
+/// A control plane's name: what a metric label and a log line carry
+/// without quoting surprises.
+fn valid_name(name: &str) -> bool {
+    (1..=253).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-_:".contains(&b))
+}
+
 /// A DNS name with at least one dot, normalized as routes are, or the
 /// problem with it.
 fn domain_name(key: &str, name: &str) -> Result<String, String> {
@@ -471,6 +489,14 @@ impl Config {
                 EtcdConfig::resolve("--store", &url, etcd_args, registry, &mut problems)
             }
         };
+        let name = args.name.or(file.name);
+        if let Some(name) = &name
+            && !valid_name(name)
+        {
+            problems.push(format!(
+                "name {name:?}: 1 to 253 letters, digits, '.', '_', ':' or '-'"
+            ));
+        }
         let tls_cert = args.tls_cert.or(file.tls_cert.map(|p| base.join(p)));
         let tls_key = args.tls_key.or(file.tls_key.map(|p| base.join(p)));
         let tls = match (tls_cert, tls_key) {
@@ -491,6 +517,7 @@ impl Config {
         Ok(Config {
             tls,
             etcd,
+            name,
             listen: args
                 .listen
                 .or(file.listen)

@@ -24,6 +24,7 @@ pub mod api;
 pub mod config;
 pub mod env;
 pub mod fanout;
+pub mod fleet;
 pub mod metrics;
 pub mod migrate;
 pub mod quotas;

@@ -14,6 +14,7 @@ pub struct CpMetrics {
     node_applied: IntGaugeVec,
     node_lag: IntGaugeVec,
     node_last_contact: IntGaugeVec,
+    node_control_plane: IntGaugeVec,
 }
 
 impl CpMetrics {
@@ -71,6 +72,14 @@ impl CpMetrics {
                 &["node"],
             )
             .unwrap(),
+            node_control_plane: IntGaugeVec::new(
+                Opts::new(
+                    "outpost_cp_node_control_plane",
+                    "1 for the control plane each node follows, by node and control plane name.",
+                ),
+                &["node", "control_plane"],
+            )
+            .unwrap(),
         };
         m.registry.register(Box::new(m.revision.clone())).unwrap();
         m.registry
@@ -88,6 +97,9 @@ impl CpMetrics {
         m.registry.register(Box::new(m.node_lag.clone())).unwrap();
         m.registry
             .register(Box::new(m.node_last_contact.clone()))
+            .unwrap();
+        m.registry
+            .register(Box::new(m.node_control_plane.clone()))
             .unwrap();
         m
     }
@@ -129,6 +141,15 @@ impl CpMetrics {
                 .with_label_values(&[&node.id])
                 .set(i64::try_from(node.last_contact).unwrap_or(i64::MAX));
         }
+        // A node that moved keeps no series for the control plane it left.
+        self.node_control_plane.reset();
+        for node in nodes {
+            if let Some(cp) = &node.control_plane {
+                self.node_control_plane
+                    .with_label_values(&[node.id.as_str(), cp])
+                    .set(1);
+            }
+        }
         let mut buf = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut buf)
@@ -161,6 +182,7 @@ mod tests {
             last_contact: 1_795_000_000,
             unavailable: Default::default(),
             identity: None,
+            control_plane: Some("cp-1".into()),
         }]);
         for line in [
             "outpost_cp_revision 7",
@@ -170,6 +192,7 @@ mod tests {
             r#"outpost_cp_node_applied_revision{node="edge-1"} 5"#,
             r#"outpost_cp_node_lag_revisions{node="edge-1"} 2"#,
             r#"outpost_cp_node_last_contact_timestamp_seconds{node="edge-1"} 1795000000"#,
+            r#"outpost_cp_node_control_plane{control_plane="cp-1",node="edge-1"} 1"#,
         ] {
             assert!(text.contains(line), "missing {line:?} in:\n{text}");
         }

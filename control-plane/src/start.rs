@@ -201,10 +201,20 @@ pub async fn start_with(
     })?;
     let addr = listener.local_addr()?;
     let served_tls = tls.is_some();
+    let state = state.with_name(
+        config
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{}:{}", hostname(), addr.port())),
+    );
     if state.store().shared() {
         tokio::spawn(crate::fanout::follow(
             Arc::downgrade(&state),
             crate::fanout::INTERVAL,
+        ));
+        tokio::spawn(crate::fleet::publish(
+            Arc::downgrade(&state),
+            crate::fleet::INTERVAL,
         ));
     }
     let server = tokio::spawn(server::run(
@@ -222,6 +232,16 @@ pub async fn start_with(
         state,
         server,
     })
+}
+
+/// This machine's name (a pod's name in Kubernetes), for the default
+/// control-plane name.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "control-plane".into())
 }
 
 /// Drops the store (sled flushes on drop) on its own thread and waits for

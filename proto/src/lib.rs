@@ -777,6 +777,10 @@ pub struct NodeStatus {
     /// identity's name); absent for a node on the shared node token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<String>,
+    /// The control plane it follows (that control plane's name), as last
+    /// heard: with several control planes, any of them lists every node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_plane: Option<String>,
 }
 
 /// `GET /v1/rollout?revision=N`: how many live nodes serve revision `N`

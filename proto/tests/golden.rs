@@ -187,6 +187,7 @@ fn api_bodies() {
             last_contact: 1_795_000_000,
             unavailable: BTreeMap::new(),
             identity: None,
+            control_plane: None,
         },
     );
     check(
@@ -197,6 +198,7 @@ fn api_bodies() {
             last_contact: 1_795_000_000,
             unavailable: BTreeMap::new(),
             identity: Some("edge-1".into()),
+            control_plane: Some("cp-0.outpost:7070".into()),
         },
     );
     check(

@@ -103,6 +103,8 @@ pub struct ApiState {
     /// Whether a shared store (etcd) answered the last time it was read
     /// ([`crate::fanout`]); `/healthz` reports it. Always true for sled.
     pub(crate) store_reachable: std::sync::atomic::AtomicBool,
+    /// This control plane's name in the fleet view.
+    pub(crate) name: String,
 }
 
 impl ApiState {
@@ -113,6 +115,33 @@ impl ApiState {
             state.policy = policy;
         }
         self
+    }
+
+    /// The same state named `name` in the fleet view (before the state
+    /// is shared).
+    pub fn with_name(mut self: Arc<Self>, name: String) -> Arc<Self> {
+        if let Some(state) = Arc::get_mut(&mut self) {
+            state.name = name;
+        }
+        self
+    }
+
+    /// Every node: those following this control plane, and, on a shared
+    /// store, those the others published ([`crate::fleet`]).
+    pub(crate) async fn fleet(&self) -> Vec<outpost_proto::NodeStatus> {
+        let own: Vec<_> = self.nodes.lock().unwrap().values().cloned().collect();
+        if !self.store.shared() {
+            return own;
+        }
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.node_statuses()).await {
+            Ok(Ok(published)) => crate::fleet::merge(own, published),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "reading the fleet from the store failed; listing this control plane's nodes only");
+                own
+            }
+            Err(_) => own,
+        }
     }
 
     /// The store behind the API.
@@ -141,6 +170,7 @@ impl ApiState {
             nodes: Default::default(),
             latest_snapshot: Default::default(),
             store_reachable: std::sync::atomic::AtomicBool::new(true),
+            name: "control-plane".into(),
             logs: Default::default(),
             auth_limiter: Default::default(),
             metrics: {
@@ -230,9 +260,11 @@ impl ApiState {
                 last_contact: 0,
                 unavailable: Default::default(),
                 identity: None,
+                control_plane: None,
             });
         entry.last_contact = crate::store::now();
         entry.identity = identity.map(str::to_string);
+        entry.control_plane = Some(self.name.clone());
         update(entry);
     }
 
@@ -508,7 +540,7 @@ where
 async fn metrics(
     axum::extract::State(state): axum::extract::State<Arc<ApiState>>,
 ) -> impl axum::response::IntoResponse {
-    let nodes: Vec<_> = state.nodes.lock().unwrap().values().cloned().collect();
+    let nodes = state.fleet().await;
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -53,7 +53,7 @@ pub async fn report(
     security(("admin" = []))
 )]
 pub async fn list(_: Admin, State(state): State<Arc<ApiState>>) -> Json<Vec<NodeStatus>> {
-    Json(state.nodes.lock().unwrap().values().cloned().collect())
+    Json(state.fleet().await)
 }
 
 /// Nodes silent for longer than this are not waited for: idle watch
@@ -99,9 +99,9 @@ pub async fn rollout(
 ) -> Json<Rollout> {
     let revision = query.revision.unwrap_or_else(|| *state.revision.borrow());
     let now = crate::store::now();
-    let nodes = state.nodes.lock().unwrap();
+    let nodes = state.fleet().await;
     let live: Vec<_> = nodes
-        .values()
+        .iter()
         .filter(|n| now.saturating_sub(n.last_contact) <= LIVE_WINDOW_S)
         .collect();
     // A tenant sees only its own apps' failures: another tenant's app

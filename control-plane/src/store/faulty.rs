@@ -160,6 +160,20 @@ impl<S: Store> Store for FaultyStore<S> {
         self.inner.revoke_node_identity(name)
     }
 
+    fn put_node_statuses(&self, statuses: &[outpost_proto::NodeStatus]) -> Result<()> {
+        self.write()?;
+        self.inner.put_node_statuses(statuses)
+    }
+
+    fn node_statuses(&self) -> Result<Vec<outpost_proto::NodeStatus>> {
+        self.inner.node_statuses()
+    }
+
+    fn forget_node_statuses(&self, ids: &[String]) -> Result<()> {
+        self.write()?;
+        self.inner.forget_node_statuses(ids)
+    }
+
     fn create_app(&self, record: AppRecord, allowance: &Allowance) -> Result<Revision> {
         self.write()?;
         self.inner.create_app(record, allowance)

@@ -36,13 +36,16 @@ pub enum Tree {
     Certificates,
     /// Node name -> [`super::NodeIdentityRecord`].
     NodeIdentities,
+    /// Node id -> its [`outpost_proto::NodeStatus`] as a control plane
+    /// sharing the store last published it (the fleet view).
+    NodeStatus,
     /// The revision and the migration markers.
     Meta,
 }
 
 impl Tree {
     /// Every tree, in a fixed order (the index of each is `tree as usize`).
-    pub const ALL: [Tree; 13] = [
+    pub const ALL: [Tree; 14] = [
         Tree::Tenants,
         Tree::Tokens,
         Tree::TokenNames,
@@ -55,6 +58,7 @@ impl Tree {
         Tree::Modules,
         Tree::Certificates,
         Tree::NodeIdentities,
+        Tree::NodeStatus,
         Tree::Meta,
     ];
 
@@ -74,6 +78,7 @@ impl Tree {
             Tree::Modules => "modules",
             Tree::Certificates => "certificates",
             Tree::NodeIdentities => "node_identities",
+            Tree::NodeStatus => "node_status",
             Tree::Meta => "meta",
         }
     }

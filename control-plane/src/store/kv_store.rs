@@ -15,6 +15,10 @@ use super::{
     Revision, Store, StoreError, StoredEnv, TenantRecord, TokenRecord, Usage,
 };
 
+/// Node statuses written per transaction: each is read and written, and
+/// etcd allows 128 operations in one.
+const NODE_STATUSES_PER_WRITE: usize = 32;
+
 /// The store's logic over the database `K`; see [`super::SledStore`] and
 /// [`super::EtcdStore`].
 pub struct KvStore<K: Kv> {
@@ -273,6 +277,42 @@ impl<K: Kv> Store for KvStore<K> {
             }
             Ok(())
         })
+    }
+
+    fn put_node_statuses(&self, statuses: &[outpost_proto::NodeStatus]) -> Result<()> {
+        // In small transactions: etcd caps a transaction's operations.
+        for chunk in statuses.chunks(NODE_STATUSES_PER_WRITE) {
+            self.kv.transact(|tx| {
+                for status in chunk {
+                    let key = status.id.as_bytes();
+                    let newer = tx.get(Tree::NodeStatus, key)?.is_some_and(|stored| {
+                        decode::<outpost_proto::NodeStatus>(&stored)
+                            .is_ok_and(|s| s.last_contact > status.last_contact)
+                    });
+                    if !newer {
+                        tx.insert(Tree::NodeStatus, key, &encode(status))?;
+                    }
+                }
+                Ok(())
+            })?;
+        }
+        Ok(())
+    }
+
+    fn node_statuses(&self) -> Result<Vec<outpost_proto::NodeStatus>> {
+        self.scan(Tree::NodeStatus, b"")
+    }
+
+    fn forget_node_statuses(&self, ids: &[String]) -> Result<()> {
+        for chunk in ids.chunks(NODE_STATUSES_PER_WRITE) {
+            self.kv.transact(|tx| {
+                for id in chunk {
+                    tx.remove(Tree::NodeStatus, id.as_bytes())?;
+                }
+                Ok(())
+            })?;
+        }
+        Ok(())
     }
 
     fn create_app(&self, record: AppRecord, allowance: &Allowance) -> Result<Revision> {

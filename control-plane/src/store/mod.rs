@@ -321,6 +321,16 @@ pub trait Store: Send + Sync + 'static {
     /// Revokes a node identity: its token lets no one in from now on.
     fn revoke_node_identity(&self, name: &str) -> Result<()>;
 
+    /// Publishes nodes' statuses for the other control planes sharing the
+    /// store (see [`crate::fleet`]); an entry heard from later than the
+    /// one given (another control plane's) is kept. Leaves the revision
+    /// alone.
+    fn put_node_statuses(&self, statuses: &[outpost_proto::NodeStatus]) -> Result<()>;
+    /// Every published node status.
+    fn node_statuses(&self) -> Result<Vec<outpost_proto::NodeStatus>>;
+    /// Drops the published statuses of the nodes named.
+    fn forget_node_statuses(&self, ids: &[String]) -> Result<()>;
+
     /// Creates an app; its name must be free within the tenant and its
     /// routes free across all tenants.
     fn create_app(&self, record: AppRecord, allowance: &Allowance) -> Result<Revision>;

@@ -71,7 +71,7 @@ impl SledKv {
 }
 
 /// A transaction's trees, indexed by `Tree as usize`.
-struct SledTx<'a>([&'a TransactionalTree; 13]);
+struct SledTx<'a>(&'a [TransactionalTree]);
 
 fn unabortable(e: UnabortableTransactionError) -> TxError {
     match e {
@@ -101,13 +101,12 @@ impl Tx for SledTx<'_> {
 
 impl Kv for SledKv {
     fn transact<T>(&self, f: impl Fn(&dyn Tx) -> TxResult<T>) -> Result<T> {
-        let t = &self.trees;
-        let out = (
-            &t[0], &t[1], &t[2], &t[3], &t[4], &t[5], &t[6], &t[7], &t[8], &t[9], &t[10], &t[11],
-            &t[12],
-        )
-            .transaction(|(t0, t1, t2, t3, t4, t5, t6, t7, t8, t9, t10, t11, t12)| {
-                let tx = SledTx([t0, t1, t2, t3, t4, t5, t6, t7, t8, t9, t10, t11, t12]);
+        // Every tree in every transaction: the view is indexed as
+        // `Tree::ALL`.
+        let trees: Vec<&sled::Tree> = self.trees.iter().collect();
+        let out = trees[..]
+            .transaction(|view| {
+                let tx = SledTx(view);
                 f(&tx).map_err(|e| match e {
                     TxError::Conflict => ConflictableTransactionError::Conflict,
                     TxError::Abort(e) | TxError::Backend(e) => {

@@ -19,9 +19,9 @@ use crate::support::{ADMIN, CERT_KEY, ControlPlane, EdgeNode, config};
 
 const HOST: &str = "web.example.com";
 
-/// A control plane on 127.0.0.1:0 over `etcd`, pushing modules to
-/// `registry`.
-async fn control_plane(etcd: &Etcd, registry: &RegistryConfig) -> ControlPlane {
+/// A control plane named `name` on 127.0.0.1:0 over `etcd`, pushing
+/// modules to `registry`.
+async fn control_plane(etcd: &Etcd, registry: &RegistryConfig, name: &str) -> ControlPlane {
     let mut c = config(
         "127.0.0.1:0".parse().unwrap(),
         DEFAULT_MAX_MODULE_BYTES,
@@ -31,6 +31,7 @@ async fn control_plane(etcd: &Etcd, registry: &RegistryConfig) -> ControlPlane {
         },
     );
     c.cert_key = Some(CERT_KEY.into());
+    c.name = Some(name.into());
     c.etcd = Some(EtcdConfig {
         endpoints: etcd.endpoints(),
         prefix: "/outpost-ha".into(),
@@ -39,6 +40,32 @@ async fn control_plane(etcd: &Etcd, registry: &RegistryConfig) -> ControlPlane {
         registry: registry.clone(),
     });
     ControlPlane::start_from(c).await
+}
+
+/// Waits until `cp`'s `GET /v1/nodes` says each `(node, control plane)`
+/// of `want`: within a few publishing rounds.
+async fn until_fleet(cp: &ControlPlane, want: &[(&str, &str)]) {
+    let started = Instant::now();
+    loop {
+        let (status, nodes) = cp.json("GET", "/v1/nodes", ADMIN, json!(null)).await;
+        assert_eq!(status, 200, "{nodes}");
+        let follows = |id: &str| {
+            nodes.as_array().unwrap().iter().find_map(|n| {
+                (n["id"] == id).then(|| n["control_plane"].as_str().unwrap_or("").to_string())
+            })
+        };
+        if want
+            .iter()
+            .all(|(id, cp)| follows(id).as_deref() == Some(*cp))
+        {
+            return;
+        }
+        assert!(
+            started.elapsed() < outpost_control_plane::fleet::INTERVAL * 3,
+            "GET /v1/nodes never showed {want:?}: {nodes}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -50,8 +77,8 @@ async fn two_control_planes_on_etcd_serve_one_fleet_and_race_fairly() {
         ..RegistryConfig::default()
     };
     let cps = [
-        control_plane(&etcd, &registry_config).await,
-        control_plane(&etcd, &registry_config).await,
+        control_plane(&etcd, &registry_config, "cp-0").await,
+        control_plane(&etcd, &registry_config, "cp-1").await,
     ];
     // The tenant and app are made through the first; the second sees them.
     let token = cps[0].acme_with_web_app().await;
@@ -76,6 +103,12 @@ async fn two_control_planes_on_etcd_serve_one_fleet_and_race_fairly() {
             println!("deploy through cp{i} served by a node in {took:?}");
         }
     }
+    // Either control plane lists the whole fleet, and which one each
+    // node follows.
+    for cp in &cps {
+        until_fleet(cp, &[("edge-0", "cp-0"), ("edge-1", "cp-1")]).await;
+    }
+
     // Every module came from the registry, none from a control plane.
     for node in &nodes {
         assert_eq!(node.module_fetches("registry", "ok"), 2.0);
@@ -156,6 +189,16 @@ async fn two_control_planes_on_etcd_serve_one_fleet_and_race_fairly() {
     cp1.deploy(&token, fixtures::hello("after the failover\n"))
         .await;
     both.until_serves(HOST, "after the failover\n").await;
+    until_fleet(&cp1, &[("edge-both", "cp-1")]).await;
+    let (_, scrape) = cp1
+        .call("GET", "/metrics", ADMIN, "text/plain", Vec::new())
+        .await;
+    let scrape = scrape.as_str().unwrap();
+    assert!(
+        scrape
+            .contains(r#"outpost_cp_node_control_plane{control_plane="cp-1",node="edge-both"} 1"#),
+        "{scrape}"
+    );
     println!(
         "failover: the node followed the other control plane {moved:?} after the first stopped; it served a deploy through it {:?} after the stop",
         stopped.elapsed()

@@ -242,6 +242,7 @@ pub fn config(addr: SocketAddr, max_module_bytes: u64, server: ServerConfig) -> 
         allow_localhost: false,
         apps_domain: None,
         reserved_hosts: Vec::new(),
+        name: None,
         server,
     }
 }
