@@ -170,6 +170,13 @@ fn etcd_error(doing: &str, e: etcd_client::Error) -> StoreError {
     StoreError::Backend(format!("{doing}: {e}"))
 }
 
+/// A request that failed to connect to the member it was sent to, so
+/// etcd never saw it.
+fn not_connected(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(s)
+        if s.code() == tonic::Code::Unavailable && s.message().contains("connect"))
+}
+
 /// A read at a revision etcd has compacted away: the snapshot is gone,
 /// so the transaction starts over on a fresh one.
 fn compacted(e: &etcd_client::Error) -> bool {
@@ -189,7 +196,7 @@ impl EtcdKv {
     /// bounded by the request timeout. It is spawned rather than
     /// `block_on`'d so that a caller inside some other runtime does not
     /// trip tokio's nested-runtime check.
-    fn call<T, F>(&self, doing: &str, f: impl FnOnce(Client) -> F) -> Result<T>
+    fn call<T, F>(&self, doing: &str, f: impl Fn(Client) -> F) -> Result<T>
     where
         T: Send + 'static,
         F: Future<Output = std::result::Result<T, etcd_client::Error>> + Send + 'static,
@@ -198,9 +205,37 @@ impl EtcdKv {
     }
 
     /// As [`EtcdKv::call`], handing back etcd's own error.
+    ///
+    /// A request that could not even connect to the member the client
+    /// picked (a crashed member: the client keeps it in its balance) is
+    /// sent again, to whichever member the client picks next, within the
+    /// request timeout. Only those: they never reached etcd, so sending a
+    /// transaction again cannot apply it twice.
     fn try_call<T, F>(
         &self,
-        f: impl FnOnce(Client) -> F,
+        f: impl Fn(Client) -> F,
+    ) -> Result<std::result::Result<T, etcd_client::Error>>
+    where
+        T: Send + 'static,
+        F: Future<Output = std::result::Result<T, etcd_client::Error>> + Send + 'static,
+    {
+        let deadline = std::time::Instant::now() + self.request_timeout;
+        let mut pause = Duration::from_millis(5);
+        loop {
+            match self.call_once(&f)? {
+                Err(e) if not_connected(&e) && std::time::Instant::now() + pause < deadline => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(200));
+                }
+                out => return Ok(out),
+            }
+        }
+    }
+
+    /// One try of [`EtcdKv::try_call`].
+    fn call_once<T, F>(
+        &self,
+        f: &impl Fn(Client) -> F,
     ) -> Result<std::result::Result<T, etcd_client::Error>>
     where
         T: Send + 'static,
@@ -228,16 +263,19 @@ impl EtcdKv {
         key: Vec<u8>,
         revision: Option<i64>,
     ) -> Result<std::result::Result<Read, etcd_client::Error>> {
-        self.try_call(move |mut c| async move {
-            let options = revision.map(|r| GetOptions::new().with_revision(r));
-            let resp = c.get(key, options).await?;
-            let at = resp.header().map_or(0, |h| h.revision());
-            let kv = resp.kvs().first();
-            Ok(Read {
-                value: kv.map(|kv| kv.value().to_vec()),
-                mod_revision: kv.map_or(0, |kv| kv.mod_revision()),
-                at,
-            })
+        self.try_call(move |mut c| {
+            let key = key.clone();
+            async move {
+                let options = revision.map(|r| GetOptions::new().with_revision(r));
+                let resp = c.get(key, options).await?;
+                let at = resp.header().map_or(0, |h| h.revision());
+                let kv = resp.kvs().first();
+                Ok(Read {
+                    value: kv.map(|kv| kv.value().to_vec()),
+                    mod_revision: kv.map_or(0, |kv| kv.mod_revision()),
+                    at,
+                })
+            }
         })
     }
 
@@ -263,8 +301,9 @@ impl EtcdKv {
             })
             .collect();
         let txn = Txn::new().when(compares).and_then(ops);
-        self.call("committing to etcd", move |mut c| async move {
-            Ok(c.txn(txn).await?.succeeded())
+        self.call("committing to etcd", move |mut c| {
+            let txn = txn.clone();
+            async move { Ok(c.txn(txn).await?.succeeded()) }
         })
     }
 }
@@ -389,13 +428,16 @@ impl Kv for EtcdKv {
     fn scan(&self, tree: Tree, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let key = self.key(tree, prefix);
         let strip = self.key(tree, b"").len();
-        self.call("reading from etcd", move |mut c| async move {
-            let resp = c.get(key, Some(GetOptions::new().with_prefix())).await?;
-            Ok(resp
-                .kvs()
-                .iter()
-                .map(|kv| (kv.key()[strip..].to_vec(), kv.value().to_vec()))
-                .collect())
+        self.call("reading from etcd", move |mut c| {
+            let key = key.clone();
+            async move {
+                let resp = c.get(key, Some(GetOptions::new().with_prefix())).await?;
+                Ok(resp
+                    .kvs()
+                    .iter()
+                    .map(|kv| (kv.key()[strip..].to_vec(), kv.value().to_vec()))
+                    .collect())
+            }
         })
     }
 }
