@@ -18,7 +18,7 @@ use outpost_test_fixtures::wire::good_get;
 use serde_json::Value;
 
 use crate::support::link_get;
-use crate::support::procs::{Proc, address, binary};
+use crate::support::procs::{Proc, address, binary, until_serves};
 
 const ADMIN: &str = "fleet-admin-token-0123456789";
 /// The control plane's heartbeat on idle watch streams (`watch.rs`).
@@ -73,23 +73,6 @@ async fn cp_metric(url: &str, ca_file: &Path, series: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {series} in\n{text}"))
         .parse()
         .unwrap()
-}
-
-/// Polls `node` until `host` answers `want`.
-async fn until_serves(node: std::net::SocketAddr, host: &str, want: &str) {
-    let started = Instant::now();
-    loop {
-        if let Ok((200, body)) = good_get(node, host).await
-            && body == want
-        {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "{node} never served {want:?} for {host}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn node_args<'a>(url: &'a str, ca: &'a str, token: &'a str, cache: &'a str) -> Vec<&'a str> {

@@ -3,6 +3,7 @@
 //! binary, a module per topic, the shared harness in [`support`].
 
 mod cache_safety;
+mod chaos;
 mod dashboards;
 mod fleet;
 mod ha;

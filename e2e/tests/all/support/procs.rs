@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use outpost_test_fixtures::wire::good_get;
+
 /// A workspace binary, built by `cargo test --workspace` beside `deps/`.
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
@@ -76,6 +78,12 @@ impl Proc {
         }
     }
 
+    /// Kills it at once (`SIGKILL`: a crash, no clean shutdown) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
     }
@@ -103,4 +111,21 @@ pub fn address(lines: &[String], prefix: &str) -> std::net::SocketAddr {
         .trim_end_matches("/metrics")
         .parse()
         .unwrap()
+}
+
+/// Polls `node` until `host` answers `want`.
+pub async fn until_serves(node: std::net::SocketAddr, host: &str, want: &str) {
+    let started = Instant::now();
+    loop {
+        if let Ok((200, body)) = good_get(node, host).await
+            && body == want
+        {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{node} never served {want:?} for {host}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
