@@ -21,7 +21,11 @@ const HOST: &str = "web.example.com";
 
 /// A control plane named `name` on 127.0.0.1:0 over `etcd`, pushing
 /// modules to `registry`.
-async fn control_plane(etcd: &Etcd, registry: &RegistryConfig, name: &str) -> ControlPlane {
+pub(crate) async fn control_plane(
+    etcd: &Etcd,
+    registry: &RegistryConfig,
+    name: &str,
+) -> ControlPlane {
     let mut c = config(
         "127.0.0.1:0".parse().unwrap(),
         DEFAULT_MAX_MODULE_BYTES,

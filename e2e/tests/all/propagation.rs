@@ -2,7 +2,8 @@
 //! `loadtests/propagation.sh` runs them in release and records the numbers
 //! in `loadtests/README.md`; a ten-app storm runs with every test run):
 //!
-//! - deploy-to-served propagation over 100 deploys to two nodes;
+//! - deploy-to-served propagation over 100 deploys to two nodes, through
+//!   one control plane on sled and through two on etcd;
 //! - a deploy storm: 100 new apps deployed while traffic flows to a steady
 //!   app on both nodes, counting every failed request.
 //!
@@ -13,7 +14,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::support::{ControlPlane, EdgeNode};
+use outpost_oci::RegistryConfig;
 use outpost_test_fixtures as fixtures;
+use outpost_test_fixtures::etcd::Etcd;
+use outpost_test_fixtures::registry::Registry;
 use serde_json::json;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -43,28 +47,73 @@ async fn setup() -> (
 #[ignore = "load scenario: run by loadtests/propagation.sh"]
 async fn deploy_to_served_propagation() {
     let (_data, _caches, cp, token, nodes) = setup().await;
+    propagation(&cp, &token, &nodes, "one control plane on sled").await;
+    let [a, b] = nodes;
+    a.stop();
+    b.stop();
+    cp.stop().await;
+}
+
+/// The same deploys through two control planes on a 3-member etcd, with
+/// module bytes in a registry: the first node follows the control plane
+/// deployed through, the second the other one, which learns of each
+/// deploy from etcd.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "load scenario: run by loadtests/propagation.sh"]
+async fn deploy_to_served_propagation_through_etcd() {
+    let etcd = Etcd::cluster(3);
+    let registry = Registry::start();
+    let registry_config = RegistryConfig {
+        url: registry.url("outpost/modules"),
+        ..RegistryConfig::default()
+    };
+    let cps = [
+        crate::ha::control_plane(&etcd, &registry_config, "cp-0").await,
+        crate::ha::control_plane(&etcd, &registry_config, "cp-1").await,
+    ];
+    let token = cps[0].acme_with_web_app().await;
+    let caches = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let mut nodes = Vec::new();
+    for (i, cp) in cps.iter().enumerate() {
+        let registry = registry_config.clone();
+        nodes.push(
+            EdgeNode::start_with(cp.addr, caches[i].path(), &format!("edge-{i}"), |c| {
+                c.sync.as_mut().unwrap().registry = Some(registry);
+            })
+            .await,
+        );
+    }
+    let label = "2 control planes on a 3-member etcd, modules in a registry";
+    propagation(&cps[0], &token, &nodes, label).await;
+    for node in nodes {
+        node.stop();
+    }
+    for cp in cps {
+        cp.stop().await;
+    }
+}
+
+/// 100 deploys through `cp`, each timed until every node serves it.
+async fn propagation(cp: &ControlPlane, token: &str, nodes: &[EdgeNode], label: &str) {
     let mut took = Vec::new();
     for i in 0..100 {
         let body = format!("v{i}\n");
         let started = std::time::Instant::now();
-        cp.deploy(&token, fixtures::hello(&body)).await;
-        for node in &nodes {
+        cp.deploy(token, fixtures::hello(&body)).await;
+        for node in nodes {
             node.until_serves("web.example.com", &body).await;
         }
         took.push(started.elapsed());
     }
     took.sort();
     println!(
-        "propagation over {} deploys to 2 nodes (upload + validate + store + push + fetch + compile + swap): p50 {:?}, p99 {:?}, max {:?}",
+        "propagation over {} deploys to {} nodes, {label} (upload + validate + store + push + fetch + compile + swap): p50 {:?}, p99 {:?}, max {:?}",
         took.len(),
+        nodes.len(),
         percentile(&took, 0.50),
         percentile(&took, 0.99),
         took[took.len() - 1]
     );
-    let [a, b] = nodes;
-    a.stop();
-    b.stop();
-    cp.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
