@@ -379,6 +379,41 @@ impl Tx for EtcdTx<'_> {
     }
 }
 
+/// Wakes `notify` on every change of `key`, until nobody holds it (or the
+/// backend's runtime stops). A broken watch (a member gone, etcd
+/// restarting) is opened again after a pause; meanwhile the caller's own
+/// polling still sees changes.
+async fn watch(mut client: Client, key: Vec<u8>, notify: std::sync::Weak<tokio::sync::Notify>) {
+    loop {
+        match client.watch(key.clone(), None).await {
+            Ok(mut stream) => {
+                // A change may have happened while the watch was down.
+                match notify.upgrade() {
+                    Some(n) => n.notify_one(),
+                    None => return,
+                }
+                while let Ok(Some(response)) = stream.message().await {
+                    if response.canceled() {
+                        break;
+                    }
+                    if response.events().is_empty() {
+                        continue;
+                    }
+                    match notify.upgrade() {
+                        Some(n) => n.notify_one(),
+                        None => return,
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "watching etcd failed; retrying"),
+        }
+        if notify.strong_count() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// A short random pause before running a conflicting transaction again,
 /// so that writers that collided do not collide again in lockstep.
 fn backoff(attempt: u32) {
@@ -392,6 +427,17 @@ fn backoff(attempt: u32) {
 impl Kv for EtcdKv {
     fn shared(&self) -> bool {
         true
+    }
+
+    fn changes(&self, tree: Tree, key: &[u8]) -> Option<Arc<tokio::sync::Notify>> {
+        let notify = Arc::new(tokio::sync::Notify::new());
+        let runtime = self.runtime.as_ref()?;
+        runtime.spawn(watch(
+            self.client.clone(),
+            self.key(tree, key),
+            Arc::downgrade(&notify),
+        ));
+        Some(notify)
     }
 
     fn transact<T>(&self, f: impl Fn(&dyn Tx) -> TxResult<T>) -> Result<T> {

@@ -143,6 +143,13 @@ pub trait Kv: Send + Sync + 'static {
         false
     }
 
+    /// Woken whenever `key` changes, whoever changed it, for as long as
+    /// the database lives; `None` if the database cannot push changes.
+    /// A wake-up may be spurious, and several changes may share one.
+    fn changes(&self, _tree: Tree, _key: &[u8]) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        None
+    }
+
     /// Applies `writes` together, without reading (migrations).
     fn apply(&self, writes: &[Write]) -> Result<()> {
         self.transact(|tx| {

@@ -117,6 +117,10 @@ impl<K: Kv> Store for KvStore<K> {
         self.kv.shared()
     }
 
+    fn revision_changes(&self) -> Option<Arc<tokio::sync::Notify>> {
+        self.kv.changes(Tree::Meta, REVISION)
+    }
+
     fn revision(&self) -> Result<Revision> {
         Ok(self
             .kv

@@ -282,6 +282,13 @@ pub trait Store: Send + Sync + 'static {
         false
     }
 
+    /// Woken when the revision may have moved (another control plane
+    /// wrote), so changes reach this one's nodes at once rather than at
+    /// the next poll; `None` if the store cannot push.
+    fn revision_changes(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        None
+    }
+
     /// Creates a tenant; its name must be free.
     fn create_tenant(&self, record: TenantRecord) -> Result<()>;
     /// Every tenant, by name.

@@ -248,3 +248,58 @@ fn etcd_over_tls_is_checked_against_the_given_ca() {
         "a store trusting another CA connected"
     );
 }
+
+/// A control plane is told when another one moves the revision (an etcd
+/// watch), rather than finding out at its next poll; a write to anything
+/// else does not wake it.
+#[test]
+fn another_control_planes_write_wakes_the_revision_watch() {
+    let etcd = Etcd::start();
+    let blobs = tempfile::tempdir().unwrap();
+    let (watcher, writer) = (
+        connect(&etcd, "/watch", &blobs),
+        connect(&etcd, "/watch", &blobs),
+    );
+    with_tenants(&writer);
+    let moved = watcher
+        .revision_changes()
+        .expect("an etcd store pushes revision changes");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    // Bounds only so a broken watch fails instead of hanging.
+    let woken = |wait: Duration| {
+        runtime.block_on(async { tokio::time::timeout(wait, moved.notified()).await.is_ok() })
+    };
+    // The watch wakes once when it opens (a change may have come first).
+    assert!(woken(Duration::from_secs(10)), "the watch never opened");
+    writer
+        .create_token(TokenRecord {
+            tenant: "a".into(),
+            name: "ci".into(),
+            token_sha256: "hash-of-ci".into(),
+            created_at: 1,
+        })
+        .unwrap();
+    assert!(
+        !woken(Duration::from_millis(500)),
+        "a write that leaves the revision alone woke the watch"
+    );
+    for round in 0..3 {
+        writer
+            .create_app(
+                app(
+                    "a",
+                    &format!("web{round}"),
+                    &[&format!("w{round}.example.com")],
+                ),
+                U,
+            )
+            .unwrap();
+        assert!(
+            woken(Duration::from_secs(10)),
+            "round {round}: the revision moved and nobody was told"
+        );
+    }
+}
