@@ -301,7 +301,7 @@ fi
 if [ -x "$CP" ] && [ -x "$EN" ]; then
   "$CP" --help > "$WORK/cp.help" 2>&1
   "$EN" --help > "$WORK/edge.help" 2>&1
-  run "OUTPOST_* variables" structural "every OUTPOST_* in compose, k8s, Dockerfiles, systemd is one the binary's --help lists" \
+  run "OUTPOST_* variables" structural "every OUTPOST_* in compose, compose.ha, k8s, k8s-ha (patch and Job included), Dockerfiles, systemd is one the binary's --help lists" \
     "$PY" deploy/check.py envvars "$WORK/cp.help" "$WORK/edge.help"
 else
   record "OUTPOST_* variables" skipped "target/debug binaries missing and could not be built"
