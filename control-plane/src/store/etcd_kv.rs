@@ -16,9 +16,10 @@
 //! waits on it. Module bytes never go to etcd (its requests stop at
 //! 1.5 MiB); they go to a [`ModuleBlobs`].
 //!
-//! A large transaction (deleting a tenant with many apps and versions)
-//! can exceed etcd's `--max-txn-ops` (128 by default), and then fails
-//! whole; operators with such tenants raise it.
+//! etcd refuses a transaction of more than `--max-txn-ops` operations
+//! (128 by default): the writes that can grow past it (deleting an app
+//! with many versions, a tenant with many apps) go in steps, each its own
+//! transaction (see `kv_store`).
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};

@@ -5,15 +5,21 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::blobs::ModuleBlobs;
+use super::kv::TxError;
 use super::kv::{Kv, Tree, TxResult, abort};
 use super::logic::{
     REVISION, Trees, app_key, collecting_mark, decode, decode_owner, deployment_key,
-    deployment_prefix, encode, read_u64, token_name_key,
+    deployment_prefix, encode, kept_versions, read_u64, token_name_key,
 };
 use super::{
     Allowance, AppRecord, CertRecord, Change, DeploymentRecord, NodeIdentityRecord, Result,
     Revision, Store, StoreError, StoredEnv, TenantRecord, TokenRecord, Usage,
 };
+
+/// Records one step of a long deletion removes, each read and written
+/// (with its reference count, for a version): well inside etcd's 128
+/// operations per transaction.
+const RECORDS_PER_STEP: usize = 24;
 
 /// Node statuses written per transaction: each is read and written, and
 /// etcd allows 128 operations in one.
@@ -90,6 +96,41 @@ impl<K: Kv> KvStore<K> {
             Ok(false) => {}
             Err(e) => {
                 tracing::warn!(module.digest = digest, error = %e, "could not collect an unused module blob");
+            }
+        }
+    }
+
+    /// Drops an app's versions but the active one, [`RECORDS_PER_STEP`]
+    /// per transaction, so that removing the app after fits in one.
+    fn shed_versions(&self, tenant: &str, name: &str) -> Result<()> {
+        loop {
+            let done = self.write(|t| {
+                let Ok(mut app) = t.app(tenant, name) else {
+                    return Ok(true);
+                };
+                let old: Vec<u64> = kept_versions(&app)
+                    .into_iter()
+                    .filter(|v| Some(*v) != app.active_version)
+                    .take(RECORDS_PER_STEP)
+                    .collect();
+                if old.is_empty() {
+                    return Ok(true);
+                }
+                let mut usage = t.usage(tenant)?;
+                for v in &old {
+                    t.drop_deployment(tenant, name, *v, &mut usage)?;
+                }
+                app.kept = kept_versions(&app)
+                    .into_iter()
+                    .filter(|v| !old.contains(v))
+                    .collect();
+                t.put_usage(tenant, &usage)?;
+                t.put_app(&app)?;
+                t.bump()?;
+                Ok(false)
+            })?;
+            if done {
+                return Ok(());
             }
         }
     }
@@ -179,10 +220,14 @@ impl<K: Kv> Store for KvStore<K> {
     }
 
     fn delete_tenant(&self, name: &str) -> Result<Revision> {
-        // Transactions cannot scan, so what the tenant holds is listed
-        // first. Apps or certificates added between the listing and the
-        // transaction are caught by the second round: once the tenant
-        // record is gone, nothing more can be added for it.
+        // In steps, each its own transaction, as one would outgrow what
+        // etcd takes in a transaction (128 operations by default): the
+        // tenant is disabled first, so its hosts answer 403 and nothing
+        // more is added for it; then each app goes (old versions in
+        // batches), then certificates and tokens in batches, then the
+        // tenant. Interrupted, it leaves a disabled tenant holding less,
+        // which deleting again finishes. Transactions cannot scan, so each
+        // round lists first, and a round runs again until nothing is left.
         let mut revision = None;
         loop {
             let apps: Vec<AppRecord> = self.scan(Tree::Apps, format!("{name}/").as_bytes())?;
@@ -197,19 +242,44 @@ impl<K: Kv> Store for KvStore<K> {
             if !exists && apps.is_empty() && certs.is_empty() && tokens.is_empty() {
                 return revision.ok_or_else(|| StoreError::NotFound(format!("tenant {name:?}")));
             }
-            revision = Some(self.write(|t| {
-                for app in &apps {
+            if exists {
+                self.write(|t| {
+                    let Some(v) = t.get(Tree::Tenants, name)? else {
+                        return t.bump();
+                    };
+                    let mut record: TenantRecord = decode(&v).map_err(TxError::Abort)?;
+                    record.disabled = true;
+                    t.insert(Tree::Tenants, name, encode(&record))?;
+                    t.bump()
+                })?;
+            }
+            for app in &apps {
+                self.shed_versions(name, &app.name)?;
+                self.write(|t| {
                     if t.get(Tree::Apps, app_key(name, &app.name))?.is_some() {
                         t.remove_app(name, &app.name)?;
                     }
-                }
-                for host in &certs {
-                    t.remove(Tree::Certificates, host)?;
-                }
-                for token in &tokens {
-                    t.remove(Tree::Tokens, &token.token_sha256)?;
-                    t.remove(Tree::TokenNames, token_name_key(name, &token.name))?;
-                }
+                    t.bump()
+                })?;
+            }
+            for hosts in certs.chunks(RECORDS_PER_STEP) {
+                self.write(|t| {
+                    for host in hosts {
+                        t.remove(Tree::Certificates, host)?;
+                    }
+                    t.bump()
+                })?;
+            }
+            for tokens in tokens.chunks(RECORDS_PER_STEP) {
+                self.write(|t| {
+                    for token in tokens {
+                        t.remove(Tree::Tokens, &token.token_sha256)?;
+                        t.remove(Tree::TokenNames, token_name_key(name, &token.name))?;
+                    }
+                    Ok(())
+                })?;
+            }
+            revision = Some(self.write(|t| {
                 t.remove(Tree::Usage, name)?;
                 t.remove(Tree::Tenants, name)?;
                 t.bump()
@@ -354,6 +424,7 @@ impl<K: Kv> Store for KvStore<K> {
     }
 
     fn delete_app(&self, tenant: &str, name: &str) -> Result<Revision> {
+        self.shed_versions(tenant, name)?;
         self.write(|t| {
             t.remove_app(tenant, name)?;
             t.bump()

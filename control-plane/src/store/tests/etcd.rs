@@ -303,3 +303,49 @@ fn another_control_planes_write_wakes_the_revision_watch() {
         );
     }
 }
+
+/// Deleting a tenant or an app that holds more than etcd takes in one
+/// transaction (128 operations by default, what the fixture runs) works:
+/// the deletion goes in steps, and leaves nothing behind.
+#[test]
+fn deleting_more_than_one_etcd_transaction_holds_leaves_nothing() {
+    let (_etcd, _blobs, s) = open_etcd();
+    for i in 0..70 {
+        s.create_app(
+            app("a", &format!("app{i}"), &[&format!("a{i}.example.com")]),
+            U,
+        )
+        .unwrap();
+    }
+    s.create_app(app("b", "many", &["b.example.com"]), U)
+        .unwrap();
+    for v in 0..150u32 {
+        let body = format!("version {v}");
+        s.deploy_module("b", "many", &digest(body.as_bytes()), body.as_bytes(), 1, U)
+            .unwrap();
+    }
+    for i in 0..40 {
+        s.create_token(TokenRecord {
+            tenant: "a".into(),
+            name: format!("t{i}"),
+            token_sha256: format!("hash-of-t{i}"),
+            created_at: 1,
+        })
+        .unwrap();
+    }
+    s.delete_app("b", "many").unwrap();
+    assert!(s.app("b", "many").unwrap().is_none());
+    assert!(s.deployments("b", "many").unwrap().is_empty());
+    assert!(s.module(&digest(b"version 7")).unwrap().is_none());
+    assert_eq!(s.usage("b").unwrap().stored_bytes, 0);
+
+    s.delete_tenant("a").unwrap();
+    assert!(s.tenant("a").unwrap().is_none());
+    assert!(s.apps("a").unwrap().is_empty());
+    assert!(s.tokens("a").unwrap().is_empty());
+    assert!(s.tenant_by_token("hash-of-t3").unwrap().is_none());
+    assert_eq!(s.usage("a").unwrap(), Usage::default());
+    // Its hosts are free again.
+    s.create_app(app("b", "taken-over", &["a5.example.com"]), U)
+        .unwrap();
+}
