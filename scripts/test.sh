@@ -10,6 +10,7 @@
 #   docker-registry    the OCI registry (CNCF distribution) the module tests start
 #   protobuf-compiler  protoc, which the etcd client's build script needs
 #   libprotobuf-dev    the well-known .proto files that build imports
+#   prometheus         promtool, which checks the nodes' and control plane's /metrics
 # Nothing is started system-wide: the tests start and stop their own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +20,7 @@ command -v etcd > /dev/null || need+=(etcd-server)
 [ -x /usr/bin/docker-registry ] || need+=(docker-registry)
 command -v protoc > /dev/null || need+=(protobuf-compiler)
 [ -f /usr/include/google/protobuf/descriptor.proto ] || need+=(libprotobuf-dev)
+command -v promtool > /dev/null || need+=(prometheus)
 if [ "${#need[@]}" -gt 0 ]; then
   sudo=()
   [ "$(id -u)" -eq 0 ] || sudo=(sudo)

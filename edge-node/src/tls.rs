@@ -6,10 +6,9 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 
 use outpost_runtime::metrics::LATENCY_BUCKETS;
-use prometheus::{Gauge, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry};
 
 pub use outpost_runtime::cert::{Certificate, provider};
 
@@ -118,10 +117,7 @@ pub struct Metrics {
     handshakes: IntCounterVec,
     handshake_duration: Histogram,
     certificates: IntGauge,
-    expiry_days: Gauge,
-    /// Unix time of the nearest certificate expiry (0: none); turned into
-    /// days left at each [`Metrics::refresh`], so the gauge never goes stale.
-    nearest_expiry: Arc<AtomicI64>,
+    expiry: IntGauge,
 }
 
 impl Metrics {
@@ -146,16 +142,29 @@ impl Metrics {
                 "outpost_tls_certificates_loaded",
                 "Tenant certificates installed on this node.",
             )?,
-            expiry_days: Gauge::new(
-                "outpost_tls_certificate_expiry_days",
-                "Days until the nearest certificate (tenants' or the default) expires; negative once expired.",
+            // A timestamp, not a countdown: Prometheus subtracts `time()`
+            // itself, and the base unit keeps `promtool check metrics` quiet.
+            expiry: IntGauge::new(
+                "outpost_tls_certificate_expiry_timestamp_seconds",
+                "Unix time the nearest certificate (tenants' or the default) expires; 0 while none is installed.",
             )?,
-            nearest_expiry: Default::default(),
         };
         registry.register(Box::new(m.handshakes.clone()))?;
         registry.register(Box::new(m.handshake_duration.clone()))?;
         registry.register(Box::new(m.certificates.clone()))?;
-        registry.register(Box::new(m.expiry_days.clone()))?;
+        registry.register(Box::new(m.expiry.clone()))?;
+        // Every result and version from the start, at 0, so dashboards
+        // and rates have a series before the first handshake.
+        for result in ["ok", "error", "timeout"] {
+            let versions: &[&str] = if result == "ok" {
+                &["TLSv1_2", "TLSv1_3"]
+            } else {
+                &["none"]
+            };
+            for version in versions {
+                m.handshakes.with_label_values(&[result, version]);
+            }
+        }
         Ok(m)
     }
 
@@ -171,20 +180,7 @@ impl Metrics {
     /// when the first of them (or the default) expires.
     pub fn set_certificates(&self, tenants: usize, nearest_expiry: Option<i64>) {
         self.certificates.set(tenants as i64);
-        self.nearest_expiry
-            .store(nearest_expiry.unwrap_or(0), Ordering::Relaxed);
-    }
-
-    /// Brings the days-to-expiry gauge up to date; call before each scrape.
-    pub fn refresh(&self) {
-        let nearest = self.nearest_expiry.load(Ordering::Relaxed);
-        if nearest != 0 {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs() as i64);
-            self.expiry_days
-                .set(((nearest - now) as f64 / 86_400.0 * 10.0).round() / 10.0);
-        }
+        self.expiry.set(nearest_expiry.unwrap_or(0));
     }
 }
 

@@ -771,3 +771,95 @@ async fn dashboards_and_alerts_use_only_exported_metrics() {
     node.stop();
     cp.stop().await;
 }
+
+/// `promtool check metrics` (names, units, types, help) on `text`; its
+/// complaints, empty when it is happy.
+fn promtool_complaints(text: &str) -> String {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian's prometheus package; scripts/test.sh installs it)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() && said.trim().is_empty() {
+        String::new()
+    } else {
+        format!("{}: {said}", out.status)
+    }
+}
+
+/// A node and a control plane that have served nothing yet export what
+/// promtool accepts, and every series the dashboards and alert rules read
+/// already exists, at 0 for each label value the code knows in advance
+/// (TLS results and versions): a panel never shows "no data" for lack of
+/// traffic. Series per tenant and app come with the apps, per node with
+/// the nodes ([`PER_APP_OR_NODE`]).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_node_and_control_plane_export_clean_complete_metrics() {
+    let data = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(data.path(), "127.0.0.1:0".parse().unwrap()).await;
+    let node = EdgeNode::start(cp.addr, cache.path(), "edge-1").await;
+    let node_text = node.metrics.render();
+    let cp_text = get_text(&format!("http://{}/metrics", cp.addr)).await;
+    for (who, text) in [("edge node", &node_text), ("control plane", &cp_text)] {
+        let complaints = promtool_complaints(text);
+        assert!(complaints.is_empty(), "promtool on the {who}: {complaints}");
+    }
+    let exported = Exported::parse(&node_text).merge(Exported::parse(&cp_text));
+    let (problems, _) = check_all(&exported);
+    let unexpected: Vec<_> = problems
+        .iter()
+        .filter(|p| {
+            !PER_APP_OR_NODE
+                .iter()
+                .any(|family| p.contains(&format!("MISSING metric {family}")))
+        })
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "missing from a fresh node or control plane:\n{unexpected:#?}"
+    );
+    assert!(
+        node_text
+            .lines()
+            .any(|l| l == r#"outpost_tls_handshakes_total{result="timeout",version="none"} 0"#),
+        "{node_text}"
+    );
+}
+
+/// Families labelled by tenant and app (node) or by node and tenant
+/// (control plane): their series come with the apps and nodes they
+/// describe, so a fresh process with neither has none.
+const PER_APP_OR_NODE: &[&str] = &[
+    "outpost_http_requests_total",
+    "outpost_http_request_duration_seconds",
+    "outpost_runtime_instantiate_duration_seconds",
+    "outpost_runtime_fuel_consumed_total",
+    "outpost_runtime_instances_in_flight",
+    "outpost_runtime_limit_kills_total",
+    "outpost_runtime_traps_total",
+    "outpost_runtime_guest_log_dropped_bytes_total",
+    "outpost_runtime_subrequests_total",
+    "outpost_runtime_compile_duration_seconds",
+    "outpost_runtime_background_requests_total",
+    "outpost_runtime_demotions_total",
+    "outpost_cp_deployments_total",
+    "outpost_cp_node_applied_revision",
+    "outpost_cp_node_lag_revisions",
+    "outpost_cp_node_last_contact_timestamp_seconds",
+];

@@ -128,14 +128,18 @@ async fn each_tenant_gets_its_own_certificate_over_h2_and_http1() {
             "no {line:?} in\n{metrics}"
         );
     }
-    let days: f64 = metrics
+    let expiry: i64 = metrics
         .lines()
-        .find_map(|l| l.strip_prefix("outpost_tls_certificate_expiry_days "))
+        .find_map(|l| l.strip_prefix("outpost_tls_certificate_expiry_timestamp_seconds "))
         .unwrap()
         .parse()
         .unwrap();
     // rcgen certificates run to the year 4096.
-    assert!(days > 300.0, "{days}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(expiry > now + 300 * 86_400, "{expiry}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
