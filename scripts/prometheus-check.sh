@@ -100,20 +100,24 @@ tests:
         values: '0+60x20'
       - series: 'outpost_runtime_limit_kills_total{instance="n2:9100",tenant="acme",app="web",reason="memory"}'
         values: '0x20'
-      # n1 serves no HTTPS (gauge never set: 0, no certificate); n2 has a
-      # tenant certificate 10 days from expiry; n3 only a default one, 2 days.
-      - series: 'outpost_tls_certificate_expiry_days{instance="n1:9100"}'
+      # The gauge is the nearest expiry's Unix time, and a unit test's
+      # clock starts at 0: n1 serves no HTTPS (0, no certificate); n2 has
+      # a tenant certificate expiring at 10 days; n3 only a default one,
+      # at 2 days; n4's is 30 days away.
+      - series: 'outpost_tls_certificate_expiry_timestamp_seconds{instance="n1:9100"}'
         values: '0x20'
       - series: 'outpost_tls_certificates_loaded{instance="n1:9100"}'
         values: '0x20'
-      - series: 'outpost_tls_certificate_expiry_days{instance="n2:9100"}'
-        values: '10x20'
+      - series: 'outpost_tls_certificate_expiry_timestamp_seconds{instance="n2:9100"}'
+        values: '864000x20'
       - series: 'outpost_tls_certificates_loaded{instance="n2:9100"}'
         values: '1x20'
-      - series: 'outpost_tls_certificate_expiry_days{instance="n3:9100"}'
-        values: '2x20'
+      - series: 'outpost_tls_certificate_expiry_timestamp_seconds{instance="n3:9100"}'
+        values: '172800x20'
       - series: 'outpost_tls_certificates_loaded{instance="n3:9100"}'
         values: '0x20'
+      - series: 'outpost_tls_certificate_expiry_timestamp_seconds{instance="n4:9100"}'
+        values: '2592000x20'
       - series: 'outpost_sync_lag_revisions{instance="n2:9100"}'
         values: '0 2 2 2 2 2 2 2 2 2 0x10'
       - series: 'outpost_cp_node_lag_revisions{instance="cp:7070",node="edge-2"}'
@@ -372,8 +376,9 @@ show("histogram_quantile(0.99, sum by (tenant, app, le) (rate(outpost_http_reque
 show("sum by (tenant, app) (rate(outpost_runtime_fuel_consumed_total[10s]))", lambda v: v > 0, "> 0 fuel/s")
 show("sum by (tenant, app, reason) (outpost_runtime_limit_kills_total) > 0", lambda v: v == 1, "== 1, the 413: request_body")
 show("sum by (instance, reason) (outpost_http_unrouted_requests_total) > 0", lambda v: v > 0, "the 404s: unknown_host")
-show("sum by (instance, result, version) (outpost_tls_handshakes_total)", lambda v: v > 0, "> 0, HTTPS on node 1")
-show("outpost_tls_certificate_expiry_days", lambda v: v >= 0, ">= 0 (0: no HTTPS on edge-2)")
+show("sum by (instance, result, version) (outpost_tls_handshakes_total{result=\"ok\"}) > 0", lambda v: v > 0, "> 0, HTTPS on node 1 (every result and version exists from the start, at 0)")
+show("count(outpost_tls_handshakes_total == 0)", lambda v: v > 0, "the results no handshake had yet, present at 0")
+show("outpost_tls_certificate_expiry_timestamp_seconds", lambda v: v >= 0, ">= 0 (0: no HTTPS on edge-2)")
 show("outpost_cp_deployments_total", lambda v: v == 1, "== 1, acme's deploy")
 show("outpost_cp_revision", lambda v: v > 0, "> 0")
 show("outpost_cp_node_lag_revisions", lambda v: v == 0, "== 0, edge-2 is current")

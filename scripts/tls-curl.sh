@@ -170,5 +170,5 @@ done
 echo "  serial $old_serial -> $new_serial, no restart"
 
 log "node metrics:"
-curl -s "http://$METRICS/metrics" | grep -E '^outpost_tls_(handshakes_total|certificates_loaded|certificate_expiry_days)' | sed 's/^/  /'
+curl -s "http://$METRICS/metrics" | grep -E '^outpost_tls_(handshakes_total|certificates_loaded|certificate_expiry_timestamp_seconds)' | sed 's/^/  /'
 log "OK"

@@ -31,7 +31,8 @@ pub const DEFAULT_TENANT: &str = "default";
     about = "Outpost edge node: routes HTTP requests to WebAssembly workers and runs each in a fresh, limited sandbox."
 )]
 pub struct Args {
-    /// TOML config file (keys: http, metrics, [limits], [pool], [server], [[app]]).
+    /// TOML config file (keys: http, metrics, [limits], [pool], [lanes], [app_metrics], [server],
+    /// [[app]]).
     #[arg(long, env = "OUTPOST_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Address of the HTTP listener; port 0 picks a free one [default: 127.0.0.1:8080].
@@ -94,6 +95,10 @@ pub struct Args {
     /// Client connections open at once; more are closed on accept [default: 10000].
     #[arg(long, env = "OUTPOST_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Apps with metric series of their own; the rest count into their tenant's app="_other"
+    /// series (see [app_metrics] for apps that always have their own) [default: 100].
+    #[arg(long, env = "OUTPOST_PER_APP_SERIES", value_name = "N")]
+    pub per_app_series: Option<usize>,
     /// Use wasmtime's pooling allocator (true/false) [default: true].
     #[arg(long, env = "OUTPOST_POOLING", value_name = "BOOL")]
     pub pooling: Option<bool>,
@@ -177,6 +182,9 @@ struct FileConfig {
     /// Foreground/background lanes for guest execution.
     #[serde(default)]
     lanes: LaneConfig,
+    /// Which apps have metric series of their own.
+    #[serde(default)]
+    app_metrics: outpost_runtime::metrics::PerAppSeries,
     /// Connection handling (the server's own section).
     #[serde(default)]
     server: ServerConfig,
@@ -265,6 +273,8 @@ pub struct Config {
     pub pool: PoolConfig,
     /// Foreground/background lanes for guest execution.
     pub lanes: LaneConfig,
+    /// Which apps have metric series of their own.
+    pub app_metrics: outpost_runtime::metrics::PerAppSeries,
     /// Connection handling.
     pub server: ServerConfig,
     /// Where guests' outbound calls may go.
@@ -320,6 +330,7 @@ impl Default for Config {
             limits: Limits::default(),
             pool: PoolConfig::default(),
             lanes: LaneConfig::default(),
+            app_metrics: Default::default(),
             server: ServerConfig::default(),
             outbound: OutboundConfig::default(),
             apps: Vec::new(),
@@ -409,6 +420,11 @@ impl Config {
         }
         problems.extend(pool.problems());
         problems.extend(file.lanes.problems());
+        let mut app_metrics = file.app_metrics;
+        if let Some(n) = args.per_app_series {
+            app_metrics.max_apps = n;
+        }
+        problems.extend(app_metrics.problems());
 
         // The file's [server] section (already defaulted and typed by
         // serde), with the two flags laid over it.
@@ -613,6 +629,7 @@ impl Config {
             limits,
             pool,
             lanes: file.lanes,
+            app_metrics,
             server,
             outbound,
             apps,
@@ -1019,5 +1036,34 @@ mod tests {
         ] {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
         }
+    }
+
+    #[test]
+    fn app_metrics_bound_is_read_from_the_file_and_the_flag_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("edge.toml");
+        let path_arg = path.to_str().unwrap().to_string();
+        std::fs::write(
+            &path,
+            "[app_metrics]\nmax_apps = 20\nalways = [\"acme/web\"]\n",
+        )
+        .unwrap();
+        let c = Config::from_args(args(&["--config", &path_arg])).unwrap();
+        assert_eq!(c.app_metrics.max_apps, 20);
+        assert_eq!(c.app_metrics.always, ["acme/web"]);
+        let c = Config::from_args(args(&["--config", &path_arg, "--per-app-series", "5"])).unwrap();
+        assert_eq!(c.app_metrics.max_apps, 5);
+        assert_eq!(Config::default().app_metrics.max_apps, 100);
+
+        std::fs::write(&path, "[app_metrics]\nalways = [\"acme\", \"Acme/web\"]\n").unwrap();
+        let err = Config::from_args(args(&["--config", &path_arg]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(r#""acme" is not TENANT/APP"#) && err.contains(r#""Acme/web""#),
+            "{err}"
+        );
+        std::fs::write(&path, "[app_metrics]\nmax = 3\n").unwrap();
+        assert!(Config::from_args(args(&["--config", &path_arg])).is_err());
     }
 }

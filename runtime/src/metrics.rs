@@ -6,6 +6,13 @@
 //! Per-app series are bound once when the app is loaded ([`AppMetrics`]), so
 //! the request path never hashes label values. The edge node registers
 //! these beside its own subsystems' on one registry.
+//!
+//! Per-app series are bounded ([`PerAppSeries`]): the first
+//! `max_apps` apps loaded, and any the operator names, get series of their
+//! own; every other app of a tenant counts into that tenant's
+//! `app="_other"` series (no app name can start with `_`). So a node
+//! holding 10 000 apps exports a few hundred series sets, not 10 000, and
+//! `sum by (tenant)` stays exact.
 
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -36,6 +43,64 @@ pub(crate) const SUBREQUEST_RESULTS: [&str; 4] = ["sent", "denied", "limit", "de
 /// Status classes used as the `status` label.
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
+/// The `app` label of a tenant's apps past the per-app bound.
+pub const OTHER_APPS: &str = "_other";
+
+/// Which apps get series of their own (the node's `[app_metrics]`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PerAppSeries {
+    /// At most this many apps (beyond `always`) have their own series;
+    /// the rest of each tenant's count as [`OTHER_APPS`]. Default 100.
+    pub max_apps: usize,
+    /// Apps (`tenant/app`) that always have their own series.
+    pub always: Vec<String>,
+}
+
+impl PerAppSeries {
+    /// What is wrong with it, if anything.
+    pub fn problems(&self) -> Vec<String> {
+        let name = |n: &str| {
+            (1..=63).contains(&n.len())
+                && !n.starts_with('-')
+                && n.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        };
+        self.always
+            .iter()
+            .filter(|entry| {
+                !entry
+                    .split_once('/')
+                    .is_some_and(|(t, a)| name(t) && name(a))
+            })
+            .map(|entry| format!("app_metrics.always: {entry:?} is not TENANT/APP"))
+            .collect()
+    }
+}
+
+impl Default for PerAppSeries {
+    fn default() -> Self {
+        PerAppSeries {
+            max_apps: 100,
+            always: Vec::new(),
+        }
+    }
+}
+
+/// Which loaded apps have series of their own and which count as their
+/// tenant's [`OTHER_APPS`].
+#[derive(Default)]
+struct Binding {
+    policy: PerAppSeries,
+    /// Apps with their own series, counted against `max_apps` unless
+    /// named in `always`.
+    own: std::collections::HashSet<(String, String)>,
+    /// Of `own`, how many count against `max_apps`.
+    counted: usize,
+    /// Per tenant, the apps counting into its `_other` series.
+    folded: std::collections::HashMap<String, std::collections::HashSet<String>>,
+}
+
 /// The runtime's metrics. Cloning shares the series.
 #[derive(Clone)]
 pub struct Metrics {
@@ -61,6 +126,8 @@ pub struct Metrics {
     pool_warm_memory_bytes: IntGauge,
     /// The engine's pooling allocator, read at each [`Metrics::refresh`].
     pool_source: std::sync::Arc<std::sync::OnceLock<wasmtime::PoolingAllocatorMetrics>>,
+    /// Which apps have series of their own.
+    binding: std::sync::Arc<std::sync::Mutex<Binding>>,
 }
 
 impl Metrics {
@@ -197,6 +264,7 @@ impl Metrics {
                 "1 if instances come from the pooling allocator, 0 if on-demand.",
             )?,
             pool_source: Default::default(),
+            binding: Default::default(),
         };
         registry.register(Box::new(m.requests.clone()))?;
         registry.register(Box::new(m.request_duration.clone()))?;
@@ -242,8 +310,38 @@ impl Metrics {
         }
     }
 
-    /// Binds the series of one app.
+    /// Sets which apps get series of their own; apps already loaded keep
+    /// what they have.
+    pub fn set_per_app(&self, policy: PerAppSeries) {
+        self.binding.lock().unwrap().policy = policy;
+    }
+
+    /// Binds the series of one app: its own, or its tenant's
+    /// [`OTHER_APPS`] once the per-app bound is reached.
     pub fn app(&self, tenant: &str, app: &str) -> AppMetrics {
+        let key = (tenant.to_string(), app.to_string());
+        let mut binding = self.binding.lock().unwrap();
+        let own = if binding.own.contains(&key) {
+            true
+        } else if binding.folded.get(tenant).is_some_and(|f| f.contains(app)) {
+            false
+        } else if binding.policy.always.contains(&format!("{tenant}/{app}")) {
+            binding.own.insert(key);
+            true
+        } else if binding.counted < binding.policy.max_apps {
+            binding.own.insert(key);
+            binding.counted += 1;
+            true
+        } else {
+            binding.folded.entry(key.0).or_default().insert(key.1);
+            false
+        };
+        drop(binding);
+        self.bind(tenant, if own { app } else { OTHER_APPS })
+    }
+
+    /// The series labelled `tenant`, `app`.
+    fn bind(&self, tenant: &str, app: &str) -> AppMetrics {
         let labels = [tenant, app];
         AppMetrics {
             requests: STATUS_CLASSES
@@ -276,8 +374,32 @@ impl Metrics {
         }
     }
 
-    /// Forgets an unloaded app's series so they don't linger forever.
+    /// Forgets an unloaded app's series so they don't linger forever (its
+    /// tenant's [`OTHER_APPS`] series go with the last app counting there).
     pub fn remove_app(&self, tenant: &str, app: &str) {
+        let key = (tenant.to_string(), app.to_string());
+        let mut binding = self.binding.lock().unwrap();
+        if binding.own.remove(&key) {
+            if !binding.policy.always.contains(&format!("{tenant}/{app}")) {
+                binding.counted = binding.counted.saturating_sub(1);
+            }
+            drop(binding);
+            self.unbind(tenant, app);
+            return;
+        }
+        let emptied = match binding.folded.get_mut(tenant) {
+            Some(apps) => apps.remove(app) && apps.is_empty(),
+            None => false,
+        };
+        if emptied {
+            binding.folded.remove(tenant);
+            drop(binding);
+            self.unbind(tenant, OTHER_APPS);
+        }
+    }
+
+    /// Removes the series labelled `tenant`, `app`.
+    fn unbind(&self, tenant: &str, app: &str) {
         let labels = [tenant, app];
         for class in STATUS_CLASSES {
             let _ = self.requests.remove_label_values(&[tenant, app, class]);
@@ -462,5 +584,71 @@ mod tests {
         m.app("acme", "web").request(200);
         m.remove_app("acme", "web");
         assert!(!render(&registry).contains(r#"app="web""#));
+    }
+
+    #[test]
+    fn past_the_bound_apps_count_into_their_tenants_other_series() {
+        let registry = Registry::new();
+        let m = Metrics::register(&registry).unwrap();
+        m.set_per_app(PerAppSeries {
+            max_apps: 2,
+            always: vec!["b/vip".into()],
+        });
+        for (tenant, app) in [
+            ("a", "one"),
+            ("a", "two"),
+            ("a", "three"),
+            ("b", "vip"),
+            ("b", "x"),
+        ] {
+            m.app(tenant, app).request(200);
+        }
+        // Bound again (a new version of a loaded app): the same series.
+        m.app("a", "three").request(500);
+        let text = render(&registry);
+        for line in [
+            r#"outpost_http_requests_total{app="one",status="2xx",tenant="a"} 1"#,
+            r#"outpost_http_requests_total{app="two",status="2xx",tenant="a"} 1"#,
+            r#"outpost_http_requests_total{app="_other",status="2xx",tenant="a"} 1"#,
+            r#"outpost_http_requests_total{app="_other",status="5xx",tenant="a"} 1"#,
+            r#"outpost_http_requests_total{app="vip",status="2xx",tenant="b"} 1"#,
+            r#"outpost_http_requests_total{app="_other",status="2xx",tenant="b"} 1"#,
+        ] {
+            assert!(has_line(&text, line), "{line:?} missing from\n{text}");
+        }
+        assert!(!text.contains(r#"app="three""#) && !text.contains(r#"app="x""#));
+
+        // The last app counting into `_other` takes it along; an app with
+        // its own series frees its place for the next one loaded.
+        m.remove_app("a", "three");
+        assert!(!render(&registry).contains(r#"app="_other",status="2xx",tenant="a""#));
+        m.remove_app("a", "one");
+        m.app("a", "four").request(200);
+        let text = render(&registry);
+        assert!(has_line(
+            &text,
+            r#"outpost_http_requests_total{app="four",status="2xx",tenant="a"} 1"#
+        ));
+        assert!(!text.contains(r#"app="one""#));
+    }
+
+    /// With the default bound, 10 000 apps export well under 2 MB, however
+    /// they are spread over tenants (within reason: each tenant past the
+    /// bound adds one `_other` set).
+    #[test]
+    fn ten_thousand_apps_render_under_two_megabytes() {
+        for (tenants, apps_each) in [(10, 1_000), (100, 100)] {
+            let registry = Registry::new();
+            let m = Metrics::register(&registry).unwrap();
+            for t in 0..tenants {
+                for a in 0..apps_each {
+                    m.app(&format!("tenant-{t}"), &format!("app-{a}"))
+                        .request(200);
+                }
+            }
+            let size = render(&registry).len();
+            println!("{tenants} tenants x {apps_each} apps: /metrics {size} bytes");
+            assert!(size < 2_000_000, "{size} bytes");
+        }
     }
 }

@@ -496,3 +496,62 @@ async fn a_bad_app_is_left_out_alone_and_a_strict_apply_still_refuses_it() {
     // The refused apply changed nothing.
     assert_eq!(node.unavailable(), failed);
 }
+
+/// Past `[app_metrics] max_apps`, a tenant's further apps count into its
+/// `app="_other"` series: the tenant's sum stays exact, the series stay
+/// bounded, and an app named in `always` keeps its own.
+#[tokio::test]
+async fn apps_past_the_per_app_bound_count_into_their_tenants_other_series() {
+    let node = TestNode::launch(outpost_edge_node::config::Config {
+        app_metrics: outpost_runtime::metrics::PerAppSeries {
+            max_apps: 1,
+            always: vec!["acme/vip".into()],
+        },
+        ..crate::support::local_config()
+    })
+    .await;
+    let hello = |body: &str| fixtures::hello(body);
+    node.install(vec![
+        (
+            &["a.example.com"],
+            app("acme", "a", hello("a\n"), quick_limits()),
+        ),
+        (
+            &["b.example.com"],
+            app("acme", "b", hello("b\n"), quick_limits()),
+        ),
+        (
+            &["c.example.com"],
+            app("acme", "c", hello("c\n"), quick_limits()),
+        ),
+        (
+            &["vip.example.com"],
+            app("acme", "vip", hello("vip\n"), quick_limits()),
+        ),
+    ])
+    .await;
+    for host in [
+        "a.example.com",
+        "b.example.com",
+        "c.example.com",
+        "vip.example.com",
+    ] {
+        assert_eq!(node.get(host, "/").await.status, 200);
+    }
+    let text = node.scrape().await;
+    let requests = |app: &str| {
+        crate::support::metric_in(
+            &text,
+            &format!(r#"outpost_http_requests_total{{app="{app}",status="2xx",tenant="acme"}}"#),
+        )
+    };
+    // One of a, b, c got the one place; the other two share `_other`.
+    let own: Vec<_> = ["a", "b", "c"]
+        .into_iter()
+        .filter(|a| text.contains(&format!(r#"app="{a}""#)))
+        .collect();
+    assert_eq!(own.len(), 1, "{text}");
+    assert_eq!(requests(own[0]), 1.0);
+    assert_eq!(requests("_other"), 2.0);
+    assert_eq!(requests("vip"), 1.0);
+}
