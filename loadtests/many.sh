@@ -5,6 +5,7 @@
 #
 # Usage:  bash loadtests/many.sh
 #         MANY_APPS=3000 bash loadtests/many.sh
+#         MANY_DISTINCT=1 bash loadtests/many.sh   # every app its own module
 #
 # 1. Starts a control plane (sled in a temp dir) and an edge node following
 #    it (empty --cache-dir), both on 127.0.0.1:0.
@@ -31,10 +32,15 @@
 # 8. The control plane and nodes stopped, the first node restarted from its
 #    cache: process start -> banner (the cached snapshot is applied before
 #    the banner), apps_loaded, lookups, RSS.
-# Writes results/many-N-latest.md (+ timestamped copy); logs in
-# results/many-N-raw/.
+# Writes results/many-N[-distinct]-latest.md (+ timestamped copy); logs in
+# results/many-N[-distinct]-raw/.
 #
-# Knobs (env): MANY_APPS (1000) MANY_TENANTS (10) MANY_PARALLEL (4)
+# With MANY_DISTINCT=1 every app deploys its own variant of the component
+# (the same code plus a custom section naming the app), so each has its own
+# digest and compiled code, as real tenants' apps do; by default they all
+# share one module.
+#
+# Knobs (env): MANY_APPS (1000) MANY_DISTINCT (unset) MANY_TENANTS (10) MANY_PARALLEL (4)
 # MANY_MAX_S (600) MANY_FRESH (5) MANY_DURATION (10) MANY_CONNS (16)
 # MANY_SKIP_FRESH_NODE (unset) MANY_NODE_CONFIG (unset) ISO_SKIP_BUILD ISO_BIN_DIR ISO_TIMEOUT_S
 # (120: banners, API calls) BENCH_MAX_BUSY (0.5) BENCH_LOAD_WAIT_S (600).
@@ -65,7 +71,11 @@ FRESH="${MANY_FRESH:-5}"
 DUR="${MANY_DURATION:-10}"
 CONNS="${MANY_CONNS:-16}"
 PER=$(((N + TENANTS - 1) / TENANTS))
-RAW="$RESULTS_DIR/many-$N-raw"
+# A distinct-module run writes its own results beside the shared one's.
+KIND="$N${MANY_DISTINCT:+-distinct}"
+MODULES="all deploying one module"
+[[ -z "${MANY_DISTINCT:-}" ]] || MODULES="each with its own module"
+RAW="$RESULTS_DIR/many-$KIND-raw"
 
 [[ "${BASH_VERSINFO[0]}" -ge 5 ]] || die "needs bash >= 5 (EPOCHREALTIME)"
 for tool in curl wrk jq du od awk sort; do
@@ -92,6 +102,39 @@ running() {
 }
 
 host_of() { echo "app-$2.t$1.many.test"; } # tenant index, app index
+
+# module_of APP: the component APP deploys: the shared one, or with
+# MANY_DISTINCT=1 its own variant (written by write_variants).
+module_of() {
+    if [[ -n "${MANY_DISTINCT:-}" ]]; then echo "$WORK/variants/$1.wasm"; else echo "$C_HELLO"; fi
+}
+
+# write_variants NAME...: for each NAME, the C hello component with a
+# custom section `outpost-variant` holding NAME appended (custom sections
+# may come anywhere in a component and change nothing it does).
+write_variants() {
+    mkdir -p "$WORK/variants"
+    python3 - "$C_HELLO" "$WORK/variants" "$@" <<'PY'
+import sys
+
+def leb(n):
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+src, out, names = sys.argv[1], sys.argv[2], sys.argv[3:]
+base = open(src, "rb").read()
+for name in names:
+    label = b"outpost-variant"
+    payload = leb(len(label)) + label + name.encode()
+    with open(f"{out}/{name}.wasm", "wb") as f:
+        f.write(base + b"\x00" + leb(len(payload)) + payload)
+PY
+}
 
 # percentiles FILE COLUMN: "p50 p90 p99 max" (ms) of a column in seconds.
 percentiles() {
@@ -163,7 +206,7 @@ create_tenant_apps() {
         if [[ "$code" == 2?? ]]; then
             code="$(curl -s -o "$WORK/d-$t.json" -w '%{http_code}' --max-time "$ISO_TIMEOUT_S" -X POST \
                 -H "Authorization: Bearer $token" -H 'content-type: application/wasm' \
-                --data-binary "@$C_HELLO" "http://$CP_ADDR/v1/apps/app-$i/deployments" || echo 000)"
+                --data-binary "@$(module_of "app-$i")" "http://$CP_ADDR/v1/apps/app-$i/deployments" || echo 000)"
         else
             code="create-$code:$(head -c 200 "$WORK/c-$t.json")"
         fi
@@ -195,6 +238,13 @@ CHILDREN+=("$SAMPLER")
 
 wait_for_idle_cpu
 R[busy_create]="$BUSY"
+if [[ -n "${MANY_DISTINCT:-}" ]]; then
+    names=()
+    for ((i = 0; i < N; i++)); do names+=("app-$i"); done
+    for ((f = 0; f < FRESH; f++)); do names+=("fresh-$f"); done
+    write_variants "${names[@]}"
+    log "MANY_DISTINCT: ${#names[@]} variants of $C_HELLO, one module per app"
+fi
 log "creating $N apps ($PARALLEL tenants at once; stops after ${MAX_S}s)"
 CREATE_DEADLINE=$((EPOCHSECONDS + MAX_S))
 T_CREATE0="$EPOCHREALTIME"
@@ -281,7 +331,7 @@ for ((f = 0; f < FRESH; f++)); do
         -d "{\"name\":\"fresh-$f\",\"routes\":[\"$h\"]}" >/dev/null
     t0="$EPOCHREALTIME"
     api POST "/v1/apps/fresh-$f/deployments" "${TOKENS[0]}" -H 'content-type: application/wasm' \
-        --data-binary "@$C_HELLO" >/dev/null
+        --data-binary "@$(module_of "fresh-$f")" >/dev/null
     t1="$EPOCHREALTIME"
     code=""
     deadline=$((SECONDS + 60))
@@ -387,7 +437,7 @@ R[warn]="$(cat "$RAW"/*.err.log 2>/dev/null | grep -cE ' (WARN|ERROR) ' || true)
 
 stamp="$(date -u +%Y%m%dT%H%M%SZ)"
 {
-    echo "## Many tenants: $N apps on one node ($stamp)"
+    echo "## Many tenants: $N apps on one node, $MODULES ($stamp)"
     echo
     echo "RUST_BACKTRACE=$BACKTRACE; commit $(describe_commit); $(nproc) cores; load average at start $LOAD_AT_START."
     echo "$TENANTS tenants × $PER apps, each deploying \`guests/c/hello/hello.wasm\` (same digest); created through the REST API with curl, $PARALLEL tenants at once."
@@ -426,6 +476,6 @@ stamp="$(date -u +%Y%m%dT%H%M%SZ)"
 
 echo
 cat "$WORK/table.md"
-cp "$WORK/table.md" "$RESULTS_DIR/many-$N-latest.md"
-cp "$WORK/table.md" "$RESULTS_DIR/many-$N-$stamp.md"
-log "wrote $RESULTS_DIR/many-$N-latest.md (timelines and logs in $RAW)"
+cp "$WORK/table.md" "$RESULTS_DIR/many-$KIND-latest.md"
+cp "$WORK/table.md" "$RESULTS_DIR/many-$KIND-$stamp.md"
+log "wrote $RESULTS_DIR/many-$KIND-latest.md (timelines and logs in $RAW)"
