@@ -99,8 +99,14 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<()> {
     let blobs = RegistryBlobs::new(&etcd.registry).context("setting up the registry client")?;
     let target = EtcdKv::connect(&etcd.endpoints, options)
         .with_context(|| format!("connecting to etcd at {}", etcd.endpoints.join(",")))?;
+    // The marker names the source as a canonical path, so a rerun spelled
+    // differently still finishes its own copy.
+    let source_name = std::fs::canonicalize(&args.from)
+        .unwrap_or_else(|_| args.from.clone())
+        .display()
+        .to_string();
     let copied = source
-        .copy_into(&target, &blobs, &args.from.display().to_string())
+        .copy_into(&target, &blobs, &source_name)
         .with_context(|| format!("copying into {}", args.to))?;
     // Opened as a control plane would open it: the schema markers came
     // along, and the secrets open with the same key.

@@ -7,8 +7,8 @@
 //! it is made safe to interrupt instead: a marker goes in first and comes
 //! out with the revision, in the last write. A control plane refuses a
 //! store holding the marker (see `schema`), and `migrate` run again over
-//! a marked prefix finishes the copy; over any other non-empty prefix it
-//! refuses, so it never mixes two installations.
+//! a prefix marked by a copy from the same source finishes it; over any
+//! other non-empty prefix it refuses, so it never mixes two installations.
 
 use std::collections::BTreeMap;
 
@@ -49,8 +49,16 @@ impl SledStore {
         blobs: &dyn ModuleBlobs,
         source: &str,
     ) -> Result<Copied> {
-        if target.get(Tree::Meta, MIGRATING)?.is_none() {
-            refuse_if_used(target)?;
+        match target.get(Tree::Meta, MIGRATING)? {
+            None => refuse_if_used(target)?,
+            // Finishing another source's copy would mix two installations.
+            Some(other) if other != source.as_bytes() => {
+                return Err(StoreError::Exists(format!(
+                    "a copy from {} (not finished) under this prefix",
+                    String::from_utf8_lossy(&other)
+                )));
+            }
+            Some(_) => {}
         }
         target.apply(&[Write::Put(
             Tree::Meta,
