@@ -440,7 +440,11 @@ stamp="$(date -u +%Y%m%dT%H%M%SZ)"
     echo "## Many tenants: $N apps on one node, $MODULES ($stamp)"
     echo
     echo "RUST_BACKTRACE=$BACKTRACE; commit $(describe_commit); $(nproc) cores; load average at start $LOAD_AT_START."
-    echo "$TENANTS tenants × $PER apps, each deploying \`guests/c/hello/hello.wasm\` (same digest); created through the REST API with curl, $PARALLEL tenants at once."
+    if [[ -n "${MANY_DISTINCT:-}" ]]; then
+        echo "$TENANTS tenants × $PER apps, each deploying its own variant of \`guests/c/hello/hello.wasm\` (a custom section naming the app: one digest and one compiled module per app); created through the REST API with curl, $PARALLEL tenants at once."
+    else
+        echo "$TENANTS tenants × $PER apps, each deploying \`guests/c/hello/hello.wasm\` (same digest); created through the REST API with curl, $PARALLEL tenants at once."
+    fi
     echo
     echo "| measure | value |"
     echo "|---|---|"

@@ -5,8 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::blobs::ModuleBlobs;
-use super::kv::TxError;
-use super::kv::{Kv, Tree, TxResult, abort};
+use super::kv::{Kv, Tree, TxError, TxResult, abort};
 use super::logic::{
     REVISION, Trees, app_key, collecting_mark, decode, decode_owner, deployment_key,
     deployment_prefix, encode, kept_versions, read_u64, token_name_key,
@@ -105,8 +104,11 @@ impl<K: Kv> KvStore<K> {
     fn shed_versions(&self, tenant: &str, name: &str) -> Result<()> {
         loop {
             let done = self.write(|t| {
-                let Ok(mut app) = t.app(tenant, name) else {
-                    return Ok(true);
+                let mut app = match t.app(tenant, name) {
+                    Ok(app) => app,
+                    // Gone already: nothing to shed.
+                    Err(TxError::Abort(StoreError::NotFound(_))) => return Ok(true),
+                    Err(e) => return Err(e),
                 };
                 let old: Vec<u64> = kept_versions(&app)
                     .into_iter()
