@@ -187,17 +187,7 @@ async fn snapshot(addr: SocketAddr) -> Value {
 /// current revision.
 async fn check(addr: SocketAddr, token: &str, acked: &mut Acked, last_revision: u64) -> u64 {
     let listed = must(addr, "GET", "/v1/apps/web/deployments", token, Value::Null).await;
-    let listed: BTreeMap<u64, String> = listed
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| {
-            (
-                d["version"].as_u64().unwrap(),
-                d["digest"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
+    let listed = crate::support::versions(&listed);
     for (version, digest) in &acked.deploys {
         assert_eq!(
             listed.get(version),

@@ -369,21 +369,15 @@ async fn the_fleet_keeps_every_acknowledged_deploy_through_etcd_control_plane_an
                 Value::Null,
             )
             .await;
-            let versions: Vec<(u64, String)> = listed
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|d| {
-                    (
-                        d["version"].as_u64().unwrap(),
-                        d["digest"].as_str().unwrap().to_string(),
-                    )
-                })
-                .collect();
-            let numbers: Vec<u64> = versions.iter().map(|(v, _)| *v).collect();
+            let by_version = crate::support::versions(&listed);
+            assert_eq!(
+                by_version.len(),
+                listed.as_array().unwrap().len(),
+                "{app}: a version listed twice on {cp}"
+            );
+            let numbers: Vec<u64> = by_version.keys().copied().collect();
             let expected: Vec<u64> = (1..=numbers.len() as u64).collect();
             assert_eq!(numbers, expected, "{app}: versions not gap-free on {cp}");
-            let by_version: BTreeMap<u64, String> = versions.into_iter().collect();
             for ((acked_app, version), digest) in &ledger.acknowledged {
                 if acked_app == app {
                     assert_eq!(

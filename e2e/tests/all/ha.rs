@@ -26,6 +26,16 @@ pub(crate) async fn control_plane(
     registry: &RegistryConfig,
     name: &str,
 ) -> ControlPlane {
+    control_plane_under(etcd, "/outpost-ha", registry, name).await
+}
+
+/// [`control_plane`] with its keys under `prefix`.
+pub(crate) async fn control_plane_under(
+    etcd: &Etcd,
+    prefix: &str,
+    registry: &RegistryConfig,
+    name: &str,
+) -> ControlPlane {
     let mut c = config(
         "127.0.0.1:0".parse().unwrap(),
         DEFAULT_MAX_MODULE_BYTES,
@@ -38,7 +48,7 @@ pub(crate) async fn control_plane(
     c.name = Some(name.into());
     c.etcd = Some(EtcdConfig {
         endpoints: etcd.endpoints(),
-        prefix: "/outpost-ha".into(),
+        prefix: prefix.into(),
         user: None,
         ca_file: None,
         registry: registry.clone(),
@@ -72,6 +82,43 @@ async fn until_fleet(cp: &ControlPlane, want: &[(&str, &str)]) {
     }
 }
 
+/// Two control planes (`cp-0`, `cp-1`) over `etcd` and `registry`, the
+/// tenant `acme` with its app `web` made through the first, and a node
+/// following each (`edge-0`, `edge-1`), pulling from the registry.
+pub(crate) struct TwoPlanes {
+    pub cps: [ControlPlane; 2],
+    pub token: String,
+    pub nodes: Vec<EdgeNode>,
+    _caches: [tempfile::TempDir; 2],
+}
+
+impl TwoPlanes {
+    pub(crate) async fn start(etcd: &Etcd, registry: &RegistryConfig) -> TwoPlanes {
+        let cps = [
+            control_plane(etcd, registry, "cp-0").await,
+            control_plane(etcd, registry, "cp-1").await,
+        ];
+        let token = cps[0].acme_with_web_app().await;
+        let caches = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+        let mut nodes = Vec::new();
+        for (i, cp) in cps.iter().enumerate() {
+            let registry = registry.clone();
+            nodes.push(
+                EdgeNode::start_with(cp.addr, caches[i].path(), &format!("edge-{i}"), |c| {
+                    c.sync.as_mut().unwrap().registry = Some(registry);
+                })
+                .await,
+            );
+        }
+        TwoPlanes {
+            cps,
+            token,
+            nodes,
+            _caches: caches,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_control_planes_on_etcd_serve_one_fleet_and_race_fairly() {
     let etcd = Etcd::start();
@@ -80,23 +127,13 @@ async fn two_control_planes_on_etcd_serve_one_fleet_and_race_fairly() {
         url: registry.url("outpost/modules"),
         ..RegistryConfig::default()
     };
-    let cps = [
-        control_plane(&etcd, &registry_config, "cp-0").await,
-        control_plane(&etcd, &registry_config, "cp-1").await,
-    ];
     // The tenant and app are made through the first; the second sees them.
-    let token = cps[0].acme_with_web_app().await;
-    let caches = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
-    let mut nodes = Vec::new();
-    for (i, cp) in cps.iter().enumerate() {
-        let registry = registry_config.clone();
-        nodes.push(
-            EdgeNode::start_with(cp.addr, caches[i].path(), &format!("edge-{i}"), |c| {
-                c.sync.as_mut().unwrap().registry = Some(registry);
-            })
-            .await,
-        );
-    }
+    let TwoPlanes {
+        cps,
+        token,
+        nodes,
+        _caches,
+    } = TwoPlanes::start(&etcd, &registry_config).await;
 
     // A deploy through either control plane reaches the nodes of both.
     for (i, cp) in cps.iter().enumerate() {

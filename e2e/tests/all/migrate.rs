@@ -5,10 +5,7 @@
 
 use std::process::{Command, Output};
 use std::sync::Arc;
-use std::time::Duration;
 
-use outpost_control_plane::api::DEFAULT_MAX_MODULE_BYTES;
-use outpost_control_plane::config::{EtcdConfig, ServerConfig};
 use outpost_control_plane::store::{DirBlobs, EtcdOptions, EtcdStore, Store};
 use outpost_oci::RegistryConfig;
 use outpost_test_fixtures as fixtures;
@@ -17,7 +14,7 @@ use outpost_test_fixtures::registry::Registry;
 use serde_json::{Value, json};
 
 use crate::support::procs::binary;
-use crate::support::{ADMIN, CERT_KEY, ControlPlane, EdgeNode, config};
+use crate::support::{ADMIN, CERT_KEY, ControlPlane, EdgeNode};
 
 const SECRET: &str = "migrated-secret-7d1f";
 
@@ -215,23 +212,7 @@ async fn migrate_moves_a_sled_installation_into_etcd_and_a_node_keeps_its_compil
         url: registry_url.clone(),
         ..RegistryConfig::default()
     };
-    let mut c = config(
-        "127.0.0.1:0".parse().unwrap(),
-        DEFAULT_MAX_MODULE_BYTES,
-        ServerConfig {
-            shutdown_grace: Duration::from_secs(1),
-            ..ServerConfig::default()
-        },
-    );
-    c.cert_key = Some(CERT_KEY.into());
-    c.etcd = Some(EtcdConfig {
-        endpoints: etcd.endpoints(),
-        prefix: "/migrated".into(),
-        user: None,
-        ca_file: None,
-        registry: registry_config.clone(),
-    });
-    let cp = ControlPlane::start_from(c).await;
+    let cp = crate::ha::control_plane_under(&etcd, "/migrated", &registry_config, "cp-0").await;
     let tenants = ok(&cp, "GET", "/v1/tenants", ADMIN, Value::Null).await;
     assert_eq!(tenants.as_array().map(Vec::len), Some(2), "{tenants}");
     for token in [&acme, &ci] {

@@ -67,22 +67,8 @@ async fn deploy_to_served_propagation_through_etcd() {
         url: registry.url("outpost/modules"),
         ..RegistryConfig::default()
     };
-    let cps = [
-        crate::ha::control_plane(&etcd, &registry_config, "cp-0").await,
-        crate::ha::control_plane(&etcd, &registry_config, "cp-1").await,
-    ];
-    let token = cps[0].acme_with_web_app().await;
-    let caches = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
-    let mut nodes = Vec::new();
-    for (i, cp) in cps.iter().enumerate() {
-        let registry = registry_config.clone();
-        nodes.push(
-            EdgeNode::start_with(cp.addr, caches[i].path(), &format!("edge-{i}"), |c| {
-                c.sync.as_mut().unwrap().registry = Some(registry);
-            })
-            .await,
-        );
-    }
+    let planes = crate::ha::TwoPlanes::start(&etcd, &registry_config).await;
+    let (cps, token, nodes) = (planes.cps, planes.token, planes.nodes);
     let label = "2 control planes on a 3-member etcd, modules in a registry";
     propagation(&cps[0], &token, &nodes, label).await;
     for node in nodes {

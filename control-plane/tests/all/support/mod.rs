@@ -303,3 +303,18 @@ pub async fn link_get(
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
+
+/// A `GET /v1/apps/{app}/deployments` answer as version -> digest.
+pub fn versions(listed: &Value) -> std::collections::BTreeMap<u64, String> {
+    listed
+        .as_array()
+        .expect("a list of deployments")
+        .iter()
+        .map(|d| {
+            (
+                d["version"].as_u64().unwrap(),
+                d["digest"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
