@@ -24,8 +24,9 @@ pub const MIN_TOKEN_LEN: usize = 16;
     about = "Outpost control plane: the tenant REST API, storage, and the stream edge nodes follow."
 )]
 pub struct Args {
-    /// TOML config file (keys: listen, data_dir, admin_token, node_token, max_module_bytes,
-    /// tls_cert, tls_key, apps_domain, reserved_hosts, [quotas], [server]).
+    /// TOML config file (keys: listen, name, data_dir, store, etcd_user, etcd_password,
+    /// etcd_ca_file, admin_token, node_token, max_module_bytes, cert_key, tls_cert, tls_key,
+    /// apps_domain, reserved_hosts, [registry], [quotas], [server]).
     #[arg(long, env = "OUTPOST_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Address of the API listener; port 0 picks a free one [default: 127.0.0.1:7070].
