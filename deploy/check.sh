@@ -639,6 +639,9 @@ EOF
     local name="$1" j
     sed -i 's#^OUTPOST_LISTEN=.*#OUTPOST_LISTEN=127.0.0.1:0#' "$dir/$name.env"
     mapfile -t envs < "$dir/$name.env"
+    # Emptied here, not by the child's redirection: a process started
+    # again under the same name must not be found by its old banner.
+    : > "$dir/$name.out"
     env -i PATH="$PATH" "${envs[@]}" "$CP" > "$dir/$name.out" 2> "$dir/$name.err" &
     PIDS+=($!)
     cp_pid=$!
@@ -692,6 +695,7 @@ EOF
       --set "OUTPOST_NODE_TOKEN_FILE=/etc/outpost/identities/$id" || return 1
     sed -i -e "s#^OUTPOST_CONTROL_PLANE=.*#OUTPOST_CONTROL_PLANE=$urls#" -e 's#^\(OUTPOST_HTTPS\{0,1\}\|OUTPOST_METRICS\)=.*#\1=127.0.0.1:0#' "$dir/$id.env"
     mapfile -t envs < "$dir/$id.env"
+    : > "$dir/$id.out" # see launch_cp: no stale banner
     env -i PATH="$PATH" "${envs[@]}" "$EN" > "$dir/$id.out" 2> "$dir/$id.err" &
     PIDS+=($!)
     node_metrics=""
@@ -816,6 +820,10 @@ sys.exit(0 if nodes and nodes[0]["last_contact"] >= int(sys.argv[3]) else 1)' "$
     local j
     sed -i -e 's#^\(OUTPOST_HTTPS\{0,1\}\|OUTPOST_METRICS\)=.*#\1=127.0.0.1:0#' "$1"
     mapfile -t envs < "$1"
+    # The node runs twice (on sled, then migrated): empty its output here,
+    # or the loop below can read the first run's banner before the
+    # child's redirection truncates the file.
+    : > "$dir/$node3.out"
     env -i PATH="$PATH" "${envs[@]}" "$EN" > "$dir/$node3.out" 2> "$dir/$node3.err" &
     PIDS+=($!)
     node3_pid=$!
