@@ -15,6 +15,7 @@ pub use crate::server::config::Config as ServerConfig;
 pub use outpost_serve::Config as ConnectionConfig;
 
 use crate::error::{Error, Result};
+use outpost_runtime::code::CodeConfig;
 use outpost_runtime::router::{Route, Router};
 use outpost_runtime::{AppSpec, LaneConfig, LimitOverrides, Limits, OutboundConfig, PoolConfig};
 
@@ -31,8 +32,8 @@ pub const DEFAULT_TENANT: &str = "default";
     about = "Outpost edge node: routes HTTP requests to WebAssembly workers and runs each in a fresh, limited sandbox."
 )]
 pub struct Args {
-    /// TOML config file (keys: http, metrics, [limits], [pool], [lanes], [app_metrics], [server],
-    /// [[app]]).
+    /// TOML config file (keys: http, metrics, [limits], [pool], [lanes], [app_metrics], [code],
+    /// [server], [[app]]).
     #[arg(long, env = "OUTPOST_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Address of the HTTP listener; port 0 picks a free one [default: 127.0.0.1:8080].
@@ -99,6 +100,10 @@ pub struct Args {
     /// series (see [app_metrics] for apps that always have their own) [default: 100].
     #[arg(long, env = "OUTPOST_PER_APP_SERIES", value_name = "N")]
     pub per_app_series: Option<usize>,
+    /// Bytes of compiled code kept loaded; past it the least recently used apps' code is
+    /// dropped and loaded again at their next request [default: 536870912].
+    #[arg(long, env = "OUTPOST_CODE_BUDGET_BYTES", value_name = "BYTES")]
+    pub code_budget_bytes: Option<u64>,
     /// Use wasmtime's pooling allocator (true/false) [default: true].
     #[arg(long, env = "OUTPOST_POOLING", value_name = "BOOL")]
     pub pooling: Option<bool>,
@@ -185,6 +190,9 @@ struct FileConfig {
     /// Which apps have metric series of their own.
     #[serde(default)]
     app_metrics: outpost_runtime::metrics::PerAppSeries,
+    /// Compiled code loaded on demand.
+    #[serde(default)]
+    code: CodeConfig,
     /// Connection handling (the server's own section).
     #[serde(default)]
     server: ServerConfig,
@@ -275,6 +283,8 @@ pub struct Config {
     pub lanes: LaneConfig,
     /// Which apps have metric series of their own.
     pub app_metrics: outpost_runtime::metrics::PerAppSeries,
+    /// Compiled code loaded on demand.
+    pub code: CodeConfig,
     /// Connection handling.
     pub server: ServerConfig,
     /// Where guests' outbound calls may go.
@@ -331,6 +341,7 @@ impl Default for Config {
             pool: PoolConfig::default(),
             lanes: LaneConfig::default(),
             app_metrics: Default::default(),
+            code: CodeConfig::default(),
             server: ServerConfig::default(),
             outbound: OutboundConfig::default(),
             apps: Vec::new(),
@@ -370,6 +381,7 @@ impl AppConfig {
             AppSpec {
                 tenant: self.tenant.clone(),
                 name: self.name.clone(),
+                module: Some(outpost_runtime::ModuleFile::of(&self.wasm, &wasm)),
                 wasm,
                 limits: self.limits.clone(),
                 env: self.env.clone(),
@@ -425,6 +437,11 @@ impl Config {
             app_metrics.max_apps = n;
         }
         problems.extend(app_metrics.problems());
+        let mut code = file.code;
+        if let Some(bytes) = args.code_budget_bytes {
+            code.budget_bytes = bytes;
+        }
+        problems.extend(code.problems());
 
         // The file's [server] section (already defaulted and typed by
         // serde), with the two flags laid over it.
@@ -630,6 +647,7 @@ impl Config {
             pool,
             lanes: file.lanes,
             app_metrics,
+            code,
             server,
             outbound,
             apps,
@@ -1036,6 +1054,29 @@ mod tests {
         ] {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
         }
+    }
+
+    #[test]
+    fn code_budget_is_read_from_the_file_and_the_flag_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("edge.toml");
+        let path_arg = path.to_str().unwrap().to_string();
+        std::fs::write(&path, "[code]\nbudget_bytes = 1000000\n").unwrap();
+        let c = Config::from_args(args(&["--config", &path_arg])).unwrap();
+        assert_eq!(c.code.budget_bytes, 1_000_000);
+        let c =
+            Config::from_args(args(&["--config", &path_arg, "--code-budget-bytes", "7"])).unwrap();
+        assert_eq!(c.code.budget_bytes, 7);
+        assert_eq!(Config::default().code.budget_bytes, 512 * 1024 * 1024);
+        let err = Config::from_args(args(&["--code-budget-bytes", "0"]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("code.budget_bytes must be greater than 0"),
+            "{err}"
+        );
+        std::fs::write(&path, "[code]\nbudget = 3\n").unwrap();
+        assert!(Config::from_args(args(&["--config", &path_arg])).is_err());
     }
 
     #[test]

@@ -300,7 +300,8 @@ impl Node {
     /// The loaded app for `spec`: the one already serving (or already
     /// known not to load) if its component, limits and environment are
     /// unchanged — it keeps its compiled form and its in-flight requests —,
-    /// else a freshly compiled one.
+    /// else one validated here before (loaded at its first request), else
+    /// a freshly compiled and trial-instantiated one.
     async fn load_or_reuse(&self, current: &Table, spec: AppSpec) -> Result<Target> {
         let same = current
             .apps
@@ -313,6 +314,9 @@ impl Node {
                 tenant: spec.tenant,
                 name: spec.name,
             }))),
+            None if self.runtime.is_validated(&spec) => {
+                Ok(Target::App(self.runtime.load_validated(spec)?))
+            }
             None => Ok(Target::App(self.runtime.load(spec).await?)),
         }
     }
@@ -431,6 +435,22 @@ impl Node {
         match self.table.load().router.lookup(host, path)? {
             Target::App(app) => Some(app.clone()),
             Target::Unavailable(_) | Target::Disabled(_) => None,
+        }
+    }
+
+    /// Forgets which apps were validated here, except those it serves:
+    /// a marker is kept only as long as its app may be restored.
+    pub fn prune_validated(&self) {
+        let serving: Vec<[u8; 32]> = self
+            .table
+            .load()
+            .apps
+            .values()
+            .filter(|(_, t)| matches!(t, Target::App(_)))
+            .map(|(_, t)| t.fingerprint())
+            .collect();
+        if let Some(Err(e)) = self.runtime.prune_validated(&serving) {
+            tracing::warn!(error = %e, "could not prune validation markers");
         }
     }
 

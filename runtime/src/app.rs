@@ -11,13 +11,13 @@ use http_body_util::BodyExt;
 use prometheus::IntGauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tracing::Instrument;
-use wasmtime::{PoolConcurrencyLimitError, Store, Trap, UpdateDeadline};
+use wasmtime::{Engine, PoolConcurrencyLimitError, Store, Trap, UpdateDeadline};
 use wasmtime_wasi_http::WasiHttpView;
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use super::breaker::{Breaker, Tripped};
+use super::code::{Code, ModuleFile, Pre};
 use super::guest_log::{GuestLog, LogLine, RequestOutput};
 use super::host::{HostState, OutboundPolicy};
 use super::lanes::{Demotion, Lanes, Standing};
@@ -36,8 +36,12 @@ pub struct AppSpec {
     pub tenant: String,
     /// App name, unique within the tenant.
     pub name: String,
-    /// The component's bytes.
+    /// The component's bytes; may be empty when `module` names its file.
     pub wasm: Vec<u8>,
+    /// The file the component was read from (or can be), if any. With one,
+    /// and the node's compile cache, the app's code is loaded on demand
+    /// and may be evicted (see [`crate::code`]); without, it stays loaded.
+    pub module: Option<ModuleFile>,
     /// Limits for each of its requests.
     pub limits: Limits,
     /// Environment variables the guest sees through `wasi:cli/environment`.
@@ -55,7 +59,8 @@ pub struct App {
     tenant: String,
     name: String,
     fingerprint: [u8; 32],
-    pre: ProxyPre<HostState>,
+    code: Code,
+    engine: Engine,
     limits: Limits,
     env: Vec<(String, String)>,
     permits: Arc<Semaphore>,
@@ -96,7 +101,7 @@ impl AppSpec {
     pub fn fingerprint(&self) -> [u8; 32] {
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
-        h.update(&self.wasm);
+        h.update(self.module_digest());
         h.update(
             format!(
                 "{:?}\0{:?}\0{:?}\0{}",
@@ -106,12 +111,24 @@ impl AppSpec {
         );
         h.finalize().into()
     }
+
+    /// The sha256 of the component: its file's digest when it has one,
+    /// else of `wasm`.
+    pub fn module_digest(&self) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        match &self.module {
+            Some(module) => module.sha256,
+            None => Sha256::digest(&self.wasm).into(),
+        }
+    }
 }
 
 impl App {
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         spec: AppSpec,
-        pre: ProxyPre<HostState>,
+        code: Code,
+        engine: Engine,
         metrics: &Metrics,
         log_ship: Arc<super::log_ship::ShipQueue>,
         lanes: Arc<Lanes>,
@@ -149,7 +166,8 @@ impl App {
             tenant_key: Arc::from(spec.tenant.as_str()),
             tenant: spec.tenant,
             name: spec.name,
-            pre,
+            code,
+            engine,
             limits: spec.limits,
             env: spec.env,
             metrics: app_metrics,
@@ -200,7 +218,7 @@ impl App {
             self.limits.memory_bytes,
             self.outbound.clone(),
         );
-        let mut store = Store::new(self.pre.engine(), state);
+        let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         store
             .set_fuel(self.limits.fuel)
@@ -224,12 +242,12 @@ impl App {
     /// Instantiates once without calling the handler, so a component that
     /// cannot fit its limits (or the pool) is refused at load, not at its
     /// first request.
-    pub(super) async fn trial_instantiate(&self) -> Result<(), String> {
+    pub(super) async fn trial_instantiate(&self, pre: &Pre) -> Result<(), String> {
         let deadline = Instant::now() + self.limits.timeout;
         let mut store = self.new_store(0, deadline);
         let started = Instant::now();
         let result =
-            tokio::time::timeout(self.limits.timeout, self.pre.instantiate_async(&mut store)).await;
+            tokio::time::timeout(self.limits.timeout, pre.instantiate_async(&mut store)).await;
         match result {
             Err(_) => Err("instantiation did not finish within the app's timeout".into()),
             Ok(Err(e)) => Err(match classify(&e, &store) {
@@ -312,6 +330,17 @@ impl App {
             self.metrics.kill(KillReason::Concurrency);
             return too_busy();
         };
+        // Loaded before a slot is taken: a cold app's load (a disk read, a
+        // recompile if the cache lost it) must not hold an instance slot.
+        let pre = match self.code.get().await {
+            Ok(pre) => pre,
+            Err(_) => {
+                return retry_shortly(
+                    ErrorCode::AppUnavailable,
+                    "the app's code cannot be loaded on this node right now",
+                );
+            }
+        };
         let (slots, wait) = &self.slots;
         let wait_until = Instant::now() + (*wait).min(self.limits.timeout);
         let slot = match slots.acquire(&self.tenant_key, wait_until).await {
@@ -361,7 +390,7 @@ impl App {
         // standing says.
         let task = self.lanes.spawn(&self.standing, async move {
             let outcome = app
-                .run(&mut store, req, out, deadline, (permit, slot))
+                .run(&pre, &mut store, req, out, deadline, (permit, slot))
                 .await;
             app.account(&outcome, &store);
             outcome
@@ -408,6 +437,7 @@ impl App {
     /// Runs the instance to completion under the deadline.
     async fn run(
         &self,
+        pre: &Pre,
         store: &mut Store<HostState>,
         req: wasmtime::component::Resource<wasmtime_wasi_http::p2::types::HostIncomingRequest>,
         out: wasmtime::component::Resource<wasmtime_wasi_http::p2::types::HostResponseOutparam>,
@@ -417,7 +447,7 @@ impl App {
         let _live = Live::new(&self.metrics.instances_in_flight);
         let work = async {
             let started = Instant::now();
-            let proxy = self.pre.instantiate_async(&mut *store).await?;
+            let proxy = pre.instantiate_async(&mut *store).await?;
             self.metrics
                 .instantiate_duration
                 .observe(started.elapsed().as_secs_f64());

@@ -25,6 +25,9 @@ pub use crate::prune::Pruned;
 /// First bytes of every entry; bump the version if the layout changes.
 const MAGIC: &[u8; 12] = b"outpost-cc1\n";
 
+/// Domain of the validation markers' names.
+const VALIDATED_MAGIC: &[u8] = b"outpost-validated1\n";
+
 /// What a lookup found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lookup {
@@ -79,9 +82,43 @@ impl CompileCache {
         &self.dir
     }
 
-    fn path(&self, wasm: &[u8]) -> PathBuf {
-        let stem = self.stem(&Sha256::digest(wasm).into());
-        self.dir.join(format!("{stem}.cwasm"))
+    fn path(&self, module: &[u8; 32]) -> PathBuf {
+        self.dir.join(format!("{}.cwasm", self.stem(module)))
+    }
+
+    /// The marker saying an app with this fingerprint was validated here.
+    fn marker(&self, fingerprint: &[u8; 32]) -> PathBuf {
+        let mut h = Sha256::new();
+        h.update(VALIDATED_MAGIC);
+        h.update(self.engine_key);
+        h.update(fingerprint);
+        let stem: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        self.dir.join(format!("{stem}.ok"))
+    }
+
+    /// Records that an app with `fingerprint` (see
+    /// [`crate::AppSpec::fingerprint`]) compiled and instantiated under its
+    /// limits on this engine, so a restarted node may serve it without
+    /// trying again. Best effort: a lost marker costs one trial.
+    pub fn mark_validated(&self, fingerprint: &[u8; 32]) {
+        if let Err(e) = crate::disk::write_atomically(&self.marker(fingerprint), b"") {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "could not record a validated app");
+        }
+    }
+
+    /// Whether [`CompileCache::mark_validated`] recorded `fingerprint` for
+    /// this engine (and its compiled code is still here).
+    pub fn is_validated(&self, fingerprint: &[u8; 32], module: &[u8; 32]) -> bool {
+        self.marker(fingerprint).is_file() && self.path(module).is_file()
+    }
+
+    /// Deletes the validation markers of every fingerprint not in `keep`.
+    pub fn prune_validated(&self, keep: &[[u8; 32]]) -> std::io::Result<Pruned> {
+        let keep = keep
+            .iter()
+            .filter_map(|f| Some(self.marker(f).file_stem()?.to_str()?.to_string()))
+            .collect();
+        crate::prune::prune_dir(&self.dir, "ok", &keep, 0)
     }
 
     /// The file stem of the entry for the module whose sha256 is `module`.
@@ -103,7 +140,13 @@ impl CompileCache {
 
     /// The compiled form of `wasm`, if this engine compiled it before.
     pub fn load(&self, engine: &Engine, wasm: &[u8]) -> (Option<Component>, Lookup) {
-        let path = self.path(wasm);
+        self.load_digest(engine, &Sha256::digest(wasm).into())
+    }
+
+    /// The compiled form of the module whose sha256 is `module`, if this
+    /// engine compiled it before.
+    pub fn load_digest(&self, engine: &Engine, module: &[u8; 32]) -> (Option<Component>, Lookup) {
+        let path = self.path(module);
         let Ok(bytes) = std::fs::read(&path) else {
             return (None, Lookup::Miss);
         };
@@ -143,7 +186,7 @@ impl CompileCache {
                 file.extend_from_slice(MAGIC);
                 file.extend_from_slice(&Sha256::digest(&payload));
                 file.extend_from_slice(&payload);
-                crate::disk::write_atomically(&self.path(wasm), &file)
+                crate::disk::write_atomically(&self.path(&Sha256::digest(wasm).into()), &file)
             });
         if let Err(e) = result {
             tracing::warn!(dir = %self.dir.display(), error = %e, "could not cache a compiled module");

@@ -18,6 +18,7 @@ pub mod app;
 pub mod body;
 pub mod breaker;
 pub mod cert;
+pub mod code;
 pub mod compile_cache;
 pub mod disk;
 pub mod error;
@@ -35,11 +36,11 @@ pub mod share;
 pub mod signal;
 
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::Linker;
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig,
     WasmBacktraceDetails,
@@ -47,6 +48,8 @@ use wasmtime::{
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 pub use app::{App, AppSpec};
+pub use code::ModuleFile;
+use code::{Code, Loader, Resident};
 use compile_cache::CompileCache;
 pub use error::{Error, Result};
 use host::HostState;
@@ -215,16 +218,11 @@ impl PoolConfig {
 
 /// The node's wasmtime engine and linker, shared by every app.
 pub struct Runtime {
-    engine: Engine,
-    linker: Arc<Linker<HostState>>,
+    loader: Arc<Loader>,
+    /// Code loaded on demand, within the node's budget.
+    resident: Arc<Resident>,
     pooling: bool,
-    /// The pool's per-component maxima of memories and tables, held by
-    /// [`Runtime::check`] itself too, so they also bound a node that fell
-    /// back to on-demand allocation.
-    max_memories_per_component: u32,
-    max_tables_per_component: u32,
     metrics: Metrics,
-    compile_cache: OnceLock<CompileCache>,
     log_ship: Arc<log_ship::ShipQueue>,
     lanes: Arc<Lanes>,
     network: Arc<outbound::Network>,
@@ -270,14 +268,19 @@ impl Runtime {
             .map_err(|e| Error::Engine(format!("linking wasi:http: {e}")))?;
 
         start_epoch_ticker(&engine);
-        Ok(Runtime {
+        let loader = Arc::new(Loader {
             engine,
             linker: Arc::new(linker),
-            pooling,
+            compile_cache: Default::default(),
             max_memories_per_component: pool.max_memories_per_component,
             max_tables_per_component: pool.max_tables_per_component,
+            metrics: metrics.clone(),
+        });
+        Ok(Runtime {
+            resident: Arc::new(Resident::new(loader.clone(), metrics.code())),
+            loader,
+            pooling,
             metrics,
-            compile_cache: OnceLock::new(),
             log_ship: Default::default(),
             lanes: Arc::new(Lanes::new(lanes.clone())),
             network: Arc::default(),
@@ -300,12 +303,17 @@ impl Runtime {
     /// Keeps compiled components in `dir` from now on (see
     /// [`compile_cache`]). Only the first call takes effect.
     pub fn enable_compile_cache(&self, dir: &Path) -> Result<()> {
-        let cache = CompileCache::open(dir, &self.engine).map_err(|source| Error::Read {
+        let cache = CompileCache::open(dir, &self.loader.engine).map_err(|source| Error::Read {
             path: dir.to_path_buf(),
             source,
         })?;
-        let _ = self.compile_cache.set(cache);
+        let _ = self.loader.compile_cache.set(cache);
         Ok(())
+    }
+
+    /// The code loaded on demand: its budget and what it holds now.
+    pub fn resident(&self) -> &Resident {
+        &self.resident
     }
 
     /// Prunes the compile cache, if enabled, to the entries of `keep`
@@ -315,7 +323,28 @@ impl Runtime {
         keep: &[[u8; 32]],
         budget: u64,
     ) -> Option<std::io::Result<compile_cache::Pruned>> {
-        Some(self.compile_cache.get()?.prune(keep, budget))
+        Some(self.loader.compile_cache.get()?.prune(keep, budget))
+    }
+
+    /// Forgets that apps were validated here, except those whose
+    /// fingerprints are in `keep` (the apps the node serves).
+    pub fn prune_validated(
+        &self,
+        keep: &[[u8; 32]],
+    ) -> Option<std::io::Result<compile_cache::Pruned>> {
+        Some(self.loader.compile_cache.get()?.prune_validated(keep))
+    }
+
+    /// Whether an app like `spec` was loaded on this node before (compiled,
+    /// linked and trial-instantiated under the same limits, by this
+    /// engine), its compiled code is in the compile cache and its module
+    /// file is there: then [`Runtime::load_validated`] may serve it
+    /// without loading anything now.
+    pub fn is_validated(&self, spec: &AppSpec) -> bool {
+        let (Some(cache), Some(module)) = (self.loader.compile_cache.get(), &spec.module) else {
+            return false;
+        };
+        module.path.is_file() && cache.is_validated(&spec.fingerprint(), &module.sha256)
     }
 
     /// Guest output lines of every app, queued per tenant for shipping to
@@ -327,7 +356,7 @@ impl Runtime {
 
     /// The engine (for tests and tools that precompile).
     pub fn engine(&self) -> &Engine {
-        &self.engine
+        &self.loader.engine
     }
 
     /// Compiles and checks a component: it must import only what the node
@@ -335,53 +364,7 @@ impl Runtime {
     /// the error. CPU-heavy (a 13 MB JS guest takes seconds): call it off
     /// the request path.
     pub fn check(&self, what: &str, wasm: &[u8]) -> Result<ProxyPre<HostState>> {
-        // wasmtime's messages can span lines (byte dumps); one line reads
-        // better in a JSON error body and a log.
-        let invalid = |reason: String| Error::InvalidWasm {
-            what: what.to_string(),
-            reason: reason.split_whitespace().collect::<Vec<_>>().join(" "),
-        };
-        let component = self.compile(wasm).map_err(|e| invalid(format!("{e:#}")))?;
-        // The pool refuses these already when the component is compiled;
-        // on demand nothing would. `None` means the component instantiates
-        // modules it imports, which the linker has none of to give.
-        if let Some(needs) = component.resources_required() {
-            for (count, max, what) in [
-                (
-                    needs.num_memories,
-                    self.max_memories_per_component,
-                    "linear memories",
-                ),
-                (needs.num_tables, self.max_tables_per_component, "tables"),
-            ] {
-                if count > max {
-                    return Err(invalid(format!(
-                        "the component has {count} {what}; at most {max} are allowed per component"
-                    )));
-                }
-            }
-        }
-        let pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| invalid(format!("{e:#}")))?;
-        ProxyPre::new(pre).map_err(|e| invalid(format!("not a wasi:http/proxy worker: {e:#}")))
-    }
-
-    /// The compiled form of `wasm`: from the compile cache if enabled and
-    /// holding it, else from cranelift (and then saved there).
-    fn compile(&self, wasm: &[u8]) -> wasmtime::Result<Component> {
-        let Some(cache) = self.compile_cache.get() else {
-            return Component::new(&self.engine, wasm);
-        };
-        let (cached, lookup) = cache.load(&self.engine, wasm);
-        self.metrics.compile_cache(lookup);
-        if let Some(component) = cached {
-            return Ok(component);
-        }
-        let component = Component::new(&self.engine, wasm)?;
-        cache.store(&component, wasm);
-        Ok(component)
+        self.loader.check(what, wasm)
     }
 
     /// Compiles and checks an app (see [`Runtime::check`]), then
@@ -395,20 +378,41 @@ impl Runtime {
         let what = format!("app {:?} (tenant {:?})", spec.name, spec.tenant);
         let runtime = self.clone();
         let (spec, what, checked) = tokio::task::spawn_blocking(move || {
-            let checked = runtime.check(&what, &spec.wasm);
+            let checked = match &spec.module {
+                Some(module) if spec.wasm.is_empty() => {
+                    module.read().and_then(|wasm| runtime.check(&what, &wasm))
+                }
+                _ => runtime.check(&what, &spec.wasm),
+            };
             (spec, what, checked)
         })
         .await
         .map_err(|e| Error::Engine(format!("compile task failed: {e}")))?;
-        let pre = checked?;
+        let pre = Arc::new(checked?);
         let compile_time = started.elapsed();
-        let app = self.app(spec, pre);
+        let cache = self.loader.compile_cache.get();
+        // Only an app with a module file could be restored from the cache.
+        let restorable = cache.filter(|_| spec.module.is_some());
+        let code = match &spec.module {
+            Some(module) if code::reloadable(cache, Some(module)) => {
+                self.resident.register(module, Some(pre.clone()));
+                Code::OnDemand {
+                    module: module.clone(),
+                    resident: self.resident.clone(),
+                }
+            }
+            _ => Code::Pinned(pre.clone()),
+        };
+        let app = self.app(spec, code);
         app.metrics()
             .compile_duration
             .observe(compile_time.as_secs_f64());
-        app.trial_instantiate()
+        app.trial_instantiate(&pre)
             .await
             .map_err(|reason| Error::InvalidWasm { what, reason })?;
+        if let Some(cache) = restorable {
+            cache.mark_validated(&app.fingerprint());
+        }
         tracing::info!(
             tenant = %app.tenant(),
             app = %app.name(),
@@ -418,11 +422,30 @@ impl Runtime {
         Ok(app)
     }
 
+    /// An app [validated](Runtime::is_validated) on this node before,
+    /// ready to serve with nothing loaded: its first request loads its
+    /// code (and shares it with every app of the same module).
+    pub fn load_validated(&self, spec: AppSpec) -> Result<Arc<App>> {
+        let Some(module) = spec.module.clone() else {
+            return Err(Error::Engine(format!(
+                "app {:?} (tenant {:?}) has no module file to load later",
+                spec.name, spec.tenant
+            )));
+        };
+        self.resident.register(&module, None);
+        let code = Code::OnDemand {
+            module,
+            resident: self.resident.clone(),
+        };
+        Ok(self.app(spec, code))
+    }
+
     /// An app of this runtime (its metrics, guest log sink and lanes).
-    fn app(&self, spec: AppSpec, pre: ProxyPre<HostState>) -> Arc<App> {
+    fn app(&self, spec: AppSpec, code: Code) -> Arc<App> {
         App::new(
             spec,
-            pre,
+            code,
+            self.loader.engine.clone(),
             &self.metrics,
             self.log_ship.clone(),
             self.lanes.clone(),
@@ -441,8 +464,9 @@ impl Runtime {
     pub async fn trial(&self, spec: AppSpec, pre: ProxyPre<HostState>) -> Result<()> {
         let what = format!("app {:?}", spec.name);
         let (tenant, name) = (spec.tenant.clone(), spec.name.clone());
-        let app = self.app(spec, pre);
-        let result = app.trial_instantiate().await;
+        let pre = Arc::new(pre);
+        let app = self.app(spec, Code::Pinned(pre.clone()));
+        let result = app.trial_instantiate(&pre).await;
         drop(app);
         self.metrics.remove_app(&tenant, &name);
         result.map_err(|reason| Error::InvalidWasm { what, reason })

@@ -124,6 +124,8 @@ pub struct Metrics {
     pool_memories: IntGauge,
     pool_warm_memories: IntGauge,
     pool_warm_memory_bytes: IntGauge,
+    /// Compiled code loaded on demand.
+    code: crate::code::CodeMetrics,
     /// The engine's pooling allocator, read at each [`Metrics::refresh`].
     pool_source: std::sync::Arc<std::sync::OnceLock<wasmtime::PoolingAllocatorMetrics>>,
     /// Which apps have series of their own.
@@ -263,6 +265,7 @@ impl Metrics {
                 "outpost_runtime_pooling_allocator",
                 "1 if instances come from the pooling allocator, 0 if on-demand.",
             )?,
+            code: crate::code::CodeMetrics::register(registry)?,
             pool_source: Default::default(),
             binding: Default::default(),
         };
@@ -290,6 +293,11 @@ impl Metrics {
             m.compile_cache.with_label_values(&[result.as_str()]);
         }
         Ok(m)
+    }
+
+    /// The series of compiled code loaded on demand.
+    pub(crate) fn code(&self) -> crate::code::CodeMetrics {
+        self.code.clone()
     }
 
     /// Reads the instance pool's occupancy from `pool` at every render.

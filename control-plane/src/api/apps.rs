@@ -567,6 +567,7 @@ pub async fn deploy(
         tenant: tenant.name.clone(),
         name: app.clone(),
         wasm: Vec::new(),
+        module: None,
         limits,
         env: Vec::new(),
         allow_outbound: Vec::new(),

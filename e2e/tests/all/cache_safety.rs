@@ -182,9 +182,12 @@ async fn corrupt_cached_modules_and_snapshots_are_refused() {
     assert!(restore(cache.path()).await.is_some());
 }
 
-/// A node whose cached module was altered serves nothing from it while the
-/// control plane is down, then refetches the real module and repairs the
-/// cache; a truncated compiled entry is thrown away and recompiled.
+/// A node whose cached module was altered never runs it: while the app's
+/// compiled code (compiled from the module as it arrived) is intact, that
+/// serves and the module is not even read; without it, the node serves
+/// nothing while the control plane is down, then refetches the real module
+/// and repairs the cache. A truncated compiled entry is thrown away and
+/// recompiled.
 #[tokio::test]
 async fn a_corrupt_cache_is_refetched_and_a_torn_compiled_entry_recompiled() {
     let (data, addr, cache) = filled_cache().await;
@@ -192,8 +195,16 @@ async fn a_corrupt_cache_is_refetched_and_a_torn_compiled_entry_recompiled() {
     let good_module = std::fs::read(&module).unwrap();
     std::fs::write(&module, replace(&good_module, b"cached-v1", b"CACHED-v1")).unwrap();
 
-    // Control plane down: the node starts, but does not run the altered
-    // module (nothing routes there yet).
+    // Control plane down, compiled code intact: the code validated from
+    // the real module serves, loaded at the first request.
+    let node = EdgeNode::start(addr, cache.path(), "n1").await;
+    assert_eq!(node.get(HOST).await, (200, BODY.to_string()));
+    node.stop();
+
+    // Without the compiled code the module must be read: the node starts,
+    // but does not run the altered module (nothing routes there yet).
+    let compiled = only_file(&cache.path().join("compiled"), "cwasm");
+    std::fs::remove_file(&compiled).unwrap();
     let node = EdgeNode::start(addr, cache.path(), "n1").await;
     let (status, body) = node.get(HOST).await;
     assert_eq!(status, 404, "served {body:?} from a corrupt cache");

@@ -4,6 +4,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use outpost_proto::Snapshot;
+use outpost_runtime::ModuleFile;
 use outpost_runtime::disk::{digest_of, unhex32, write_atomically};
 use outpost_runtime::prune::prune_dir;
 
@@ -118,6 +119,14 @@ impl Cache {
         let mut bytes = SNAPSHOT_HEADER.to_vec();
         bytes.extend_from_slice(&self.sealer.seal_bytes(SNAPSHOT_CONTEXT, &json));
         write_atomically(&self.dir.join("snapshot.json"), &bytes)
+    }
+
+    /// The cached module file of `digest`, if there is one (unread: its
+    /// bytes are checked against the digest when they are read).
+    pub fn module_file(&self, digest: &str) -> Option<ModuleFile> {
+        let path = self.module_path(digest)?;
+        let sha256 = unhex32(digest.strip_prefix("sha256:")?)?;
+        path.is_file().then_some(ModuleFile { path, sha256 })
     }
 
     /// A cached module whose bytes still hash to `digest`.

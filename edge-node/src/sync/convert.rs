@@ -3,14 +3,20 @@
 
 use outpost_proto::{AppSpec as WireApp, CertSpec};
 use outpost_runtime::router::Route;
-use outpost_runtime::{AppSpec, Limits};
+use outpost_runtime::{AppSpec, Limits, ModuleFile};
 
 use crate::error::{Error, Result};
 use crate::tls::Certificate;
 
-/// Turns a wire app and its module's bytes into what the runtime loads;
-/// `defaults` fill the limits neither the tenant nor the app sets.
-pub fn app(app: &WireApp, wasm: Vec<u8>, defaults: &Limits) -> Result<(Vec<Route>, AppSpec)> {
+/// Turns a wire app and its module's file (none for a disabled tenant's
+/// app, never loaded) into what the runtime loads; the runtime reads the
+/// file if and when it must compile it. `defaults` fill the limits neither
+/// the tenant nor the app sets.
+pub fn app(
+    app: &WireApp,
+    module: Option<ModuleFile>,
+    defaults: &Limits,
+) -> Result<(Vec<Route>, AppSpec)> {
     let routes = app
         .routes
         .iter()
@@ -22,7 +28,8 @@ pub fn app(app: &WireApp, wasm: Vec<u8>, defaults: &Limits) -> Result<(Vec<Route
         AppSpec {
             tenant: app.tenant.clone(),
             name: app.name.clone(),
-            wasm,
+            wasm: Vec::new(),
+            module,
             limits: defaults.with(&(&app.limits).into()),
             env: app.env.clone().into_iter().collect(),
             allow_outbound: app.allow_outbound.clone(),
@@ -74,7 +81,13 @@ mod tests {
             disabled: false,
         };
         let defaults = Limits::default();
-        let (routes, spec) = app(&wire, vec![1], &defaults).unwrap();
+        let module = ModuleFile {
+            path: "/cache/modules/ab.wasm".into(),
+            sha256: [0xab; 32],
+        };
+        let (routes, spec) = app(&wire, Some(module.clone()), &defaults).unwrap();
+        assert_eq!(spec.module, Some(module));
+        assert!(spec.wasm.is_empty(), "read only when compiled");
         assert_eq!(routes, vec!["a.example.com/v2".parse::<Route>().unwrap()]);
         assert_eq!(spec.limits.fuel, 7);
         assert_eq!(spec.limits.memory_bytes, 3 * 1024 * 1024);
@@ -96,7 +109,7 @@ mod tests {
             allow_outbound: vec![],
             disabled: false,
         };
-        let err = app(&wire, vec![], &Limits::default()).unwrap_err();
+        let err = app(&wire, None, &Limits::default()).unwrap_err();
         assert!(err.to_string().contains("app t/a"), "{err}");
     }
 }

@@ -54,16 +54,27 @@ pub async fn restore(
     let mut apps = Vec::new();
     for app in snapshot.apps.values() {
         // A disabled tenant's app is never loaded: no module needed.
-        let wasm = if app.disabled {
-            Some(Vec::new())
+        let module = if app.disabled {
+            None
         } else {
-            cache.module(&app.digest)
+            let Some(module) = cache.module_file(&app.digest) else {
+                tracing::warn!(digest = %app.digest, "cached module missing; waiting for the control plane");
+                return Ok(None);
+            };
+            Some(module)
         };
-        let Some(wasm) = wasm else {
-            tracing::warn!(digest = %app.digest, "cached module missing or corrupt; waiting for the control plane");
+        let (routes, spec) = convert::app(app, module, defaults)?;
+        // An app validated here before serves from its compiled code,
+        // loaded at its first request, and its module is not read; any
+        // other must have its module whole, or the cache is not served.
+        if let Some(module) = &spec.module
+            && !node.runtime().is_validated(&spec)
+            && module.read().is_err()
+        {
+            tracing::warn!(digest = %app.digest, "cached module corrupt; waiting for the control plane");
             return Ok(None);
-        };
-        apps.push(convert::app(app, wasm, defaults)?);
+        }
+        apps.push((routes, spec));
     }
     // An app that no longer loads (say, after an upgrade) is left out;
     // the others serve.

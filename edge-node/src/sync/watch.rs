@@ -10,6 +10,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use outpost_proto::{Delta, OutOfOrder, Snapshot, SnapshotAssembly, WatchEvent};
 
+use outpost_runtime::ModuleFile;
 use outpost_runtime::disk::digest_of;
 
 use super::cache::Cache;
@@ -257,8 +258,8 @@ impl Follower {
     async fn apply_snapshot(&self, snapshot: &Snapshot) -> Result<(), SyncError> {
         let mut apps = Vec::with_capacity(snapshot.apps.len());
         for app in snapshot.apps.values() {
-            let wasm = self.module_for(app).await?;
-            apps.push(convert::app(app, wasm, &self.config.defaults)?);
+            let module = self.module_for(app).await?;
+            apps.push(convert::app(app, module, &self.config.defaults)?);
         }
         // One tenant's app that does not load here is left out (503
         // `app_unavailable`); every other tenant's change still applies.
@@ -272,8 +273,8 @@ impl Follower {
     async fn apply_delta(&self, delta: &Delta) -> Result<(), SyncError> {
         let mut upsert = Vec::with_capacity(delta.upsert.len());
         for app in delta.upsert.values() {
-            let wasm = self.module_for(app).await?;
-            upsert.push(convert::app(app, wasm, &self.config.defaults)?);
+            let module = self.module_for(app).await?;
+            upsert.push(convert::app(app, module, &self.config.defaults)?);
         }
         let remove: Vec<(String, String)> = delta
             .remove
@@ -302,6 +303,7 @@ impl Follower {
             })?;
         self.cache
             .prune(&snapshot, self.node.runtime(), &self.node.metrics().sync);
+        self.node.prune_validated();
         let revision = snapshot.revision;
         let metrics = &self.node.metrics().sync;
         metrics.set_applied_revision(revision);
@@ -322,19 +324,25 @@ impl Follower {
 
     /// The component `app` runs; none for a disabled tenant's app, which
     /// the node never loads.
-    async fn module_for(&self, app: &outpost_proto::AppSpec) -> Result<Vec<u8>, SyncError> {
+    async fn module_for(
+        &self,
+        app: &outpost_proto::AppSpec,
+    ) -> Result<Option<ModuleFile>, SyncError> {
         if app.disabled {
-            return Ok(Vec::new());
+            return Ok(None);
         }
-        self.module(&app.digest).await
+        self.module(&app.digest).await.map(Some)
     }
 
-    /// The module with `digest`: from the cache, else pulled from the
-    /// registry (when one is configured) or else fetched from the control
-    /// plane, verified against the digest either way, and cached.
-    async fn module(&self, digest: &str) -> Result<Vec<u8>, SyncError> {
-        if let Some(wasm) = self.cache.module(digest) {
-            return Ok(wasm);
+    /// The file of the module with `digest`: the cached one if its bytes
+    /// still match, else pulled from the registry (when one is configured)
+    /// or else fetched from the control plane, verified against the digest
+    /// either way, and cached. A damaged cached module is repaired here.
+    async fn module(&self, digest: &str) -> Result<ModuleFile, SyncError> {
+        if self.cache.module(digest).is_some()
+            && let Some(file) = self.cache.module_file(digest)
+        {
+            return Ok(file);
         }
         let metrics = &self.node.metrics().sync;
         if let Some(registry) = &self.registry {
@@ -382,7 +390,7 @@ impl Follower {
 
     /// Checks fetched bytes against their digest, whoever sent them, and
     /// caches them.
-    fn keep_module(&self, digest: &str, bytes: Vec<u8>) -> Result<Vec<u8>, SyncError> {
+    fn keep_module(&self, digest: &str, bytes: Vec<u8>) -> Result<ModuleFile, SyncError> {
         if digest_of(&bytes) != digest {
             return Err(SyncError::DigestMismatch(digest.to_string()));
         }
@@ -392,7 +400,9 @@ impl Follower {
                 what: digest.to_string(),
                 source,
             })?;
-        Ok(bytes)
+        self.cache
+            .module_file(digest)
+            .ok_or_else(|| SyncError::DigestMismatch(digest.to_string()))
     }
 
     async fn get(&self, url: &str) -> Result<http::Response<hyper::body::Incoming>, SyncError> {

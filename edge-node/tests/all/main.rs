@@ -5,6 +5,7 @@
 
 mod binary;
 mod cancel;
+mod density;
 mod hostile;
 mod limits;
 mod outbound;

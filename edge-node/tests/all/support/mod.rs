@@ -75,6 +75,7 @@ pub fn app(tenant: &str, name: &str, wasm: Vec<u8>, limits: Limits) -> AppSpec {
         tenant: tenant.into(),
         name: name.into(),
         wasm,
+        module: None,
         limits,
         env: Vec::new(),
         allow_outbound: Vec::new(),
