@@ -2,8 +2,9 @@
 //! metrics on it ([`outpost_runtime::metrics`] for apps and the pool,
 //! [`crate::server::metrics::Metrics`] for connections and unrouted requests,
 //! [`crate::tls::Metrics`] for handshakes and certificates,
-//! [`crate::sync::metrics::Metrics`] for following the control plane), and the
-//! admin listener renders the whole registry.
+//! [`crate::sync::metrics::Metrics`] for following the control plane, and
+//! the standard `process_*` series: resident memory, CPU, open files), and
+//! the admin listener renders the whole registry.
 
 use prometheus::{Encoder as _, Registry, TextEncoder};
 
@@ -29,6 +30,11 @@ impl Metrics {
 
     /// Every subsystem's metrics on `registry`.
     pub fn register(registry: Registry) -> prometheus::Result<Metrics> {
+        // The node's memory as the kernel counts it: what `[code]
+        // budget_bytes` and the pool's settings bound.
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         Ok(Metrics {
             runtime: outpost_runtime::Metrics::register(&registry)?,
             server: crate::server::metrics::Metrics::register(&registry)?,
@@ -94,5 +100,10 @@ mod tests {
         ] {
             assert!(has_line(&text, &line), "{line:?} missing from\n{text}");
         }
+        let rss = text
+            .lines()
+            .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
+            .and_then(|v| v.parse::<f64>().ok());
+        assert!(rss.is_some_and(|b| b > 1e6), "{rss:?}");
     }
 }

@@ -177,7 +177,9 @@ fn selectors(expr: &str) -> Vec<Selector> {
             let ident = &expr[start..i];
             // `$tenant`: a Grafana variable, not an identifier.
             let variable = start > 0 && (b[start - 1] == b'$' || b[start - 1] == b'{');
-            if variable || !(ident.starts_with("outpost_") || ident == "up") {
+            let metric =
+                ident.starts_with("outpost_") || ident.starts_with("process_") || ident == "up";
+            if variable || !metric {
                 continue;
             }
             let mut j = i;
@@ -291,7 +293,10 @@ fn variables(expr: &str) -> BTreeSet<String> {
 /// What is wrong with `expr` against `exported`; `owner` names the query.
 fn check_expr(owner: &str, expr: &str, exported: &Exported, problems: &mut Vec<String>) {
     let found = selectors(expr);
-    if !found.iter().any(|s| s.metric.starts_with("outpost_")) && !expr.contains("up{") {
+    // `process_*` are the standard series of the process collector (the
+    // node's resident memory); they are checked against the scrape too.
+    let ours = |m: &str| m.starts_with("outpost_") || m.starts_with("process_");
+    if !found.iter().any(|s| ours(&s.metric)) && !expr.contains("up{") {
         problems.push(format!("{owner}: no outpost_* metric in {expr:?}"));
     }
     for sel in found {
