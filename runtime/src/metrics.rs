@@ -53,6 +53,10 @@ pub struct PerAppSeries {
     /// At most this many apps (beyond `always`) have their own series;
     /// the rest of each tenant's count as [`OTHER_APPS`]. Default 100.
     pub max_apps: usize,
+    /// Of those places, one tenant holds at most this many, so a tenant
+    /// deploying many apps first cannot leave every other tenant's apps
+    /// in `_other`. Default 20.
+    pub max_apps_per_tenant: usize,
     /// Apps (`tenant/app`) that always have their own series.
     pub always: Vec<String>,
 }
@@ -82,6 +86,7 @@ impl Default for PerAppSeries {
     fn default() -> Self {
         PerAppSeries {
             max_apps: 100,
+            max_apps_per_tenant: 20,
             always: Vec::new(),
         }
     }
@@ -97,6 +102,8 @@ struct Binding {
     own: std::collections::HashSet<(String, String)>,
     /// Of `own`, how many count against `max_apps`.
     counted: usize,
+    /// Of `counted`, how many each tenant holds.
+    counted_by_tenant: std::collections::HashMap<String, usize>,
     /// Per tenant, the apps counting into its `_other` series.
     folded: std::collections::HashMap<String, std::collections::HashSet<String>>,
 }
@@ -336,9 +343,16 @@ impl Metrics {
         } else if binding.policy.always.contains(&format!("{tenant}/{app}")) {
             binding.own.insert(key);
             true
-        } else if binding.counted < binding.policy.max_apps {
+        } else if binding.counted < binding.policy.max_apps
+            && binding.counted_by_tenant.get(tenant).copied().unwrap_or(0)
+                < binding.policy.max_apps_per_tenant
+        {
             binding.own.insert(key);
             binding.counted += 1;
+            *binding
+                .counted_by_tenant
+                .entry(tenant.to_string())
+                .or_default() += 1;
             true
         } else {
             binding.folded.entry(key.0).or_default().insert(key.1);
@@ -390,6 +404,12 @@ impl Metrics {
         if binding.own.remove(&key) {
             if !binding.policy.always.contains(&format!("{tenant}/{app}")) {
                 binding.counted = binding.counted.saturating_sub(1);
+                if let Some(n) = binding.counted_by_tenant.get_mut(tenant) {
+                    *n -= 1;
+                    if *n == 0 {
+                        binding.counted_by_tenant.remove(tenant);
+                    }
+                }
             }
             drop(binding);
             self.unbind(tenant, app);
@@ -601,6 +621,7 @@ mod tests {
         m.set_per_app(PerAppSeries {
             max_apps: 2,
             always: vec!["b/vip".into()],
+            ..PerAppSeries::default()
         });
         for (tenant, app) in [
             ("a", "one"),
@@ -638,6 +659,43 @@ mod tests {
             r#"outpost_http_requests_total{app="four",status="2xx",tenant="a"} 1"#
         ));
         assert!(!text.contains(r#"app="one""#));
+    }
+
+    /// One tenant that loads many apps first takes at most its share of
+    /// the places: later tenants' apps still get series of their own.
+    #[test]
+    fn one_tenant_cannot_take_every_per_app_place() {
+        let registry = Registry::new();
+        let m = Metrics::register(&registry).unwrap();
+        m.set_per_app(PerAppSeries {
+            max_apps: 10,
+            max_apps_per_tenant: 4,
+            always: Vec::new(),
+        });
+        for a in 0..50 {
+            m.app("greedy", &format!("app-{a}")).request(200);
+        }
+        m.app("late", "web").request(200);
+        let text = render(&registry);
+        assert!(
+            has_line(
+                &text,
+                r#"outpost_http_requests_total{app="web",status="2xx",tenant="late"} 1"#
+            ),
+            "{text}"
+        );
+        let greedy_own = (0..50)
+            .filter(|a| text.contains(&format!(r#"app="app-{a}""#)))
+            .count();
+        assert_eq!(greedy_own, 4);
+        assert!(has_line(
+            &text,
+            r#"outpost_http_requests_total{app="_other",status="2xx",tenant="greedy"} 46"#
+        ));
+        // A place the tenant frees is its own to take again.
+        m.remove_app("greedy", "app-0");
+        m.app("greedy", "app-new").request(200);
+        assert!(render(&registry).contains(r#"app="app-new""#));
     }
 
     /// With the default bound, 10 000 apps export well under 2 MB, however

@@ -506,6 +506,7 @@ async fn apps_past_the_per_app_bound_count_into_their_tenants_other_series() {
         app_metrics: outpost_runtime::metrics::PerAppSeries {
             max_apps: 1,
             always: vec!["acme/vip".into()],
+            ..Default::default()
         },
         ..crate::support::local_config()
     })
