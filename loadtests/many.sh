@@ -31,7 +31,9 @@
 #    plane: time until it serves all N (the snapshot path).
 # 8. The control plane and nodes stopped, the first node restarted from its
 #    cache: process start -> banner (the cached snapshot is applied before
-#    the banner), apps_loaded, lookups, RSS.
+#    the banner) and -> its first request answered, apps_loaded, lookups,
+#    RSS; then every app's first request on it (each loads its compiled
+#    code cold), with RSS, resident code and /metrics after it.
 # Writes results/many-N[-distinct]-latest.md (+ timestamped copy); logs in
 # results/many-N[-distinct]-raw/.
 #
@@ -416,17 +418,32 @@ stop_server "$NODE_PID"
 stop_server "$CP_PID"
 wait_for_idle_cpu
 R[busy_restart]="$BUSY"
+probe="$(shuf -n 1 "$WORK/hosts.txt")"
+t0="$EPOCHREALTIME"
 edge_node_sync node1-restart "$CP_ADDR" "$WORK/node1-cache" "${NODE_ARGS[@]}"
 R[restart_ms]="$PROC_BANNER_MS"
 NODE_PID="$PROC_PID"
 NODE_ADDR="$PROC_ADDR"
+# The first request right after the banner: start -> first 200 is what a
+# restarted node's clients wait (its code is loaded for this request).
+R[restart_probe]="$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 -H "Host: $probe" "http://$NODE_ADDR/" || true)"
+R[restart_first_ms]="$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", (b - a) * 1000 }')"
 R[restart_loaded]="$(metric "$PROC_METRICS" outpost_runtime_apps_loaded)"
 R[restart_lookups]="$(compile_cache "$PROC_METRICS")"
 R[restart_rss]="$(rss_mib "$NODE_PID") / $(hwm_mib "$NODE_PID")"
 R[restart_cpu]="$(cpu_s "$NODE_PID")"
-probe="$(shuf -n 1 "$WORK/hosts.txt")"
-R[restart_probe]="$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 -H "Host: $probe" "http://$NODE_ADDR/" || true)"
-log "restart from cache: banner after ${R[restart_ms]} ms with ${R[restart_loaded]} apps; lookups ${R[restart_lookups]}; RSS ${R[restart_rss]}; $probe -> ${R[restart_probe]}"
+log "restart from cache: banner after ${R[restart_ms]} ms with ${R[restart_loaded]} apps; $probe -> ${R[restart_probe]}, ${R[restart_first_ms]} ms after start; lookups ${R[restart_lookups]}; RSS ${R[restart_rss]}"
+# Every app's first request on the restarted node: each loads its code
+# from the compile cache (cold), within the code budget.
+port="${NODE_ADDR##*:}"
+first_pass "$RAW/restart-cold.txt"
+R[cold_ok]="$(awk '$1 == 200' "$RAW/restart-cold.txt" | wc -l)"
+R[cold_p]="$(percentiles "$RAW/restart-cold.txt" 2)"
+R[cold_rss]="$(rss_mib "$NODE_PID") / $(hwm_mib "$NODE_PID")"
+R[cold_split]="$(awk '/^(RssAnon|RssFile):/ { printf "%s %.1f ", $1, $2 / 1024 }' "/proc/$NODE_PID/status")"
+R[cold_code]="$(metric "$PROC_METRICS" outpost_runtime_code_resident_bytes) bytes in $(metric "$PROC_METRICS" outpost_runtime_code_resident_modules) modules (budget $(metric "$PROC_METRICS" outpost_runtime_code_budget_bytes)); loads $(metric "$PROC_METRICS" 'outpost_runtime_code_loads_total{result="ok"}'), evictions $(metric "$PROC_METRICS" outpost_runtime_code_evictions_total)"
+R[cold_metrics_kib]="$(curl -s --max-time 30 "http://$PROC_METRICS/metrics" | wc -c | awk '{ printf "%.0f", $1 / 1024 }')"
+log "restarted node, every app's first request: ${R[cold_ok]} × 200, p50/p90/p99/max ${R[cold_p]} ms; RSS/peak ${R[cold_rss]} MiB (${R[cold_split]}MiB); code ${R[cold_code]}; /metrics ${R[cold_metrics_kib]} KiB"
 stop_server "$NODE_PID"
 for f in "$WORK"/*.out "$WORK"/*.err; do
     sed -E $'s/\x1b\\[[0-9;]*m//g' "$f" >"$RAW/$(basename "$f").log" 2>/dev/null || true
@@ -466,7 +483,10 @@ stamp="$(date -u +%Y%m%dT%H%M%SZ)"
     if [[ -z "${MANY_SKIP_FRESH_NODE:-}" ]]; then
         echo "| second node, empty cache: start → serves all $N_ALL | ${R[node2_ms]} ms; lookups ${R[node2_lookups]}; RSS/peak ${R[node2_rss]} MiB; CPU ${R[node2_cpu]} s |"
     fi
-    echo "| restart from cache, control plane down: start → banner | ${R[restart_ms]} ms with ${R[restart_loaded]} apps loaded; lookups ${R[restart_lookups]}; RSS/peak ${R[restart_rss]} MiB; CPU ${R[restart_cpu]} s; random app → ${R[restart_probe]} |"
+    echo "| restart from cache, control plane down: start → banner | ${R[restart_ms]} ms with ${R[restart_loaded]} apps ready; lookups ${R[restart_lookups]}; RSS/peak ${R[restart_rss]} MiB; CPU ${R[restart_cpu]} s |"
+    echo "| … start → first request answered (a random app) | ${R[restart_first_ms]} ms (${R[restart_probe]}) |"
+    echo "| … every app's first request (code loaded cold), p50/p90/p99/max | ${R[cold_p]} ms (${R[cold_ok]} × 200) |"
+    echo "| … after it: node RSS/peak (of which anonymous, file-backed); compiled code; /metrics | ${R[cold_rss]} MiB (${R[cold_split]}MiB); ${R[cold_code]}; ${R[cold_metrics_kib]} KiB |"
     echo "| WARN/ERROR lines in the logs | ${R[warn]} |"
     echo
     echo "Steady load, \`wrk -t1 -c$CONNS -d${DUR}s --latency\`:"

@@ -101,7 +101,7 @@ pub struct Args {
     #[arg(long, env = "OUTPOST_PER_APP_SERIES", value_name = "N")]
     pub per_app_series: Option<usize>,
     /// Bytes of compiled code kept loaded; past it the least recently used apps' code is
-    /// dropped and loaded again at their next request [default: 536870912].
+    /// dropped and loaded again at their next request [default: 268435456].
     #[arg(long, env = "OUTPOST_CODE_BUDGET_BYTES", value_name = "BYTES")]
     pub code_budget_bytes: Option<u64>,
     /// Use wasmtime's pooling allocator (true/false) [default: true].
@@ -1067,7 +1067,7 @@ mod tests {
         let c =
             Config::from_args(args(&["--config", &path_arg, "--code-budget-bytes", "7"])).unwrap();
         assert_eq!(c.code.budget_bytes, 7);
-        assert_eq!(Config::default().code.budget_bytes, 512 * 1024 * 1024);
+        assert_eq!(Config::default().code.budget_bytes, 256 * 1024 * 1024);
         let err = Config::from_args(args(&["--code-budget-bytes", "0"]))
             .unwrap_err()
             .to_string();

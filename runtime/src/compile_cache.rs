@@ -10,8 +10,14 @@
 //!
 //! Only this node writes here, only from `Component::serialize` of a module
 //! it compiled itself; nothing precompiled is ever accepted from outside.
-//! Each file carries a sha256 of its payload, checked before wasmtime sees
-//! it, so a torn or corrupted write is deleted and recompiled, never run.
+//! Each entry is two files: `<stem>.cwasm`, wasmtime's serialized
+//! component as is, and `<stem>.sum`, a sha256 of it, checked before
+//! wasmtime sees it, so a torn or corrupted write is deleted and
+//! recompiled, never run.
+//!
+//! A hit is memory-mapped from its file, not copied: the pages are the
+//! page cache's, so the kernel shares them and can drop them under
+//! pressure, and only the pages a request touches become resident.
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -22,8 +28,9 @@ use wasmtime::component::Component;
 
 pub use crate::prune::Pruned;
 
-/// First bytes of every entry; bump the version if the layout changes.
-const MAGIC: &[u8; 12] = b"outpost-cc1\n";
+/// First bytes of every checksum file (and part of every entry's name):
+/// bump the version if the layout changes.
+const MAGIC: &[u8; 12] = b"outpost-cc2\n";
 
 /// Domain of the validation markers' names.
 const VALIDATED_MAGIC: &[u8] = b"outpost-validated1\n";
@@ -86,6 +93,11 @@ impl CompileCache {
         self.dir.join(format!("{}.cwasm", self.stem(module)))
     }
 
+    /// The checksum file of the entry at `path`.
+    fn sum_path(path: &Path) -> PathBuf {
+        path.with_extension("sum")
+    }
+
     /// The marker saying an app with this fingerprint was validated here.
     fn marker(&self, fingerprint: &[u8; 32]) -> PathBuf {
         let mut h = Sha256::new();
@@ -135,7 +147,17 @@ impl CompileCache {
     /// count as unused. See [`crate::prune`].
     pub fn prune(&self, keep: &[[u8; 32]], budget: u64) -> std::io::Result<Pruned> {
         let keep = keep.iter().map(|m| self.stem(m)).collect();
-        crate::prune::prune_dir(&self.dir, "cwasm", &keep, budget)
+        let pruned = crate::prune::prune_dir(&self.dir, "cwasm", &keep, budget)?;
+        // A checksum whose entry went is of no use.
+        for entry in std::fs::read_dir(&self.dir)? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "sum")
+                && !path.with_extension("cwasm").exists()
+            {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+        Ok(pruned)
     }
 
     /// The compiled form of `wasm`, if this engine compiled it before.
@@ -147,46 +169,56 @@ impl CompileCache {
     /// engine compiled it before.
     pub fn load_digest(&self, engine: &Engine, module: &[u8; 32]) -> (Option<Component>, Lookup) {
         let path = self.path(module);
-        let Ok(bytes) = std::fs::read(&path) else {
+        let sum_path = Self::sum_path(&path);
+        let (Ok(sum), true) = (std::fs::read(&sum_path), path.is_file()) else {
             return (None, Lookup::Miss);
         };
-        let Some(payload) = verified_payload(&bytes) else {
-            tracing::warn!(path = %path.display(), "torn or corrupt compiled-module cache entry; recompiling");
+        let invalid = |why: &str| {
+            tracing::warn!(path = %path.display(), why, "compiled-module cache entry refused; recompiling");
             let _ = std::fs::remove_file(&path);
-            return (None, Lookup::Invalid);
+            let _ = std::fs::remove_file(&sum_path);
+            (None, Lookup::Invalid)
         };
-        // SAFETY: `Component::deserialize` runs the bytes as native code,
-        // so they must come from `Component::serialize` of a compatible
-        // engine. They do: only `store` below writes this private
-        // directory, from a component this node compiled; the file name
-        // binds the entry to this engine's configuration and the module's
-        // digest; and the checksum just verified proves the file is whole.
+        let whole = sum
+            .strip_prefix(MAGIC.as_slice())
+            .zip(file_sha256(&path).ok())
+            .is_some_and(|(want, have)| want == have);
+        if !whole {
+            return invalid("torn or corrupt");
+        }
+        // SAFETY: `Component::deserialize_file` maps the file and runs it
+        // as native code, so it must come from `Component::serialize` of a
+        // compatible engine and must not change while mapped. It does and
+        // it will not: only `store` below writes this private directory,
+        // from a component this node compiled, and always by renaming a
+        // new file over the name (a mapped file keeps its inode, and a
+        // pruned one lives on until unmapped); the file name binds the
+        // entry to this engine's configuration and the module's digest;
+        // and the checksum just verified proves the file is whole.
         // wasmtime also checks its own header and refuses anything built
         // for another version or configuration.
         #[allow(unsafe_code)]
-        let component = unsafe { Component::deserialize(engine, payload) };
+        let component = unsafe { Component::deserialize_file(engine, &path) };
         match component {
             Ok(component) => (Some(component), Lookup::Hit),
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "wasmtime refused a cached compiled module; recompiling");
-                let _ = std::fs::remove_file(&path);
-                (None, Lookup::Invalid)
-            }
+            Err(e) => invalid(&format!("wasmtime refused it: {e:#}")),
         }
     }
 
     /// Saves a component this node just compiled from `wasm`. Best effort:
     /// a full disk costs the next load a compile, nothing more.
     pub fn store(&self, component: &Component, wasm: &[u8]) {
+        let path = self.path(&Sha256::digest(wasm).into());
         let result = component
             .serialize()
             .map_err(std::io::Error::other)
             .and_then(|payload| {
-                let mut file = Vec::with_capacity(MAGIC.len() + 32 + payload.len());
-                file.extend_from_slice(MAGIC);
-                file.extend_from_slice(&Sha256::digest(&payload));
-                file.extend_from_slice(&payload);
-                crate::disk::write_atomically(&self.path(&Sha256::digest(wasm).into()), &file)
+                // The entry first, its checksum last: an entry without one
+                // is a miss, never a hit.
+                crate::disk::write_atomically(&path, &payload)?;
+                let mut sum = MAGIC.to_vec();
+                sum.extend_from_slice(&Sha256::digest(&payload));
+                crate::disk::write_atomically(&Self::sum_path(&path), &sum)
             });
         if let Err(e) = result {
             tracing::warn!(dir = %self.dir.display(), error = %e, "could not cache a compiled module");
@@ -194,14 +226,12 @@ impl CompileCache {
     }
 }
 
-/// The payload of an entry whose magic and checksum are right.
-fn verified_payload(bytes: &[u8]) -> Option<&[u8]> {
-    let rest = bytes.strip_prefix(MAGIC.as_slice())?;
-    if rest.len() < 32 {
-        return None;
-    }
-    let (sum, payload) = rest.split_at(32);
-    (Sha256::digest(payload).as_slice() == sum).then_some(payload)
+/// The sha256 of a file, read in small chunks (an entry of a large guest
+/// is tens of MiB; it is not held in memory to be checked).
+fn file_sha256(path: &Path) -> std::io::Result<[u8; 32]> {
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
+    Ok(hasher.finalize().into())
 }
 
 /// Feeds `Hash` output into sha256, which (unlike `DefaultHasher`) is the
@@ -224,20 +254,45 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_whole_entries_verify() {
-        let payload = b"compiled code";
-        let mut file = MAGIC.to_vec();
-        file.extend_from_slice(&Sha256::digest(payload));
-        file.extend_from_slice(payload);
-        assert_eq!(verified_payload(&file), Some(&payload[..]));
-        // Torn: the tail never reached the disk.
-        assert_eq!(verified_payload(&file[..file.len() - 3]), None);
-        // Flipped bit.
-        let mut bad = file.clone();
-        *bad.last_mut().unwrap() ^= 1;
-        assert_eq!(verified_payload(&bad), None);
-        // Not ours at all.
-        assert_eq!(verified_payload(b"\0asm\x01\0\0\0"), None);
-        assert_eq!(verified_payload(&file[..MAGIC.len() + 10]), None);
+    fn only_whole_entries_load_and_a_bad_one_is_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::default();
+        let cache = CompileCache::open(dir.path(), &engine).unwrap();
+        let wasm = outpost_test_fixtures::hello("cached\n");
+        let module: [u8; 32] = Sha256::digest(&wasm).into();
+        assert_eq!(cache.load_digest(&engine, &module).1, Lookup::Miss);
+        cache.store(&Component::new(&engine, &wasm).unwrap(), &wasm);
+        assert_eq!(cache.load_digest(&engine, &module).1, Lookup::Hit);
+        let path = cache.path(&module);
+        let good = std::fs::read(&path).unwrap();
+        let sum = std::fs::read(CompileCache::sum_path(&path)).unwrap();
+
+        let mut flipped = good.clone();
+        let middle = flipped.len() / 2;
+        flipped[middle] ^= 1;
+        for (what, entry, sum) in [
+            ("torn", good[..good.len() / 2].to_vec(), sum.clone()),
+            ("flipped bit", flipped, sum.clone()),
+            (
+                "checksum of another layout",
+                good.clone(),
+                sum[1..].to_vec(),
+            ),
+        ] {
+            std::fs::write(&path, &entry).unwrap();
+            std::fs::write(CompileCache::sum_path(&path), &sum).unwrap();
+            assert_eq!(
+                cache.load_digest(&engine, &module).1,
+                Lookup::Invalid,
+                "{what}"
+            );
+            assert!(
+                !path.exists() && !CompileCache::sum_path(&path).exists(),
+                "{what}"
+            );
+        }
+        // An entry whose checksum never reached the disk: a miss.
+        std::fs::write(&path, &good).unwrap();
+        assert_eq!(cache.load_digest(&engine, &module).1, Lookup::Miss);
     }
 }
