@@ -42,7 +42,7 @@
 # digest and compiled code, as real tenants' apps do; by default they all
 # share one module.
 #
-# Knobs (env): MANY_APPS (1000) MANY_DISTINCT (unset) MANY_TENANTS (10) MANY_PARALLEL (4)
+# Knobs (env): MANY_APPS (1000) MANY_DISTINCT (unset) MANY_MODULE (the C hello) MANY_TENANTS (10) MANY_PARALLEL (4)
 # MANY_MAX_S (600) MANY_FRESH (5) MANY_DURATION (10) MANY_CONNS (16)
 # MANY_SKIP_FRESH_NODE (unset) MANY_NODE_CONFIG (unset) ISO_SKIP_BUILD ISO_BIN_DIR ISO_TIMEOUT_S
 # (120: banners, API calls) BENCH_MAX_BUSY (0.5) BENCH_LOAD_WAIT_S (600).
@@ -63,6 +63,10 @@ die() {
 }
 
 N="${MANY_APPS:-1000}"
+# MANY_MODULE: the component every app deploys (or varies, with
+# MANY_DISTINCT=1); default the C hello. E.g. guests/out/js-hello.wasm.
+MODULE="${MANY_MODULE:-$C_HELLO}"
+MODULE_NAME="${MODULE#"$ROOT"/}"
 # MANY_NODE_CONFIG: a TOML file for the nodes (e.g. [pool] settings).
 NODE_ARGS=()
 [[ -z "${MANY_NODE_CONFIG:-}" ]] || NODE_ARGS=(--config "$MANY_NODE_CONFIG")
@@ -75,6 +79,7 @@ CONNS="${MANY_CONNS:-16}"
 PER=$(((N + TENANTS - 1) / TENANTS))
 # A distinct-module run writes its own results beside the shared one's.
 KIND="$N${MANY_DISTINCT:+-distinct}"
+[[ -z "${MANY_MODULE:-}" ]] || KIND="$KIND-$(basename "$MODULE" .wasm)"
 MODULES="all deploying one module"
 [[ -z "${MANY_DISTINCT:-}" ]] || MODULES="each with its own module"
 RAW="$RESULTS_DIR/many-$KIND-raw"
@@ -83,7 +88,7 @@ RAW="$RESULTS_DIR/many-$KIND-raw"
 for tool in curl wrk jq du od awk sort; do
     command -v "$tool" >/dev/null || die "$tool is not installed"
 done
-[[ -f "$C_HELLO" ]] || die "$C_HELLO not found"
+[[ -f "$MODULE" ]] || die "$MODULE not found"
 
 build_binaries
 write_wrk_lua
@@ -108,15 +113,15 @@ host_of() { echo "app-$2.t$1.many.test"; } # tenant index, app index
 # module_of APP: the component APP deploys: the shared one, or with
 # MANY_DISTINCT=1 its own variant (written by write_variants).
 module_of() {
-    if [[ -n "${MANY_DISTINCT:-}" ]]; then echo "$WORK/variants/$1.wasm"; else echo "$C_HELLO"; fi
+    if [[ -n "${MANY_DISTINCT:-}" ]]; then echo "$WORK/variants/$1.wasm"; else echo "$MODULE"; fi
 }
 
-# write_variants NAME...: for each NAME, the C hello component with a
+# write_variants NAME...: for each NAME, the component ($MODULE) with a
 # custom section `outpost-variant` holding NAME appended (custom sections
 # may come anywhere in a component and change nothing it does).
 write_variants() {
     mkdir -p "$WORK/variants"
-    python3 - "$C_HELLO" "$WORK/variants" "$@" <<'PY'
+    python3 - "$MODULE" "$WORK/variants" "$@" <<'PY'
 import sys
 
 def leb(n):
@@ -245,7 +250,7 @@ if [[ -n "${MANY_DISTINCT:-}" ]]; then
     for ((i = 0; i < N; i++)); do names+=("app-$i"); done
     for ((f = 0; f < FRESH; f++)); do names+=("fresh-$f"); done
     write_variants "${names[@]}"
-    log "MANY_DISTINCT: ${#names[@]} variants of $C_HELLO, one module per app"
+    log "MANY_DISTINCT: ${#names[@]} variants of $MODULE, one module per app"
 fi
 log "creating $N apps ($PARALLEL tenants at once; stops after ${MAX_S}s)"
 CREATE_DEADLINE=$((EPOCHSECONDS + MAX_S))
@@ -458,9 +463,9 @@ stamp="$(date -u +%Y%m%dT%H%M%SZ)"
     echo
     echo "RUST_BACKTRACE=$BACKTRACE; commit $(describe_commit); $(nproc) cores; load average at start $LOAD_AT_START."
     if [[ -n "${MANY_DISTINCT:-}" ]]; then
-        echo "$TENANTS tenants × $PER apps, each deploying its own variant of \`guests/c/hello/hello.wasm\` (a custom section naming the app: one digest and one compiled module per app); created through the REST API with curl, $PARALLEL tenants at once."
+        echo "$TENANTS tenants × $PER apps, each deploying its own variant of \`$MODULE_NAME\` (a custom section naming the app: one digest and one compiled module per app); created through the REST API with curl, $PARALLEL tenants at once."
     else
-        echo "$TENANTS tenants × $PER apps, each deploying \`guests/c/hello/hello.wasm\` (same digest); created through the REST API with curl, $PARALLEL tenants at once."
+        echo "$TENANTS tenants × $PER apps, each deploying \`$MODULE_NAME\` (same digest); created through the REST API with curl, $PARALLEL tenants at once."
     fi
     echo
     echo "| measure | value |"

@@ -31,10 +31,9 @@ use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
-use crate::compile_cache::CompileCache;
+use crate::compile_cache::{CompileCache, Lookup};
 use crate::error::{Error, Result};
 use crate::host::HostState;
-use crate::metrics::Metrics;
 
 /// The resident set's settings (the node's `[code]` section).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
@@ -115,7 +114,8 @@ pub(crate) struct Loader {
     /// they also bound a node that fell back to on-demand allocation.
     pub(crate) max_memories_per_component: u32,
     pub(crate) max_tables_per_component: u32,
-    pub(crate) metrics: Metrics,
+    /// `outpost_runtime_compile_cache_lookups_total{result}`.
+    pub(crate) lookups: IntCounterVec,
 }
 
 impl Loader {
@@ -167,7 +167,7 @@ impl Loader {
             return Component::new(&self.engine, wasm);
         };
         let (cached, lookup) = cache.load(&self.engine, wasm);
-        self.metrics.compile_cache(lookup);
+        self.count(lookup);
         if let Some(component) = cached {
             return Ok(component);
         }
@@ -176,13 +176,17 @@ impl Loader {
         Ok(component)
     }
 
+    fn count(&self, lookup: Lookup) {
+        self.lookups.with_label_values(&[lookup.as_str()]).inc();
+    }
+
     /// The code of an app validated before: from the compile cache, or
     /// compiled again from the module file if the cache lost it.
     fn load(&self, module: &ModuleFile) -> Result<(Pre, u64)> {
         let what = module.path.display().to_string();
         let cached = self.compile_cache.get().and_then(|cache| {
             let (component, lookup) = cache.load_digest(&self.engine, &module.sha256);
-            self.metrics.compile_cache(lookup);
+            self.count(lookup);
             component
         });
         let pre = match cached {

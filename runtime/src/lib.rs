@@ -274,7 +274,7 @@ impl Runtime {
             compile_cache: Default::default(),
             max_memories_per_component: pool.max_memories_per_component,
             max_tables_per_component: pool.max_tables_per_component,
-            metrics: metrics.clone(),
+            lookups: metrics.compile_cache_lookups(),
         });
         Ok(Runtime {
             resident: Arc::new(Resident::new(loader.clone(), metrics.code())),

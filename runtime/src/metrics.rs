@@ -302,6 +302,11 @@ impl Metrics {
         Ok(m)
     }
 
+    /// The compile cache's lookups, by result.
+    pub(crate) fn compile_cache_lookups(&self) -> IntCounterVec {
+        self.compile_cache.clone()
+    }
+
     /// The series of compiled code loaded on demand.
     pub(crate) fn code(&self) -> crate::code::CodeMetrics {
         self.code.clone()
@@ -456,13 +461,6 @@ impl Metrics {
         let _ = self.background_requests.remove_label_values(&labels);
     }
 
-    /// Counts one compiled-module cache lookup.
-    pub fn compile_cache(&self, result: Lookup) {
-        self.compile_cache
-            .with_label_values(&[result.as_str()])
-            .inc();
-    }
-
     /// Sets the number of apps that failed to load.
     pub fn set_apps_unavailable(&self, n: usize) {
         self.apps_unavailable.set(n as i64);
@@ -578,7 +576,9 @@ mod tests {
         a.instances_in_flight.inc();
         a.guest_log_unshipped.inc_by(7);
         m.set_apps_loaded(3);
-        m.compile_cache(Lookup::Hit);
+        m.compile_cache_lookups()
+            .with_label_values(&[Lookup::Hit.as_str()])
+            .inc();
         let text = render(&registry);
         assert_eq!(
             lines(&text, "outpost_http_requests_total{"),
