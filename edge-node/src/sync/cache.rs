@@ -58,36 +58,11 @@ impl Cache {
         self
     }
 
-    /// Deletes cached modules and compiled code that `snapshot` does not
-    /// use, past the budget, and records what is left in the metrics.
-    /// Best effort: a failure is logged and costs only disk space.
-    pub(crate) fn prune(&self, snapshot: &Snapshot, runtime: &Runtime, metrics: &Metrics) {
-        let hexes: HashSet<String> = snapshot
-            .apps
-            .values()
-            .filter_map(|app| app.digest.strip_prefix("sha256:"))
-            .map(str::to_string)
-            .collect();
-        let raw: Vec<[u8; 32]> = hexes.iter().filter_map(|h| unhex32(h)).collect();
-        let budget = self.keep_unused_bytes;
-        let modules = prune_dir(&self.dir.join("modules"), "wasm", &hexes, budget);
-        let compiled = runtime.prune_compile_cache(&raw, budget);
-        for (kind, result) in [("modules", Some(modules)), ("compiled", compiled)] {
-            match result {
-                Some(Ok(pruned)) => {
-                    metrics.set_cache_bytes(kind, pruned.kept_bytes);
-                    if pruned.removed > 0 {
-                        tracing::info!(
-                            kind,
-                            files = pruned.removed,
-                            bytes = pruned.removed_bytes,
-                            "pruned the cache"
-                        );
-                    }
-                }
-                Some(Err(e)) => tracing::warn!(kind, error = %e, "could not prune the cache"),
-                None => {}
-            }
+    /// What prunes this cache, to be moved to a task of its own.
+    pub(crate) fn pruning(&self) -> Pruning {
+        Pruning {
+            dir: self.dir.clone(),
+            keep_unused_bytes: self.keep_unused_bytes,
         }
     }
 
@@ -170,4 +145,51 @@ const CLEAR_SNAPSHOT_HEADER: &[u8] = b"outpost-snapshot1 ";
 /// token, which the cache directory does not hold.
 pub fn sealer_from_token(token: &str) -> Sealer {
     Sealer::derived("outpost node cache key v1", token.as_bytes())
+}
+
+/// The modules (hex digests) `snapshot` uses: what pruning keeps.
+pub(crate) fn in_use(snapshot: &Snapshot) -> HashSet<String> {
+    snapshot
+        .apps
+        .values()
+        .filter_map(|app| app.digest.strip_prefix("sha256:"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Prunes a node's cache; see [`Pruning::prune`].
+#[derive(Debug, Clone)]
+pub(crate) struct Pruning {
+    dir: PathBuf,
+    keep_unused_bytes: u64,
+}
+
+impl Pruning {
+    /// Deletes cached modules and compiled code not in `hexes` (see
+    /// [`in_use`]), past the budget, and records what is left in the
+    /// metrics. Best effort: a failure is logged and costs only disk
+    /// space. Reads whole directories: run it off the async workers.
+    pub(crate) fn prune(&self, hexes: &HashSet<String>, runtime: &Runtime, metrics: &Metrics) {
+        let raw: Vec<[u8; 32]> = hexes.iter().filter_map(|h| unhex32(h)).collect();
+        let budget = self.keep_unused_bytes;
+        let modules = prune_dir(&self.dir.join("modules"), "wasm", hexes, budget);
+        let compiled = runtime.prune_compile_cache(&raw, budget);
+        for (kind, result) in [("modules", Some(modules)), ("compiled", compiled)] {
+            match result {
+                Some(Ok(pruned)) => {
+                    metrics.set_cache_bytes(kind, pruned.kept_bytes);
+                    if pruned.removed > 0 {
+                        tracing::info!(
+                            kind,
+                            files = pruned.removed,
+                            bytes = pruned.removed_bytes,
+                            "pruned the cache"
+                        );
+                    }
+                }
+                Some(Err(e)) => tracing::warn!(kind, error = %e, "could not prune the cache"),
+                None => {}
+            }
+        }
+    }
 }

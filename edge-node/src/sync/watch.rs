@@ -1,5 +1,6 @@
 //! The watch loop: connect, apply what arrives, reconnect with backoff.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use outpost_proto::{Delta, OutOfOrder, Snapshot, SnapshotAssembly, WatchEvent};
 use outpost_runtime::ModuleFile;
 use outpost_runtime::disk::digest_of;
 
-use super::cache::Cache;
+use super::cache::{self, Cache, Pruning};
 use super::config::{HttpClient, SyncConfig};
 use super::convert;
 use super::error::SyncError;
@@ -28,6 +29,10 @@ const MAX_LINE: usize = 64 * 1024 * 1024;
 /// Silence longer than this (heartbeats come every 15 s) means the
 /// connection is dead.
 const READ_TIMEOUT: Duration = Duration::from_secs(45);
+/// The cache is pruned at most this often (and always this long at most
+/// after the last change): pruning reads whole directories, which on a
+/// node with thousands of apps costs more than applying a deploy.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(2);
 /// Reconnect backoff bounds.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
@@ -41,6 +46,34 @@ fn jittered(wait: Duration) -> Duration {
         Err(_) => 0.5,
     };
     wait.mul_f64(1.0 - fraction / 2.0)
+}
+
+/// Prunes the node's cache to the modules in use after each change, at
+/// most once per [`PRUNE_INTERVAL`], on a blocking thread, holding
+/// `applying` so no change fetches a module meanwhile. Ends with the
+/// follower.
+async fn prune_after_changes(
+    node: Arc<Node>,
+    pruning: Pruning,
+    applying: Arc<tokio::sync::Mutex<()>>,
+    mut changes: tokio::sync::watch::Receiver<Arc<HashSet<String>>>,
+) {
+    while changes.changed().await.is_ok() {
+        {
+            let _applying = applying.lock().await;
+            let in_use = changes.borrow_and_update().clone();
+            let (node, pruning) = (node.clone(), pruning.clone());
+            let pruned = tokio::task::spawn_blocking(move || {
+                pruning.prune(&in_use, node.runtime(), &node.metrics().sync);
+                node.prune_validated();
+            })
+            .await;
+            if let Err(e) = pruned {
+                tracing::warn!(error = %e, "pruning the cache failed");
+            }
+        }
+        tokio::time::sleep(PRUNE_INTERVAL).await;
+    }
 }
 
 /// Aborts its task when dropped.
@@ -68,6 +101,13 @@ pub struct Follower {
     have: Option<Snapshot>,
     /// A snapshot arriving in parts.
     assembly: SnapshotAssembly,
+    /// Held while an event is applied (its modules fetched, the node
+    /// changed, the snapshot saved) and while the cache is pruned, so a
+    /// prune never deletes a module a change is about to use.
+    applying: Arc<tokio::sync::Mutex<()>>,
+    /// The modules the applied snapshot uses, for the pruner (see
+    /// [`prune_after_changes`]); `None` until [`Follower::run`] starts it.
+    in_use: Option<tokio::sync::watch::Sender<Arc<HashSet<String>>>>,
 }
 
 impl Follower {
@@ -111,6 +151,8 @@ impl Follower {
             client: Client::builder(TokioExecutor::new()).build(connector),
             have: served,
             assembly: SnapshotAssembly::default(),
+            applying: Arc::default(),
+            in_use: None,
         })
     }
 
@@ -138,6 +180,14 @@ impl Follower {
                 lines,
             )))
         });
+        let (in_use, changes) = tokio::sync::watch::channel(Arc::default());
+        self.in_use = Some(in_use);
+        let _pruner = AbortOnDrop(tokio::spawn(prune_after_changes(
+            self.node.clone(),
+            self.cache.pruning(),
+            self.applying.clone(),
+            changes,
+        )));
         let mut backoff = BACKOFF_MIN;
         // Refusals in a row: fatal only once every control plane listed
         // has refused (one misconfigured control plane is not the node's
@@ -211,6 +261,8 @@ impl Follower {
             };
             buf.extend_from_slice(&data);
             while let Some(event) = next_event(&mut buf) {
+                let applying = self.applying.clone();
+                let _applying = applying.lock().await;
                 self.handle(event?).await?;
             }
             if buf.len() > MAX_LINE {
@@ -301,9 +353,9 @@ impl Follower {
                 what: "the snapshot".into(),
                 source,
             })?;
-        self.cache
-            .prune(&snapshot, self.node.runtime(), &self.node.metrics().sync);
-        self.node.prune_validated();
+        if let Some(in_use) = &self.in_use {
+            in_use.send_replace(Arc::new(cache::in_use(&snapshot)));
+        }
         let revision = snapshot.revision;
         let metrics = &self.node.metrics().sync;
         metrics.set_applied_revision(revision);
