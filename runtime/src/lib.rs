@@ -116,8 +116,18 @@ pub struct PoolConfig {
     pub decommit_batch_size: usize,
     /// Unused slots kept warm (their first pages resident, for a quick
     /// reuse) at most; past it, freed slots are returned to the kernel.
-    /// This bounds the node's resident memory on top of what is in use.
-    /// Default: 100 (wasmtime's).
+    /// This bounds the node's resident memory on top of what is in use
+    /// (at most `memory_keep_resident` per slot; with `pagemap_scan`, only
+    /// the pages a guest wrote: ~7 KiB for the C hello, ~190 KiB for the JS
+    /// hello). A warm slot remembers the module it last held: reused by
+    /// the same module it needs nothing, by another one wasmtime unmaps the
+    /// old memory image and maps the new one (two mmaps, TLB shootdowns on
+    /// every core, copy-on-write faults). With wasmtime's 100, requests
+    /// spread over 1000 apps almost always took another module's slot and
+    /// cost 4x the CPU of one app. Slots are split between wasmtime's
+    /// per-thread shards, so an app can hold one in each: keep this at
+    /// least (apps served often) x (worker threads). Default: 2000, as
+    /// `max_memories`.
     pub max_unused_warm_slots: u32,
     /// Find the pages a guest dirtied with Linux's `PAGEMAP_SCAN` ioctl
     /// (kernel 6.7+; ignored where missing) and reset only those when a
@@ -151,7 +161,7 @@ impl Default for PoolConfig {
             table_keep_resident: 64 * 1024,
             stack_keep_resident: 256 * 1024,
             decommit_batch_size: 64,
-            max_unused_warm_slots: 100,
+            max_unused_warm_slots: 2000,
             pagemap_scan: true,
             tenant_share_percent: 50,
             slot_wait_ms: 1000,
