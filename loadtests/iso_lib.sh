@@ -52,6 +52,36 @@ dump_fixtures() {
         die "fixture-dump failed"
 }
 
+# write_variants SRC OUTDIR NAME...: for each NAME, OUTDIR/NAME.wasm: the
+# component SRC with a custom section `outpost-variant` holding NAME
+# appended (custom sections may come anywhere in a component and change
+# nothing it does), so each has its own digest and compiled module.
+write_variants() {
+    local src="$1" out="$2"
+    shift 2
+    mkdir -p "$out"
+    python3 - "$src" "$out" "$@" <<'PY'
+import sys
+
+def leb(n):
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+src, out, names = sys.argv[1], sys.argv[2], sys.argv[3:]
+base = open(src, "rb").read()
+label = b"outpost-variant"
+for name in names:
+    payload = leb(len(label)) + label + name.encode()
+    with open(f"{out}/{name}.wasm", "wb") as f:
+        f.write(base + b"\x00" + leb(len(payload)) + payload)
+PY
+}
+
 # describe_commit: "abc1234" plus a note when the Rust code has local changes.
 describe_commit() {
     local commit dirty

@@ -111,36 +111,9 @@ running() {
 host_of() { echo "app-$2.t$1.many.test"; } # tenant index, app index
 
 # module_of APP: the component APP deploys: the shared one, or with
-# MANY_DISTINCT=1 its own variant (written by write_variants).
+# MANY_DISTINCT=1 its own variant (written by iso_lib.sh's write_variants).
 module_of() {
     if [[ -n "${MANY_DISTINCT:-}" ]]; then echo "$WORK/variants/$1.wasm"; else echo "$MODULE"; fi
-}
-
-# write_variants NAME...: for each NAME, the component ($MODULE) with a
-# custom section `outpost-variant` holding NAME appended (custom sections
-# may come anywhere in a component and change nothing it does).
-write_variants() {
-    mkdir -p "$WORK/variants"
-    python3 - "$MODULE" "$WORK/variants" "$@" <<'PY'
-import sys
-
-def leb(n):
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-src, out, names = sys.argv[1], sys.argv[2], sys.argv[3:]
-base = open(src, "rb").read()
-for name in names:
-    label = b"outpost-variant"
-    payload = leb(len(label)) + label + name.encode()
-    with open(f"{out}/{name}.wasm", "wb") as f:
-        f.write(base + b"\x00" + leb(len(payload)) + payload)
-PY
 }
 
 # percentiles FILE COLUMN: "p50 p90 p99 max" (ms) of a column in seconds.
@@ -257,7 +230,7 @@ if [[ -n "${MANY_DISTINCT:-}" ]]; then
     names=()
     for ((i = 0; i < N; i++)); do names+=("app-$i"); done
     for ((f = 0; f < FRESH; f++)); do names+=("fresh-$f"); done
-    write_variants "${names[@]}"
+    write_variants "$MODULE" "$WORK/variants" "${names[@]}"
     log "MANY_DISTINCT: ${#names[@]} variants of $MODULE, one module per app"
 fi
 log "creating $N apps ($PARALLEL tenants at once; stops after ${MAX_S}s)"

@@ -84,31 +84,14 @@ wait_for_quiet_machine
 # the app appended; custom sections may come anywhere in a component and
 # change nothing it does), one [[app]] each, hosts app-I.spread.test.
 log "writing $N variants of $SRC_WASM and the node config"
-python3 - "$SRC_WASM" "$WORK" "$N" <<'PY'
-import sys
-
-def leb(n):
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-src, work, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-base = open(src, "rb").read()
-label = b"outpost-variant"
-with open(f"{work}/apps.toml", "w") as cfg, open(f"{work}/hosts.txt", "w") as hosts:
-    for i in range(n):
-        name = f"app-{i}"
-        payload = leb(len(label)) + label + name.encode()
-        with open(f"{work}/variants/{name}.wasm", "wb") as f:
-            f.write(base + b"\x00" + leb(len(payload)) + payload)
-        host = f"{name}.spread.test"
-        hosts.write(host + "\n")
-        cfg.write(f'[[app]]\nname = "{name}"\nroutes = ["{host}"]\nwasm = "variants/{name}.wasm"\n\n')
-PY
+names=()
+for ((i = 0; i < N; i++)); do names+=("app-$i"); done
+write_variants "$SRC_WASM" "$WORK/variants" "${names[@]}"
+for name in "${names[@]}"; do
+    echo "$name.spread.test" >>"$WORK/hosts.txt"
+    printf '[[app]]\nname = "%s"\nroutes = ["%s.spread.test"]\nwasm = "variants/%s.wasm"\n\n' \
+        "$name" "$name" "$name" >>"$WORK/apps.toml"
+done
 
 # node_config LABEL: writes $WORK/node-LABEL.toml: the [pool] lines of
 # SPREAD_POOL_<LABEL>, else of SPREAD_POOL (';'-separated), then the apps.
