@@ -458,11 +458,6 @@ fn forget(modules: &mut Modules, entry: &Entry) {
     }
 }
 
-/// Whether code loaded from `path`'s directory could be loaded again.
-pub(crate) fn reloadable(cache: Option<&CompileCache>, module: Option<&ModuleFile>) -> bool {
-    cache.is_some() && module.is_some_and(|m| Path::new(&m.path).is_file())
-}
-
 /// The resident set's series.
 #[derive(Clone)]
 pub struct CodeMetrics {

@@ -407,11 +407,16 @@ impl Runtime {
         .map_err(|e| Error::Engine(format!("compile task failed: {e}")))?;
         let pre = Arc::new(checked?);
         let compile_time = started.elapsed();
-        let cache = self.loader.compile_cache.get();
-        // Only an app with a module file could be restored from the cache.
-        let restorable = cache.filter(|_| spec.module.is_some());
-        let code = match &spec.module {
-            Some(module) if code::reloadable(cache, Some(module)) => {
+        // With a compile cache and a module file, the code can be loaded
+        // again (so it may be evicted) and the app restored after a
+        // restart; without either it stays loaded.
+        let cache = self
+            .loader
+            .compile_cache
+            .get()
+            .filter(|_| spec.module.is_some());
+        let code = match (&spec.module, cache) {
+            (Some(module), Some(_)) => {
                 self.resident.register(module, Some(pre.clone()));
                 Code::OnDemand {
                     module: module.clone(),
@@ -427,7 +432,7 @@ impl Runtime {
         app.trial_instantiate(&pre)
             .await
             .map_err(|reason| Error::InvalidWasm { what, reason })?;
-        if let Some(cache) = restorable {
+        if let Some(cache) = cache {
             cache.mark_validated(&app.fingerprint());
         }
         tracing::info!(

@@ -104,12 +104,6 @@ impl Cache {
         path.is_file().then_some(ModuleFile { path, sha256 })
     }
 
-    /// A cached module whose bytes still hash to `digest`.
-    pub fn module(&self, digest: &str) -> Option<Vec<u8>> {
-        let bytes = std::fs::read(self.module_path(digest)?).ok()?;
-        (digest_of(&bytes) == digest).then_some(bytes)
-    }
-
     pub(crate) fn save_module(&self, digest: &str, bytes: &[u8]) -> std::io::Result<()> {
         let path = self.module_path(digest).ok_or_else(|| {
             std::io::Error::new(std::io::ErrorKind::InvalidInput, "malformed digest")

@@ -63,16 +63,19 @@ pub async fn restore(
             };
             Some(module)
         };
-        let (routes, spec) = convert::app(app, module, defaults)?;
+        let (routes, mut spec) = convert::app(app, module, defaults)?;
         // An app validated here before serves from its compiled code,
         // loaded at its first request, and its module is not read; any
-        // other must have its module whole, or the cache is not served.
+        // other must have its module whole, or the cache is not served
+        // (the bytes read are the ones it is compiled from).
         if let Some(module) = &spec.module
             && !node.runtime().is_validated(&spec)
-            && module.read().is_err()
         {
-            tracing::warn!(digest = %app.digest, "cached module corrupt; waiting for the control plane");
-            return Ok(None);
+            let Ok(wasm) = module.read() else {
+                tracing::warn!(digest = %app.digest, "cached module corrupt; waiting for the control plane");
+                return Ok(None);
+            };
+            spec.wasm = wasm;
         }
         apps.push((routes, spec));
     }

@@ -391,8 +391,8 @@ impl Follower {
     /// or else fetched from the control plane, verified against the digest
     /// either way, and cached. A damaged cached module is repaired here.
     async fn module(&self, digest: &str) -> Result<ModuleFile, SyncError> {
-        if self.cache.module(digest).is_some()
-            && let Some(file) = self.cache.module_file(digest)
+        if let Some(file) = self.cache.module_file(digest)
+            && file.read().is_ok()
         {
             return Ok(file);
         }
