@@ -26,7 +26,8 @@
 # 6. Steady load (after the idle-CPU gate each time): wrk -t1 -c16 -d10s
 #    with a Lua script rotating the Host header over all N hosts, over 100,
 #    over 10, over 1 (the same script: wrk's own Lua cost), and plain wrk on
-#    one host; with the node's CPU per request (from /proc).
+#    one host; with the node's CPU per request (from /proc). Then the same
+#    10 hosts on a node holding only those 10 apps (standalone, --app).
 # 7. A second node with an empty cache started against the full control
 #    plane: time until it serves all N (the snapshot path).
 # 8. The control plane and nodes stopped, the first node restarted from its
@@ -377,6 +378,24 @@ steady one "" "one host, plain"
 R[rss_load]="$(rss_mib "$NODE_PID")"
 R[hwm_load]="$(hwm_mib "$NODE_PID")"
 
+# The hot set alone: a node holding only the first 10 apps (standalone,
+# one --app per app, the same modules and node config), under the same
+# rotating load; its row beside "rotating over 10 hosts" shows what the
+# other apps on the node cost the hot ones.
+awk '$4 ~ /^2/ { print $1 }' "$RAW/create.txt" | head -10 >"$WORK/hot-apps.txt"
+HOT_ARGS=()
+while read -r i; do
+    HOT_ARGS+=(--app "app-$i.t$((i / PER)).many.test=$(module_of "app-$i")")
+done <"$WORK/hot-apps.txt"
+start_proc hot-only "$BIN_DIR/edge-node" --http 127.0.0.1:0 --metrics 127.0.0.1:0 "${NODE_ARGS[@]}" "${HOT_ARGS[@]}"
+read -r HOT_PID HOT_ADDR <<<"$PROC_PID $PROC_ADDR"
+read -r MAIN_PID MAIN_ADDR <<<"$NODE_PID $NODE_ADDR"
+NODE_PID="$HOT_PID" NODE_ADDR="$HOT_ADDR"
+steady hot-only "$WORK/hosts-10.txt" "rotating over the same 10 hosts, on a node holding only those 10 apps"
+R[hot_rss]="$(rss_mib "$HOT_PID") / $(hwm_mib "$HOT_PID")"
+NODE_PID="$MAIN_PID" NODE_ADDR="$MAIN_ADDR"
+stop_server "$HOT_PID"
+
 # A second node, empty cache, against the full control plane --------------
 
 if [[ -z "${MANY_SKIP_FRESH_NODE:-}" ]]; then
@@ -467,6 +486,7 @@ stamp="$(date -u +%Y%m%dT%H%M%SZ)"
     echo "| … upload start → first 200 on the node | ${R[fresh_served]} ms |"
     echo "| … later requests (median of 5, keep-alive) | ${R[fresh_later]} ms |"
     echo "| node RSS after the load runs (peak) | ${R[rss_load]} MiB (${R[hwm_load]}) |"
+    echo "| node holding only the 10 hot apps: RSS/peak after its load run | ${R[hot_rss]} MiB |"
     if [[ -z "${MANY_SKIP_FRESH_NODE:-}" ]]; then
         echo "| second node, empty cache: start → serves all $N_ALL | ${R[node2_ms]} ms; lookups ${R[node2_lookups]}; RSS/peak ${R[node2_rss]} MiB; CPU ${R[node2_cpu]} s |"
     fi

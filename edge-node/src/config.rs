@@ -104,6 +104,10 @@ pub struct Args {
     /// dropped and loaded again at their next request [default: 268435456].
     #[arg(long, env = "OUTPOST_CODE_BUDGET_BYTES", value_name = "BYTES")]
     pub code_budget_bytes: Option<u64>,
+    /// Bytes of compiled functions kept in memory so the next module sharing them (every JS
+    /// worker shares its engine) compiles faster; 0 turns it off [default: 134217728].
+    #[arg(long, env = "OUTPOST_FUNCTION_CACHE_BYTES", value_name = "BYTES")]
+    pub function_cache_bytes: Option<u64>,
     /// Use wasmtime's pooling allocator (true/false) [default: true].
     #[arg(long, env = "OUTPOST_POOLING", value_name = "BOOL")]
     pub pooling: Option<bool>,
@@ -440,6 +444,9 @@ impl Config {
         let mut code = file.code;
         if let Some(bytes) = args.code_budget_bytes {
             code.budget_bytes = bytes;
+        }
+        if let Some(bytes) = args.function_cache_bytes {
+            code.function_cache_bytes = bytes;
         }
         problems.extend(code.problems());
 

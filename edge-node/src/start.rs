@@ -97,9 +97,7 @@ pub async fn start(
     let metrics = Metrics::new();
     metrics.runtime.set_per_app(config.app_metrics.clone());
     let node = Node::with_lanes(&config.pool, &config.lanes, metrics)?;
-    node.runtime()
-        .resident()
-        .set_budget(config.code.budget_bytes);
+    node.runtime().configure_code(&config.code);
     node.runtime().network().configure(config.outbound.clone());
     if config.https.is_some() {
         node.set_default_certificate(tls::default_certificate(config.tls_default.as_ref())?);

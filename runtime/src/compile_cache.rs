@@ -206,8 +206,9 @@ impl CompileCache {
     }
 
     /// Saves a component this node just compiled from `wasm`. Best effort:
-    /// a full disk costs the next load a compile, nothing more.
-    pub fn store(&self, component: &Component, wasm: &[u8]) {
+    /// a full disk costs the next load a compile, nothing more. Whether
+    /// it was saved.
+    pub fn store(&self, component: &Component, wasm: &[u8]) -> bool {
         let path = self.path(&Sha256::digest(wasm).into());
         let result = component
             .serialize()
@@ -220,8 +221,12 @@ impl CompileCache {
                 sum.extend_from_slice(&Sha256::digest(&payload));
                 crate::disk::write_atomically(&Self::sum_path(&path), &sum)
             });
-        if let Err(e) = result {
-            tracing::warn!(dir = %self.dir.display(), error = %e, "could not cache a compiled module");
+        match result {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "could not cache a compiled module");
+                false
+            }
         }
     }
 }

@@ -22,6 +22,7 @@ pub mod code;
 pub mod compile_cache;
 pub mod disk;
 pub mod error;
+pub mod function_cache;
 pub mod guest_log;
 pub mod host;
 pub mod lanes;
@@ -49,9 +50,10 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 pub use app::{App, AppSpec};
 pub use code::ModuleFile;
-use code::{Code, Loader, Resident};
+use code::{Code, CodeConfig, Loader, Resident};
 use compile_cache::CompileCache;
 pub use error::{Error, Result};
+use function_cache::FunctionCache;
 use host::HostState;
 pub use lanes::LaneConfig;
 use lanes::Lanes;
@@ -238,6 +240,8 @@ pub struct Runtime {
     loader: Arc<Loader>,
     /// Code loaded on demand, within the node's budget.
     resident: Arc<Resident>,
+    /// Compiled functions kept for later compiles.
+    functions: Arc<FunctionCache>,
     pooling: bool,
     metrics: Metrics,
     log_ship: Arc<log_ship::ShipQueue>,
@@ -256,19 +260,23 @@ impl Runtime {
 
     /// [`Runtime::new`] with these lane settings (see [`lanes`]).
     pub fn with_lanes(pool: &PoolConfig, lanes: &LaneConfig, metrics: Metrics) -> Result<Runtime> {
+        let functions = Arc::new(FunctionCache::new(
+            CodeConfig::default().function_cache_bytes,
+            metrics.function_cache(),
+        ));
         let (engine, pooling) = if pool.enabled {
-            match Engine::new(&engine_config(Some(pool))) {
+            match Engine::new(&engine_config(Some(pool), &functions)) {
                 Ok(engine) => (engine, true),
                 Err(e) => {
                     tracing::warn!(
                         error = %e,
                         "cannot reserve the instance pool; falling back to on-demand allocation"
                     );
-                    (new_engine(None)?, false)
+                    (new_engine(None, &functions)?, false)
                 }
             }
         } else {
-            (new_engine(None)?, false)
+            (new_engine(None, &functions)?, false)
         };
         metrics.set_pooling_allocator(pooling);
         if let Some(pool) = engine.pooling_allocator_metrics() {
@@ -295,6 +303,7 @@ impl Runtime {
         });
         Ok(Runtime {
             resident: Arc::new(Resident::new(loader.clone(), metrics.code())),
+            functions,
             loader,
             pooling,
             metrics,
@@ -304,6 +313,18 @@ impl Runtime {
             slots: share::Slots::new(pool.max_instances as usize, pool.tenant_share_percent),
             slot_wait: Duration::from_millis(pool.slot_wait_ms),
         })
+    }
+
+    /// Sets the budgets of the `[code]` section: loaded code and compiled
+    /// functions kept for later compiles.
+    pub fn configure_code(&self, code: &CodeConfig) {
+        self.resident.set_budget(code.budget_bytes);
+        self.functions.set_budget(code.function_cache_bytes);
+    }
+
+    /// Compiled functions kept for later compiles.
+    pub fn function_cache(&self) -> &FunctionCache {
+        &self.functions
     }
 
     /// Where guests' outbound calls may go: configure it (and name the
@@ -495,20 +516,24 @@ impl Runtime {
     }
 }
 
-fn new_engine(pool: Option<&PoolConfig>) -> Result<Engine> {
-    Engine::new(&engine_config(pool)).map_err(|e| Error::Engine(format!("{e:#}")))
+fn new_engine(pool: Option<&PoolConfig>, functions: &Arc<FunctionCache>) -> Result<Engine> {
+    Engine::new(&engine_config(pool, functions)).map_err(|e| Error::Engine(format!("{e:#}")))
 }
 
-fn engine_config(pool: Option<&PoolConfig>) -> Config {
+fn engine_config(pool: Option<&PoolConfig>, functions: &Arc<FunctionCache>) -> Config {
     let mut config = Config::new();
+    config
+        .enable_incremental_compilation(functions.clone())
+        .expect("the compiler is enabled");
     config
         .wasm_component_model(true)
         .consume_fuel(true)
         .epoch_interruption(true)
-        // Copy-on-write memory images: off, every instantiation copies the
-        // data segments in; measured (loadtests/spread.sh) 3.5x the CPU per
-        // request of the JS hello. An affinity miss in the pool costs two
-        // mmaps instead; `max_unused_warm_slots` keeps those rare.
+        // Copy-on-write memory images stay on: with them off, every
+        // instantiation copies the data segments in, measured
+        // (loadtests/spread.sh) at 3.5x the CPU per request of the JS
+        // hello. An affinity miss in the pool costs two mmaps instead;
+        // `max_unused_warm_slots` keeps those rare.
         .memory_init_cow(true)
         .cranelift_opt_level(OptLevel::Speed)
         // `MemoryLimiter` relies on it being off: with custom page sizes

@@ -133,6 +133,7 @@ pub struct Metrics {
     pool_warm_memory_bytes: IntGauge,
     /// Compiled code loaded on demand.
     code: crate::code::CodeMetrics,
+    function_cache: crate::function_cache::FunctionCacheMetrics,
     /// The engine's pooling allocator, read at each [`Metrics::refresh`].
     pool_source: std::sync::Arc<std::sync::OnceLock<wasmtime::PoolingAllocatorMetrics>>,
     /// Which apps have series of their own.
@@ -273,6 +274,7 @@ impl Metrics {
                 "1 if instances come from the pooling allocator, 0 if on-demand.",
             )?,
             code: crate::code::CodeMetrics::register(registry)?,
+            function_cache: crate::function_cache::FunctionCacheMetrics::register(registry)?,
             pool_source: Default::default(),
             binding: Default::default(),
         };
@@ -310,6 +312,10 @@ impl Metrics {
     /// The series of compiled code loaded on demand.
     pub(crate) fn code(&self) -> crate::code::CodeMetrics {
         self.code.clone()
+    }
+
+    pub(crate) fn function_cache(&self) -> crate::function_cache::FunctionCacheMetrics {
+        self.function_cache.clone()
     }
 
     /// Reads the instance pool's occupancy from `pool` at every render.

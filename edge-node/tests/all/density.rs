@@ -331,3 +331,95 @@ async fn apps_served_in_turn_each_keep_a_warm_slot() {
         "{resident} bytes resident in {warm} warm slots"
     );
 }
+
+/// `outpost_runtime_function_cache_lookups_total{result}` as `(hits, misses)`.
+async fn function_lookups(node: &TestNode) -> (f64, f64) {
+    let text = node.scrape().await;
+    let series = |result: &str| {
+        metric_in(
+            &text,
+            &format!("outpost_runtime_function_cache_lookups_total{{result=\"{result}\"}}"),
+        )
+    };
+    (series("hit"), series("miss"))
+}
+
+#[tokio::test]
+async fn compiled_functions_are_shared_between_tenants_modules_yet_each_app_runs_its_own() {
+    // Three tenants' modules with the same 40 extra functions. The first
+    // two differ only in their data (bodies of one length); the third's
+    // handler differs too (its body's length is a constant in the code).
+    const FUNCTIONS: usize = 40;
+    let module = |tenant: &str, body: &str| {
+        let wasm = fixtures::hello_slow_to_compile(body, FUNCTIONS);
+        let spec = app(tenant, "web", wasm, quick_limits());
+        (format!("web.{tenant}.test"), spec)
+    };
+    let acme = module("acme", "alpha\n");
+    let globex = module("globex", "bravo\n");
+    let initech = module("initech", "charlie\n");
+    let node = TestNode::launch(local_config()).await;
+
+    let (hits, misses) = function_lookups(&node).await;
+    assert_eq!((hits, misses), (0.0, 0.0));
+    install(&node, std::slice::from_ref(&acme)).await;
+    let (hits0, misses0) = function_lookups(&node).await;
+    assert!(misses0 > FUNCTIONS as f64, "{misses0} functions compiled");
+
+    // Cranelift compiles in parallel, so a few functions may miss while
+    // another thread is still compiling their twin: nearly all must hit.
+    install(&node, &[acme.clone(), globex.clone()]).await;
+    let (hits1, misses1) = function_lookups(&node).await;
+    let (hit, looked_up) = (hits1 - hits0, hits1 + misses1 - hits0 - misses0);
+    assert!(
+        hit >= 0.9 * looked_up,
+        "{hit} of {looked_up} functions came from the cache"
+    );
+
+    install(&node, &[acme.clone(), globex.clone(), initech.clone()]).await;
+    let (hits2, _) = function_lookups(&node).await;
+    assert!(hits2 - hits1 >= FUNCTIONS as f64, "the fillers are shared");
+
+    for ((host, _), want) in [
+        (&acme, "alpha\n"),
+        (&globex, "bravo\n"),
+        (&initech, "charlie\n"),
+    ] {
+        let reply = node.get(host, "/").await;
+        assert_eq!(reply.status, 200, "{host}");
+        assert_eq!(reply.text(), want, "{host} runs its own code and data");
+    }
+}
+
+/// Files of the compile cache this process has mapped.
+fn mapped_cwasm_files() -> std::collections::BTreeSet<String> {
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .filter(|p| p.ends_with(".cwasm"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test]
+async fn freshly_compiled_code_runs_mapped_from_its_cache_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("compiled");
+    let node = node_on(&cache, u64::MAX).await;
+    let apps = distinct_apps(dir.path(), "acme", 2, true);
+    install(&node, &apps).await;
+    serve_each(&node, &apps).await;
+    // Mapped from the file, the code's pages are the page cache's: only
+    // what runs is resident, and the kernel can drop it. The compiler's
+    // own copy would be anonymous memory, all of it resident.
+    let mine: Vec<String> = mapped_cwasm_files()
+        .into_iter()
+        .filter(|p| p.starts_with(&*cache.to_string_lossy()))
+        .collect();
+    assert_eq!(
+        mine.len(),
+        2,
+        "each app's code mapped from its entry: {mine:?}"
+    );
+}
