@@ -71,6 +71,13 @@ pub enum Command {
     Logs(Logs),
     /// Run a control plane and an edge node in this process, with an example worker.
     Dev(Dev),
+    /// Print a shell completion script: `source <(outpost completions bash)`, or save it where
+    /// the shell looks (e.g. ~/.local/share/bash-completion/completions/outpost,
+    /// ~/.zfunc/_outpost, ~/.config/fish/completions/outpost.fish).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// `outpost tenants …`.
@@ -243,13 +250,23 @@ pub enum Apps {
     },
 }
 
-/// `outpost deploy`.
+/// `outpost deploy`: the app of `outpost.toml`, or APP FILE.
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Without APP and FILE, reads outpost.toml (or --manifest) and brings the app to it: creates it if missing, updates routes, outbound hosts and env, and uploads the component only if the active version runs another."
+)]
 pub struct Deploy {
-    /// The app.
-    pub app: String,
-    /// The component (`.wasm`).
-    pub file: PathBuf,
+    /// The app [default: the manifest's].
+    #[arg(requires = "file")]
+    pub app: Option<String>,
+    /// The component (`.wasm`) [default: the manifest's].
+    pub file: Option<PathBuf>,
+    /// The manifest to deploy [default: ./outpost.toml].
+    #[arg(long, value_name = "FILE", conflicts_with = "app")]
+    pub manifest: Option<PathBuf>,
+    /// Print what would change and change nothing.
+    #[arg(long, conflicts_with = "app")]
+    pub dry_run: bool,
     #[command(flatten)]
     pub wait: Wait,
 }

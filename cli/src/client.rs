@@ -81,7 +81,7 @@ impl Client {
                     "{why} ({}); give the CA that signed it with --ca-file or OUTPOST_CA_FILE",
                     self.base
                 ),
-                None => anyhow!("cannot reach the control plane at {}: {e}", self.base),
+                None => unreachable(&self.base, &e),
             }
         })
     }
@@ -140,6 +140,25 @@ impl Client {
             }
         }
         Ok(())
+    }
+
+    /// `GET path`, parsed; `None` if the control plane answers 404.
+    pub async fn get_if_found<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<Option<T>> {
+        let resp = self
+            .request(Method::GET, path, "application/json", full(Bytes::new()))
+            .await?;
+        let status = resp.status();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| anyhow!("reading the answer to GET {path}: {e}"))?
+            .to_bytes();
+        match status {
+            StatusCode::NOT_FOUND => Ok(None),
+            s if s.is_success() => parse(&bytes).map(Some),
+            s => Err(api_error(s, &bytes)),
+        }
     }
 
     /// `GET path`, parsed.
@@ -206,6 +225,27 @@ impl Client {
 fn parse<T: DeserializeOwned>(bytes: &[u8]) -> anyhow::Result<T> {
     serde_json::from_slice(bytes)
         .map_err(|e| anyhow!("unexpected answer from the control plane: {e}"))
+}
+
+/// Why the control plane could not be reached, with the cause that says
+/// it (hyper's own message is only "client error (Connect)").
+fn unreachable(base: &str, e: &(dyn std::error::Error + 'static)) -> anyhow::Error {
+    let mut source = Some(e);
+    let mut causes = Vec::new();
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return anyhow!("connection refused to {base} (is the control plane running?)");
+        }
+        causes.push(err.to_string());
+        source = err.source();
+    }
+    causes.dedup();
+    anyhow!(
+        "cannot reach the control plane at {base}: {}",
+        causes.join(": ")
+    )
 }
 
 /// The API's `{"error": {"code", "message"}}` as one line.

@@ -8,6 +8,8 @@
 //! Other crates convert to and from these types explicitly; nothing here
 //! knows about storage, HTTP or wasmtime.
 
+pub mod manifest;
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -278,6 +280,23 @@ pub struct CreateApp {
     /// Hosts (`host` or `host:port`) the worker may call; empty: none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow_outbound: Vec<String>,
+}
+
+/// `POST /v1/apps/{app}/env/compare`: how the app's stored environment
+/// differs from the values the caller holds (`outpost deploy` plans with
+/// it). The answer names variables only, never a value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct EnvComparison {
+    /// Given, and stored with this same value.
+    pub same: Vec<String>,
+    /// Given, and stored with another value.
+    pub changed: Vec<String>,
+    /// Given, not stored.
+    pub missing: Vec<String>,
+    /// Stored, not given.
+    pub others: Vec<String>,
 }
 
 /// An app as `GET /v1/apps[/{app}]` shows it. Environment values are never

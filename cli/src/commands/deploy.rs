@@ -79,15 +79,45 @@ pub(super) async fn wait_for_nodes(
     }
 }
 
-/// `outpost deploy APP FILE`.
+/// `outpost deploy APP FILE`, or from the manifest without them.
 pub async fn deploy(client: &Client, cmd: Deploy, out: Out) -> anyhow::Result<()> {
-    let bytes =
-        std::fs::read(&cmd.file).with_context(|| format!("reading {}", cmd.file.display()))?;
+    let (Some(app), Some(file)) = (cmd.app.clone(), cmd.file.clone()) else {
+        return super::plan::deploy(client, cmd, out).await;
+    };
+    let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+    let deployment = upload(client, &app, Bytes::from(bytes), out).await?;
+    let shown: App = client.get(&format!("/v1/apps/{}", segment(&app))).await?;
+    if !out.json {
+        println!(
+            "Deployed {} version {} ({}, {}).",
+            shown.name,
+            deployment.version,
+            deployment.digest,
+            size(deployment.size)
+        );
+        println!("Served at: {}", super::apps::urls(&shown).join("  "));
+    }
+    let rollout = wait_for_nodes(client, &app, &cmd.wait, out).await?;
+    out.show(
+        &json!({"deployment": deployment, "app": shown, "rollout": rollout}),
+        || {},
+    );
+    Ok(())
+}
+
+/// Uploads `bytes` as a new version of `app`, with a progress bar on a
+/// terminal.
+pub(super) async fn upload(
+    client: &Client,
+    app: &str,
+    bytes: Bytes,
+    out: Out,
+) -> anyhow::Result<Deployment> {
     let total = bytes.len() as u64;
     let tty = std::io::stderr().is_terminal() && !out.json;
-    let path = format!("/v1/apps/{}/deployments", segment(&cmd.app));
-    let deployment: Deployment = client
-        .upload(&path, Bytes::from(bytes), move |sent| {
+    let path = format!("/v1/apps/{}/deployments", segment(app));
+    client
+        .upload(&path, bytes, move |sent| {
             if tty {
                 let width = 30;
                 let done = (sent * width / total.max(1)) as usize;
@@ -104,26 +134,7 @@ pub async fn deploy(client: &Client, cmd: Deploy, out: Out) -> anyhow::Result<()
                 }
             }
         })
-        .await?;
-    let app: App = client
-        .get(&format!("/v1/apps/{}", segment(&cmd.app)))
-        .await?;
-    if !out.json {
-        println!(
-            "Deployed {} version {} ({}, {}).",
-            app.name,
-            deployment.version,
-            deployment.digest,
-            size(deployment.size)
-        );
-        println!("Served at: {}", super::apps::urls(&app).join("  "));
-    }
-    let rollout = wait_for_nodes(client, &cmd.app, &cmd.wait, out).await?;
-    out.show(
-        &json!({"deployment": deployment, "app": app, "rollout": rollout}),
-        || {},
-    );
-    Ok(())
+        .await
 }
 
 /// `outpost deployments APP`.
@@ -197,8 +208,17 @@ pub async fn logs(client: &Client, cmd: Logs, out: Out) -> anyhow::Result<()> {
         .await
 }
 
+/// `sha256:0123456789ab…`: enough of a digest to tell versions apart in
+/// a line of text (`--json` has it whole).
+pub(super) fn short_digest(digest: &str) -> String {
+    match digest.char_indices().nth(19) {
+        Some((end, _)) => format!("{}…", &digest[..end]),
+        None => digest.to_string(),
+    }
+}
+
 /// `24.1 KB`-style sizes.
-fn size(bytes: u64) -> String {
+pub(super) fn size(bytes: u64) -> String {
     match bytes {
         0..1_000 => format!("{bytes} B"),
         1_000..1_000_000 => format!("{:.1} KB", bytes as f64 / 1e3),

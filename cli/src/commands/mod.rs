@@ -4,7 +4,9 @@
 mod apps;
 mod deploy;
 mod fleet;
+mod plan;
 
+use anyhow::Context as _;
 use serde::Serialize;
 
 use crate::args::{Cli, Command};
@@ -57,8 +59,19 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) {
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let out = Out { json: cli.json };
-    if let Command::Dev(dev) = cli.command {
-        return crate::dev::run(dev).await;
+    match cli.command {
+        Command::Dev(dev) => return crate::dev::run(dev).await,
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "outpost", &mut script);
+            return match std::io::Write::write_all(&mut std::io::stdout(), &script) {
+                // `outpost completions bash | head` is not a failure.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+                other => other.context("writing the completion script"),
+            };
+        }
+        _ => {}
     }
     let saved = config::load()?;
     let cli_url_given = cli.url.is_some();
@@ -87,7 +100,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Deployments { app } => deploy::deployments(&client, &app, out).await,
         Command::Rollback(cmd) => deploy::rollback(&client, cmd, out).await,
         Command::Logs(cmd) => deploy::logs(&client, cmd, out).await,
-        Command::Dev(_) => unreachable!("handled above"),
+        Command::Dev(_) | Command::Completions { .. } => unreachable!("handled above"),
     }
 }
 

@@ -4,4 +4,6 @@
 
 mod cli;
 mod examples;
+mod manifest;
 mod support;
+mod usability;

@@ -9,7 +9,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use outpost_proto::{
-    App, CreateApp, Deployment, ErrorBody, Rollback, SetEnv, SetOutbound, SetRoutes,
+    App, CreateApp, Deployment, EnvComparison, ErrorBody, Rollback, SetEnv, SetOutbound, SetRoutes,
 };
 use outpost_runtime::limits::MIB;
 use outpost_runtime::router::Route;
@@ -334,6 +334,60 @@ fn check_env(env: &std::collections::BTreeMap<String, String>, max: usize) -> Ap
         return Err(ApiError::quota_exceeded("env_bytes_per_app", max as u64));
     }
     Ok(())
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/apps/{app}/env/compare",
+    tag = "apps",
+    params(("app" = String, Path, description = "App name")),
+    request_body(content = std::collections::BTreeMap<String, String>, description = "The values the caller holds, by name"),
+    responses((status = 200, body = EnvComparison), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+/// Which of the given variables are stored with the same value, which with
+/// another, which are not stored, and which stored ones were not given:
+/// what `outpost deploy` needs to print its plan and send only changes.
+/// Names only come back. Each value is compared in constant time; the
+/// answer does say whether a guessed value is right, which only a holder
+/// of the tenant's token can ask, and who could overwrite it anyway.
+pub async fn compare_env(
+    TenantAuth(tenant): TenantAuth,
+    State(state): State<Arc<ApiState>>,
+    Path(app): Path<String>,
+    JsonBody(given): JsonBody<std::collections::BTreeMap<String, String>>,
+) -> ApiResult<Json<EnvComparison>> {
+    let record = load(&state, &tenant.name, &app).await?;
+    let stored = crate::env::open_map(
+        &state.sealer,
+        &tenant.name,
+        &app,
+        &record.env,
+        record.env_sealed,
+    )
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("opening the app's environment: {e}"),
+        )
+    })?;
+    let mut out = EnvComparison::default();
+    for (name, value) in &given {
+        match stored.get(name) {
+            Some(v) if super::auth::constant_time_eq(v.as_bytes(), value.as_bytes()) => {
+                out.same.push(name.clone())
+            }
+            Some(_) => out.changed.push(name.clone()),
+            None => out.missing.push(name.clone()),
+        }
+    }
+    out.others = stored
+        .keys()
+        .filter(|k| !given.contains_key(*k))
+        .cloned()
+        .collect();
+    Ok(Json(out))
 }
 
 #[utoipa::path(

@@ -54,7 +54,7 @@ pub fn hex(bytes: &[u8]) -> String {
 /// Equality that takes the same time wherever the first difference is
 /// (`subtle`, not hand-written: timing is guarded by review of that crate,
 /// not by a test here).
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     use subtle::ConstantTimeEq as _;
     bool::from(a.ct_eq(b))
 }

@@ -306,6 +306,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/v1/openapi.json", get(openapi::document))
+        .route("/v1/manifest.schema.json", get(openapi::manifest_schema))
         .route("/v1/tenants", post(tenants::create).get(tenants::list))
         .route("/v1/tenants/{tenant}", delete(tenants::delete))
         .route("/v1/tenants/{tenant}/limits", put(tenants::set_limits))
@@ -320,6 +321,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/apps/{app}", get(apps::show).delete(apps::delete))
         .route("/v1/apps/{app}/routes", put(apps::set_routes))
         .route("/v1/apps/{app}/outbound", put(apps::set_outbound))
+        .route("/v1/apps/{app}/env/compare", post(apps::compare_env))
         .route(
             "/v1/apps/{app}/env",
             put(apps::set_env).patch(apps::patch_env),

@@ -35,6 +35,7 @@ use utoipa::{Modify, OpenApi};
         super::apps::set_outbound,
         super::apps::set_env,
         super::apps::patch_env,
+        super::apps::compare_env,
         super::apps::deploy,
         super::apps::deployments,
         super::apps::rollback,
@@ -54,6 +55,7 @@ use utoipa::{Modify, OpenApi};
     ),
     components(schemas(
         outpost_proto::ErrorBody,
+        outpost_proto::EnvComparison,
         outpost_proto::ErrorDetail,
         outpost_proto::Limits,
         outpost_proto::CreateTenant,
@@ -111,6 +113,25 @@ impl Modify for BearerTokens {
 pub async fn document() -> axum::Json<Value> {
     static DOC: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
     axum::Json(DOC.get_or_init(document_json).clone())
+}
+
+/// `GET /v1/manifest.schema.json`: the JSON Schema of `outpost.toml`
+/// (editors that read `#:schema` comments or Taplo's catalog check the
+/// file with it as it is typed). The app name carries the same pattern
+/// the API checks.
+pub async fn manifest_schema() -> axum::Json<Value> {
+    static DOC: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    axum::Json(DOC.get_or_init(manifest_schema_json).clone())
+}
+
+/// The manifest's schema as served.
+pub fn manifest_schema_json() -> Value {
+    let mut schema = serde_json::to_value(schemars::schema_for!(outpost_proto::manifest::Manifest))
+        .expect("the schema serializes");
+    if let Some(name) = schema.pointer_mut("/$defs/ManifestApp/properties/name") {
+        name["pattern"] = Value::from(NAME);
+    }
+    schema
 }
 
 /// The document as served: what utoipa derives from the handlers, plus

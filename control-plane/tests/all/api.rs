@@ -519,6 +519,98 @@ async fn env_values_are_stored_but_never_echoed() {
 }
 
 #[tokio::test]
+async fn env_compares_by_name_only_and_never_across_tenants() {
+    let api = Api::new();
+    let t = api.tenant("acme").await;
+    api.app(&t, "web", &["web.example.com"]).await;
+    let r = api
+        .json(
+            "PUT",
+            "/v1/apps/web/env",
+            Some(&t),
+            json!({"API_KEY": "s3cr3t-value", "MODE": "prod", "OLD": "1"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    let revision = api.store.revision().unwrap();
+    let r = api
+        .json(
+            "POST",
+            "/v1/apps/web/env/compare",
+            Some(&t),
+            json!({"MODE": "prod", "API_KEY": "guess", "NEW": "x"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    assert_eq!(
+        r.body,
+        json!({"same": ["MODE"], "changed": ["API_KEY"], "missing": ["NEW"], "others": ["OLD"]})
+    );
+    assert!(
+        !r.raw.contains("s3cr3t") && !r.raw.contains("prod"),
+        "{}",
+        r.raw
+    );
+    assert_eq!(
+        api.store.revision().unwrap(),
+        revision,
+        "comparing changed something"
+    );
+
+    // Another tenant learns nothing about acme's app, not even that it exists.
+    let rival = api.tenant("rival").await;
+    let r = api
+        .json(
+            "POST",
+            "/v1/apps/web/env/compare",
+            Some(&rival),
+            json!({"API_KEY": "s3cr3t-value"}),
+        )
+        .await;
+    assert_error(&r, StatusCode::NOT_FOUND, "not_found");
+    let r = api
+        .json("POST", "/v1/apps/web/env/compare", None, json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn the_manifest_schema_describes_outpost_toml() {
+    let api = Api::new();
+    let r = api.get("/v1/manifest.schema.json", None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let schema = &r.body;
+    assert!(
+        schema["$schema"]
+            .as_str()
+            .unwrap()
+            .contains("json-schema.org")
+    );
+    assert_eq!(
+        schema["required"],
+        json!(["manifest_version", "app"]),
+        "{schema}"
+    );
+    assert_eq!(schema["additionalProperties"], json!(false));
+    let app = &schema["$defs"]["ManifestApp"];
+    assert_eq!(app["additionalProperties"], json!(false));
+    assert_eq!(
+        app["properties"]["name"]["pattern"],
+        "^[a-z0-9][a-z0-9-]{0,62}$"
+    );
+    for key in [
+        "routes",
+        "component",
+        "env",
+        "secrets",
+        "allow_outbound",
+        "limits",
+    ] {
+        assert!(app["properties"][key].is_object(), "no {key} in {app}");
+    }
+}
+
+#[tokio::test]
 async fn routes_are_validated_normalized_and_movable() {
     let api = Api::new();
     let t = api.tenant("acme").await;
@@ -738,6 +830,7 @@ const OPERATIONS: &[(&str, &str)] = &[
     ("put", "/v1/apps/{app}/outbound"),
     ("put", "/v1/apps/{app}/env"),
     ("patch", "/v1/apps/{app}/env"),
+    ("post", "/v1/apps/{app}/env/compare"),
     ("post", "/v1/apps/{app}/deployments"),
     ("get", "/v1/apps/{app}/deployments"),
     ("post", "/v1/apps/{app}/rollback"),

@@ -96,6 +96,18 @@ impl Dev {
             .unwrap()
     }
 
+    /// `outpost ARGS…` run in `dir` (where a project's `outpost.toml` is).
+    pub fn outpost_in(&self, dir: &Path, token: &str, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .current_dir(dir)
+            .env("OUTPOST_URL", format!("http://{}", self.api))
+            .env("OUTPOST_TOKEN", token)
+            .env("OUTPOST_CONFIG_DIR", self.state.join("cli-config"))
+            .output()
+            .unwrap()
+    }
+
     /// `outpost ARGS` with `input` on its standard input.
     pub fn with_stdin(&self, token: &str, args: &[&str], input: &[u8]) -> Output {
         let mut child = Command::new(BIN)

@@ -1,0 +1,216 @@
+//! `outpost deploy` from `outpost.toml`, against `outpost dev`: the app
+//! created from the manifest, a second deploy that changes nothing and
+//! says so, `--dry-run` that changes nothing, and a bad manifest refused
+//! with the line of each problem.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+use outpost_test_fixtures as fixtures;
+
+use crate::support::{Dev, start_dev};
+
+fn get(addr: &str, host: &str) -> String {
+    let mut tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(tcp, "GET / HTTP/1.0\r\nhost: {host}\r\n\r\n").unwrap();
+    let mut out = String::new();
+    tcp.read_to_string(&mut out).unwrap();
+    out.to_ascii_lowercase()
+}
+
+fn manifest(dir: &Path, routes: &str, greeting: &str, extra: &str) {
+    std::fs::write(
+        dir.join("outpost.toml"),
+        format!(
+            r#"manifest_version = 1
+
+[app]
+name = "site"
+routes = [{routes}]
+component = "build/app.wasm"
+secrets = ["API_KEY"]
+{extra}
+[app.env]
+GREETING = "{greeting}"
+"#
+        ),
+    )
+    .unwrap();
+}
+
+/// (stdout, stderr) of a run that must succeed.
+fn ok(dev: &Dev, dir: &Path, token: &str, args: &[&str]) -> (String, String) {
+    let out: Output = dev.outpost_in(dir, token, args);
+    let (stdout, stderr) = (
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    );
+    assert!(out.status.success(), "outpost {args:?}: {stderr}");
+    (stdout, stderr)
+}
+
+fn versions(dev: &Dev, token: &str) -> usize {
+    dev.json(token, &["deployments", "site"])
+        .as_array()
+        .unwrap()
+        .len()
+}
+
+#[test]
+fn deploy_brings_the_app_to_its_manifest_and_changes_only_what_differs() {
+    let state = tempfile::tempdir().unwrap();
+    let dev = start_dev(state.path(), &[]);
+    let token = dev.tenant_token();
+    let project = tempfile::tempdir().unwrap();
+    let dir = project.path();
+    std::fs::create_dir(dir.join("build")).unwrap();
+    let echo = std::fs::read(fixtures::c_guest("echo")).unwrap();
+    std::fs::write(dir.join("build/app.wasm"), &echo).unwrap();
+    manifest(dir, r#""site.localhost""#, "bonjour", "");
+
+    // A dry run prints the plan and creates nothing.
+    let (plan, _) = ok(&dev, dir, &token, &["deploy", "--dry-run"]);
+    assert!(plan.contains("+ create app site"), "{plan}");
+    assert!(plan.contains("+ upload "), "{plan}");
+    assert!(plan.contains("Dry run: nothing was changed."), "{plan}");
+    let missing = dev.outpost(&token, &["apps", "show", "site"]);
+    assert!(!missing.status.success(), "the dry run created the app");
+
+    let (out, err) = ok(&dev, dir, &token, &["deploy"]);
+    assert!(out.contains("+ create app site"), "{out}");
+    assert!(out.contains("~ env: set GREETING"), "{out}");
+    assert!(out.contains("Deployed site version 1"), "{out}");
+    assert!(
+        err.contains("secret API_KEY is not set; set it with `outpost secrets set site API_KEY`"),
+        "{err}"
+    );
+    // deploy waited for the node.
+    assert!(get(&dev.http, "site.localhost").contains("x-echo-env: bonjour"));
+
+    // Nothing changed: nothing uploaded, and it says so.
+    let (out, _) = ok(&dev, dir, &token, &["deploy"]);
+    assert!(
+        out.starts_with("site is up to date: version 1 runs sha256:"),
+        "{out}"
+    );
+    assert!(out.contains("nothing to upload"), "{out}");
+    assert_eq!(versions(&dev, &token), 1);
+
+    // A secret set out of band is neither removed nor warned about.
+    let set = dev.with_stdin(&token, &["secrets", "set", "site", "API_KEY"], b"s3cret\n");
+    assert!(set.status.success());
+    let (out, err) = ok(&dev, dir, &token, &["deploy"]);
+    assert!(out.starts_with("site is up to date"), "{out}");
+    assert!(!err.contains("not set"), "{err}");
+
+    // A variable set by hand is not in the manifest: deploy removes it.
+    dev.ok(&token, &["env", "set", "site", "EXTRA=1"]);
+    // New route, new value, new component: the plan lists each, a dry
+    // run changes none of them.
+    manifest(dir, r#""site.localhost", "www.site.localhost""#, "hola", "");
+    std::fs::write(dir.join("build/app.wasm"), fixtures::hello("v2\n")).unwrap();
+    let (plan, _) = ok(&dev, dir, &token, &["deploy", "--dry-run"]);
+    for line in [
+        "~ routes: +www.site.localhost",
+        "~ env: set GREETING",
+        "~ env: remove EXTRA",
+        "+ upload ",
+    ] {
+        assert!(
+            plan.contains(line),
+            "{line:?} missing from the plan:\n{plan}"
+        );
+    }
+    assert!(!plan.contains("create app"), "{plan}");
+    assert_eq!(versions(&dev, &token), 1);
+    assert!(get(&dev.http, "www.site.localhost").starts_with("http/1.0 404"));
+    let shown = dev.json(&token, &["apps", "show", "site"]);
+    assert_eq!(
+        shown["env_keys"],
+        serde_json::json!(["API_KEY", "EXTRA", "GREETING"])
+    );
+
+    let plan = dev.outpost_in(dir, &token, &["--json", "deploy"]);
+    assert!(
+        plan.status.success(),
+        "{}",
+        String::from_utf8_lossy(&plan.stderr)
+    );
+    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    assert_eq!(plan["applied"], true);
+    assert_eq!(plan["deployment"]["version"], 2);
+    assert!(get(&dev.http, "www.site.localhost").ends_with("v2\n"));
+    let shown = dev.json(&token, &["apps", "show", "site"]);
+    assert_eq!(
+        shown["env_keys"],
+        serde_json::json!(["API_KEY", "GREETING"])
+    );
+}
+
+#[test]
+fn a_bad_manifest_is_refused_with_the_line_of_each_problem_and_changes_nothing() {
+    let state = tempfile::tempdir().unwrap();
+    let dev = start_dev(state.path(), &[]);
+    let token = dev.tenant_token();
+    let project = tempfile::tempdir().unwrap();
+    let dir = project.path();
+    std::fs::create_dir(dir.join("build")).unwrap();
+    std::fs::write(dir.join("build/app.wasm"), fixtures::hello("x\n")).unwrap();
+
+    manifest(dir, r#""site.localhost""#, "x", "memory = 64\n");
+    let out = dev.outpost_in(dir, &token, &["deploy"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("outpost.toml") && err.contains("line 8"),
+        "{err}"
+    );
+    assert!(err.contains("unknown field `memory`"), "{err}");
+
+    manifest(dir, r#""site.localhost", "a b""#, "x", "");
+    std::fs::write(
+        dir.join("outpost.toml"),
+        std::fs::read_to_string(dir.join("outpost.toml"))
+            .unwrap()
+            .replace("name = \"site\"", "name = \"Site\""),
+    )
+    .unwrap();
+    let out = dev.outpost_in(dir, &token, &["deploy"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 4: app.name \"Site\""), "{err}");
+    assert!(err.contains("line 5: route \"a b\""), "{err}");
+
+    // Another tenant's host in a manifest: the control plane's 409, and
+    // nothing of the app is left behind.
+    let other = dev.json(
+        &dev.admin_token(),
+        &[
+            "tenants",
+            "create",
+            "rival",
+            "--domain",
+            "rival.example.com",
+        ],
+    );
+    let rival = other["token"].as_str().unwrap().to_string();
+    manifest(dir, r#""site.localhost""#, "x", "");
+    ok(&dev, dir, &token, &["deploy"]);
+    let out = dev.outpost_in(dir, &rival, &["deploy"]);
+    assert!(
+        !out.status.success(),
+        "a second tenant deployed over the first's host"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("[409]") || err.contains("[403]"), "{err}");
+    assert!(
+        !dev.outpost(&rival, &["apps", "show", "site"])
+            .status
+            .success()
+    );
+    assert!(get(&dev.http, "site.localhost").ends_with("x\n"));
+}
