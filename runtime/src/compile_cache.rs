@@ -19,8 +19,10 @@
 //! page cache's, so the kernel shares them and can drop them under
 //! pressure, and only the pages a request touches become resident.
 
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
@@ -65,6 +67,58 @@ impl Lookup {
 pub struct CompileCache {
     dir: PathBuf,
     engine_key: [u8; 32],
+    /// Entries this process hashed and found whole, with the identity
+    /// their file had then: loading the same, unchanged file again (its
+    /// code was evicted) skips hashing tens of MiB. Any write, truncation
+    /// or replacement changes the identity, and the entry is hashed anew.
+    /// This gives up nothing: the entry is memory-mapped, so its pages are
+    /// read from disk after any check anyway.
+    verified: Mutex<HashMap<PathBuf, (FileId, Vec<u8>)>>,
+    /// Entries hashed so far.
+    hashed: std::sync::atomic::AtomicU64,
+}
+
+/// What identifies a file's contents without reading them: device,
+/// inode, size, and modification and change times (ns).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId([i128; 5]);
+
+/// How long ago a file must have last changed for its identity to stand
+/// for its contents: file times advance in clock ticks, so a write in the
+/// same tick as a check could leave every field as it was (git's "racy
+/// clean" problem). A fresh entry is hashed again at its next load.
+const SETTLED: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl FileId {
+    /// The file's identity, if it has settled (see [`SETTLED`]).
+    fn of(path: &Path) -> Option<FileId> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            let m = std::fs::metadata(path).ok()?;
+            let settled = m
+                .modified()
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age >= SETTLED);
+            if !settled {
+                return None;
+            }
+            let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
+            Some(FileId([
+                i128::from(m.dev()),
+                i128::from(m.ino()),
+                i128::from(m.size()),
+                ns(m.mtime(), m.mtime_nsec()),
+                ns(m.ctime(), m.ctime_nsec()),
+            ]))
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = path;
+            None
+        }
+    }
 }
 
 impl CompileCache {
@@ -81,6 +135,8 @@ impl CompileCache {
         Ok(CompileCache {
             dir: dir.to_path_buf(),
             engine_key: hasher.0.finalize().into(),
+            verified: Mutex::default(),
+            hashed: Default::default(),
         })
     }
 
@@ -179,12 +235,25 @@ impl CompileCache {
             let _ = std::fs::remove_file(&sum_path);
             (None, Lookup::Invalid)
         };
-        let whole = sum
-            .strip_prefix(MAGIC.as_slice())
-            .zip(file_sha256(&path).ok())
-            .is_some_and(|(want, have)| want == have);
+        let id = FileId::of(&path);
+        let seen = id.is_some_and(|id| {
+            self.verified()
+                .get(&path)
+                .is_some_and(|(had, had_sum)| *had == id && *had_sum == sum)
+        });
+        let whole = seen || {
+            self.hashed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            sum.strip_prefix(MAGIC.as_slice())
+                .zip(file_sha256(&path).ok())
+                .is_some_and(|(want, have)| want == have)
+        };
         if !whole {
+            self.verified().remove(&path);
             return invalid("torn or corrupt");
+        }
+        if let (false, Some(id)) = (seen, id) {
+            self.verified().insert(path.clone(), (id, sum));
         }
         // SAFETY: `Component::deserialize_file` maps the file and runs it
         // as native code, so it must come from `Component::serialize` of a
@@ -228,6 +297,12 @@ impl CompileCache {
                 false
             }
         }
+    }
+}
+
+impl CompileCache {
+    fn verified(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, (FileId, Vec<u8>)>> {
+        self.verified.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -299,5 +374,44 @@ mod tests {
         // An entry whose checksum never reached the disk: a miss.
         std::fs::write(&path, &good).unwrap();
         assert_eq!(cache.load_digest(&engine, &module).1, Lookup::Miss);
+    }
+    #[test]
+    fn a_settled_entry_is_hashed_once_and_any_change_is_hashed_again() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::default();
+        let cache = CompileCache::open(dir.path(), &engine).unwrap();
+        let wasm = outpost_test_fixtures::hello("settled\n");
+        let module: [u8; 32] = Sha256::digest(&wasm).into();
+        cache.store(&Component::new(&engine, &wasm).unwrap(), &wasm);
+        let path = cache.path(&module);
+        // Fresh: hashed at every load, as a write in the same clock tick
+        // would not show in the file's times.
+        for _ in 0..2 {
+            assert_eq!(cache.load_digest(&engine, &module).1, Lookup::Hit);
+        }
+        assert_eq!(cache.hashed.load(Relaxed), 2);
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        let file = std::fs::File::options().write(true).open(&path).unwrap();
+        file.set_modified(old).unwrap();
+        for _ in 0..3 {
+            assert_eq!(cache.load_digest(&engine, &module).1, Lookup::Hit);
+        }
+        assert_eq!(
+            cache.hashed.load(Relaxed),
+            3,
+            "settled: hashed once more, then not"
+        );
+
+        // Altered in place, same size, its modification time put back:
+        // the change time still moved, so it is hashed and refused.
+        let mut bytes = std::fs::read(&path).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 1;
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&path, &bytes).unwrap();
+        file.set_modified(old).unwrap();
+        assert_eq!(cache.load_digest(&engine, &module).1, Lookup::Invalid);
+        assert_eq!(cache.hashed.load(Relaxed), 4);
     }
 }
