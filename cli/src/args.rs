@@ -71,6 +71,10 @@ pub enum Command {
     Logs(Logs),
     /// Run a control plane and an edge node in this process, with an example worker.
     Dev(Dev),
+    /// Create a project (source, outpost.toml, build script, README) that builds and serves.
+    New(New),
+    /// Run the manifest's build command and check the component before anything is uploaded.
+    Build(Build),
     /// Print a shell completion script: `source <(outpost completions bash)`, or save it where
     /// the shell looks (e.g. ~/.local/share/bash-completion/completions/outpost,
     /// ~/.zfunc/_outpost, ~/.config/fish/completions/outpost.fish).
@@ -250,6 +254,38 @@ pub enum Apps {
     },
 }
 
+/// `outpost new`.
+#[derive(Debug, Args)]
+pub struct New {
+    /// The app's name (a-z, 0-9, '-'); also the directory's, unless --dir.
+    pub name: String,
+    /// The language.
+    #[arg(long, value_enum)]
+    pub lang: Lang,
+    /// Where to create it [default: ./NAME]; must not exist or be empty.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+/// Languages `outpost new` has a template for.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Lang {
+    /// C: clang + wasi-libc, wit-bindgen, wasm-tools.
+    C,
+    /// JavaScript: componentize-js, in the project's own node_modules.
+    Js,
+    /// Python: componentize-py, in the project's own virtualenv.
+    Python,
+}
+
+/// `outpost build`.
+#[derive(Debug, Args)]
+pub struct Build {
+    /// The manifest [default: ./outpost.toml].
+    #[arg(long, value_name = "FILE")]
+    pub manifest: Option<PathBuf>,
+}
+
 /// `outpost deploy`: the app of `outpost.toml`, or APP FILE.
 #[derive(Debug, Args)]
 #[command(
@@ -376,6 +412,14 @@ pub struct Dev {
     /// A component (FILE.wasm) or a directory holding exactly one, deployed as app `hello`
     /// [default: the built-in example worker].
     pub path: Option<PathBuf>,
+    /// Serve the app of this outpost.toml instead of the example (repeatable: several apps at
+    /// once) [default: ./outpost.toml if there is one].
+    #[arg(long = "manifest", value_name = "FILE", conflicts_with = "path")]
+    pub manifests: Vec<PathBuf>,
+    /// Build and deploy a project's app again whenever its files change; while a build
+    /// fails, the last good version keeps serving.
+    #[arg(long)]
+    pub watch: bool,
     /// Where state is kept (control plane data, node cache, tokens).
     #[arg(long, default_value = ".outpost", value_name = "DIR")]
     pub state_dir: PathBuf,

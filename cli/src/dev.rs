@@ -27,6 +27,8 @@ use tokio::sync::watch;
 
 use crate::args::Dev;
 use crate::client::Client;
+use crate::dev_projects;
+use outpost_proto::manifest::MANIFEST_FILE;
 
 /// The example worker deployed when no component is given: the C example
 /// (hello, JSON echo, env), committed so `outpost dev` needs only cargo.
@@ -126,7 +128,21 @@ pub async fn run_until(
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     // Everything that can be refused is checked before anything binds.
-    let (wasm, what) = worker(dev.path.as_deref())?;
+    let mut manifests = dev.manifests.clone();
+    if manifests.is_empty() && dev.path.is_none() && Path::new(MANIFEST_FILE).is_file() {
+        manifests.push(PathBuf::from(MANIFEST_FILE));
+    }
+    if dev.watch && manifests.is_empty() {
+        bail!(
+            "--watch rebuilds a project: run it where its outpost.toml is, or give --manifest FILE"
+        );
+    }
+    let projects = dev_projects::load(&manifests)?;
+    let example = if projects.is_empty() {
+        Some(worker(dev.path.as_deref())?)
+    } else {
+        None
+    };
     let state_dir = &dev.state_dir;
     std::fs::create_dir_all(state_dir)
         .with_context(|| format!("creating {}", state_dir.display()))?;
@@ -223,43 +239,95 @@ pub async fn run_until(
     let https = edge.https.expect("https was configured");
 
     let setup = async {
-        bootstrap(&api_addr.to_string(), &mut tokens, &tokens_path, &wasm).await?;
+        let wasm = example.as_ref().map(|(wasm, _)| wasm.as_slice());
+        bootstrap(&api_addr.to_string(), &mut tokens, &tokens_path, wasm).await?;
         let tenant_token = tokens.tenant.clone().unwrap_or_default();
+        let tenant = Client::new(&format!("http://{api_addr}"), tokens.tenant.clone(), None)?;
+        for project in &projects {
+            match dev_projects::build_and_deploy(&tenant, project).await {
+                Ok(line) => eprintln!("{line}"),
+                // With --watch, the next good build serves it.
+                Err(e) if dev.watch => eprintln!(
+                    "{}: {e:#}\n{0}: not served until a build succeeds.",
+                    project.manifest.app.name
+                ),
+                Err(e) => return Err(e),
+            }
+        }
         let port = |addr: std::net::SocketAddr| addr.port();
         println!("Listening on http://{http}/");
         println!("Listening on https://{https}/");
         println!("Metrics on http://{metrics}/metrics");
         println!("Control plane on http://{api_addr}/");
         println!();
-        println!(
-            "Outpost dev is running {what} as app {APP:?} (state in {}; Ctrl-C stops).",
-            state_dir.display()
-        );
-        println!("  try:    curl http://{ROUTE}:{}/", port(http));
-        println!("          curl -k https://{ROUTE}:{}/", port(https));
+        match &example {
+            Some((_, what)) => {
+                println!(
+                    "Outpost dev is running {what} as app {APP:?} (state in {}; Ctrl-C stops).",
+                    state_dir.display()
+                );
+                println!("  try:    curl http://{ROUTE}:{}/", port(http));
+                println!("          curl -k https://{ROUTE}:{}/", port(https));
+            }
+            None => {
+                println!(
+                    "Outpost dev is serving {} (state in {}; Ctrl-C stops).",
+                    projects
+                        .iter()
+                        .map(|p| p.path.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    state_dir.display()
+                );
+                for project in &projects {
+                    for route in dev_projects::dev_routes(project) {
+                        println!(
+                            "  {}:  http://{route}:{}/  https://{route}:{}/",
+                            project.manifest.app.name,
+                            port(http),
+                            port(https)
+                        );
+                    }
+                }
+            }
+        }
         println!("  CLI:    export OUTPOST_URL=http://{api_addr} OUTPOST_TOKEN={tenant_token}");
-        println!("          outpost deploy {APP} my-worker.wasm");
+        if example.is_some() {
+            println!("          outpost deploy {APP} my-worker.wasm");
+        }
         println!("  admin token and node token: {}", tokens_path.display());
-        anyhow::Ok(())
+        anyhow::Ok(tenant)
     };
     let outcome = setup.await;
-    if outcome.is_ok() {
-        shutdown.await;
+    if let Ok(tenant) = &outcome {
+        if dev.watch {
+            tokio::select! {
+                () = shutdown => {}
+                watched = dev_projects::watch(tenant.clone(), projects) => {
+                    if let Err(e) = watched {
+                        eprintln!("watching stopped: {e:#}");
+                    }
+                }
+            }
+        } else {
+            shutdown.await;
+        }
         eprintln!("Stopping…");
     }
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), edge.stopped()).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), control_plane.stopped()).await;
-    outcome
+    outcome.map(drop)
 }
 
-/// Creates the tenant and app on the first run, deploys `wasm` unless it is
-/// already the active version, and waits until the node serves it.
+/// Creates the tenant on the first run; with `wasm` (no project), also the
+/// example app, deploys `wasm` unless it is already the active version,
+/// and waits until the node serves it.
 async fn bootstrap(
     api: &str,
     tokens: &mut Tokens,
     tokens_path: &Path,
-    wasm: &[u8],
+    wasm: Option<&[u8]>,
 ) -> anyhow::Result<()> {
     let url = format!("http://{api}");
     let admin = Client::new(&url, Some(tokens.admin.clone()), None)?;
@@ -281,6 +349,9 @@ async fn bootstrap(
         .await
         .context("granting localhost to the dev tenant")?;
     let tenant = Client::new(&url, tokens.tenant.clone(), None)?;
+    let Some(wasm) = wasm else {
+        return Ok(());
+    };
     let app: App = match tenant.get(&format!("/v1/apps/{APP}")).await {
         Ok(app) => app,
         Err(_) => {

@@ -14,4 +14,6 @@ pub mod client;
 pub mod commands;
 pub mod config;
 pub mod dev;
+pub mod dev_projects;
 pub mod manifest;
+pub mod project;

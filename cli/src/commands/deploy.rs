@@ -17,7 +17,7 @@ use crate::client::{Client, segment};
 /// (which includes the change just made to `app`). Returns the rollout seen
 /// last. If a node could not load `app`, says why and fails: waiting
 /// longer would not change that.
-pub(super) async fn wait_for_nodes(
+pub(crate) async fn wait_for_nodes(
     client: &Client,
     app: &str,
     wait: &Wait,
@@ -210,7 +210,7 @@ pub async fn logs(client: &Client, cmd: Logs, out: Out) -> anyhow::Result<()> {
 
 /// `sha256:0123456789ab…`: enough of a digest to tell versions apart in
 /// a line of text (`--json` has it whole).
-pub(super) fn short_digest(digest: &str) -> String {
+pub(crate) fn short_digest(digest: &str) -> String {
     match digest.char_indices().nth(19) {
         Some((end, _)) => format!("{}…", &digest[..end]),
         None => digest.to_string(),

@@ -2,9 +2,9 @@
 //! [`Client`] and print a table (or, with `--json`, the API's JSON).
 
 mod apps;
-mod deploy;
+pub(crate) mod deploy;
 mod fleet;
-mod plan;
+pub(crate) mod plan;
 
 use anyhow::Context as _;
 use serde::Serialize;
@@ -61,6 +61,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let out = Out { json: cli.json };
     match cli.command {
         Command::Dev(dev) => return crate::dev::run(dev).await,
+        Command::New(cmd) => return crate::project::new(cmd),
+        Command::Build(cmd) => return crate::project::build_command(cmd),
         Command::Completions { shell } => {
             use clap::CommandFactory as _;
             let mut script = Vec::new();
@@ -100,7 +102,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Deployments { app } => deploy::deployments(&client, &app, out).await,
         Command::Rollback(cmd) => deploy::rollback(&client, cmd, out).await,
         Command::Logs(cmd) => deploy::logs(&client, cmd, out).await,
-        Command::Dev(_) | Command::Completions { .. } => unreachable!("handled above"),
+        Command::Dev(_) | Command::New(_) | Command::Build(_) | Command::Completions { .. } => {
+            unreachable!("handled above")
+        }
     }
 }
 

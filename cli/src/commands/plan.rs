@@ -128,7 +128,8 @@ pub async fn deploy(client: &Client, cmd: Deploy, out: Out) -> anyhow::Result<()
             loaded.path.display()
         )
     })?;
-    let plan = plan(client, &loaded, &wasm).await?;
+    let routes = loaded.routes();
+    let plan = plan(client, &loaded, &routes, &wasm).await?;
     let name = plan.app.clone();
     let human = !out.json;
     let shown = component.display().to_string();
@@ -162,7 +163,7 @@ pub async fn deploy(client: &Client, cmd: Deploy, out: Out) -> anyhow::Result<()
         out.show(&json!({"plan": plan, "applied": false}), || {});
         return Ok(());
     }
-    let deployment = apply(client, &loaded, &plan, wasm, out).await?;
+    let deployment = apply(client, &loaded, &routes, &plan, wasm, out).await?;
     let app: App = client.get(&format!("/v1/apps/{}", segment(&name))).await?;
     if human {
         if let Some(d) = &deployment {
@@ -187,8 +188,14 @@ pub async fn deploy(client: &Client, cmd: Deploy, out: Out) -> anyhow::Result<()
     Ok(())
 }
 
-/// Compares the manifest with what the control plane holds.
-async fn plan(client: &Client, loaded: &Loaded, wasm: &[u8]) -> anyhow::Result<Plan> {
+/// Compares the manifest (served on `routes`, normalized) and the
+/// component `wasm` with what the control plane holds.
+pub(crate) async fn plan(
+    client: &Client,
+    loaded: &Loaded,
+    routes: &[String],
+    wasm: &[u8],
+) -> anyhow::Result<Plan> {
     let m = &loaded.manifest.app;
     let app_path = format!("/v1/apps/{}", segment(&m.name));
     let digest = format!(
@@ -210,7 +217,7 @@ async fn plan(client: &Client, loaded: &Loaded, wasm: &[u8]) -> anyhow::Result<P
         plan.upload = true;
         return Ok(plan);
     };
-    plan.routes = Change::between(&current.routes, &loaded.routes());
+    plan.routes = Change::between(&current.routes, routes);
     let outbound: Vec<String> = m.allow_outbound.iter().map(|h| h.to_lowercase()).collect();
     plan.allow_outbound = Change::between(&current.allow_outbound, &outbound);
     let env: EnvComparison = client
@@ -240,9 +247,10 @@ async fn plan(client: &Client, loaded: &Loaded, wasm: &[u8]) -> anyhow::Result<P
 
 /// Makes the plan's changes, in an order that never serves a half state:
 /// the app and its settings first, the new component last.
-async fn apply(
+pub(crate) async fn apply(
     client: &Client,
     loaded: &Loaded,
+    routes: &[String],
     plan: &Plan,
     wasm: Vec<u8>,
     out: Out,
@@ -254,7 +262,7 @@ async fn apply(
             .json(
                 Method::POST,
                 "/v1/apps",
-                &json!({"name": m.name, "routes": m.routes, "allow_outbound": m.allow_outbound}),
+                &json!({"name": m.name, "routes": routes, "allow_outbound": m.allow_outbound}),
             )
             .await
             .context("creating the app")?;

@@ -5,5 +5,6 @@
 mod cli;
 mod examples;
 mod manifest;
+mod project;
 mod support;
 mod usability;

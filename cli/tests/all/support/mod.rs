@@ -28,7 +28,40 @@ impl Drop for Dev {
 }
 
 pub fn start_dev(state: &Path, extra: &[&str]) -> Dev {
-    let mut child = Command::new(BIN)
+    spawn_dev(None, state, extra).0
+}
+
+/// `outpost dev` run in `dir` (a project's directory), with its stderr
+/// lines sent to the receiver as they come.
+pub fn start_dev_in(
+    dir: &Path,
+    state: &Path,
+    extra: &[&str],
+) -> (Dev, std::sync::mpsc::Receiver<String>) {
+    let (dev, stderr) = spawn_dev(Some(dir), state, extra);
+    (dev, stderr.expect("captured"))
+}
+
+fn spawn_dev(
+    dir: Option<&Path>,
+    state: &Path,
+    extra: &[&str],
+) -> (Dev, Option<std::sync::mpsc::Receiver<String>>) {
+    let mut command = Command::new(BIN);
+    if let Some(dir) = dir {
+        let home = std::env::var("HOME").unwrap_or_default();
+        let path = format!(
+            "{home}/.cargo/bin:/usr/local/bin:{}",
+            std::env::var("PATH").unwrap_or_default()
+        );
+        command
+            .current_dir(dir)
+            .env("PATH", path)
+            .stderr(Stdio::piped());
+    } else {
+        command.stderr(Stdio::inherit());
+    }
+    let mut child = command
         .args(["dev", "--state-dir"])
         .arg(state)
         .args([
@@ -43,9 +76,19 @@ pub fn start_dev(state: &Path, extra: &[&str]) -> Dev {
         ])
         .args(extra)
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
+    // stderr, if captured, goes to a channel (and is echoed for the log).
+    let stderr = child.stderr.take().map(|err| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                eprintln!("[dev] {line}");
+                let _ = tx.send(line);
+            }
+        });
+        rx
+    });
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut http = None;
     let mut api = None;
@@ -63,12 +106,13 @@ pub fn start_dev(state: &Path, extra: &[&str]) -> Dev {
     }
     // Keep draining stdout so the child never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    Dev {
+    let dev = Dev {
         child,
         http: http.expect("dev printed its HTTP address"),
         api: api.expect("dev printed its control plane address"),
         state: state.to_path_buf(),
-    }
+    };
+    (dev, stderr)
 }
 
 impl Dev {

@@ -1,0 +1,391 @@
+//! `outpost new` and `outpost build`: a project that builds from its
+//! template, a build that refuses what the nodes cannot run (naming why),
+//! and the template's WIT kept equal to what the nodes implement.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use outpost_test_fixtures as fixtures;
+
+use crate::support::{BIN, start_dev};
+
+/// `outpost ARGS` in `dir`, with cargo's and pip's install folders on
+/// PATH (where wit-bindgen and wasm-tools land).
+fn outpost(dir: &Path, args: &[&str]) -> Output {
+    let home = std::env::var("HOME").unwrap_or_default();
+    let path = format!(
+        "{home}/.cargo/bin:/usr/local/bin:{}",
+        std::env::var("PATH").unwrap_or_default()
+    );
+    Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .env("PATH", path)
+        .output()
+        .unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn get(addr: &str, host: &str) -> String {
+    let mut tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(tcp, "GET / HTTP/1.0\r\nhost: {host}\r\n\r\n").unwrap();
+    let mut out = String::new();
+    tcp.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// `outpost new demo --lang LANG` -> build -> deploy; an edit rebuilt and
+/// deployed; a deploy with nothing new; a broken edit whose build fails
+/// with the tool's own error (`broken` is the source, `error` what the
+/// tool says).
+fn new_build_deploy(lang: &str, source: &str, broken: &str, error: &str) {
+    let root = tempfile::tempdir().unwrap();
+    let out = outpost(root.path(), &["new", "demo", "--lang", lang]);
+    assert!(out.status.success(), "{}", text(&out));
+    let dir = root.path().join("demo");
+    for file in [
+        "outpost.toml",
+        source,
+        "build.sh",
+        "README.md",
+        "wit/app.wit",
+        "wit/deps/http.wit",
+    ] {
+        assert!(dir.join(file).is_file(), "{lang}: no {file}");
+    }
+    let out = outpost(&dir, &["build"]);
+    assert!(out.status.success(), "{lang}: {}", text(&out));
+    assert!(text(&out).contains("Built "), "{}", text(&out));
+
+    let state = tempfile::tempdir().unwrap();
+    let dev = start_dev(state.path(), &[]);
+    let token = dev.tenant_token();
+    let deployed = dev.outpost_in(&dir, &token, &["deploy"]);
+    assert!(deployed.status.success(), "{lang}: {}", text(&deployed));
+    let served = get(&dev.http, "demo.localhost");
+    assert!(served.ends_with("Hello from demo!\n"), "{lang}: {served}");
+
+    // An edit, rebuilt: the next deploy uploads it; then nothing to do.
+    let code = std::fs::read_to_string(dir.join(source)).unwrap();
+    std::fs::write(
+        dir.join(source),
+        code.replace("Hello from demo!", "Edited!"),
+    )
+    .unwrap();
+    let out = outpost(&dir, &["build"]);
+    assert!(out.status.success(), "{lang}: {}", text(&out));
+    let deployed = dev.outpost_in(&dir, &token, &["deploy"]);
+    assert!(
+        text(&deployed).contains("Deployed demo version 2"),
+        "{lang}: {}",
+        text(&deployed)
+    );
+    assert!(get(&dev.http, "demo.localhost").ends_with("Edited!\n"));
+    let again = dev.outpost_in(&dir, &token, &["deploy"]);
+    assert!(
+        text(&again).contains("demo is up to date"),
+        "{lang}: {}",
+        text(&again)
+    );
+
+    // A broken edit: the build fails with the tool's error.
+    std::fs::write(dir.join(source), broken).unwrap();
+    let out = outpost(&dir, &["build"]);
+    assert!(!out.status.success(), "{lang}: a broken source built");
+    let said = text(&out);
+    assert!(
+        said.contains(error),
+        "{lang}: the tool's error is shown: {said}"
+    );
+    assert!(said.contains("the build failed"), "{lang}: {said}");
+}
+
+#[test]
+#[ignore = "needs the C toolchain (guests/build.sh c installs it)"]
+fn a_new_c_project_builds_and_deploys_from_its_manifest() {
+    new_build_deploy("c", "app.c", "this is not C;\n", "app.c:1:");
+}
+
+#[test]
+#[ignore = "needs node and npm (guests/build.sh js installs them); downloads componentize-js into the project"]
+fn a_new_js_project_builds_and_deploys_from_its_manifest() {
+    new_build_deploy("js", "app.js", "this is not javascript(\n", "SyntaxError");
+}
+
+#[test]
+#[ignore = "needs python3 with venv; installs componentize-py from PyPI into the project's .venv"]
+fn a_new_python_project_builds_and_deploys_from_its_manifest() {
+    new_build_deploy("python", "app.py", "this is not python(\n", "SyntaxError");
+}
+
+/// A project whose build copies `wasm` into place.
+fn project_copying(wasm: &[u8]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("given.wasm"), wasm).unwrap();
+    std::fs::write(
+        dir.path().join("outpost.toml"),
+        "manifest_version = 1\n[app]\nname = \"x\"\nroutes = [\"x.localhost\"]\ncomponent = \"out/app.wasm\"\n[build]\ncommand = \"mkdir -p out && cp given.wasm out/app.wasm\"\n",
+    )
+    .unwrap();
+    dir
+}
+
+#[test]
+fn build_refuses_what_the_nodes_cannot_run_and_says_why() {
+    for (wasm, why) in [
+        (fixtures::core_module(), "component"),
+        (fixtures::unknown_import(), "import"),
+        (fixtures::no_handler(), "wasi:http/proxy"),
+    ] {
+        let dir = project_copying(&wasm);
+        let out = outpost(dir.path(), &["build"]);
+        assert!(
+            !out.status.success(),
+            "accepted a component that cannot run ({why})"
+        );
+        let said = text(&out);
+        assert!(
+            said.contains("out/app.wasm") && said.contains(why),
+            "{why}: {said}"
+        );
+    }
+    let dir = project_copying(&fixtures::hello("ok\n"));
+    let out = outpost(dir.path(), &["build"]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // A build command that fails is the build's failure, with its status.
+    std::fs::write(
+        dir.path().join("outpost.toml"),
+        "manifest_version = 1\n[app]\nname = \"x\"\nroutes = [\"x.localhost\"]\ncomponent = \"out/app.wasm\"\n[build]\ncommand = \"echo compiler says no >&2; exit 3\"\n",
+    )
+    .unwrap();
+    let out = outpost(dir.path(), &["build"]);
+    assert!(!out.status.success());
+    let said = text(&out);
+    assert!(said.contains("compiler says no"), "{said}");
+    assert!(said.contains("the build failed (exit status: 3)"), "{said}");
+}
+
+#[test]
+fn new_refuses_a_bad_name_or_a_directory_with_files() {
+    let root = tempfile::tempdir().unwrap();
+    let out = outpost(root.path(), &["new", "Bad_Name", "--lang", "c"]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("\"Bad_Name\""), "{}", text(&out));
+    std::fs::create_dir(root.path().join("taken")).unwrap();
+    std::fs::write(root.path().join("taken/keep.txt"), "mine").unwrap();
+    let out = outpost(root.path(), &["new", "taken", "--lang", "c"]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("not empty"), "{}", text(&out));
+    assert_eq!(
+        std::fs::read_to_string(root.path().join("taken/keep.txt")).unwrap(),
+        "mine"
+    );
+    assert!(!root.path().join("taken/outpost.toml").exists());
+}
+
+/// wasmtime-wasi-http's `wit/deps`, as cargo resolved it.
+fn crate_wit() -> PathBuf {
+    let meta = Command::new(env!("CARGO"))
+        .args(["metadata", "--format-version", "1", "--locked"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(
+        meta.status.success(),
+        "{}",
+        String::from_utf8_lossy(&meta.stderr)
+    );
+    let meta: serde_json::Value = serde_json::from_slice(&meta.stdout).unwrap();
+    let manifest = meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "wasmtime-wasi-http")
+        .expect("wasmtime-wasi-http is a dependency")["manifest_path"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    Path::new(&manifest).parent().unwrap().join("wit/deps")
+}
+
+#[test]
+fn the_templates_wit_is_what_the_nodes_implement() {
+    let ours = Path::new(env!("CARGO_MANIFEST_DIR")).join("templates/wit/deps");
+    let theirs = crate_wit();
+    let names = |dir: &Path| {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        names(&ours),
+        names(&theirs),
+        "copy {} again",
+        theirs.display()
+    );
+    for name in names(&theirs) {
+        assert_eq!(
+            std::fs::read(ours.join(&name)).unwrap(),
+            std::fs::read(theirs.join(&name)).unwrap(),
+            "templates/wit/deps/{name} differs from {}: copy it again",
+            theirs.display()
+        );
+    }
+}
+
+/// A project whose "build" copies `src/app.wasm` into place: the watch
+/// loop exercised without any toolchain.
+fn copying_project(first: &[u8]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("src")).unwrap();
+    std::fs::write(dir.path().join("src/app.wasm"), first).unwrap();
+    std::fs::write(
+        dir.path().join("outpost.toml"),
+        "manifest_version = 1\n[app]\nname = \"live\"\nroutes = [\"live.localhost\", \"live.example.com\"]\ncomponent = \"build/app.wasm\"\nsecrets = [\"TOKEN\"]\n[build]\ncommand = \"test -s src/app.wasm && mkdir -p build && cp src/app.wasm build/app.wasm\"\nwatch = [\"src\"]\n",
+    )
+    .unwrap();
+    dir
+}
+
+/// Polls `host` until its body ends with `want` (bounded).
+fn wait_for_body(dev: &crate::support::Dev, host: &str, want: &str, within: Duration) {
+    let started = std::time::Instant::now();
+    loop {
+        let got = get(&dev.http, host);
+        if got.ends_with(want) {
+            return;
+        }
+        assert!(
+            started.elapsed() < within,
+            "{host} still answers {got:?} after {within:?}, want …{want:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits (bounded) for a stderr line containing `text`.
+fn wait_for_line(
+    lines: &std::sync::mpsc::Receiver<String>,
+    text: &str,
+    within: Duration,
+) -> String {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains(text) => return line,
+            Ok(_) => {}
+            Err(_) => panic!("no line with {text:?} within {within:?}"),
+        }
+    }
+}
+
+#[test]
+fn dev_watch_serves_the_project_reloads_edits_and_keeps_the_last_good_version() {
+    let project = copying_project(&fixtures::hello("v1\n"));
+    let dir = project.path();
+    // A secret for outpost dev only, from .dev.vars.
+    std::fs::write(dir.join(".dev.vars"), "TOKEN=dev-only\n").unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let (dev, lines) = crate::support::start_dev_in(dir, state.path(), &["--watch"]);
+    // Served under *.localhost only; the real domain's route is a fleet's.
+    assert!(get(&dev.http, "live.localhost").ends_with("v1\n"));
+    assert!(get(&dev.http, "live.example.com").starts_with("HTTP/1.0 404"));
+    let token = dev.tenant_token();
+    let shown = dev.json(&token, &["apps", "show", "live"]);
+    assert_eq!(shown["routes"], serde_json::json!(["live.localhost"]));
+    assert_eq!(shown["env_keys"], serde_json::json!(["TOKEN"]));
+    assert!(
+        dev.json(&token, &["apps", "list"])
+            .as_array()
+            .unwrap()
+            .len()
+            == 1,
+        "no example app"
+    );
+
+    // An edit: the next requests answer it, within a bound.
+    std::fs::write(dir.join("src/app.wasm"), fixtures::hello("v2\n")).unwrap();
+    wait_for_body(&dev, "live.localhost", "v2\n", Duration::from_secs(30));
+
+    // A broken edit (not a component): the check's error is printed and
+    // v2 keeps serving; so does a build command that fails.
+    std::fs::write(dir.join("src/app.wasm"), b"not wasm at all").unwrap();
+    wait_for_line(&lines, "keeps serving", Duration::from_secs(30));
+    assert!(get(&dev.http, "live.localhost").ends_with("v2\n"));
+    std::fs::write(dir.join("src/app.wasm"), b"").unwrap();
+    let line = wait_for_line(&lines, "the build failed", Duration::from_secs(30));
+    assert!(line.contains("exit status: 1"), "{line}");
+    assert!(get(&dev.http, "live.localhost").ends_with("v2\n"));
+    assert_eq!(
+        dev.json(&token, &["deployments", "live"])
+            .as_array()
+            .unwrap()
+            .len(),
+        2,
+        "nothing broken was uploaded"
+    );
+
+    // Fixed: served again. A change outside `watch` builds nothing.
+    std::fs::write(dir.join("src/app.wasm"), fixtures::hello("v3\n")).unwrap();
+    wait_for_body(&dev, "live.localhost", "v3\n", Duration::from_secs(30));
+    std::fs::write(dir.join("notes.txt"), "not watched").unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        lines.try_iter().all(|l| !l.contains("change seen")),
+        "a file outside build.watch started a build"
+    );
+}
+
+#[test]
+fn dev_refuses_watch_without_a_project_and_two_apps_of_one_name() {
+    let empty = tempfile::tempdir().unwrap();
+    let out = outpost(empty.path(), &["dev", "--watch", "--state-dir", "s"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("--watch rebuilds a project"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        !empty.path().join("s").exists(),
+        "refused before any state was made"
+    );
+
+    let a = copying_project(&fixtures::hello("a\n"));
+    let b = copying_project(&fixtures::hello("b\n"));
+    let (ma, mb) = (a.path().join("outpost.toml"), b.path().join("outpost.toml"));
+    let out = outpost(
+        empty.path(),
+        &[
+            "dev",
+            "--state-dir",
+            "s",
+            "--manifest",
+            ma.to_str().unwrap(),
+            "--manifest",
+            mb.to_str().unwrap(),
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("both name app \"live\""),
+        "{}",
+        text(&out)
+    );
+}
