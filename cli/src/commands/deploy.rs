@@ -9,7 +9,7 @@ use http::Method;
 use outpost_proto::{App, Deployment, GuestLogLine, Rollout};
 use serde_json::json;
 
-use super::{Out, table, when};
+use super::{Out, ago, table, when};
 use crate::args::{Deploy, Logs, Rollback, Wait};
 use crate::client::{Client, segment};
 
@@ -154,13 +154,13 @@ pub async fn deployments(client: &Client, app: &str, out: Out) -> anyhow::Result
                 };
                 vec![
                     format!("{}{active}", d.version),
-                    d.digest.clone(),
+                    short_digest(&d.digest),
                     size(d.size),
-                    when(d.created_at as i64),
+                    ago(d.created_at as i64),
                 ]
             })
             .collect();
-        table(&["version", "digest", "size", "created (UTC)"], &rows);
+        table(&["version", "digest", "size", "created"], &rows);
     });
     Ok(())
 }

@@ -8,7 +8,7 @@ use outpost_proto::{
 };
 use serde_json::{Value, json};
 
-use super::{Out, table, when};
+use super::{Out, ago, table};
 use crate::args::{Nodes, Tenants, Tokens};
 use crate::client::{Client, segment};
 use crate::config;
@@ -203,7 +203,7 @@ pub async fn tokens(client: &Client, cmd: Tokens, out: Out) -> anyhow::Result<()
             out.show(&list, || {
                 let rows: Vec<Vec<String>> = list
                     .iter()
-                    .map(|t| vec![t.name.clone(), when(t.created_at as i64)])
+                    .map(|t| vec![t.name.clone(), ago(t.created_at as i64)])
                     .collect();
                 table(&["token", "created"], &rows);
             });
@@ -272,9 +272,9 @@ pub async fn nodes(client: &Client, cmd: Option<Nodes>, out: Out) -> anyhow::Res
             out.show(&list, || {
                 let rows: Vec<Vec<String>> = list
                     .iter()
-                    .map(|n| vec![n.name.clone(), when(n.created_at as i64)])
+                    .map(|n| vec![n.name.clone(), ago(n.created_at as i64)])
                     .collect();
-                table(&["node", "created (UTC)"], &rows);
+                table(&["node", "created"], &rows);
             });
         }
     }
@@ -298,7 +298,7 @@ async fn fleet(client: &Client, out: Out) -> anyhow::Result<()> {
                             .revision
                             .saturating_sub(n.applied_revision)
                             .to_string(),
-                        when(n.last_contact as i64),
+                        ago(n.last_contact as i64),
                         n.identity.clone().unwrap_or_else(|| "shared token".into()),
                     ]
                 })

@@ -108,6 +108,39 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Unix seconds as a time relative to now, for tables: `just now`,
+/// `5 min ago`, `3 h ago`, `12 days ago`, `in 89 days` (`--json` keeps
+/// the exact value).
+pub fn ago(unix: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    ago_at(unix, now)
+}
+
+fn ago_at(unix: i64, now: i64) -> String {
+    if unix <= 0 {
+        return "-".into();
+    }
+    let (secs, future) = if unix > now {
+        (unix - now, true)
+    } else {
+        (now - unix, false)
+    };
+    let span = match secs {
+        0..10 => return "just now".into(),
+        10..60 => format!("{secs} s"),
+        60..3_600 => format!("{} min", secs / 60),
+        3_600..172_800 => format!("{} h", secs / 3_600),
+        _ => format!("{} days", secs / 86_400),
+    };
+    if future {
+        format!("in {span}")
+    } else {
+        format!("{span} ago")
+    }
+}
+
 /// Unix seconds as `YYYY-MM-DD HH:MM` UTC.
 pub fn when(unix: i64) -> String {
     if unix <= 0 {
@@ -140,5 +173,21 @@ mod tests {
         assert_eq!(super::when(0), "-");
         assert_eq!(super::when(1_795_644_752), "2026-11-25 22:12");
         assert_eq!(super::when(951_782_400), "2000-02-29 00:00");
+    }
+
+    #[test]
+    fn times_in_tables_are_relative() {
+        let now = 1_795_644_752;
+        for (then, want) in [
+            (0, "-"),
+            (now - 3, "just now"),
+            (now - 42, "42 s ago"),
+            (now - 5 * 60 - 7, "5 min ago"),
+            (now - 3 * 3600, "3 h ago"),
+            (now - 12 * 86_400, "12 days ago"),
+            (now + 89 * 86_400 + 5, "in 89 days"),
+        ] {
+            assert_eq!(super::ago_at(then, now), want);
+        }
     }
 }

@@ -120,7 +120,12 @@ fn a_new_c_project_builds_and_deploys_from_its_manifest() {
 #[test]
 #[ignore = "needs node and npm (guests/build.sh js installs them); downloads componentize-js into the project"]
 fn a_new_js_project_builds_and_deploys_from_its_manifest() {
-    new_build_deploy("js", "app.js", "this is not javascript(\n", "failed to parse JS source");
+    new_build_deploy(
+        "js",
+        "app.js",
+        "this is not javascript(\n",
+        "failed to parse JS source",
+    );
 }
 
 #[test]
