@@ -274,7 +274,7 @@ pub async fn run_until(
                     "Outpost dev is serving {} (state in {}; Ctrl-C stops).",
                     projects
                         .iter()
-                        .map(|p| p.path.display().to_string())
+                        .map(|p| format!("{} ({})", p.manifest.app.name, p.path.display()))
                         .collect::<Vec<_>>()
                         .join(", "),
                     state_dir.display()

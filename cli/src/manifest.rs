@@ -22,6 +22,9 @@ pub struct Loaded {
 impl Loaded {
     /// The component's path.
     pub fn component(&self) -> PathBuf {
+        if self.dir == Path::new(".") {
+            return PathBuf::from(&self.manifest.app.component);
+        }
         self.dir.join(&self.manifest.app.component)
     }
 
