@@ -53,6 +53,7 @@ impl ErrorBody {
 /// "inherit" (app → tenant → node default).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     /// Fuel (≈ wasm instructions) per request.

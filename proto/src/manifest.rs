@@ -63,26 +63,7 @@ pub struct ManifestApp {
     /// checks them against the tenant's limits and refuses to deploy an
     /// app that would not get them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub limits: Option<RequestedLimits>,
-}
-
-/// `[app.limits]`: what the app asks for; unset means the default.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(deny_unknown_fields)]
-pub struct RequestedLimits {
-    /// Fuel per request.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fuel: Option<u64>,
-    /// Linear memory per instance, MiB.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub memory_mib: Option<u64>,
-    /// Wall-clock deadline per request, ms.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout_ms: Option<u64>,
-    /// Instances of the app at once.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_concurrency: Option<u32>,
+    pub limits: Option<crate::Limits>,
 }
 
 /// `[build]`.

@@ -3,23 +3,23 @@
 //! says so, `--dry-run` that changes nothing, and a bad manifest refused
 //! with the line of each problem.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::Output;
-use std::time::Duration;
 
 use outpost_test_fixtures as fixtures;
 
 use crate::support::{Dev, start_dev};
 
 fn get(addr: &str, host: &str) -> String {
-    let mut tcp = TcpStream::connect(addr).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(tcp, "GET / HTTP/1.0\r\nhost: {host}\r\n\r\n").unwrap();
-    let mut out = String::new();
-    tcp.read_to_string(&mut out).unwrap();
-    out.to_ascii_lowercase()
+    crate::support::http_get(addr, host).to_ascii_lowercase()
+}
+
+/// A project dir holding `outpost.toml`'s component, `build/app.wasm`.
+fn project_with(wasm: &[u8]) -> tempfile::TempDir {
+    let project = tempfile::tempdir().unwrap();
+    std::fs::create_dir(project.path().join("build")).unwrap();
+    std::fs::write(project.path().join("build/app.wasm"), wasm).unwrap();
+    project
 }
 
 fn manifest(dir: &Path, routes: &str, greeting: &str, extra: &str) {
@@ -65,11 +65,8 @@ fn deploy_brings_the_app_to_its_manifest_and_changes_only_what_differs() {
     let state = tempfile::tempdir().unwrap();
     let dev = start_dev(state.path(), &[]);
     let token = dev.tenant_token();
-    let project = tempfile::tempdir().unwrap();
+    let project = project_with(&std::fs::read(fixtures::c_guest("echo")).unwrap());
     let dir = project.path();
-    std::fs::create_dir(dir.join("build")).unwrap();
-    let echo = std::fs::read(fixtures::c_guest("echo")).unwrap();
-    std::fs::write(dir.join("build/app.wasm"), &echo).unwrap();
     manifest(dir, r#""site.localhost""#, "bonjour", "");
 
     // A dry run prints the plan and creates nothing.
@@ -156,10 +153,8 @@ fn a_bad_manifest_is_refused_with_the_line_of_each_problem_and_changes_nothing()
     let state = tempfile::tempdir().unwrap();
     let dev = start_dev(state.path(), &[]);
     let token = dev.tenant_token();
-    let project = tempfile::tempdir().unwrap();
+    let project = project_with(&fixtures::hello("x\n"));
     let dir = project.path();
-    std::fs::create_dir(dir.join("build")).unwrap();
-    std::fs::write(dir.join("build/app.wasm"), fixtures::hello("x\n")).unwrap();
 
     manifest(dir, r#""site.localhost""#, "x", "memory = 64\n");
     let out = dev.outpost_in(dir, &token, &["deploy"]);

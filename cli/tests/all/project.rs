@@ -2,8 +2,6 @@
 //! template, a build that refuses what the nodes cannot run (naming why),
 //! and the template's WIT kept equal to what the nodes implement.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -36,14 +34,7 @@ fn text(out: &Output) -> String {
     )
 }
 
-fn get(addr: &str, host: &str) -> String {
-    let mut tcp = TcpStream::connect(addr).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(tcp, "GET / HTTP/1.0\r\nhost: {host}\r\n\r\n").unwrap();
-    let mut out = String::new();
-    tcp.read_to_string(&mut out).unwrap();
-    out
-}
+use crate::support::http_get as get;
 
 /// `outpost new demo --lang LANG` -> build -> deploy; an edit rebuilt and
 /// deployed; a deploy with nothing new; a broken edit whose build fails

@@ -12,6 +12,19 @@ use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_outpost");
 
+/// `GET /` with this `Host` over HTTP/1.0: the whole response, head and
+/// body.
+pub fn http_get(addr: &str, host: &str) -> String {
+    use std::io::Read as _;
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    write!(tcp, "GET / HTTP/1.0\r\nhost: {host}\r\n\r\n").unwrap();
+    let mut out = String::new();
+    tcp.read_to_string(&mut out).unwrap();
+    out
+}
+
 /// `outpost dev`, killed when the test ends.
 pub struct Dev {
     pub child: Child,
