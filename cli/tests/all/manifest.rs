@@ -209,3 +209,99 @@ fn a_bad_manifest_is_refused_with_the_line_of_each_problem_and_changes_nothing()
     );
     assert!(get(&dev.http, "site.localhost").ends_with("x\n"));
 }
+
+/// Every process's command line, joined.
+fn all_command_lines() -> String {
+    let mut out = String::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(raw) = std::fs::read(entry.path().join("cmdline")) {
+            out.push_str(&String::from_utf8_lossy(&raw).replace('\0', " "));
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[test]
+fn secrets_never_reach_argv_logs_or_api_output() {
+    const FROM_STDIN: &str = "marker-stdin-7f3a91c2";
+    const FROM_DEV_VARS: &str = "marker-devvars-5e0b44d8";
+    let project = project_with(&std::fs::read(fixtures::c_guest("echo")).unwrap());
+    let dir = project.path();
+    std::fs::write(
+        dir.join("outpost.toml"),
+        "manifest_version = 1\n[app]\nname = \"vault\"\nroutes = [\"vault.localhost\"]\ncomponent = \"build/app.wasm\"\nsecrets = [\"GREETING\"]\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join(".dev.vars"), format!("GREETING={FROM_DEV_VARS}\n")).unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let (dev, lines) = crate::support::start_dev_in(dir, state.path(), &[]);
+    // The guest gets the .dev.vars value (the echo worker shows GREETING).
+    assert!(get(&dev.http, "vault.localhost").contains(&format!("x-echo-env: {FROM_DEV_VARS}")));
+
+    // `secrets set` reads stdin: while it runs, no process's argv holds
+    // the value.
+    let token = dev.tenant_token();
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let scanner = {
+        let watching = watching.clone();
+        std::thread::spawn(move || {
+            let mut seen = false;
+            while watching.load(std::sync::atomic::Ordering::Relaxed) {
+                seen |= all_command_lines().contains(FROM_STDIN);
+            }
+            seen
+        })
+    };
+    let set = dev.with_stdin(
+        &token,
+        &["secrets", "set", "vault", "GREETING"],
+        FROM_STDIN.as_bytes(),
+    );
+    watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    assert!(
+        !scanner.join().unwrap(),
+        "the secret was in a process's argv"
+    );
+    assert!(get(&dev.http, "vault.localhost").contains(&format!("x-echo-env: {FROM_STDIN}")));
+
+    // Nothing the CLI or the API prints holds either value.
+    let mut printed = String::from_utf8_lossy(&set.stdout).into_owned();
+    printed += &String::from_utf8_lossy(&set.stderr);
+    for args in [
+        vec!["--json", "apps", "show", "vault"],
+        vec!["apps", "show", "vault"],
+        vec!["--json", "env", "list", "vault"],
+        vec!["--json", "apps", "list"],
+        vec!["--json", "deployments", "vault"],
+    ] {
+        let out = dev.outpost(&token, &args);
+        printed += &String::from_utf8_lossy(&out.stdout);
+        printed += &String::from_utf8_lossy(&out.stderr);
+    }
+    let plan = dev.outpost_in(dir, &token, &["--json", "deploy", "--dry-run"]);
+    assert!(
+        plan.status.success(),
+        "{}",
+        String::from_utf8_lossy(&plan.stderr)
+    );
+    printed += &String::from_utf8_lossy(&plan.stdout);
+    assert!(printed.contains("GREETING"), "the name is shown: {printed}");
+    for marker in [FROM_STDIN, FROM_DEV_VARS] {
+        assert!(!printed.contains(marker), "{marker} printed:\n{printed}");
+    }
+    // Nor does outpost dev's own output.
+    drop(dev);
+    let logged: Vec<String> = lines.iter().collect();
+    for marker in [FROM_STDIN, FROM_DEV_VARS] {
+        assert!(
+            !logged.iter().any(|l| l.contains(marker)),
+            "{marker} in outpost dev's output: {logged:#?}"
+        );
+    }
+}

@@ -100,6 +100,38 @@ fn new_build_deploy(lang: &str, source: &str, broken: &str, error: &str) {
         "{lang}: the tool's error is shown: {said}"
     );
     assert!(said.contains("the build failed"), "{lang}: {said}");
+
+    // `outpost dev --watch` in the project: it serves the project, an
+    // edit is served within a bound, and a broken edit prints the tool's
+    // error while the last good version keeps serving.
+    let good = code.replace("Hello from demo!", "Edited!");
+    std::fs::write(dir.join(source), &good).unwrap();
+    let watch_state = tempfile::tempdir().unwrap();
+    let (watching, lines) = crate::support::start_dev_in(&dir, watch_state.path(), &["--watch"]);
+    assert!(get(&watching.http, "demo.localhost").ends_with("Edited!\n"));
+    std::fs::write(dir.join(source), good.replace("Edited!", "Watched!")).unwrap();
+    wait_for_body(
+        &watching,
+        "demo.localhost",
+        "Watched!\n",
+        Duration::from_secs(180),
+    );
+    std::fs::write(dir.join(source), broken).unwrap();
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    while !seen.iter().any(|l: &String| l.contains("keeps serving")) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        seen.push(
+            lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("{lang}: no 'keeps serving' within 180 s: {seen:#?}")),
+        );
+    }
+    assert!(
+        seen.iter().any(|l| l.contains(error)),
+        "{lang}: the tool's error is printed: {seen:#?}"
+    );
+    assert!(get(&watching.http, "demo.localhost").ends_with("Watched!\n"));
 }
 
 #[test]
