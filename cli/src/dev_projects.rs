@@ -83,7 +83,10 @@ pub async fn build_and_deploy(client: &Client, loaded: &Loaded) -> anyhow::Resul
     let wasm = std::fs::read(&component)
         .with_context(|| format!("reading the component {}", component.display()))?;
     let routes = dev_routes(loaded);
-    let quiet = Out { json: true };
+    let quiet = Out {
+        json: true,
+        quiet: true,
+    };
     let plan = plan::plan(client, loaded, &routes, &wasm).await?;
     let deployment = if plan.is_empty() {
         None

@@ -819,6 +819,10 @@ pub struct Rollout {
     /// only its apps; the admin sees every tenant's), one entry per node.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unavailable: Vec<Unavailable>,
+    /// Live nodes that do not serve `revision` yet, by id (what a CLI
+    /// waiting on a rollout names after a few seconds).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lagging: Vec<String>,
 }
 
 /// An app a node routes but could not load (its routes answer 503

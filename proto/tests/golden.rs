@@ -251,6 +251,7 @@ fn certificates_and_rollout() {
             nodes: 3,
             applied: 2,
             unavailable: vec![],
+            lagging: vec!["edge-3".into()],
         },
     );
     check(
@@ -274,6 +275,7 @@ fn certificates_and_rollout() {
                 node: "edge-1".into(),
                 reason: "app \"web\": not a valid worker: instantiation failed".into(),
             }],
+            lagging: vec![],
         },
     );
 }

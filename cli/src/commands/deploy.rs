@@ -1,11 +1,12 @@
 //! Deploys, versions, rollbacks (each waiting for the nodes), and logs.
 
-use std::io::{IsTerminal as _, Write as _};
+use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
 use http::Method;
+use indicatif::{ProgressBar, ProgressStyle};
 use outpost_proto::{App, Deployment, GuestLogLine, Rollout};
 use serde_json::json;
 
@@ -29,15 +30,33 @@ pub(crate) async fn wait_for_nodes(
     let started = Instant::now();
     let first: Rollout = client.get("/v1/rollout").await?;
     let path = format!("/v1/rollout?revision={}", first.revision);
+    let spinner = out.progress().then(|| {
+        let bar = ProgressBar::new_spinner();
+        bar.enable_steady_tick(Duration::from_millis(120));
+        bar
+    });
+    let done = |bar: &Option<ProgressBar>| {
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+    };
     loop {
-        let now: Rollout = client.get(&path).await?;
+        let now: Rollout = match client.get(&path).await {
+            Ok(now) => now,
+            Err(e) => {
+                done(&spinner);
+                return Err(e);
+            }
+        };
         if now.nodes == 0 {
+            done(&spinner);
             if !out.json {
                 eprintln!("No edge node is connected to this control plane; not waiting.");
             }
             return Ok(Some(now));
         }
         if now.applied >= now.nodes {
+            done(&spinner);
             // Every node is at the revision, so what they report unavailable
             // is about this change. (A tenant sees `tenant/app` keys of its
             // own apps only.)
@@ -66,18 +85,40 @@ pub(crate) async fn wait_for_nodes(
             }
             return Ok(Some(now));
         }
+        let behind = if now.lagging.is_empty() {
+            String::new()
+        } else {
+            format!("; behind: {}", now.lagging.join(", "))
+        };
         if started.elapsed() > Duration::from_secs(wait.wait_timeout) {
+            done(&spinner);
             bail!(
-                "only {}/{} node(s) serve revision {} after {} s (the change is saved; nodes will catch up)",
+                "only {}/{} node(s) serve revision {} after {} s{behind} (the change is saved; nodes will catch up)",
                 now.applied,
                 now.nodes,
                 now.revision,
                 wait.wait_timeout
             );
         }
+        if let Some(bar) = &spinner {
+            // A node named only once it has had a few seconds: most
+            // rollouts finish before that.
+            let named = if started.elapsed() >= NAME_LAGGING_AFTER {
+                behind.as_str()
+            } else {
+                ""
+            };
+            bar.set_message(format!(
+                "waiting for nodes: {}/{} serve revision {}{named}",
+                now.applied, now.nodes, now.revision
+            ));
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// How long a rollout runs before the spinner names the nodes behind.
+const NAME_LAGGING_AFTER: Duration = Duration::from_secs(3);
 
 /// `outpost deploy APP FILE`, or from the manifest without them.
 pub async fn deploy(client: &Client, cmd: Deploy, out: Out) -> anyhow::Result<()> {
@@ -114,27 +155,30 @@ pub(super) async fn upload(
     out: Out,
 ) -> anyhow::Result<Deployment> {
     let total = bytes.len() as u64;
-    let tty = std::io::stderr().is_terminal() && !out.json;
+    let bar = out.progress().then(|| {
+        let bar = ProgressBar::new(total);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "Uploading [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+            )
+            .expect("a valid template")
+            .progress_chars("#>-"),
+        );
+        bar
+    });
     let path = format!("/v1/apps/{}/deployments", segment(app));
-    client
+    let shown = bar.clone();
+    let result = client
         .upload(&path, bytes, move |sent| {
-            if tty {
-                let width = 30;
-                let done = (sent * width / total.max(1)) as usize;
-                eprint!(
-                    "\rUploading [{}{}] {:>3}% of {}",
-                    "#".repeat(done),
-                    " ".repeat(width as usize - done),
-                    sent * 100 / total.max(1),
-                    size(total)
-                );
-                let _ = std::io::stderr().flush();
-                if sent == total {
-                    eprintln!();
-                }
+            if let Some(bar) = &shown {
+                bar.set_position(sent);
             }
         })
-        .await
+        .await;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    result
 }
 
 /// `outpost deployments APP`.

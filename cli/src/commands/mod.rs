@@ -18,6 +18,17 @@ use crate::config;
 pub struct Out {
     /// JSON for scripts instead of tables.
     pub json: bool,
+    /// No progress bars or spinners (also off when stderr is not a
+    /// terminal).
+    pub quiet: bool,
+}
+
+impl Out {
+    /// Whether to draw progress on stderr: a person is watching it.
+    pub fn progress(&self) -> bool {
+        use std::io::IsTerminal as _;
+        !self.json && !self.quiet && std::io::stderr().is_terminal()
+    }
 }
 
 impl Out {
@@ -58,7 +69,10 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) {
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let out = Out { json: cli.json };
+    let out = Out {
+        json: cli.json,
+        quiet: cli.quiet,
+    };
     match cli.command {
         Command::Dev(dev) => return crate::dev::run(dev).await,
         Command::New(cmd) => return crate::project::new(cmd),

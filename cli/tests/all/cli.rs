@@ -538,3 +538,30 @@ fn node_identities_are_added_listed_and_revoked_through_the_cli() {
     let err = dev.fails(&admin, &["nodes", "revoke", "edge-1"]);
     assert!(err.contains("not found"), "{err}");
 }
+
+/// A node that reports in but never catches up: `outpost deploy` gives up
+/// after --wait-timeout and names it (the change itself is saved).
+#[test]
+fn a_deploy_that_gives_up_waiting_names_the_node_behind() {
+    let state = tempfile::tempdir().unwrap();
+    let dev = start_dev(state.path(), &[]);
+    let tokens: toml::Value =
+        toml::from_str(&std::fs::read_to_string(state.path().join("dev.toml")).unwrap()).unwrap();
+    let node_token = tokens["node"].as_str().unwrap();
+    assert_eq!(report_status(&dev.api, "ghost-7", node_token), 204);
+
+    let token = dev.tenant_token();
+    let files = tempfile::tempdir().unwrap();
+    let wasm = write(files.path(), "v1.wasm", &fixtures::hello("v1\n"));
+    dev.ok(
+        &token,
+        &["apps", "create", "web", "--route", "web.localhost"],
+    );
+    let out = dev.outpost(&token, &["deploy", "web", &wasm, "--wait-timeout", "1"]);
+    assert!(!out.status.success(), "the ghost node never serves it");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("only 1/2 node(s) serve revision"), "{err}");
+    assert!(err.contains("behind: ghost-7"), "{err}");
+    // Saved all the same: the live node serves it.
+    assert!(get(&dev.http, "web.localhost", "/").1.ends_with("v1\n"));
+}

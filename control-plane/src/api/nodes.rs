@@ -133,5 +133,10 @@ pub async fn rollout(
             .filter(|n| n.applied_revision >= revision)
             .count() as u64,
         unavailable,
+        lagging: live
+            .iter()
+            .filter(|n| n.applied_revision < revision)
+            .map(|n| n.id.clone())
+            .collect(),
     })
 }
