@@ -1214,7 +1214,7 @@ async fn env_patches_merge_and_rollout_counts_live_nodes() {
     let r = api.get("/v1/rollout", Some(ADMIN)).await;
     assert_eq!(
         r.body,
-        json!({"revision": current, "nodes": 2, "applied": 1})
+        json!({"revision": current, "nodes": 2, "applied": 1, "lagging": ["edge-2"]})
     );
     let r = api
         .get(&format!("/v1/rollout?revision={}", current - 1), Some(&t))
