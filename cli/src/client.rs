@@ -86,13 +86,14 @@ impl Client {
         })
     }
 
-    async fn send(
+    /// One request; the status and the whole answer.
+    async fn exchange(
         &self,
         method: Method,
         path: &str,
         ctype: &str,
         body: Body,
-    ) -> anyhow::Result<Bytes> {
+    ) -> anyhow::Result<(StatusCode, Bytes)> {
         let resp = self.request(method.clone(), path, ctype, body).await?;
         let status = resp.status();
         let bytes = resp
@@ -101,10 +102,20 @@ impl Client {
             .await
             .map_err(|e| anyhow!("reading the answer to {method} {path}: {e}"))?
             .to_bytes();
-        if status.is_success() {
-            return Ok(bytes);
+        Ok((status, bytes))
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        ctype: &str,
+        body: Body,
+    ) -> anyhow::Result<Bytes> {
+        match self.exchange(method, path, ctype, body).await? {
+            (status, bytes) if status.is_success() => Ok(bytes),
+            (status, bytes) => Err(api_error(status, &bytes)),
         }
-        Err(api_error(status, &bytes))
     }
 
     /// `GET path` of a newline-delimited JSON stream: `on_line` gets each
@@ -144,16 +155,9 @@ impl Client {
 
     /// `GET path`, parsed; `None` if the control plane answers 404.
     pub async fn get_if_found<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<Option<T>> {
-        let resp = self
-            .request(Method::GET, path, "application/json", full(Bytes::new()))
+        let (status, bytes) = self
+            .exchange(Method::GET, path, "application/json", full(Bytes::new()))
             .await?;
-        let status = resp.status();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| anyhow!("reading the answer to GET {path}: {e}"))?
-            .to_bytes();
         match status {
             StatusCode::NOT_FOUND => Ok(None),
             s if s.is_success() => parse(&bytes).map(Some),
