@@ -239,6 +239,12 @@ pub async fn run_until(
     let https = edge.https.expect("https was configured");
 
     let setup = async {
+        // Watching starts before the first build, so no edit is missed.
+        let watching = if dev.watch {
+            Some(dev_projects::start_watching(&projects)?)
+        } else {
+            None
+        };
         let wasm = example.as_ref().map(|(wasm, _)| wasm.as_slice());
         bootstrap(&api_addr.to_string(), &mut tokens, &tokens_path, wasm).await?;
         let tenant_token = tokens.tenant.clone().unwrap_or_default();
@@ -296,28 +302,33 @@ pub async fn run_until(
             println!("          outpost deploy {APP} my-worker.wasm");
         }
         println!("  admin token and node token: {}", tokens_path.display());
-        anyhow::Ok(tenant)
-    };
-    let outcome = setup.await;
-    if let Ok(tenant) = &outcome {
-        if dev.watch {
-            tokio::select! {
-                () = shutdown => {}
-                watched = dev_projects::watch(tenant.clone(), projects) => {
-                    if let Err(e) = watched {
-                        eprintln!("watching stopped: {e:#}");
-                    }
-                }
-            }
-        } else {
-            shutdown.await;
+        if watching.is_some() {
+            println!("  watching: a change to a project's files builds and deploys it again.");
         }
-        eprintln!("Stopping…");
-    }
+        anyhow::Ok((tenant, watching))
+    };
+    let outcome = match setup.await {
+        Ok((tenant, watching)) => {
+            match watching {
+                Some(watching) => tokio::select! {
+                    () = shutdown => {}
+                    watched = dev_projects::watch(tenant, watching) => {
+                        if let Err(e) = watched {
+                            eprintln!("watching stopped: {e:#}");
+                        }
+                    }
+                },
+                None => shutdown.await,
+            }
+            eprintln!("Stopping…");
+            Ok(())
+        }
+        Err(e) => Err(e),
+    };
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), edge.stopped()).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), control_plane.stopped()).await;
-    outcome.map(drop)
+    outcome
 }
 
 /// Creates the tenant on the first run; with `wasm` (no project), also the

@@ -233,12 +233,20 @@ fn is_output(loaded: &Loaded, path: &Path) -> bool {
             .is_some_and(|n| n.to_string_lossy().ends_with('~') || n == "__pycache__")
 }
 
-/// Rebuilds and redeploys each project when its files change, until the
-/// future is dropped. A failed build or deploy is printed and the version
-/// before it keeps serving.
-pub async fn watch(client: Client, projects: Vec<Loaded>) -> anyhow::Result<()> {
+/// Each project's file watcher, and the changes it saw.
+pub struct Watching {
+    projects: Vec<Loaded>,
+    changes: mpsc::UnboundedReceiver<usize>,
+    /// Kept alive for as long as changes are wanted.
+    _watchers: Vec<notify::RecommendedWatcher>,
+}
+
+/// Starts watching each project's files. Call it before the first build
+/// and before saying the node is ready: an edit made as soon as the
+/// banner shows must not be missed.
+pub fn start_watching(projects: &[Loaded]) -> anyhow::Result<Watching> {
     use notify::Watcher as _;
-    let (tx, mut rx) = mpsc::unbounded_channel::<usize>();
+    let (tx, rx) = mpsc::unbounded_channel::<usize>();
     let mut watchers = Vec::new();
     for (i, loaded) in projects.iter().enumerate() {
         let tx = tx.clone();
@@ -261,14 +269,22 @@ pub async fn watch(client: Client, projects: Vec<Loaded>) -> anyhow::Result<()> 
         }
         watchers.push(watcher);
     }
-    println!(
-        "Watching {} for changes.",
-        projects
-            .iter()
-            .map(|p| p.path.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    Ok(Watching {
+        projects: projects.to_vec(),
+        changes: rx,
+        _watchers: watchers,
+    })
+}
+
+/// Rebuilds and redeploys each project when its files change, until the
+/// future is dropped. A failed build or deploy is printed and the version
+/// before it keeps serving.
+pub async fn watch(client: Client, watching: Watching) -> anyhow::Result<()> {
+    let Watching {
+        projects,
+        changes: mut rx,
+        _watchers,
+    } = watching;
     while let Some(first) = rx.recv().await {
         let mut changed = vec![first];
         // Let the burst settle, then build each changed project once.
@@ -290,6 +306,5 @@ pub async fn watch(client: Client, projects: Vec<Loaded>) -> anyhow::Result<()> 
             }
         }
     }
-    drop(watchers);
     Ok(())
 }
