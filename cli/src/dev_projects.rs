@@ -225,12 +225,11 @@ fn is_output(loaded: &Loaded, path: &Path) -> bool {
         || path == loaded.dir.join(".dev.vars")
         || path.strip_prefix(&loaded.dir).is_ok_and(|rel| {
             rel.components()
-                .next()
-                .is_some_and(|c| skip.iter().any(|s| c.as_os_str() == *s))
+                .any(|c| skip.iter().any(|s| c.as_os_str() == *s))
         })
         || path
             .file_name()
-            .is_some_and(|n| n.to_string_lossy().ends_with('~') || n == "__pycache__")
+            .is_some_and(|n| n.to_string_lossy().ends_with('~'))
 }
 
 /// Each project's file watcher, and the changes it saw.

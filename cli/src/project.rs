@@ -35,8 +35,8 @@ const WIT_DEPS: &[(&str, &str)] = &[
     ),
 ];
 
-/// A template file: its path in the project, its text (`{{name}}` is the
-/// app's name), and whether it is a script.
+/// A template file: its path in the project and its text (`{{name}}` is
+/// the app's name).
 struct File(&'static str, &'static str);
 
 const C: &[File] = &[

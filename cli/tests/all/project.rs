@@ -417,3 +417,39 @@ fn dev_refuses_watch_without_a_project_and_two_apps_of_one_name() {
         text(&out)
     );
 }
+
+#[test]
+fn dev_refuses_a_dev_vars_name_the_manifest_does_not_declare_secret() {
+    let project = copying_project(&fixtures::hello("a\n"));
+    std::fs::write(
+        project.path().join(".dev.vars"),
+        "TOKEN=fine\nGREETING=undeclared-value\n",
+    )
+    .unwrap();
+    let out = outpost(
+        project.path(),
+        &[
+            "dev",
+            "--state-dir",
+            "s",
+            "--api",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--https",
+            "127.0.0.1:0",
+            "--metrics",
+            "127.0.0.1:0",
+        ],
+    );
+    assert!(!out.status.success(), "{}", text(&out));
+    let said = text(&out);
+    assert!(
+        said.contains(".dev.vars line 2: \"GREETING\" is not in app.secrets"),
+        "{said}"
+    );
+    assert!(
+        !said.contains("undeclared-value"),
+        "the value was printed: {said}"
+    );
+}

@@ -365,13 +365,7 @@ pub async fn compare_env(
         &record.env,
         record.env_sealed,
     )
-    .map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("opening the app's environment: {e}"),
-        )
-    })?;
+    .map_err(|e| ApiError::internal(format!("opening the app's environment: {e}")))?;
     let mut out = EnvComparison::default();
     for (name, value) in &given {
         match stored.get(name) {
@@ -589,7 +583,7 @@ pub async fn deploy(
         .clone()
         .acquire_owned()
         .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+        .map_err(|e| ApiError::internal(e.to_string()))?;
     let validator = state.validator.clone();
     let checked = wasm.clone();
     let what = format!("app {app:?}");
@@ -602,7 +596,7 @@ pub async fn deploy(
         (pre, (tenant_slot, permit))
     })
     .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    .map_err(|e| ApiError::internal(e.to_string()))?;
     let pre = pre.map_err(|e| ApiError::bad_request("bad_wasm", e.to_string()))?;
     // The tenant's limits over the defaults nodes start from.
     let limits = Limits::default().with(&(&tenant.limits).into());
