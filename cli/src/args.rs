@@ -25,6 +25,10 @@ pub struct Cli {
     /// Bearer token (admin or tenant) [default: the saved login].
     #[arg(long, global = true, env = "OUTPOST_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Which saved login to use or save (`outpost login --profile staging`) [default: the one
+    /// `outpost profiles use` chose, else `default`].
+    #[arg(long, global = true, env = "OUTPOST_PROFILE", value_name = "NAME")]
+    pub profile: Option<String>,
     /// Print JSON instead of tables, for scripts.
     #[arg(long, global = true)]
     pub json: bool,
@@ -41,6 +45,14 @@ pub struct Cli {
 pub enum Command {
     /// Save the control plane URL and token for later commands (checks them first).
     Login,
+    /// Forget the saved login of this profile (the token stays valid: revoke it with `outpost
+    /// tokens revoke`).
+    Logout,
+    /// Show who the token is (admin or which tenant), its limits, and where the login is saved.
+    Whoami,
+    /// List the saved logins, or choose the one used by default.
+    #[command(subcommand)]
+    Profiles(Profiles),
     /// Manage tenants (admin token).
     #[command(subcommand)]
     Tenants(Tenants),
@@ -279,6 +291,18 @@ pub enum Lang {
     Js,
     /// Python: componentize-py, in the project's own virtualenv.
     Python,
+}
+
+/// `outpost profiles …`.
+#[derive(Debug, Subcommand)]
+pub enum Profiles {
+    /// List the saved logins (tokens are never printed).
+    List,
+    /// Use this saved login when no --profile or OUTPOST_PROFILE is given.
+    Use {
+        /// The profile.
+        name: String,
+    },
 }
 
 /// `outpost build`.

@@ -246,7 +246,17 @@ pub async fn run_until(
             None
         };
         let wasm = example.as_ref().map(|(wasm, _)| wasm.as_slice());
-        bootstrap(&api_addr.to_string(), &mut tokens, &tokens_path, wasm).await?;
+        // A project's manifest decides the limits; without one, whatever
+        // the operator set on the dev tenant stays.
+        let limits = (!projects.is_empty()).then(|| dev_projects::dev_limits(&projects));
+        bootstrap(
+            &api_addr.to_string(),
+            &mut tokens,
+            &tokens_path,
+            wasm,
+            limits.as_ref(),
+        )
+        .await?;
         let tenant_token = tokens.tenant.clone().unwrap_or_default();
         let tenant = Client::new(&format!("http://{api_addr}"), tokens.tenant.clone(), None)?;
         for project in &projects {
@@ -331,14 +341,15 @@ pub async fn run_until(
     outcome
 }
 
-/// Creates the tenant on the first run; with `wasm` (no project), also the
-/// example app, deploys `wasm` unless it is already the active version,
-/// and waits until the node serves it.
+/// Creates the tenant on the first run and gives it `limits` (if any);
+/// with `wasm` (no project), also the example app, deploys `wasm` unless
+/// it is already the active version, and waits until the node serves it.
 async fn bootstrap(
     api: &str,
     tokens: &mut Tokens,
     tokens_path: &Path,
     wasm: Option<&[u8]>,
+    limits: Option<&outpost_proto::Limits>,
 ) -> anyhow::Result<()> {
     let url = format!("http://{api}");
     let admin = Client::new(&url, Some(tokens.admin.clone()), None)?;
@@ -359,6 +370,14 @@ async fn bootstrap(
         )
         .await
         .context("granting localhost to the dev tenant")?;
+    // Every start too: limits a manifest no longer asks for go back to
+    // the defaults.
+    if let Some(limits) = limits {
+        let _: serde_json::Value = admin
+            .json(Method::PUT, &format!("/v1/tenants/{TENANT}/limits"), limits)
+            .await
+            .context("giving the dev tenant the manifests' limits")?;
+    }
     let tenant = Client::new(&url, tokens.tenant.clone(), None)?;
     let Some(wasm) = wasm else {
         return Ok(());

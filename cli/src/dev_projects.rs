@@ -68,6 +68,24 @@ pub fn dev_routes(loaded: &Loaded) -> Vec<String> {
     }
 }
 
+/// The limits the dev tenant gets: each one any manifest asks for, the
+/// largest where several do (limits are the tenant's under `outpost dev`,
+/// so every app gets at least what its manifest asks).
+pub fn dev_limits(projects: &[Loaded]) -> outpost_proto::Limits {
+    // `None` (not asked) orders below any `Some`.
+    let mut out = outpost_proto::Limits::default();
+    for l in projects
+        .iter()
+        .filter_map(|p| p.manifest.app.limits.as_ref())
+    {
+        out.fuel = out.fuel.max(l.fuel);
+        out.memory_mib = out.memory_mib.max(l.memory_mib);
+        out.timeout_ms = out.timeout_ms.max(l.timeout_ms);
+        out.max_concurrency = out.max_concurrency.max(l.max_concurrency);
+    }
+    out
+}
+
 /// Builds (if the manifest has a build command) and deploys one project:
 /// only what changed, then its secrets from `.dev.vars`; waits until the
 /// node serves it. A line saying what happened.

@@ -268,6 +268,36 @@ pub struct Tenant {
     pub usage: TenantUsage,
 }
 
+/// Which kind of token called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum CallerKind {
+    /// The operator's admin token.
+    Admin,
+    /// A tenant's token.
+    Tenant,
+}
+
+/// `GET /v1/whoami` (admin or tenant token): who the token belongs to
+/// and, for a tenant, what its apps may use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Whoami {
+    /// Admin or tenant.
+    pub kind: CallerKind,
+    /// The tenant (tenant token only): its overrides, domains, quotas and
+    /// usage, as the admin sees it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<Tenant>,
+    /// The limits each of the tenant's apps runs with: its overrides over
+    /// the platform's defaults, every field set (tenant token only). An
+    /// app's `outpost.toml` may ask for at most these.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Limits>,
+}
+
 /// `POST /v1/apps` (tenant).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

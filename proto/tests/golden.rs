@@ -245,6 +245,38 @@ fn certificates_and_rollout() {
         },
     );
     check(
+        "whoami_admin",
+        Whoami {
+            kind: CallerKind::Admin,
+            tenant: None,
+            limits: None,
+        },
+    );
+    check(
+        "whoami_tenant",
+        Whoami {
+            kind: CallerKind::Tenant,
+            tenant: Some(Tenant {
+                name: "acme".into(),
+                limits: Limits {
+                    memory_mib: Some(256),
+                    ..Limits::default()
+                },
+                apps: 2,
+                domains: vec!["acme.example".into()],
+                disabled: false,
+                quotas: TenantQuotas::default(),
+                usage: TenantUsage::default(),
+            }),
+            limits: Some(Limits {
+                fuel: Some(1_000_000_000),
+                memory_mib: Some(256),
+                timeout_ms: Some(30_000),
+                max_concurrency: Some(64),
+            }),
+        },
+    );
+    check(
         "rollout",
         Rollout {
             revision: 12,

@@ -89,6 +89,17 @@ impl Limits {
         }
     }
 
+    /// The wire form of the fields a tenant's overrides can set, every
+    /// one present: what a tenant's apps get (`GET /v1/whoami`).
+    pub fn to_wire(&self) -> outpost_proto::Limits {
+        outpost_proto::Limits {
+            fuel: Some(self.fuel),
+            memory_mib: Some(self.memory_bytes / MIB),
+            timeout_ms: Some(u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX)),
+            max_concurrency: Some(self.max_concurrency),
+        }
+    }
+
     /// Every problem with these limits, one message each.
     pub fn problems(&self, what: &str) -> Vec<String> {
         let mut out = Vec::new();

@@ -1,6 +1,6 @@
-//! Operator commands: login, tenants, nodes and their identities.
+//! Operator commands: tenants, nodes and their identities.
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use http::Method;
 use outpost_proto::{
     Limits, NodeIdentity, NodeIdentityCreated, NodeStatus, Rollout, Tenant, TenantCreated,
@@ -11,50 +11,6 @@ use serde_json::{Value, json};
 use super::{Out, ago, table};
 use crate::args::{Nodes, Tenants, Tokens};
 use crate::client::{Client, segment};
-use crate::config;
-
-/// `outpost login`: checks the token against the control plane, then saves
-/// URL and token.
-pub async fn login(
-    client: &Client,
-    token: Option<String>,
-    ca_file: Option<std::path::PathBuf>,
-    out: Out,
-) -> anyhow::Result<()> {
-    let Some(token) = token else {
-        bail!("give the token with --token or OUTPOST_TOKEN");
-    };
-    // Any admin or tenant token may read the rollout; it proves both the
-    // URL and the token.
-    let rollout: Rollout = client
-        .get("/v1/rollout")
-        .await
-        .context("checking the token")?;
-    let kind = match client.get::<Vec<Tenant>>("/v1/tenants").await {
-        Ok(_) => "admin",
-        Err(_) => "tenant",
-    };
-    // Saved absolute: later commands run from other directories.
-    let ca_file = ca_file
-        .map(|f| std::path::absolute(&f).with_context(|| format!("resolving {}", f.display())))
-        .transpose()?;
-    let path = config::save(&config::Saved {
-        url: Some(client.url().to_string()),
-        token: Some(token),
-        ca_file,
-    })?;
-    out.show(
-        &json!({"url": client.url(), "kind": kind, "config": path, "revision": rollout.revision}),
-        || {
-            println!(
-                "Logged in to {} with a {kind} token (saved in {}).",
-                client.url(),
-                path.display()
-            )
-        },
-    );
-    Ok(())
-}
 
 /// `outpost tenants …`.
 pub async fn tenants(client: &Client, cmd: Tenants, out: Out) -> anyhow::Result<()> {
@@ -220,7 +176,7 @@ pub async fn tokens(client: &Client, cmd: Tokens, out: Out) -> anyhow::Result<()
     Ok(())
 }
 
-fn limits(l: &Limits) -> String {
+pub(super) fn limits(l: &Limits) -> String {
     let mut parts = Vec::new();
     if let Some(v) = l.fuel {
         parts.push(format!("fuel={v}"));

@@ -4,9 +4,10 @@
 mod apps;
 pub(crate) mod deploy;
 mod fleet;
+mod login;
 pub(crate) mod plan;
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use serde::Serialize;
 
 use crate::args::{Cli, Command};
@@ -89,12 +90,37 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         _ => {}
     }
-    let saved = config::load()?;
+    let file = config::load()?;
+    if let Some(name) = &cli.profile {
+        config::check_profile_name(name)?;
+    }
+    let profile = file.profile_name(cli.profile.as_deref());
+    match cli.command {
+        Command::Logout => return login::logout(file, &profile, out),
+        Command::Profiles(cmd) => return login::profiles(file, cmd, out),
+        _ => {}
+    }
+    let saved = match file.get(&profile) {
+        Some(saved) => saved.clone(),
+        // Only the implicit default may be missing: a profile someone
+        // named that holds nothing is a typo, not "use the defaults".
+        None if profile == config::DEFAULT_PROFILE || matches!(cli.command, Command::Login) => {
+            config::Saved::default()
+        }
+        None => bail!(
+            "no login is saved under profile {profile}; `outpost login --profile {profile} --url URL --token TOKEN` saves one"
+        ),
+    };
     let cli_url_given = cli.url.is_some();
     let url = cli
         .url
         .or(saved.url)
         .unwrap_or_else(|| config::DEFAULT_URL.to_string());
+    let source = match (&cli.token, &saved.token) {
+        (Some(_), _) => Some(login::TokenSource::Given),
+        (None, Some(_)) => Some(login::TokenSource::Saved(profile.clone())),
+        (None, None) => None,
+    };
     let token = cli.token.or(saved.token);
     // A CA saved with another URL is not this one's.
     let ca_file = match (cli.ca_file, cli_url_given) {
@@ -104,7 +130,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let client = Client::new(&url, token.clone(), ca_file.as_deref())?;
     match cli.command {
-        Command::Login => fleet::login(&client, token, ca_file, out).await,
+        Command::Login => login::login(&client, token, ca_file, file, &profile, out).await,
+        Command::Whoami => login::whoami(&client, source, out).await,
         Command::Tenants(cmd) => fleet::tenants(&client, cmd, out).await,
         Command::Tokens(cmd) => fleet::tokens(&client, cmd, out).await,
         Command::Nodes(args) => fleet::nodes(&client, args.command, out).await,
@@ -116,7 +143,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Deployments { app } => deploy::deployments(&client, &app, out).await,
         Command::Rollback(cmd) => deploy::rollback(&client, cmd, out).await,
         Command::Logs(cmd) => deploy::logs(&client, cmd, out).await,
-        Command::Dev(_) | Command::New(_) | Command::Build(_) | Command::Completions { .. } => {
+        Command::Dev(_)
+        | Command::New(_)
+        | Command::Build(_)
+        | Command::Completions { .. }
+        | Command::Logout
+        | Command::Profiles(_) => {
             unreachable!("handled above")
         }
     }

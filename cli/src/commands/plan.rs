@@ -4,10 +4,10 @@
 
 use std::collections::BTreeSet;
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use bytes::Bytes;
 use http::Method;
-use outpost_proto::{App, Deployment, EnvComparison};
+use outpost_proto::{App, Deployment, EnvComparison, Limits, Whoami};
 use serde::Serialize;
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
@@ -197,6 +197,9 @@ pub(crate) async fn plan(
     wasm: &[u8],
 ) -> anyhow::Result<Plan> {
     let m = &loaded.manifest.app;
+    if let Some(wanted) = &m.limits {
+        check_limits(client, loaded, wanted).await?;
+    }
     let app_path = format!("/v1/apps/{}", segment(&m.name));
     let digest = format!(
         "sha256:{}",
@@ -243,6 +246,60 @@ pub(crate) async fn plan(
         _ => plan.upload = true,
     }
     Ok(plan)
+}
+
+/// Refuses, before anything changes, a manifest that asks for more than
+/// the tenant's apps get: the app would deploy and then fail under load
+/// (out of fuel or memory) in a way its author did not plan for.
+async fn check_limits(client: &Client, loaded: &Loaded, wanted: &Limits) -> anyhow::Result<()> {
+    let who: Whoami = client.get("/v1/whoami").await?;
+    let (Some(tenant), Some(granted)) = (&who.tenant, &who.limits) else {
+        bail!("deploying needs a tenant's token, not the admin's");
+    };
+    let asks = [
+        ("fuel", wanted.fuel, granted.fuel, "--fuel"),
+        (
+            "memory_mib",
+            wanted.memory_mib,
+            granted.memory_mib,
+            "--memory-mib",
+        ),
+        (
+            "timeout_ms",
+            wanted.timeout_ms,
+            granted.timeout_ms,
+            "--timeout-ms",
+        ),
+        (
+            "max_concurrency",
+            wanted.max_concurrency.map(u64::from),
+            granted.max_concurrency.map(u64::from),
+            "--max-concurrency",
+        ),
+    ];
+    let mut over = Vec::new();
+    let mut flags = Vec::new();
+    for (key, want, have, flag) in asks {
+        if let (Some(want), Some(have)) = (want, have)
+            && want > have
+        {
+            over.push(format!(
+                "app.limits.{key} = {want}, but tenant {}'s apps get {have}",
+                tenant.name
+            ));
+            flags.push(format!("{flag} {want}"));
+        }
+    }
+    if !over.is_empty() {
+        bail!(
+            "{} asks for more than this tenant may use:\n  {}\nLower them, or ask the operator to run `outpost tenants limits {} {}`.",
+            loaded.path.display(),
+            over.join("\n  "),
+            tenant.name,
+            flags.join(" ")
+        );
+    }
+    Ok(())
 }
 
 /// Makes the plan's changes, in an order that never serves a half state:

@@ -305,3 +305,82 @@ fn secrets_never_reach_argv_logs_or_api_output() {
         );
     }
 }
+
+/// A manifest asking for more than the tenant's apps get is refused
+/// before anything changes, naming each limit and the command that would
+/// raise it; once the operator raises the tenant's limits, it deploys.
+#[test]
+fn a_manifest_asking_for_more_than_the_tenant_gets_is_refused_before_anything_changes() {
+    let state = tempfile::tempdir().unwrap();
+    let dev = start_dev(state.path(), &[]);
+    let token = dev.tenant_token();
+    let project = project_with(&fixtures::hello("big\n"));
+    let dir = project.path();
+    manifest(
+        dir,
+        r#""site.localhost""#,
+        "x",
+        "[app.limits]\nmemory_mib = 512\ntimeout_ms = 1000\nmax_concurrency = 200\n",
+    );
+    for args in [&["deploy"][..], &["deploy", "--dry-run"]] {
+        let out = dev.outpost_in(dir, &token, args);
+        assert!(!out.status.success(), "{args:?} went through");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("app.limits.memory_mib = 512, but tenant dev's apps get 128"),
+            "{err}"
+        );
+        assert!(
+            err.contains("app.limits.max_concurrency = 200, but tenant dev's apps get 64"),
+            "{err}"
+        );
+        // Asking for less than the tenant gets is fine and not mentioned.
+        assert!(!err.contains("timeout_ms"), "{err}");
+        assert!(
+            err.contains("outpost tenants limits dev --memory-mib 512 --max-concurrency 200"),
+            "{err}"
+        );
+    }
+    assert!(
+        !dev.outpost(&token, &["apps", "show", "site"])
+            .status
+            .success(),
+        "a refused deploy created the app"
+    );
+    dev.ok(
+        &dev.admin_token(),
+        &[
+            "tenants",
+            "limits",
+            "dev",
+            "--memory-mib",
+            "512",
+            "--max-concurrency",
+            "200",
+        ],
+    );
+    ok(&dev, dir, &token, &["deploy"]);
+    assert!(get(&dev.http, "site.localhost").ends_with("big\n"));
+}
+
+/// Under `outpost dev`, the manifest's limits are the dev tenant's, so the
+/// app gets what it asks for (and a deploy's limit check passes).
+#[test]
+fn outpost_dev_gives_the_app_the_limits_its_manifest_asks_for() {
+    let project = project_with(&fixtures::hello("roomy\n"));
+    let dir = project.path();
+    manifest(
+        dir,
+        r#""site.localhost""#,
+        "x",
+        "[app.limits]\nmemory_mib = 300\ntimeout_ms = 2000\n",
+    );
+    let state = tempfile::tempdir().unwrap();
+    let (dev, _lines) = crate::support::start_dev_in(dir, state.path(), &[]);
+    assert!(get(&dev.http, "site.localhost").ends_with("roomy\n"));
+    let who = dev.json(&dev.tenant_token(), &["whoami"]);
+    assert_eq!(who["limits"]["memory_mib"], 300, "{who}");
+    assert_eq!(who["limits"]["timeout_ms"], 2000, "{who}");
+    assert_eq!(who["limits"]["fuel"], 1_000_000_000u64, "{who}");
+    ok(&dev, dir, &dev.tenant_token(), &["deploy"]);
+}

@@ -72,3 +72,129 @@ fn a_refused_connection_says_which_url_and_asks_whether_the_control_plane_runs()
     );
     assert!(!err.contains("client error (Connect)"), "{err}");
 }
+
+/// `outpost ARGS` with only `config` as its saved state: no URL or token
+/// from the environment. (success, stdout, stderr)
+fn saved_only(config: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env("OUTPOST_CONFIG_DIR", config)
+        .env_remove("OUTPOST_URL")
+        .env_remove("OUTPOST_TOKEN")
+        .env_remove("OUTPOST_PROFILE")
+        .env_remove("OUTPOST_CA_FILE")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+/// Two saved logins (a tenant's and the admin's) side by side: `whoami`
+/// names who each one is and the tenant's limits, `--profile` picks one,
+/// `profiles use` changes the default, `logout` forgets one (and only
+/// that one), tokens are never printed, and a file written before
+/// profiles existed still works.
+#[test]
+fn profiles_keep_several_logins_and_whoami_and_logout_act_on_one() {
+    let state = tempfile::tempdir().unwrap();
+    let dev = crate::support::start_dev(state.path(), &[]);
+    let (tenant, admin) = (dev.tenant_token(), dev.admin_token());
+    let url = format!("http://{}", dev.api);
+    let config = state.path().join("profiles");
+    let config_file = config.join("config.toml");
+
+    let (ok, out, err) = saved_only(&config, &["whoami"]);
+    assert!(!ok, "{out}");
+    assert!(err.contains("not logged in"), "{err}");
+
+    let (ok, out, err) = saved_only(
+        &config,
+        &[
+            "login",
+            "--profile",
+            "dev",
+            "--url",
+            &url,
+            "--token",
+            &tenant,
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("as tenant dev (profile dev"), "{out}");
+    let (ok, _, err) = saved_only(
+        &config,
+        &[
+            "login",
+            "--profile",
+            "ops",
+            "--url",
+            &url,
+            "--token",
+            &admin,
+        ],
+    );
+    assert!(ok, "{err}");
+
+    // The first login became the default; --profile picks the other.
+    let (ok, out, err) = saved_only(&config, &["whoami"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("tenant dev at"), "{out}");
+    assert!(out.contains("token from profile dev"), "{out}");
+    assert!(out.contains("memory=128MiB"), "{out}");
+    let (_, out, _) = saved_only(&config, &["whoami", "--profile", "ops"]);
+    assert!(out.contains("the admin at"), "{out}");
+    let (ok, _, err) = saved_only(&config, &["apps", "list", "--profile", "nosuch"]);
+    assert!(!ok);
+    assert!(
+        err.contains("no login is saved under profile nosuch"),
+        "{err}"
+    );
+    let (ok, _, err) = saved_only(&config, &["whoami", "--profile", "../x"]);
+    assert!(!ok);
+    assert!(err.contains("profile name"), "{err}");
+
+    let (ok, list, _) = saved_only(&config, &["profiles", "list"]);
+    assert!(ok);
+    let json = saved_only(&config, &["--json", "profiles", "list"]).1;
+    for printed in [&list, &json] {
+        assert!(
+            printed.contains("dev") && printed.contains("ops"),
+            "{printed}"
+        );
+        assert!(
+            !printed.contains(&tenant[4..]) && !printed.contains(&admin),
+            "a token was printed: {printed}"
+        );
+    }
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with('*') && l.contains("dev")),
+        "{list}"
+    );
+
+    let (ok, _, err) = saved_only(&config, &["profiles", "use", "ops"]);
+    assert!(ok, "{err}");
+    assert!(saved_only(&config, &["whoami"]).1.contains("the admin"));
+
+    let (ok, out, err) = saved_only(&config, &["logout"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("profile ops"), "{out}");
+    let text = std::fs::read_to_string(&config_file).unwrap();
+    assert!(!text.contains(&admin), "the admin token is still saved");
+    assert!(text.contains(&tenant), "logout forgot the other profile");
+    // With ops gone, the default is `default` again: not saved, so the
+    // command has no token.
+    assert!(!saved_only(&config, &["whoami"]).0);
+    assert!(saved_only(&config, &["whoami", "--profile", "dev"]).0);
+    let (ok, out, _) = saved_only(&config, &["logout", "--profile", "ops"]);
+    assert!(ok && out.contains("nothing to forget"), "{out}");
+
+    // A file from before profiles: one login at the top level.
+    std::fs::write(&config_file, format!("url = {url:?}\ntoken = {tenant:?}\n")).unwrap();
+    let (ok, out, err) = saved_only(&config, &["whoami"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("token from profile default"), "{out}");
+}

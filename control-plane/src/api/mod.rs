@@ -307,6 +307,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/openapi.json", get(openapi::document))
         .route("/v1/manifest.schema.json", get(openapi::manifest_schema))
+        .route("/v1/whoami", get(tenants::whoami))
         .route("/v1/tenants", post(tenants::create).get(tenants::list))
         .route("/v1/tenants/{tenant}", delete(tenants::delete))
         .route("/v1/tenants/{tenant}/limits", put(tenants::set_limits))

@@ -17,6 +17,7 @@ use utoipa::{Modify, OpenApi};
     paths(
         super::tenants::create,
         super::tenants::list,
+        super::tenants::whoami,
         super::tenants::set_limits,
         super::tenants::set_domains,
         super::tenants::set_quotas,
@@ -61,6 +62,8 @@ use utoipa::{Modify, OpenApi};
         outpost_proto::CreateTenant,
         outpost_proto::TenantCreated,
         outpost_proto::Tenant,
+        outpost_proto::CallerKind,
+        outpost_proto::Whoami,
         outpost_proto::SetDomains,
         outpost_proto::TenantQuotas,
         outpost_proto::TenantUsage,

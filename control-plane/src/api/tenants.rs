@@ -7,10 +7,11 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use outpost_proto::{
-    CreateTenant, ErrorBody, Limits, SetDomains, Tenant, TenantCreated, TenantQuotas, TenantUsage,
+    CallerKind, CreateTenant, ErrorBody, Limits, SetDomains, Tenant, TenantCreated, TenantQuotas,
+    TenantUsage, Whoami,
 };
 
-use super::auth::{self, Admin};
+use super::auth::{self, Admin, UserAuth};
 use super::error::{ApiError, ApiResult};
 use super::{ApiState, JsonBody, check_name, hosts};
 use crate::store::{TenantRecord, Usage, now};
@@ -111,6 +112,35 @@ pub async fn list(_: Admin, State(state): State<Arc<ApiState>>) -> ApiResult<Jso
         })
         .await?;
     Ok(Json(tenants))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/whoami",
+    tag = "tenants",
+    responses((status = 200, body = Whoami), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("admin" = []), ("bearer" = []))
+)]
+/// Who the token is; for a tenant, its view and the limits its apps get
+/// (its overrides over the defaults nodes start from, as deploys check).
+pub async fn whoami(
+    caller: UserAuth,
+    State(state): State<Arc<ApiState>>,
+) -> ApiResult<Json<Whoami>> {
+    let Some(name) = caller.tenant else {
+        return Ok(Json(Whoami {
+            kind: CallerKind::Admin,
+            tenant: None,
+            limits: None,
+        }));
+    };
+    let tenant = load(&state, &name).await?;
+    let limits = outpost_runtime::limits::Limits::default().with(&(&tenant.limits).into());
+    Ok(Json(Whoami {
+        kind: CallerKind::Tenant,
+        limits: Some(limits.to_wire()),
+        tenant: Some(tenant),
+    }))
 }
 
 /// Changes tenant `name` with `change` in one store transaction and

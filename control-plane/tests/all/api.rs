@@ -821,6 +821,7 @@ const OPERATIONS: &[(&str, &str)] = &[
     ("post", "/v1/tenants/{tenant}/tokens"),
     ("post", "/v1/tokens"),
     ("get", "/v1/tokens"),
+    ("get", "/v1/whoami"),
     ("delete", "/v1/tokens/{name}"),
     ("post", "/v1/apps"),
     ("get", "/v1/apps"),
@@ -1489,5 +1490,56 @@ async fn node_reports_of_unavailable_apps_are_bounded() {
     assert_eq!(
         nodes.body[0]["applied_revision"], 1,
         "the refused report was recorded"
+    );
+}
+
+/// `GET /v1/whoami`: a tenant sees itself and the limits its apps get
+/// (its overrides over the defaults), and nothing of another tenant; the
+/// admin is the admin; a node token and no token are refused.
+#[tokio::test]
+async fn whoami_names_the_caller_and_a_tenant_sees_only_its_own_limits() {
+    let api = Api::new();
+    let t = api.tenant("acme").await;
+    let rival = api.tenant("rival").await;
+    let r = api
+        .json(
+            "PUT",
+            "/v1/tenants/rival/limits",
+            Some(ADMIN),
+            json!({"memory_mib": 512, "fuel": 7}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+
+    let me = api.get("/v1/whoami", Some(&t)).await;
+    assert_eq!(me.status, StatusCode::OK, "{}", me.raw);
+    assert_eq!(me.body["kind"], "tenant");
+    assert_eq!(me.body["tenant"]["name"], "acme");
+    assert_eq!(
+        me.body["limits"],
+        json!({"fuel": 1_000_000_000u64, "memory_mib": 128, "timeout_ms": 30_000, "max_concurrency": 64})
+    );
+    assert!(
+        !me.raw.contains("rival") && !me.raw.contains("512"),
+        "{}",
+        me.raw
+    );
+
+    let them = api.get("/v1/whoami", Some(&rival)).await;
+    assert_eq!(them.body["tenant"]["name"], "rival");
+    assert_eq!(them.body["limits"]["memory_mib"], 512);
+    assert_eq!(them.body["limits"]["fuel"], 7);
+    assert_eq!(them.body["limits"]["timeout_ms"], 30_000);
+
+    let admin = api.get("/v1/whoami", Some(ADMIN)).await;
+    assert_eq!(admin.body, json!({"kind": "admin"}));
+    assert_error(
+        &api.get("/v1/whoami", Some(NODE)).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    );
+    assert_eq!(
+        api.get("/v1/whoami", None).await.status,
+        StatusCode::UNAUTHORIZED
     );
 }
