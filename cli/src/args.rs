@@ -291,6 +291,8 @@ pub enum Lang {
     Js,
     /// Python: componentize-py, in the project's own virtualenv.
     Python,
+    /// Rust: cargo and the wasm32-wasip2 target (`rustup target add wasm32-wasip2`).
+    Rust,
 }
 
 /// `outpost profiles …`.

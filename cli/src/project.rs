@@ -36,7 +36,8 @@ const WIT_DEPS: &[(&str, &str)] = &[
 ];
 
 /// A template file: its path in the project and its text (`{{name}}` is
-/// the app's name).
+/// the app's name, `{{crate_name}}` the same with `-` as `_`, as rustc
+/// names a crate's artifacts).
 struct File(&'static str, &'static str);
 
 const C: &[File] = &[
@@ -65,6 +66,24 @@ const PYTHON: &[File] = &[
     File("build.sh", include_str!("../templates/python/build.sh")),
     File("README.md", include_str!("../templates/python/README.md")),
     File(".gitignore", include_str!("../templates/python/gitignore")),
+];
+
+/// The `wasi` crate carries its own wasi:http bindings (and WIT), so a
+/// Rust project gets no `wit/`. Its manifest is `Cargo.toml.template` in
+/// the CLI's tree: a file named `Cargo.toml` there would be a package
+/// (with a name that is not one) to cargo and to editors.
+const RUST: &[File] = &[
+    File(
+        "outpost.toml",
+        include_str!("../templates/rust/outpost.toml"),
+    ),
+    File(
+        "Cargo.toml",
+        include_str!("../templates/rust/Cargo.toml.template"),
+    ),
+    File("src/lib.rs", include_str!("../templates/rust/src/lib.rs")),
+    File("README.md", include_str!("../templates/rust/README.md")),
+    File(".gitignore", include_str!("../templates/rust/gitignore")),
 ];
 
 /// The wasi:http version componentize-js 0.23 embeds: it finds the
@@ -121,6 +140,12 @@ pub fn new(cmd: New) -> anyhow::Result<()> {
             cmd.name
         );
     }
+    if matches!(cmd.lang, Lang::Rust) && cmd.name.starts_with(|c: char| c.is_ascii_digit()) {
+        bail!(
+            "app name {:?} is also the Rust package's name, which cannot start with a digit",
+            cmd.name
+        );
+    }
     let dir = cmd.dir.clone().unwrap_or_else(|| PathBuf::from(&cmd.name));
     if dir.exists() && std::fs::read_dir(&dir)?.next().is_some() {
         bail!(
@@ -132,28 +157,38 @@ pub fn new(cmd: New) -> anyhow::Result<()> {
         Lang::C => C,
         Lang::Js => JS,
         Lang::Python => PYTHON,
+        Lang::Rust => RUST,
     };
+    let crate_name = cmd.name.replace('-', "_");
     for File(path, text) in files {
-        write(&dir, path, &text.replace("{{name}}", &cmd.name))?;
+        let text = text
+            .replace("{{name}}", &cmd.name)
+            .replace("{{crate_name}}", &crate_name);
+        write(&dir, path, &text)?;
     }
+    // The WIT the app is built against, relabelled for its toolchain; a
+    // Rust project's comes inside the `wasi` crate.
     let have = http_version();
     let version = match cmd.lang {
-        Lang::Js => JS_HTTP_VERSION,
-        Lang::C | Lang::Python => have,
+        Lang::Js => Some(JS_HTTP_VERSION),
+        Lang::C | Lang::Python => Some(have),
+        Lang::Rust => None,
     };
-    write(
-        &dir,
-        "wit/app.wit",
-        &format!(
-            "// The world this app is built for: wasi:http/proxy, plus\n// wasi:cli/environment for its env variables.\npackage outpost:app;\n\nworld app {{\n  include wasi:http/proxy@{version};\n  import wasi:cli/environment@{version};\n}}\n"
-        ),
-    )?;
-    for (name, text) in WIT_DEPS {
+    if let Some(version) = version {
         write(
             &dir,
-            &format!("wit/deps/{name}"),
-            &relabel(text, have, version),
+            "wit/app.wit",
+            &format!(
+                "// The world this app is built for: wasi:http/proxy, plus\n// wasi:cli/environment for its env variables.\npackage outpost:app;\n\nworld app {{\n  include wasi:http/proxy@{version};\n  import wasi:cli/environment@{version};\n}}\n"
+            ),
         )?;
+        for (name, text) in WIT_DEPS {
+            write(
+                &dir,
+                &format!("wit/deps/{name}"),
+                &relabel(text, have, version),
+            )?;
+        }
     }
     println!(
         "Created {} ({:?}) in {}.",
@@ -161,8 +196,12 @@ pub fn new(cmd: New) -> anyhow::Result<()> {
         cmd.lang,
         dir.display()
     );
+    let setup = match cmd.lang {
+        Lang::Rust => "\n  rustup target add wasm32-wasip2   # once; `cargo test` runs without it",
+        Lang::C | Lang::Js | Lang::Python => "",
+    };
     println!(
-        "Next:\n  cd {}\n  outpost build\n  outpost dev --watch",
+        "Next:\n  cd {}{setup}\n  outpost build\n  outpost dev --watch",
         dir.display()
     );
     Ok(())

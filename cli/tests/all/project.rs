@@ -157,6 +157,141 @@ fn a_new_python_project_builds_and_deploys_from_its_manifest() {
     new_build_deploy("python", "app.py", "this is not python(\n", "SyntaxError");
 }
 
+/// `outpost new my-app --lang rust`, in a temp dir: the project's dir.
+fn new_rust_project(root: &Path) -> PathBuf {
+    let out = outpost(root, &["new", "my-app", "--lang", "rust"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("rustup target add wasm32-wasip2"),
+        "the next steps name the target: {}",
+        text(&out)
+    );
+    root.join("my-app")
+}
+
+#[test]
+fn a_new_rust_project_is_a_crate_with_a_valid_manifest_and_names_its_target() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = new_rust_project(root.path());
+    for file in [
+        "outpost.toml",
+        "Cargo.toml",
+        "src/lib.rs",
+        "README.md",
+        ".gitignore",
+    ] {
+        assert!(dir.join(file).is_file(), "no {file}");
+    }
+    assert!(!dir.join("wit").exists(), "the wasi crate carries the WIT");
+
+    // The manifest loads as `outpost build`, `dev` and `deploy` load it,
+    // and points at what cargo builds: the crate's name has `_` for `-`.
+    let loaded = outpost_cli::manifest::load(Some(&dir.join("outpost.toml"))).unwrap();
+    assert_eq!(loaded.manifest.app.name, "my-app");
+    assert_eq!(loaded.manifest.app.routes, ["my-app.localhost"]);
+    assert_eq!(
+        loaded.manifest.app.component,
+        "target/wasm32-wasip2/release/my_app.wasm"
+    );
+    let build = loaded.manifest.build.expect("a [build] section");
+    assert!(
+        build
+            .command
+            .starts_with("cargo build --release --target wasm32-wasip2"),
+        "{}",
+        build.command
+    );
+    assert_eq!(build.watch, ["src", "Cargo.toml"]);
+
+    let cargo: toml::Value =
+        toml::from_str(&std::fs::read_to_string(dir.join("Cargo.toml")).unwrap()).unwrap();
+    assert_eq!(cargo["package"]["name"].as_str(), Some("my-app"));
+    assert_eq!(cargo["package"]["edition"].as_str(), Some("2024"));
+    assert_eq!(
+        cargo["lib"]["crate-type"],
+        toml::Value::Array(vec!["cdylib".into(), "rlib".into()])
+    );
+    assert!(
+        cargo["target"]["cfg(target_arch = \"wasm32\")"]["dependencies"]["wasi"].is_str(),
+        "wasi is a wasm32-only dependency: {cargo:#?}"
+    );
+    let lib = std::fs::read_to_string(dir.join("src/lib.rs")).unwrap();
+    assert!(lib.contains("Hello from my-app!"), "{lib}");
+    assert!(!lib.contains("{{"), "a placeholder is left: {lib}");
+
+    let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
+    for needed in [
+        "rustup target add wasm32-wasip2",
+        "cargo test",
+        "outpost build",
+        "outpost dev --watch",
+        "outpost deploy",
+    ] {
+        assert!(readme.contains(needed), "README lacks {needed:?}: {readme}");
+    }
+    assert!(
+        std::fs::read_to_string(dir.join(".gitignore"))
+            .unwrap()
+            .lines()
+            .any(|l| l == "target/")
+    );
+
+    // A package name cannot start with a digit, so neither can the app's.
+    let out = outpost(root.path(), &["new", "9lives", "--lang", "rust"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("cannot start with a digit"),
+        "{}",
+        text(&out)
+    );
+    assert!(!root.path().join("9lives").exists());
+}
+
+#[test]
+#[ignore = "resolves the wasi crate from crates.io in the generated project"]
+fn a_new_rust_project_passes_its_own_tests_and_its_build_names_the_missing_target() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = new_rust_project(root.path());
+
+    // The app's logic is plain Rust: its tests run natively, where the
+    // wasm glue is not compiled at all.
+    let tested = Command::new(env!("CARGO"))
+        .arg("test")
+        .current_dir(&dir)
+        .env("CARGO_TARGET_DIR", dir.join("target"))
+        .output()
+        .unwrap();
+    assert!(tested.status.success(), "cargo test: {}", text(&tested));
+    assert!(
+        text(&tested).contains("every_request_gets_the_greeting_as_plain_text ... ok"),
+        "{}",
+        text(&tested)
+    );
+
+    // `outpost build` with the wasm32-wasip2 target builds the component;
+    // without it (as on this repository's machines) the failure says how
+    // to get the target.
+    let out = outpost(&dir, &["build"]);
+    let said = text(&out);
+    assert!(
+        said.contains("Building my-app: cargo build --release --target wasm32-wasip2"),
+        "{said}"
+    );
+    if out.status.success() {
+        assert!(
+            said.contains("Built target/wasm32-wasip2/release/my_app.wasm"),
+            "{said}"
+        );
+    } else {
+        assert!(
+            said.contains("target may not be installed")
+                && said.contains("rustup target add wasm32-wasip2"),
+            "the failure names the missing target and how to add it: {said}"
+        );
+        assert!(said.contains("the build failed"), "{said}");
+    }
+}
+
 /// A project whose build copies `wasm` into place.
 fn project_copying(wasm: &[u8]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
