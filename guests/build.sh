@@ -5,7 +5,7 @@
 #
 #   guests/build.sh [TARGET...]        (default: all; e.g. `build.sh js python`)
 #
-#   c                guest fixtures in C (hello, echo, fetch)
+#   c                guest fixtures in C (hello, echo, fetch, proxy)
 #   js | python      the JavaScript / Python guest fixture
 #   examples         the example worker in C, JavaScript and Python
 #   examples-c | examples-js | examples-python     one of those
@@ -362,6 +362,7 @@ build_c() {
   build_c_component "$GUESTS_DIR/c/hello" hello guest
   build_c_component "$GUESTS_DIR/c/echo" echo guest-with-env
   build_c_component "$GUESTS_DIR/c/fetch" fetch guest-with-env
+  build_c_component "$GUESTS_DIR/c/proxy" proxy guest-with-env
 }
 
 build_js() {

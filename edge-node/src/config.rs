@@ -16,6 +16,7 @@ pub use outpost_serve::Config as ConnectionConfig;
 
 use crate::error::{Error, Result};
 use outpost_runtime::code::CodeConfig;
+use outpost_runtime::edge_cache::CacheConfig;
 use outpost_runtime::router::{Route, Router};
 use outpost_runtime::{AppSpec, LaneConfig, LimitOverrides, Limits, OutboundConfig, PoolConfig};
 
@@ -32,7 +33,7 @@ pub const DEFAULT_TENANT: &str = "default";
     about = "Outpost edge node: routes HTTP requests to WebAssembly workers and runs each in a fresh, limited sandbox."
 )]
 pub struct Args {
-    /// TOML config file (keys: http, metrics, [limits], [pool], [lanes], [app_metrics], [code],
+    /// TOML config file (keys: http, metrics, [limits], [pool], [lanes], [app_metrics], [code], [cache],
     /// [server], [[app]]).
     #[arg(long, env = "OUTPOST_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -108,6 +109,19 @@ pub struct Args {
     /// worker shares its engine) compiles faster; 0 turns it off [default: 134217728].
     #[arg(long, env = "OUTPOST_FUNCTION_CACHE_BYTES", value_name = "BYTES")]
     pub function_cache_bytes: Option<u64>,
+    /// Whether workers' GET and HEAD fetches to their origins go through the node's edge cache
+    /// (true/false) [default: true].
+    #[arg(long, env = "OUTPOST_CACHE", value_name = "BOOL")]
+    pub cache: Option<bool>,
+    /// Bytes the edge cache holds at most, all tenants together [default: 268435456].
+    #[arg(long, env = "OUTPOST_CACHE_BUDGET_BYTES", value_name = "BYTES")]
+    pub cache_budget_bytes: Option<u64>,
+    /// Bytes one tenant's objects take in the edge cache at most [default: 67108864].
+    #[arg(long, env = "OUTPOST_CACHE_TENANT_BUDGET_BYTES", value_name = "BYTES")]
+    pub cache_tenant_budget_bytes: Option<u64>,
+    /// Largest response body the edge cache stores; larger ones pass through [default: 8388608].
+    #[arg(long, env = "OUTPOST_CACHE_MAX_OBJECT_BYTES", value_name = "BYTES")]
+    pub cache_max_object_bytes: Option<u64>,
     /// Use wasmtime's pooling allocator (true/false) [default: true].
     #[arg(long, env = "OUTPOST_POOLING", value_name = "BOOL")]
     pub pooling: Option<bool>,
@@ -197,6 +211,9 @@ struct FileConfig {
     /// Compiled code loaded on demand.
     #[serde(default)]
     code: CodeConfig,
+    /// The edge cache of workers' origin fetches.
+    #[serde(default)]
+    cache: CacheConfig,
     /// Connection handling (the server's own section).
     #[serde(default)]
     server: ServerConfig,
@@ -289,6 +306,8 @@ pub struct Config {
     pub app_metrics: outpost_runtime::metrics::PerAppSeries,
     /// Compiled code loaded on demand.
     pub code: CodeConfig,
+    /// The edge cache of workers' origin fetches.
+    pub cache: CacheConfig,
     /// Connection handling.
     pub server: ServerConfig,
     /// Where guests' outbound calls may go.
@@ -346,6 +365,7 @@ impl Default for Config {
             lanes: LaneConfig::default(),
             app_metrics: Default::default(),
             code: CodeConfig::default(),
+            cache: CacheConfig::default(),
             server: ServerConfig::default(),
             outbound: OutboundConfig::default(),
             apps: Vec::new(),
@@ -449,6 +469,20 @@ impl Config {
             code.function_cache_bytes = bytes;
         }
         problems.extend(code.problems());
+        let mut cache = file.cache;
+        if let Some(on) = args.cache {
+            cache.enabled = on;
+        }
+        if let Some(bytes) = args.cache_budget_bytes {
+            cache.budget_bytes = bytes;
+        }
+        if let Some(bytes) = args.cache_tenant_budget_bytes {
+            cache.tenant_budget_bytes = bytes;
+        }
+        if let Some(bytes) = args.cache_max_object_bytes {
+            cache.max_object_bytes = bytes;
+        }
+        problems.extend(cache.problems());
 
         // The file's [server] section (already defaulted and typed by
         // serde), with the two flags laid over it.
@@ -655,6 +689,7 @@ impl Config {
             lanes: file.lanes,
             app_metrics,
             code,
+            cache,
             server,
             outbound,
             apps,

@@ -98,6 +98,7 @@ pub async fn start(
     metrics.runtime.set_per_app(config.app_metrics.clone());
     let node = Node::with_lanes(&config.pool, &config.lanes, metrics)?;
     node.runtime().configure_code(&config.code);
+    node.runtime().edge_cache().configure(config.cache.clone());
     node.runtime().network().configure(config.outbound.clone());
     if config.https.is_some() {
         node.set_default_certificate(tls::default_certificate(config.tls_default.as_ref())?);

@@ -550,6 +550,38 @@ pub struct Delta {
     pub removed_certificates: Vec<String>,
 }
 
+/// What a purge of the edge cache removes, within one tenant's partition
+/// (`POST /v1/cache/purge`, tenant token; nodes get it in a [`Delta`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(tag = "by", rename_all = "snake_case", deny_unknown_fields)]
+pub enum CachePurge {
+    /// Every stored response for this absolute URL (`http://` or
+    /// `https://`, as the worker fetched it; GET and HEAD, every variant).
+    Url {
+        /// The URL.
+        url: String,
+    },
+    /// Every stored response whose `Surrogate-Key` header named this key.
+    SurrogateKey {
+        /// The key.
+        key: String,
+    },
+    /// Everything the tenant has stored.
+    All,
+}
+
+/// One tenant's purge, as nodes receive it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct TenantPurge {
+    /// Whose partition.
+    pub tenant: String,
+    /// What goes.
+    pub purge: CachePurge,
+}
+
 /// A delta that does not start where the snapshot is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StaleDelta {

@@ -132,7 +132,10 @@ impl App {
         metrics: &Metrics,
         log_ship: Arc<super::log_ship::ShipQueue>,
         lanes: Arc<Lanes>,
-        network: Arc<crate::outbound::Network>,
+        (network, cache): (
+            Arc<crate::outbound::Network>,
+            Arc<crate::edge_cache::EdgeCache>,
+        ),
         slots: (Arc<Slots>, Duration),
     ) -> Arc<App> {
         let app_metrics = metrics.app(&spec.tenant, &spec.name);
@@ -144,13 +147,16 @@ impl App {
             )
             .shipping_to(log_ship, app_metrics.guest_log_unshipped.clone()),
         );
-        let outbound = Arc::new(OutboundPolicy::new(
-            &spec.allow_outbound,
-            spec.limits.max_subrequests,
-            spec.limits.timeout,
-            network,
-            app_metrics.subrequests.clone(),
-        ));
+        let outbound = Arc::new(
+            OutboundPolicy::new(
+                &spec.allow_outbound,
+                spec.limits.max_subrequests,
+                spec.limits.timeout,
+                network,
+                app_metrics.subrequests.clone(),
+            )
+            .caching(cache, &spec.tenant),
+        );
         let standing = Standing::new(
             app_metrics.demotions.clone(),
             app_metrics.background_requests.clone(),

@@ -12,6 +12,7 @@ use wasmtime_wasi_http::{
 };
 
 use super::guest_log::{RequestOutput, Stream};
+use crate::edge_cache::EdgeCache;
 use crate::outbound::{self, Failure, Network};
 
 /// Per-request host state. Built fresh for every request and dropped with
@@ -109,6 +110,9 @@ pub struct OutboundPolicy {
     timeout: Duration,
     net: Arc<Network>,
     counters: SubrequestCounters,
+    /// The node's edge cache and the tenant whose partition this app's
+    /// fetches use.
+    cache: Option<(Arc<EdgeCache>, Arc<str>)>,
 }
 
 /// `outpost_runtime_subrequests_total` by `result`, in
@@ -144,7 +148,15 @@ impl OutboundPolicy {
             timeout,
             net,
             counters,
+            cache: None,
         }
+    }
+
+    /// This policy with GET and HEAD fetches going through `cache`, in
+    /// `tenant`'s partition.
+    pub fn caching(mut self, cache: Arc<EdgeCache>, tenant: &str) -> OutboundPolicy {
+        self.cache = Some((cache, Arc::from(tenant)));
+        self
     }
 
     /// Whether a request to `host` on `port` may go: an entry `host:port`,
@@ -205,29 +217,65 @@ impl WasiHttpHooks for Outbound {
                 ))))
             });
         }
-        // Counted before the lookup: a guest cannot make more lookups
-        // than calls either.
+        // Counted before the lookup (and whether the cache answers or
+        // not): a guest cannot make more lookups than calls either.
         self.sent += 1;
+        let timeouts = outbound::Timeouts::new(options, policy.timeout);
+        let target = Arc::new(Target {
+            policy,
+            host,
+            port,
+            tls,
+            timeouts,
+        });
         Box::new(async move {
-            let timeouts = outbound::Timeouts::new(options, policy.timeout);
-            let stream = match outbound::connect(&policy.net, &host, port, tls, timeouts).await {
-                Ok(stream) => stream,
-                Err(Failure::Refused(why)) => {
-                    policy.counters.denied_address.inc();
-                    tracing::info!(
-                        host = %host,
-                        port,
-                        reason = why.as_str(),
-                        "outbound call refused: the host's addresses are not allowed"
-                    );
-                    return Err(HttpError::HttpRequestDenied);
+            let origin = {
+                let target = target.clone();
+                move |request| -> futures::future::BoxFuture<'static, SendResult> {
+                    let target = target.clone();
+                    Box::pin(async move { target.send(request).await })
                 }
-                Err(Failure::Http(e)) => return Err(e),
             };
-            policy.counters.sent.inc();
-            let max_body = outbound::max_response_body(&policy.net);
-            outbound::exchange(stream, request, timeouts, max_body).await
+            match &target.policy.cache {
+                Some((cache, tenant)) => cache.send(tenant, request, &origin).await,
+                None => origin(request).await,
+            }
         })
+    }
+}
+
+/// Where one outbound call goes, checked against the allow-list: sent
+/// once, or again by the cache (to revalidate what it holds).
+struct Target {
+    policy: Arc<OutboundPolicy>,
+    host: String,
+    port: u16,
+    tls: bool,
+    timeouts: outbound::Timeouts,
+}
+
+impl Target {
+    /// Connects to an address the node's network allows and sends.
+    async fn send(&self, request: http::Request<WasiBody>) -> SendResult {
+        let (host, port, policy) = (&self.host, self.port, &self.policy);
+        let stream = match outbound::connect(&policy.net, host, port, self.tls, self.timeouts).await
+        {
+            Ok(stream) => stream,
+            Err(Failure::Refused(why)) => {
+                policy.counters.denied_address.inc();
+                tracing::info!(
+                    host = %host,
+                    port,
+                    reason = why.as_str(),
+                    "outbound call refused: the host's addresses are not allowed"
+                );
+                return Err(HttpError::HttpRequestDenied);
+            }
+            Err(Failure::Http(e)) => return Err(e),
+        };
+        policy.counters.sent.inc();
+        let max_body = outbound::max_response_body(&policy.net);
+        outbound::exchange(stream, request, self.timeouts, max_body).await
     }
 }
 

@@ -21,6 +21,7 @@ pub mod cert;
 pub mod code;
 pub mod compile_cache;
 pub mod disk;
+pub mod edge_cache;
 pub mod error;
 pub mod function_cache;
 pub mod guest_log;
@@ -247,6 +248,7 @@ pub struct Runtime {
     log_ship: Arc<log_ship::ShipQueue>,
     lanes: Arc<Lanes>,
     network: Arc<outbound::Network>,
+    edge_cache: Arc<edge_cache::EdgeCache>,
     slots: Arc<share::Slots>,
     slot_wait: Duration,
 }
@@ -306,6 +308,7 @@ impl Runtime {
             functions,
             loader,
             pooling,
+            edge_cache: Arc::new(edge_cache::EdgeCache::new(metrics.edge_cache())),
             metrics,
             log_ship: Default::default(),
             lanes: Arc::new(Lanes::new(lanes.clone())),
@@ -331,6 +334,12 @@ impl Runtime {
     /// node's listeners) before serving. Until then only public addresses.
     pub fn network(&self) -> &outbound::Network {
         &self.network
+    }
+
+    /// The cache workers' outbound GET and HEAD fetches go through: off
+    /// until configured (the control plane never caches).
+    pub fn edge_cache(&self) -> &edge_cache::EdgeCache {
+        &self.edge_cache
     }
 
     /// Whether instances come from the pooling allocator.
@@ -492,7 +501,7 @@ impl Runtime {
             &self.metrics,
             self.log_ship.clone(),
             self.lanes.clone(),
-            self.network.clone(),
+            (self.network.clone(), self.edge_cache.clone()),
             (self.slots.clone(), self.slot_wait),
         )
     }

@@ -134,6 +134,7 @@ pub struct Metrics {
     /// Compiled code loaded on demand.
     code: crate::code::CodeMetrics,
     function_cache: crate::function_cache::FunctionCacheMetrics,
+    edge_cache: crate::edge_cache::CacheMetrics,
     /// The engine's pooling allocator, read at each [`Metrics::refresh`].
     pool_source: std::sync::Arc<std::sync::OnceLock<wasmtime::PoolingAllocatorMetrics>>,
     /// Which apps have series of their own.
@@ -275,6 +276,7 @@ impl Metrics {
             )?,
             code: crate::code::CodeMetrics::register(registry)?,
             function_cache: crate::function_cache::FunctionCacheMetrics::register(registry)?,
+            edge_cache: crate::edge_cache::CacheMetrics::register(registry)?,
             pool_source: Default::default(),
             binding: Default::default(),
         };
@@ -312,6 +314,10 @@ impl Metrics {
     /// The series of compiled code loaded on demand.
     pub(crate) fn code(&self) -> crate::code::CodeMetrics {
         self.code.clone()
+    }
+
+    pub(crate) fn edge_cache(&self) -> crate::edge_cache::CacheMetrics {
+        self.edge_cache.clone()
     }
 
     pub(crate) fn function_cache(&self) -> crate::function_cache::FunctionCacheMetrics {

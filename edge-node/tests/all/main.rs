@@ -4,6 +4,7 @@
 //! binary) and talks real HTTP/TLS to it.
 
 mod binary;
+mod cache;
 mod cancel;
 mod density;
 mod hostile;
