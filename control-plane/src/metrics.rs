@@ -9,6 +9,7 @@ pub struct CpMetrics {
     registry: Registry,
     revision: IntGauge,
     deployments: IntCounterVec,
+    purges: IntCounterVec,
     watch_streams: IntGauge,
     tls_handshakes: IntCounterVec,
     node_applied: IntGaugeVec,
@@ -31,6 +32,14 @@ impl CpMetrics {
                 Opts::new(
                     "outpost_cp_deployments_total",
                     "Deployments accepted, per tenant.",
+                ),
+                &["tenant"],
+            )
+            .unwrap(),
+            purges: IntCounterVec::new(
+                Opts::new(
+                    "outpost_cp_cache_purges_total",
+                    "Edge-cache purges recorded, per tenant.",
                 ),
                 &["tenant"],
             )
@@ -85,6 +94,7 @@ impl CpMetrics {
         m.registry
             .register(Box::new(m.deployments.clone()))
             .unwrap();
+        m.registry.register(Box::new(m.purges.clone())).unwrap();
         m.registry
             .register(Box::new(m.watch_streams.clone()))
             .unwrap();
@@ -113,6 +123,11 @@ impl CpMetrics {
     /// Counts one accepted deployment.
     pub fn deployed(&self, tenant: &str) {
         self.deployments.with_label_values(&[tenant]).inc();
+    }
+
+    /// Counts one recorded edge-cache purge.
+    pub fn purged(&self, tenant: &str) {
+        self.purges.with_label_values(&[tenant]).inc();
     }
 
     /// A watch stream opened (`+1`) or closed (`-1`).

@@ -126,10 +126,14 @@ pub fn snapshot(store: &dyn Store, sealer: &Sealer) -> Result<Snapshot, StoreErr
             },
         );
     }
+    // Read after the revision: a purge newer than the snapshot may be
+    // listed too, and applying a purge early is harmless.
+    let purges = store.recent_purges()?;
     Ok(Snapshot {
         revision,
         apps,
         certificates,
+        purges,
     })
 }
 
@@ -396,6 +400,7 @@ mod tests {
 
     fn snapshot(revision: u64, apps: impl IntoIterator<Item = AppSpec>) -> Snapshot {
         Snapshot {
+            purges: Default::default(),
             revision,
             apps: apps
                 .into_iter()

@@ -259,6 +259,9 @@ struct OutboundFileConfig {
     allow_cidrs: Vec<String>,
     /// Largest outbound response body, in bytes.
     max_response_body_bytes: Option<u64>,
+    /// Names resolved to a fixed address instead of by DNS.
+    #[serde(default)]
+    hosts: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -525,6 +528,16 @@ impl Config {
             match OutboundConfig::parse_cidr(cidr) {
                 Ok(net) => outbound.allow_cidrs.push(net),
                 Err(e) => problems.push(format!("outbound.allow_cidrs: {e}")),
+            }
+        }
+        for (name, ip) in &file.outbound.hosts {
+            match ip.parse::<std::net::IpAddr>() {
+                Ok(ip) => {
+                    outbound.hosts.insert(name.to_ascii_lowercase(), ip);
+                }
+                Err(_) => problems.push(format!(
+                    "outbound.hosts: {name:?} = {ip:?} is not an IP address"
+                )),
             }
         }
         if let Some(max) = args
@@ -984,6 +997,41 @@ mod tests {
             Args::try_parse_from(["edge-node", "--node-token", "x", "--node-token-file", "y"])
                 .is_err()
         );
+    }
+
+    #[test]
+    fn outbound_hosts_and_the_cache_section_are_read_and_bad_values_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("edge.toml");
+        std::fs::write(
+            &path,
+            "[outbound]\nhosts = { \"Origin.Internal.Example\" = \"10.0.0.5\" }\n\
+             [cache]\nbudget_bytes = 1000000\ntenant_budget_bytes = 500000\n\
+             max_object_bytes = 100000\n",
+        )
+        .unwrap();
+        let file = path.to_str().unwrap();
+        let c = Config::from_args(args(&["--config", file])).unwrap();
+        assert_eq!(
+            c.outbound.hosts["origin.internal.example"],
+            "10.0.0.5".parse::<std::net::IpAddr>().unwrap()
+        );
+        assert_eq!(c.cache.budget_bytes, 1_000_000);
+        assert!(c.cache.enabled);
+        let c = Config::from_args(args(&["--config", file, "--cache", "false"])).unwrap();
+        assert!(!c.cache.enabled);
+        assert!(Config::default().cache.enabled);
+
+        std::fs::write(
+            &path,
+            "[outbound]\nhosts = { \"o.example\" = \"nope\" }\n[cache]\nmax_object_bytes = 0\n",
+        )
+        .unwrap();
+        let err = Config::from_args(args(&["--config", file]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"nope\" is not an IP address"), "{err}");
+        assert!(err.contains("cache.max_object_bytes"), "{err}");
     }
 
     #[test]

@@ -500,6 +500,9 @@ pub struct Snapshot {
     /// for (`a.example.com` or `*.example.com`).
     #[serde(default)]
     pub certificates: BTreeMap<String, CertSpec>,
+    /// The most recent edge-cache purges.
+    #[serde(default, skip_serializing_if = "RecentPurges::is_empty")]
+    pub purges: RecentPurges,
 }
 
 /// A tenant's certificate as nodes receive it. The key travels in clear
@@ -548,6 +551,9 @@ pub struct Delta {
     /// Hostnames whose certificate was removed.
     #[serde(default)]
     pub removed_certificates: Vec<String>,
+    /// Edge-cache purges made since `base`, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub purges: Vec<PurgeRecord>,
 }
 
 /// What a purge of the edge cache removes, within one tenant's partition
@@ -567,19 +573,87 @@ pub enum CachePurge {
         /// The key.
         key: String,
     },
-    /// Everything the tenant has stored.
-    All,
+    /// Everything the tenant has stored. (A struct variant, so a field
+    /// beside `"by": "all"` is refused like anywhere else.)
+    All {},
 }
 
-/// One tenant's purge, as nodes receive it.
+/// `POST /v1/cache/purge`'s answer: the purge's revision and how far the
+/// fleet got with it before the answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
-pub struct TenantPurge {
+pub struct PurgeResult {
+    /// What was purged.
+    pub purge: CachePurge,
+    /// The revision the purge made: a node at it or later has applied it.
+    pub revision: u64,
+    /// The live nodes at that revision and those lagging behind it.
+    pub rollout: Rollout,
+    /// Milliseconds from the purge's record until every live node had it
+    /// (or until the answer, if some lag).
+    pub waited_ms: u64,
+}
+
+/// One tenant's purge, as nodes receive it: it took effect at
+/// `revision`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PurgeRecord {
+    /// The revision the purge made.
+    pub revision: u64,
     /// Whose partition.
     pub tenant: String,
     /// What goes.
     pub purge: CachePurge,
+}
+
+/// How many purges a snapshot carries at most: the most recent ones.
+/// A node further behind than that empties its cache instead.
+pub const RECENT_PURGES: usize = 1024;
+
+/// The most recent edge-cache purges, for nodes catching up.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RecentPurges {
+    /// Every purge made after this revision is in `list`; older ones may
+    /// have been dropped (0: none ever was).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub since: u64,
+    /// Oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub list: Vec<PurgeRecord>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl RecentPurges {
+    /// Nothing to say.
+    pub fn is_empty(&self) -> bool {
+        self.since == 0 && self.list.is_empty()
+    }
+
+    /// The purges a node that applied revision `have` has not seen, or
+    /// `None` if some of them may have been dropped already (the node
+    /// must then assume anything may have been purged).
+    pub fn after(&self, have: u64) -> Option<impl Iterator<Item = &PurgeRecord>> {
+        (have >= self.since).then(|| self.list.iter().filter(move |p| p.revision > have))
+    }
+
+    /// Adds `newer` (in revision order) and drops the oldest past
+    /// [`RECENT_PURGES`].
+    pub fn extend(&mut self, newer: &[PurgeRecord]) {
+        self.list.extend_from_slice(newer);
+        if self.list.len() > RECENT_PURGES {
+            let dropped = self.list.len() - RECENT_PURGES;
+            self.since = self.list[dropped - 1].revision.max(self.since);
+            self.list.drain(..dropped);
+        }
+    }
 }
 
 /// A delta that does not start where the snapshot is.
@@ -630,6 +704,13 @@ impl Snapshot {
             .filter(|host| !newer.certificates.contains_key(*host))
             .cloned()
             .collect();
+        let purges = newer
+            .purges
+            .list
+            .iter()
+            .filter(|p| p.revision > self.revision)
+            .cloned()
+            .collect();
         Delta {
             base: self.revision,
             revision: newer.revision,
@@ -637,6 +718,7 @@ impl Snapshot {
             remove,
             certificates,
             removed_certificates,
+            purges,
         }
     }
 
@@ -660,6 +742,7 @@ impl Snapshot {
         for (host, cert) in &delta.certificates {
             self.certificates.insert(host.clone(), cert.clone());
         }
+        self.purges.extend(&delta.purges);
         self.revision = delta.revision;
         Ok(())
     }
@@ -693,6 +776,9 @@ pub enum WatchEvent {
     SnapshotBegin {
         /// The snapshot's revision.
         revision: u64,
+        /// The snapshot's recent edge-cache purges.
+        #[serde(default, skip_serializing_if = "RecentPurges::is_empty")]
+        purges: RecentPurges,
     },
     /// Some of the snapshot's apps and certificates.
     SnapshotPart {
@@ -721,6 +807,7 @@ impl Snapshot {
     pub fn in_parts(&self, part_bytes: usize) -> Vec<WatchEvent> {
         let mut out = vec![WatchEvent::SnapshotBegin {
             revision: self.revision,
+            purges: self.purges.clone(),
         }];
         let mut apps = BTreeMap::new();
         let mut certificates = BTreeMap::new();
@@ -800,11 +887,12 @@ impl SnapshotAssembly {
     /// `event` completes it. Any other event is refused.
     pub fn take(&mut self, event: WatchEvent) -> Result<Option<Snapshot>, OutOfOrder> {
         match event {
-            WatchEvent::SnapshotBegin { revision } => {
+            WatchEvent::SnapshotBegin { revision, purges } => {
                 self.building = Some(Snapshot {
                     revision,
                     apps: BTreeMap::new(),
                     certificates: BTreeMap::new(),
+                    purges,
                 });
                 Ok(None)
             }

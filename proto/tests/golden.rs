@@ -360,6 +360,7 @@ fn empty_and_absent_shapes() {
         "watch_snapshot_empty",
         WatchEvent::Snapshot {
             snapshot: Snapshot {
+                purges: Default::default(),
                 revision: 0,
                 apps: BTreeMap::new(),
                 certificates: BTreeMap::new(),
@@ -370,6 +371,7 @@ fn empty_and_absent_shapes() {
         "watch_delta_empty",
         WatchEvent::Delta {
             delta: Delta {
+                purges: Default::default(),
                 base: 9,
                 revision: 10,
                 upsert: BTreeMap::new(),
@@ -381,12 +383,120 @@ fn empty_and_absent_shapes() {
     );
 }
 
+fn purges() -> Vec<PurgeRecord> {
+    vec![
+        PurgeRecord {
+            revision: 10,
+            tenant: "acme".into(),
+            purge: CachePurge::Url {
+                url: "https://origin.acme.example/a?b=1".into(),
+            },
+        },
+        PurgeRecord {
+            revision: 11,
+            tenant: "acme".into(),
+            purge: CachePurge::SurrogateKey {
+                key: "product-1".into(),
+            },
+        },
+        PurgeRecord {
+            revision: 12,
+            tenant: "rival".into(),
+            purge: CachePurge::All {},
+        },
+    ]
+}
+
+#[test]
+fn cache_purges() {
+    check(
+        "cache_purge_url",
+        CachePurge::Url {
+            url: "https://origin.acme.example/a".into(),
+        },
+    );
+    check("cache_purge_all", CachePurge::All {});
+    check(
+        "watch_delta_purges",
+        WatchEvent::Delta {
+            delta: Delta {
+                base: 9,
+                revision: 12,
+                upsert: BTreeMap::new(),
+                remove: vec![],
+                certificates: BTreeMap::new(),
+                removed_certificates: vec![],
+                purges: purges(),
+            },
+        },
+    );
+    check(
+        "watch_snapshot_begin_purges",
+        WatchEvent::SnapshotBegin {
+            revision: 12,
+            purges: RecentPurges {
+                since: 9,
+                list: purges(),
+            },
+        },
+    );
+}
+
+/// A node at `have` learns the purges it missed from a snapshot's recent
+/// list, unless the list no longer reaches back that far; a delta carries
+/// exactly the purges made since its base.
+#[test]
+fn purges_travel_in_deltas_and_snapshots_know_how_far_back_they_reach() {
+    let recent = RecentPurges {
+        since: 9,
+        list: purges(),
+    };
+    let missed: Vec<u64> = recent.after(10).unwrap().map(|p| p.revision).collect();
+    assert_eq!(missed, [11, 12]);
+    assert_eq!(recent.after(9).unwrap().count(), 3);
+    assert!(recent.after(8).is_none(), "purges up to 9 may be gone");
+
+    let old = Snapshot {
+        revision: 9,
+        apps: BTreeMap::new(),
+        certificates: BTreeMap::new(),
+        purges: RecentPurges::default(),
+    };
+    let new = Snapshot {
+        revision: 12,
+        purges: recent.clone(),
+        ..old.clone()
+    };
+    let delta = old.delta_to(&new);
+    assert_eq!(delta.purges, purges());
+    let mut applied = old.clone();
+    applied.apply(&delta).unwrap();
+    assert_eq!(applied.purges.list, purges());
+
+    // The list keeps the most recent ones, and says where it starts.
+    let mut long = RecentPurges::default();
+    let many: Vec<PurgeRecord> = (1..=RECENT_PURGES as u64 + 5)
+        .map(|revision| PurgeRecord {
+            revision,
+            tenant: "acme".into(),
+            purge: CachePurge::All {},
+        })
+        .collect();
+    long.extend(&many);
+    assert_eq!(long.list.len(), RECENT_PURGES);
+    assert_eq!(long.since, 5);
+    assert_eq!(long.list[0].revision, 6);
+    assert!(long.after(4).is_none());
+    assert_eq!(long.after(5).unwrap().count(), RECENT_PURGES);
+}
+
 #[test]
 fn watch_events() {
     check(
         "watch_snapshot",
         WatchEvent::Snapshot {
             snapshot: Snapshot {
+                purges: Default::default(),
                 revision: 7,
                 apps: BTreeMap::from([(app_key("acme", "web"), spec())]),
                 certificates: BTreeMap::from([("acme.example.com".into(), cert())]),
@@ -397,6 +507,7 @@ fn watch_events() {
         "watch_delta",
         WatchEvent::Delta {
             delta: Delta {
+                purges: Default::default(),
                 base: 7,
                 revision: 9,
                 upsert: BTreeMap::from([(app_key("acme", "web"), spec())]),
@@ -433,6 +544,7 @@ fn a_delta_turns_one_snapshot_into_the_next() {
     let mut api = spec();
     api.name = "api".into();
     let old = Snapshot {
+        purges: Default::default(),
         revision: 3,
         apps: BTreeMap::from([
             (app_key("acme", "web"), web.clone()),
@@ -507,6 +619,7 @@ fn cert_specs_keep_keys_out_of_debug_output() {
 #[test]
 fn a_snapshot_in_parts_is_the_snapshot_again() {
     let mut snapshot = Snapshot {
+        purges: Default::default(),
         revision: 9,
         apps: BTreeMap::new(),
         certificates: BTreeMap::from([("acme.example.com".into(), cert())]),
@@ -521,7 +634,7 @@ fn a_snapshot_in_parts_is_the_snapshot_again() {
     let events = snapshot.in_parts(part_bytes);
     assert!(matches!(
         events[0],
-        WatchEvent::SnapshotBegin { revision: 9 }
+        WatchEvent::SnapshotBegin { revision: 9, .. }
     ));
     assert!(matches!(
         events.last(),
@@ -565,7 +678,10 @@ fn snapshot_parts_out_of_order_are_refused() {
             .is_err()
     );
     assembly
-        .take(WatchEvent::SnapshotBegin { revision: 2 })
+        .take(WatchEvent::SnapshotBegin {
+            purges: Default::default(),
+            revision: 2,
+        })
         .unwrap();
     assert!(
         assembly
@@ -583,7 +699,10 @@ fn snapshot_parts_out_of_order_are_refused() {
 fn snapshot_part_events() {
     check(
         "watch_snapshot_begin",
-        WatchEvent::SnapshotBegin { revision: 7 },
+        WatchEvent::SnapshotBegin {
+            purges: Default::default(),
+            revision: 7,
+        },
     );
     check(
         "watch_snapshot_part",

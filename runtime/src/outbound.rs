@@ -41,6 +41,10 @@ pub struct OutboundConfig {
     /// Largest outbound response body a guest may read, in bytes; past it
     /// the body ends with `HTTP-response-body-size`.
     pub max_response_body_bytes: u64,
+    /// Names the node resolves to a fixed address instead of asking DNS
+    /// (origins on a private network, like `/etc/hosts`). The address is
+    /// still checked: a private one must be in `allow_cidrs`. Lower case.
+    pub hosts: std::collections::BTreeMap<String, IpAddr>,
 }
 
 impl OutboundConfig {
@@ -68,6 +72,7 @@ impl Default for OutboundConfig {
         OutboundConfig {
             allow_cidrs: Vec::new(),
             max_response_body_bytes: Self::DEFAULT_MAX_RESPONSE_BODY_BYTES,
+            hosts: Default::default(),
         }
     }
 }
@@ -221,6 +226,12 @@ impl Network {
             .clone()
     }
 
+    /// The operator's fixed address for `host`, if any.
+    fn pinned(&self, host: &str) -> Option<IpAddr> {
+        let config = self.config.read().unwrap_or_else(|e| e.into_inner());
+        config.hosts.get(host).copied()
+    }
+
     fn allowed_by_operator(&self, ip: IpAddr) -> bool {
         let ip = effective(ip);
         let config = self.config.read().unwrap_or_else(|e| e.into_inner());
@@ -333,19 +344,24 @@ pub(crate) async fn connect(
     timeouts: Timeouts,
 ) -> Result<Box<dyn Stream>, Failure> {
     let deadline = Instant::now() + timeouts.connect;
-    let addrs: Vec<SocketAddr> =
-        match tokio::time::timeout_at(deadline.into(), tokio::net::lookup_host((host, port))).await
-        {
-            Err(_) => return Err(HttpError::DnsTimeout.into()),
-            Ok(Err(e)) => {
-                return Err(HttpError::DnsError {
-                    rcode: Some(e.to_string()),
-                    info_code: None,
+    let addrs: Vec<SocketAddr> = match net.pinned(host) {
+        Some(ip) => vec![SocketAddr::new(ip, port)],
+        None => {
+            match tokio::time::timeout_at(deadline.into(), tokio::net::lookup_host((host, port)))
+                .await
+            {
+                Err(_) => return Err(HttpError::DnsTimeout.into()),
+                Ok(Err(e)) => {
+                    return Err(HttpError::DnsError {
+                        rcode: Some(e.to_string()),
+                        info_code: None,
+                    }
+                    .into());
                 }
-                .into());
+                Ok(Ok(addrs)) => addrs.collect(),
             }
-            Ok(Ok(addrs)) => addrs.collect(),
-        };
+        }
+    };
     let mut refused = Refusal::NoAddress;
     let mut failed = None;
     for addr in addrs {

@@ -72,6 +72,22 @@ impl ApiError {
         }
     }
 
+    /// 429 `purge_rate` with `Retry-After`: the tenant made `max` purges
+    /// in the window already.
+    pub fn purge_rate(max: u32, wait: std::time::Duration) -> ApiError {
+        ApiError {
+            retry_after: Some(wait),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "purge_rate",
+                format!(
+                    "you made {max} cache purges in the last minute; retry in {} s (purge by surrogate key to remove many objects at once)",
+                    wait.as_secs().max(1)
+                ),
+            )
+        }
+    }
+
     /// 429 `too_many_followers` with `Retry-After`: the tenant already
     /// holds as many `logs?follow=true` streams as it may.
     pub fn too_many_followers(open: usize) -> ApiError {

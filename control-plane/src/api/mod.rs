@@ -14,6 +14,7 @@ pub mod logs;
 mod node_identities;
 mod nodes;
 pub mod openapi;
+pub mod purge;
 pub mod slots;
 mod tenants;
 mod tokens;
@@ -94,6 +95,8 @@ pub struct ApiState {
     pub(crate) metrics: crate::metrics::CpMetrics,
     /// Unknown tokens per client address (429 past the limit).
     pub(crate) auth_limiter: limiter::AuthLimiter,
+    /// Cache purges per tenant in the current window.
+    pub(crate) purge_limiter: purge::PurgeLimiter,
     /// Guest output from the nodes, for `outpost logs`.
     pub(crate) logs: logs::LogHub,
     /// Seals tenants' private keys at rest.
@@ -173,6 +176,7 @@ impl ApiState {
             name: "control-plane".into(),
             logs: Default::default(),
             auth_limiter: Default::default(),
+            purge_limiter: Default::default(),
             metrics: {
                 let m = crate::metrics::CpMetrics::new();
                 m.set_revision(current);
@@ -348,6 +352,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
             delete(node_identities::revoke),
         )
         .route("/v1/rollout", get(nodes::rollout))
+        .route("/v1/cache/purge", post(purge::purge))
         .route("/v1/nodes/{node}/status", put(nodes::report))
         .route("/v1/nodes/{node}/logs", post(logs::ingest))
         .route("/v1/apps/{app}/logs", get(logs::read))

@@ -98,6 +98,12 @@ pub async fn rollout(
     QueryParams(query): QueryParams<RolloutQuery>,
 ) -> Json<Rollout> {
     let revision = query.revision.unwrap_or_else(|| *state.revision.borrow());
+    Json(rollout_at(&state, revision, caller.tenant.as_deref()).await)
+}
+
+/// The live nodes at `revision` or past it, and those behind; with
+/// `tenant`, the failures of that tenant's apps only.
+pub(crate) async fn rollout_at(state: &ApiState, revision: u64, tenant: Option<&str>) -> Rollout {
     let now = crate::store::now();
     let nodes = state.fleet().await;
     let live: Vec<_> = nodes
@@ -106,7 +112,7 @@ pub async fn rollout(
         .collect();
     // A tenant sees only its own apps' failures: another tenant's app
     // names and errors are not its business.
-    let mine = |app: &str| match &caller.tenant {
+    let mine = |app: &str| match tenant {
         None => true,
         Some(tenant) => app
             .split_once('/')
@@ -125,7 +131,7 @@ pub async fn rollout(
                 })
         })
         .collect();
-    Json(Rollout {
+    Rollout {
         revision,
         nodes: live.len() as u64,
         applied: live
@@ -138,5 +144,5 @@ pub async fn rollout(
             .filter(|n| n.applied_revision < revision)
             .map(|n| n.id.clone())
             .collect(),
-    })
+    }
 }

@@ -312,6 +312,12 @@ pub async fn delete(
 ) -> ApiResult<StatusCode> {
     let name = tenant.clone();
     let apps = state.blocking(move |s| s.apps(&name)).await?;
+    // Its objects go from every node's cache first: a tenant created
+    // later under the same name must not find them.
+    let name = tenant.clone();
+    state
+        .mutate(move |s| s.purge_cache(&name, outpost_proto::CachePurge::All {}))
+        .await?;
     let name = tenant.clone();
     state.mutate(move |s| s.delete_tenant(&name)).await?;
     for app in apps {

@@ -285,4 +285,13 @@ impl<S: Store> Store for FaultyStore<S> {
         self.write()?;
         self.inner.delete_certificate(tenant, hostname)
     }
+
+    fn purge_cache(&self, tenant: &str, purge: outpost_proto::CachePurge) -> Result<Revision> {
+        self.write()?;
+        self.inner.purge_cache(tenant, purge)
+    }
+
+    fn recent_purges(&self) -> Result<outpost_proto::RecentPurges> {
+        self.inner.recent_purges()
+    }
 }

@@ -39,13 +39,16 @@ pub enum Tree {
     /// Node id -> its [`outpost_proto::NodeStatus`] as a control plane
     /// sharing the store last published it (the fleet view).
     NodeStatus,
+    /// Revision (big-endian) -> [`outpost_proto::PurgeRecord`]: the most
+    /// recent edge-cache purges, for nodes catching up.
+    Purges,
     /// The revision and the migration markers.
     Meta,
 }
 
 impl Tree {
     /// Every tree, in a fixed order (the index of each is `tree as usize`).
-    pub const ALL: [Tree; 14] = [
+    pub const ALL: [Tree; 15] = [
         Tree::Tenants,
         Tree::Tokens,
         Tree::TokenNames,
@@ -59,6 +62,7 @@ impl Tree {
         Tree::Certificates,
         Tree::NodeIdentities,
         Tree::NodeStatus,
+        Tree::Purges,
         Tree::Meta,
     ];
 
@@ -79,6 +83,7 @@ impl Tree {
             Tree::Certificates => "certificates",
             Tree::NodeIdentities => "node_identities",
             Tree::NodeStatus => "node_status",
+            Tree::Purges => "purges",
             Tree::Meta => "meta",
         }
     }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::blobs::ModuleBlobs;
-use super::kv::{Kv, Tree, TxError, TxResult, abort};
+use super::kv::{Kv, Tree, TxError, TxResult, Write, abort};
 use super::logic::{
     REVISION, Trees, app_key, collecting_mark, decode, decode_owner, deployment_key,
     deployment_prefix, encode, kept_versions, read_u64, token_name_key,
@@ -19,6 +19,10 @@ use super::{
 /// (with its reference count, for a version): well inside etcd's 128
 /// operations per transaction.
 const RECORDS_PER_STEP: usize = 24;
+
+/// Meta key: every purge made after this revision is still in
+/// [`Tree::Purges`].
+const PURGES_SINCE: &[u8] = b"purges_since";
 
 /// Node statuses written per transaction: each is read and written, and
 /// etcd allows 128 operations in one.
@@ -55,6 +59,35 @@ impl<K: Kv> KvStore<K> {
             }
         }
         Ok(out)
+    }
+
+    /// Drops purges older than the most recent
+    /// [`outpost_proto::RECENT_PURGES`], after recording the newest
+    /// revision dropped.
+    fn prune_purges(&self) -> Result<()> {
+        let all = self.kv.scan(Tree::Purges, b"")?;
+        if all.len() <= outpost_proto::RECENT_PURGES {
+            return Ok(());
+        }
+        let dropped = &all[..all.len() - outpost_proto::RECENT_PURGES];
+        let since = read_u64(&dropped[dropped.len() - 1].0);
+        self.kv.transact(|tx| {
+            let current = tx
+                .get(Tree::Meta, PURGES_SINCE)?
+                .map_or(0, |v| read_u64(&v));
+            if since > current {
+                tx.insert(Tree::Meta, PURGES_SINCE, &since.to_be_bytes())?;
+            }
+            Ok(())
+        })?;
+        for chunk in dropped.chunks(RECORDS_PER_STEP) {
+            let writes: Vec<Write> = chunk
+                .iter()
+                .map(|(key, _)| Write::Delete(Tree::Purges, key.clone()))
+                .collect();
+            self.kv.apply(&writes)?;
+        }
+        Ok(())
     }
 
     /// Deletes the blob of a module the committed write marked for
@@ -615,6 +648,41 @@ impl<K: Kv> Store for KvStore<K> {
 
     fn certificates(&self) -> Result<Vec<CertRecord>> {
         self.scan(Tree::Certificates, b"")
+    }
+
+    fn purge_cache(&self, tenant: &str, purge: outpost_proto::CachePurge) -> Result<Revision> {
+        let revision = self.write(|t| {
+            t.tenant(tenant)?;
+            let revision = t.bump()?;
+            let record = outpost_proto::PurgeRecord {
+                revision,
+                tenant: tenant.to_string(),
+                purge: purge.clone(),
+            };
+            t.insert(Tree::Purges, revision.to_be_bytes(), encode(&record))?;
+            Ok(revision)
+        })?;
+        // Pruning is housekeeping: the purge stands either way, and the
+        // next one prunes what this one could not.
+        if let Err(e) = self.prune_purges() {
+            tracing::warn!(error = %e, "could not drop old cache purges");
+        }
+        Ok(revision)
+    }
+
+    fn recent_purges(&self) -> Result<outpost_proto::RecentPurges> {
+        // The list before `since`: pruning writes `since` before it
+        // deletes, so a list read first never looks more complete than it
+        // is.
+        let list: Vec<outpost_proto::PurgeRecord> = self.scan(Tree::Purges, b"")?;
+        let since = self
+            .kv
+            .get(Tree::Meta, PURGES_SINCE)?
+            .map_or(0, |v| read_u64(&v));
+        Ok(outpost_proto::RecentPurges {
+            since,
+            list: list.into_iter().filter(|p| p.revision > since).collect(),
+        })
     }
 
     fn delete_certificate(&self, tenant: &str, hostname: &str) -> Result<Revision> {

@@ -412,6 +412,15 @@ pub trait Store: Send + Sync + 'static {
     fn certificates(&self) -> Result<Vec<CertRecord>>;
     /// Removes a tenant's certificate (not found if it is another's).
     fn delete_certificate(&self, tenant: &str, hostname: &str) -> Result<Revision>;
+
+    // Edge cache
+    /// Records a purge of `tenant`'s edge-cache partition as a new
+    /// revision (nodes apply it when they reach that revision); keeps the
+    /// most recent [`outpost_proto::RECENT_PURGES`] purges.
+    fn purge_cache(&self, tenant: &str, purge: outpost_proto::CachePurge) -> Result<Revision>;
+    /// The most recent purges, oldest first, and the revision after which
+    /// the list is complete.
+    fn recent_purges(&self) -> Result<outpost_proto::RecentPurges>;
 }
 
 /// Unix time in seconds.

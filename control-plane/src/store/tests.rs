@@ -96,6 +96,7 @@ on_both_backends!(
     tokens_are_named_listed_and_revoked,
     deleting_a_tenant_removes_everything_it_holds,
     env_stored_in_clear_is_sealed_at_start_up_and_a_wrong_key_is_refused,
+    cache_purges_are_revisions_of_their_tenant,
 );
 
 pub(super) fn tenant(name: &str) -> TenantRecord {
@@ -666,4 +667,49 @@ fn env_stored_in_clear_is_sealed_at_start_up_and_a_wrong_key_is_refused<K: Kv>(s
     let other = Sealer::from_hex(&"78".repeat(32)).unwrap();
     let err = crate::env::seal_stored(&s, &other).unwrap_err();
     assert!(err.to_string().contains("does not open"), "{err}");
+}
+
+fn cache_purges_are_revisions_of_their_tenant<K: Kv>(s: KvStore<K>) {
+    use outpost_proto::CachePurge;
+    let before = s.revision().unwrap();
+    let r1 = s
+        .purge_cache(
+            "a",
+            CachePurge::Url {
+                url: "https://o.example/x".into(),
+            },
+        )
+        .unwrap();
+    let r2 = s.purge_cache("b", CachePurge::All {}).unwrap();
+    assert_eq!((r1, r2), (before + 1, before + 2));
+    let recent = s.recent_purges().unwrap();
+    assert_eq!(recent.since, 0);
+    let listed: Vec<(u64, &str)> = recent
+        .list
+        .iter()
+        .map(|p| (p.revision, p.tenant.as_str()))
+        .collect();
+    assert_eq!(listed, [(r1, "a"), (r2, "b")]);
+    // No purge for a tenant that does not exist, and nothing recorded.
+    assert!(matches!(
+        s.purge_cache("nobody", CachePurge::All {}),
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(s.revision().unwrap(), r2);
+    assert_eq!(s.recent_purges().unwrap().list.len(), 2);
+}
+
+#[test]
+fn only_the_most_recent_purges_are_kept_and_the_list_says_from_where() {
+    use outpost_proto::{CachePurge, RECENT_PURGES};
+    let (_dir, s) = open();
+    let first = s.revision().unwrap() + 1;
+    for _ in 0..RECENT_PURGES + 3 {
+        s.purge_cache("a", CachePurge::All {}).unwrap();
+    }
+    let recent = s.recent_purges().unwrap();
+    assert_eq!(recent.list.len(), RECENT_PURGES);
+    assert_eq!(recent.since, first + 2);
+    assert_eq!(recent.list[0].revision, first + 3);
+    assert!(recent.after(first + 1).is_none());
 }

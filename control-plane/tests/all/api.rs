@@ -835,6 +835,7 @@ const OPERATIONS: &[(&str, &str)] = &[
     ("post", "/v1/apps/{app}/deployments"),
     ("get", "/v1/apps/{app}/deployments"),
     ("post", "/v1/apps/{app}/rollback"),
+    ("post", "/v1/cache/purge"),
     ("get", "/v1/modules/{digest}"),
     ("put", "/v1/certificates/{hostname}"),
     ("get", "/v1/certificates"),
@@ -1542,4 +1543,89 @@ async fn whoami_names_the_caller_and_a_tenant_sees_only_its_own_limits() {
         api.get("/v1/whoami", None).await.status,
         StatusCode::UNAUTHORIZED
     );
+}
+
+/// `POST /v1/cache/purge`: a tenant's purge is a revision of its own
+/// partition, listed for nodes in the snapshot; bad purges and the wrong
+/// kind of token are refused and record nothing, and the body cannot
+/// name another tenant.
+#[tokio::test]
+async fn a_purge_is_a_revision_of_the_callers_own_partition() {
+    let api = Api::new();
+    let t = api.tenant("acme").await;
+    let before = api.store.revision().unwrap();
+    let r = api
+        .json(
+            "POST",
+            "/v1/cache/purge?wait_ms=0",
+            Some(&t),
+            json!({"by": "surrogate_key", "key": "news"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    assert_eq!(r.body["revision"], before + 1);
+    assert_eq!(
+        r.body["purge"],
+        json!({"by": "surrogate_key", "key": "news"})
+    );
+    assert_eq!(r.body["rollout"]["nodes"], 0);
+    let recent = api.store.recent_purges().unwrap();
+    assert_eq!(recent.list.len(), 1);
+    assert_eq!(recent.list[0].tenant, "acme");
+
+    let revision = api.store.revision().unwrap();
+    for (token, body, status, code) in [
+        (
+            Some(t.as_str()),
+            json!({"by": "url", "url": "/relative"}),
+            StatusCode::BAD_REQUEST,
+            "bad_purge",
+        ),
+        (
+            Some(t.as_str()),
+            json!({"by": "surrogate_key", "key": "a b"}),
+            StatusCode::BAD_REQUEST,
+            "bad_purge",
+        ),
+        // The tenant is the token's; a body naming one is not a purge.
+        (
+            Some(t.as_str()),
+            json!({"by": "all", "tenant": "rival"}),
+            StatusCode::BAD_REQUEST,
+            "bad_json",
+        ),
+        (
+            Some(t.as_str()),
+            json!({"by": "everything"}),
+            StatusCode::BAD_REQUEST,
+            "bad_json",
+        ),
+        (
+            Some(ADMIN),
+            json!({"by": "all"}),
+            StatusCode::FORBIDDEN,
+            "forbidden",
+        ),
+        (
+            Some(NODE),
+            json!({"by": "all"}),
+            StatusCode::FORBIDDEN,
+            "forbidden",
+        ),
+    ] {
+        let r = api
+            .json("POST", "/v1/cache/purge", token, body.clone())
+            .await;
+        assert_error(&r, status, code);
+        assert_eq!(
+            api.store.revision().unwrap(),
+            revision,
+            "{body} changed something"
+        );
+    }
+    let r = api
+        .json("POST", "/v1/cache/purge", None, json!({"by": "all"}))
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(api.store.recent_purges().unwrap().list.len(), 1);
 }

@@ -5,6 +5,7 @@
 mod cache_safety;
 mod chaos;
 mod dashboards;
+mod edge_cache;
 mod fleet;
 mod ha;
 mod hosts;

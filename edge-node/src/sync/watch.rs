@@ -276,6 +276,7 @@ impl Follower {
             // A snapshot in one line (older control planes send that).
             WatchEvent::Snapshot { snapshot } => {
                 self.apply_snapshot(&snapshot).await?;
+                self.purge_missed(&snapshot);
                 self.applied(snapshot).await
             }
             part @ (WatchEvent::SnapshotBegin { .. }
@@ -283,6 +284,7 @@ impl Follower {
             | WatchEvent::SnapshotEnd { .. }) => match self.assembly.take(part)? {
                 Some(snapshot) => {
                     self.apply_snapshot(&snapshot).await?;
+                    self.purge_missed(&snapshot);
                     self.applied(snapshot).await
                 }
                 None => Ok(()),
@@ -296,6 +298,12 @@ impl Follower {
                 let mut next = self.have.clone().ok_or(SyncError::DeltaWithoutSnapshot)?;
                 next.apply(&delta)?;
                 self.apply_delta(&delta).await?;
+                // Before the revision is reported: a purge the control
+                // plane counts as applied here is gone from this cache.
+                let cache = self.node.runtime().edge_cache();
+                for p in &delta.purges {
+                    cache.purge(&p.tenant, &p.purge);
+                }
                 self.applied(next).await
             }
             WatchEvent::Heartbeat { revision } => {
@@ -319,6 +327,32 @@ impl Follower {
         self.node
             .set_certificates(convert::certificates(&snapshot.certificates));
         Ok(())
+    }
+
+    /// Applies the edge-cache purges made between the revision this node
+    /// had and `snapshot`'s; if the snapshot's list no longer reaches back
+    /// that far, empties the cache (a purge may have been missed).
+    fn purge_missed(&self, snapshot: &Snapshot) {
+        let have = self.revision();
+        if have == 0 || snapshot.revision <= have {
+            return;
+        }
+        let cache = self.node.runtime().edge_cache();
+        match snapshot.purges.after(have) {
+            Some(missed) => {
+                for p in missed {
+                    cache.purge(&p.tenant, &p.purge);
+                }
+            }
+            None => {
+                tracing::info!(
+                    have,
+                    revision = snapshot.revision,
+                    "emptying the edge cache: purges made since this node's revision are no longer listed"
+                );
+                cache.clear();
+            }
+        }
     }
 
     /// Loads only what `delta` changes; every other app keeps serving as is.

@@ -462,7 +462,7 @@ async fn two_tenants_fetching_the_same_url_get_their_own_objects() {
     assert_eq!(origin.hits("/same").len(), 2);
     // A purge of the rival's is the rival's only.
     let cache = node.node.runtime().edge_cache();
-    assert_eq!(cache.purge("rival", &CachePurge::All), 1);
+    assert_eq!(cache.purge("rival", &CachePurge::All {}), 1);
     assert_eq!(get(&node, "acme.test", "/same", &[]).await.0, "HIT");
 }
 

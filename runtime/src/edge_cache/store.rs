@@ -291,7 +291,7 @@ impl Store {
         let mut gone = 0;
         let mut freed = 0;
         match purge {
-            CachePurge::All => {
+            CachePurge::All {} => {
                 let objects = partition.objects();
                 gone = objects.iter().map(|(_, v)| v.len()).sum();
                 objects.clear();
@@ -553,7 +553,7 @@ mod tests {
         };
         assert_eq!(store.purge("acme", &by_url), 1);
         assert_eq!(store.bytes("acme").1, 0);
-        assert_eq!(store.purge("rival", &CachePurge::All), 1);
+        assert_eq!(store.purge("rival", &CachePurge::All {}), 1);
         assert_eq!(store.bytes("x").0, 0);
     }
 }
