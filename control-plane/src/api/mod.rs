@@ -97,6 +97,9 @@ pub struct ApiState {
     pub(crate) auth_limiter: limiter::AuthLimiter,
     /// Cache purges per tenant in the current window.
     pub(crate) purge_limiter: purge::PurgeLimiter,
+    /// Woken whenever one of this control plane's nodes reports the
+    /// revision it applied (a purge waits on it).
+    pub(crate) reports: tokio::sync::Notify,
     /// Guest output from the nodes, for `outpost logs`.
     pub(crate) logs: logs::LogHub,
     /// Seals tenants' private keys at rest.
@@ -177,6 +180,7 @@ impl ApiState {
             logs: Default::default(),
             auth_limiter: Default::default(),
             purge_limiter: Default::default(),
+            reports: Default::default(),
             metrics: {
                 let m = crate::metrics::CpMetrics::new();
                 m.set_revision(current);
@@ -247,6 +251,7 @@ impl ApiState {
             entry.applied_revision = report.applied_revision;
             entry.unavailable = report.unavailable;
         });
+        self.reports.notify_waiters();
     }
 
     fn with_node(

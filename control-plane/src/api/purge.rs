@@ -31,8 +31,10 @@ pub const PURGE_WINDOW: Duration = Duration::from_secs(60);
 const DEFAULT_WAIT: Duration = Duration::from_secs(10);
 const MAX_WAIT: Duration = Duration::from_secs(60);
 
-/// How often the fleet is looked at while waiting.
-const POLL: Duration = Duration::from_millis(10);
+/// How often the fleet is looked at while waiting, besides whenever a
+/// node of this control plane reports: nodes following another control
+/// plane sharing the store are seen only as it publishes them.
+const POLL: Duration = Duration::from_millis(50);
 
 /// A URL to purge is at most this long (as a URL a worker can fetch).
 const MAX_URL_BYTES: usize = 8192;
@@ -133,11 +135,16 @@ pub async fn purge(
         .await?;
     let deadline = started + wait;
     let rollout = loop {
+        // Listening before looking: a report landing in between wakes us.
+        let reported = state.reports.notified();
+        tokio::pin!(reported);
+        reported.as_mut().enable();
         let rollout = super::nodes::rollout_at(&state, revision, Some(&tenant.name)).await;
-        if rollout.lagging.is_empty() || Instant::now() >= deadline {
+        let now = Instant::now();
+        if rollout.lagging.is_empty() || now >= deadline {
             break rollout;
         }
-        tokio::time::sleep(POLL).await;
+        let _ = tokio::time::timeout(POLL.min(deadline - now), reported).await;
     };
     state.metrics.purged(&tenant.name);
     Ok(Json(PurgeResult {
