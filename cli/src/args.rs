@@ -84,6 +84,9 @@ pub enum Command {
     Nodes(NodesArgs),
     /// Print an app's guest stdout/stderr, as collected from the nodes.
     Logs(Logs),
+    /// Your objects in the edge nodes' cache of your workers' origin fetches (tenant token).
+    #[command(subcommand)]
+    Cache(Cache),
     /// Run a control plane and an edge node in this process, with an example worker.
     Dev(Dev),
     /// Create a project (source, outpost.toml, build script, README) that builds and serves.
@@ -332,6 +335,31 @@ pub struct Deploy {
     /// Print what would change and change nothing.
     #[arg(long, conflicts_with = "app")]
     pub dry_run: bool,
+    #[command(flatten)]
+    pub wait: Wait,
+}
+
+/// `outpost cache …`.
+#[derive(Debug, Subcommand)]
+pub enum Cache {
+    /// Remove objects from every edge node's cache; waits until every live node has.
+    Purge(Purge),
+}
+
+/// `outpost cache purge`: exactly one of URL, --key, --all.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["target", "key", "all"])))]
+pub struct Purge {
+    /// An absolute URL as your worker fetched it (every method and variant of it).
+    #[arg(value_name = "URL")]
+    pub target: Option<String>,
+    /// A surrogate key: every object whose `Surrogate-Key` response header named it.
+    #[arg(long, value_name = "KEY")]
+    pub key: Option<String>,
+    /// Everything your workers' fetches stored.
+    #[arg(long)]
+    pub all: bool,
+    /// Waiting for the nodes (at most 60 s).
     #[command(flatten)]
     pub wait: Wait,
 }

@@ -2,6 +2,7 @@
 //! [`Client`] and print a table (or, with `--json`, the API's JSON).
 
 mod apps;
+mod cache;
 pub(crate) mod deploy;
 mod fleet;
 mod login;
@@ -143,6 +144,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Deployments { app } => deploy::deployments(&client, &app, out).await,
         Command::Rollback(cmd) => deploy::rollback(&client, cmd, out).await,
         Command::Logs(cmd) => deploy::logs(&client, cmd, out).await,
+        Command::Cache(crate::args::Cache::Purge(cmd)) => cache::purge(&client, cmd, out).await,
         Command::Dev(_)
         | Command::New(_)
         | Command::Build(_)

@@ -198,3 +198,44 @@ fn profiles_keep_several_logins_and_whoami_and_logout_act_on_one() {
     assert!(ok, "{err}");
     assert!(out.contains("token from profile default"), "{out}");
 }
+
+/// `outpost cache purge` against `outpost dev`: one of URL, --key or
+/// --all; the node applies it before the command answers; a bad URL is
+/// the API's clear error.
+#[test]
+fn cache_purge_names_one_thing_and_answers_once_the_node_applied_it() {
+    let state = tempfile::tempdir().unwrap();
+    let dev = crate::support::start_dev(state.path(), &[]);
+    let token = dev.tenant_token();
+    let out = dev.ok(&token, &["cache", "purge", "--key", "news"]);
+    assert!(
+        out.starts_with("Purged surrogate key news on 1/1 node(s), "),
+        "{out}"
+    );
+    let json = dev.json(&token, &["cache", "purge", "https://origin.example.com/a"]);
+    assert_eq!(json["rollout"]["applied"], 1, "{json}");
+    assert_eq!(
+        json["purge"],
+        serde_json::json!({"by": "url", "url": "https://origin.example.com/a"})
+    );
+    let err = dev.fails(&token, &["cache", "purge", "/relative"]);
+    assert!(
+        err.contains("bad_purge") || err.contains("absolute"),
+        "{err}"
+    );
+    for args in [
+        &["cache", "purge"][..],
+        &["cache", "purge", "--all", "--key", "k"],
+    ] {
+        let out = dev.outpost(&token, args);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("--key"),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The admin has no cache: purges are a tenant's.
+    let err = dev.fails(&dev.admin_token(), &["cache", "purge", "--all"]);
+    assert!(err.contains("tenant token"), "{err}");
+}

@@ -673,8 +673,18 @@ async fn dashboards_and_alerts_use_only_exported_metrics() {
     let cp = ControlPlane::start(data.path(), "127.0.0.1:0".parse().unwrap()).await;
     let token = cp.acme_with_web_app().await;
     cp.deploy(&token, fixtures::hello("dash\n")).await;
-    let node = EdgeNode::start(cp.addr, cache.path(), "edge-1").await;
+    // A worker whose origin fetches go through the edge cache.
+    let (origin, _) = crate::edge_cache::origin().await;
+    crate::edge_cache::add_proxy_app(&cp, &token, "cached", "cached.example.com", origin).await;
+    let node = crate::edge_cache::node(&cp, cache.path(), "edge-1").await;
     node.until_serves("web.example.com", "dash\n").await;
+    crate::edge_cache::until_up(&node, "cached.example.com").await;
+    assert_eq!(
+        crate::edge_cache::get(&node, "cached.example.com", "/up")
+            .await
+            .0,
+        "HIT"
+    );
 
     // Traffic: a few answers, and a 404 for a host nobody routes.
     for _ in 0..3 {
@@ -848,8 +858,9 @@ async fn a_fresh_node_and_control_plane_export_clean_complete_metrics() {
 }
 
 /// Families labelled by tenant and app (node) or by node and tenant
-/// (control plane): their series come with the apps and nodes they
-/// describe, so a fresh process with neither has none.
+/// (control plane), and the edge cache's by tenant: their series come
+/// with the apps, nodes and tenants' fetches they describe, so a fresh
+/// process with none has none.
 const PER_APP_OR_NODE: &[&str] = &[
     "outpost_http_requests_total",
     "outpost_http_request_duration_seconds",
@@ -864,6 +875,10 @@ const PER_APP_OR_NODE: &[&str] = &[
     "outpost_runtime_background_requests_total",
     "outpost_runtime_demotions_total",
     "outpost_cp_deployments_total",
+    "outpost_cache_requests_total",
+    "outpost_cache_coalesced_total",
+    "outpost_cache_stored_bytes",
+    "outpost_cache_evictions_total",
     "outpost_cp_node_applied_revision",
     "outpost_cp_node_lag_revisions",
     "outpost_cp_node_last_contact_timestamp_seconds",

@@ -23,7 +23,7 @@ const ORIGIN: &str = "origin.example.net";
 
 /// An origin on loopback: cacheable for 5 minutes, `Surrogate-Key: news`
 /// under `/news/`; counts requests.
-async fn origin() -> (u16, Arc<AtomicU32>) {
+pub(crate) async fn origin() -> (u16, Arc<AtomicU32>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let hits = Arc::new(AtomicU32::new(0));
@@ -56,7 +56,7 @@ async fn origin() -> (u16, Arc<AtomicU32>) {
 }
 
 /// GET through `node`: (x-cache, body).
-async fn get(node: &EdgeNode, host: &str, path: &str) -> (String, String) {
+pub(crate) async fn get(node: &EdgeNode, host: &str, path: &str) -> (String, String) {
     let req = Request::get(format!("http://{}{path}", node.http))
         .header("host", host)
         .body(Full::new(Bytes::new()))
@@ -75,7 +75,7 @@ async fn get(node: &EdgeNode, host: &str, path: &str) -> (String, String) {
 
 /// Waits (bounded) until `host` is served on `node` (any 200), fetching
 /// `/up` (a path the assertions do not use).
-async fn until_up(node: &EdgeNode, host: &str) {
+pub(crate) async fn until_up(node: &EdgeNode, host: &str) {
     let started = std::time::Instant::now();
     while node.get_path_with_error(host, "/up").await.0 != 200 {
         assert!(
@@ -89,25 +89,38 @@ async fn until_up(node: &EdgeNode, host: &str) {
 /// Creates `tenant`'s app `web` on `host`, proxying to the origin.
 async fn proxy_app(cp: &ControlPlane, tenant: &str, host: &str, port: u16) -> String {
     let token = cp.tenant(tenant).await;
-    let upstream = format!("{ORIGIN}:{port}");
-    let app = json!({"name": "web", "routes": [host], "allow_outbound": [upstream]});
-    let (status, body) = cp.json("POST", "/v1/apps", &token, app).await;
-    assert_eq!(status, 201, "{body}");
-    let (status, body) = cp
-        .json(
-            "PUT",
-            "/v1/apps/web/env",
-            &token,
-            json!({"UPSTREAM": upstream}),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    cp.deploy(&token, std::fs::read(fixtures::c_guest("proxy")).unwrap())
-        .await;
+    add_proxy_app(cp, &token, "web", host, port).await;
     token
 }
 
-async fn node(cp: &ControlPlane, cache: &std::path::Path, id: &str) -> EdgeNode {
+/// Creates app `name` on `host` for the tenant of `token`, proxying to
+/// the origin on `port`.
+pub(crate) async fn add_proxy_app(
+    cp: &ControlPlane,
+    token: &str,
+    name: &str,
+    host: &str,
+    port: u16,
+) {
+    let upstream = format!("{ORIGIN}:{port}");
+    let app = json!({"name": name, "routes": [host], "allow_outbound": [upstream]});
+    let (status, body) = cp.json("POST", "/v1/apps", token, app).await;
+    assert_eq!(status, 201, "{body}");
+    let env_path = format!("/v1/apps/{name}/env");
+    let (status, body) = cp
+        .json("PUT", &env_path, token, json!({"UPSTREAM": upstream}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    cp.deploy_to(
+        name,
+        token,
+        std::fs::read(fixtures::c_guest("proxy")).unwrap(),
+    )
+    .await;
+}
+
+/// An edge node following `cp` whose guests reach the origin.
+pub(crate) async fn node(cp: &ControlPlane, cache: &std::path::Path, id: &str) -> EdgeNode {
     EdgeNode::start_with(cp.addr, cache, id, |config| {
         config.outbound = OutboundConfig {
             allow_cidrs: vec![OutboundConfig::parse_cidr("127.0.0.0/8").unwrap()],

@@ -75,9 +75,24 @@ impl CacheMetrics {
     }
 
     pub(super) fn verdict(&self, tenant: &str, verdict: Verdict) {
+        if verdict == Verdict::Miss {
+            self.touch(tenant);
+        }
         self.requests
             .with_label_values(&[tenant, verdict.label()])
             .inc();
+    }
+
+    /// Creates every series of `tenant` at 0 (on a miss, which comes
+    /// before anything of the tenant's is stored, evicted or served from
+    /// the cache), so a dashboard shows 0 rather than nothing.
+    fn touch(&self, tenant: &str) {
+        for verdict in Verdict::ALL {
+            self.requests.with_label_values(&[tenant, verdict.label()]);
+        }
+        self.coalesced.with_label_values(&[tenant]);
+        self.evictions.with_label_values(&[tenant]);
+        self.purged.with_label_values(&[tenant]);
     }
 
     pub(super) fn coalesced(&self, tenant: &str) {
