@@ -111,7 +111,7 @@ fn check(purge: &CachePurge) -> ApiResult<()> {
     tag = "cache",
     request_body = CachePurge,
     params(("wait_ms" = Option<u64>, Query, description = "Milliseconds to wait for every live node to apply the purge (default 10000, at most 60000; 0: do not wait)")),
-    responses((status = 200, body = PurgeResult), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)),
+    responses((status = 200, body = PurgeResult), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn purge(
