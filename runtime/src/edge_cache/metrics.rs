@@ -2,7 +2,7 @@
 
 use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
-use super::Verdict;
+use super::verdict::Verdict;
 
 /// The edge cache's series.
 #[derive(Debug, Clone)]

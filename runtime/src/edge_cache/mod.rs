@@ -26,6 +26,7 @@
 mod flight;
 mod metrics;
 mod store;
+mod verdict;
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -45,6 +46,7 @@ use serde::Deserialize;
 use wasmtime_wasi_http::{Error as HttpError, WasiBody};
 
 pub use metrics::CacheMetrics;
+pub use verdict::Verdict;
 
 use flight::{Flights, Role};
 use store::{Key, Lookup, Object, Store};
@@ -147,55 +149,6 @@ impl CacheConfig {
             out.push("cache.coalesce_timeout_ms must be greater than 0".into());
         }
         out
-    }
-}
-
-/// What the cache did with one fetch, as `x-cache` and the metrics say.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// Served from the cache, fresh.
-    Hit,
-    /// Fetched from the origin (and stored if it may be).
-    Miss,
-    /// Served from the cache, stale, because the origin failed and the
-    /// response allowed it (`stale-if-error`).
-    Stale,
-    /// Stale in the cache, confirmed by the origin (304), served.
-    Revalidated,
-    /// Not the cache's to answer (see [`BYPASS_HEADERS`]).
-    Bypass,
-}
-
-impl Verdict {
-    /// Every verdict, in metric label order.
-    pub const ALL: [Verdict; 5] = [
-        Verdict::Hit,
-        Verdict::Miss,
-        Verdict::Stale,
-        Verdict::Revalidated,
-        Verdict::Bypass,
-    ];
-
-    /// The `x-cache` value.
-    pub fn header(self) -> &'static str {
-        match self {
-            Verdict::Hit => "HIT",
-            Verdict::Miss => "MISS",
-            Verdict::Stale => "STALE",
-            Verdict::Revalidated => "REVALIDATED",
-            Verdict::Bypass => "BYPASS",
-        }
-    }
-
-    /// The metric label.
-    pub fn label(self) -> &'static str {
-        match self {
-            Verdict::Hit => "hit",
-            Verdict::Miss => "miss",
-            Verdict::Stale => "stale",
-            Verdict::Revalidated => "revalidated",
-            Verdict::Bypass => "bypass",
-        }
     }
 }
 
