@@ -229,15 +229,17 @@ impl WasiHttpHooks for Outbound {
             timeouts,
         });
         Box::new(async move {
-            let origin = {
+            let origin: Arc<crate::edge_cache::Origin> = {
                 let target = target.clone();
-                move |request| -> futures::future::BoxFuture<'static, SendResult> {
-                    let target = target.clone();
-                    Box::pin(async move { target.send(request).await })
-                }
+                Arc::new(
+                    move |request| -> futures::future::BoxFuture<'static, SendResult> {
+                        let target = target.clone();
+                        Box::pin(async move { target.send(request).await })
+                    },
+                )
             };
             match &target.policy.cache {
-                Some((cache, tenant)) => cache.send(tenant, request, &origin).await,
+                Some((cache, tenant)) => cache.send(tenant, request, origin.clone()).await,
                 None => origin(request).await,
             }
         })

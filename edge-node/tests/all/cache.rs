@@ -348,6 +348,44 @@ async fn a_stale_object_stands_in_for_a_failing_origin_only_if_it_says_stale_if_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_while_revalidate_serves_at_once_and_refreshes_in_the_background() {
+    let origin = Origin::start(|_, n| {
+        respond(
+            200,
+            &[("cache-control", "max-age=1, stale-while-revalidate=60")],
+            format!("v{n}"),
+        )
+    })
+    .await;
+    let node = acme_node(&origin, CacheConfig::default()).await;
+    assert_eq!(
+        get(&node, "acme.test", "/swr", &[]).await,
+        ("MISS".into(), "v1".into())
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Stale: served as it is, and the origin asked once behind it.
+    assert_eq!(
+        get(&node, "acme.test", "/swr", &[]).await,
+        ("STALE".into(), "v1".into())
+    );
+    let started = std::time::Instant::now();
+    loop {
+        let (verdict, body) = get(&node, "acme.test", "/swr", &[]).await;
+        if verdict == "HIT" {
+            assert_eq!(body, "v2");
+            break;
+        }
+        assert_eq!((verdict.as_str(), body.as_str()), ("STALE", "v1"));
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never refreshed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(origin.hits("/swr").len(), 2, "one background refresh");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_concurrent_misses_cause_one_origin_request() {
     let origin =
         Origin::start(|_, n| respond(200, &[("cache-control", "max-age=60")], format!("once {n}")))

@@ -13,6 +13,9 @@
 //!   cache: requests with `Range` or conditional headers of the guest's
 //!   own, requests with a body, and responses setting cookies go straight
 //!   to the origin (`x-cache: BYPASS` or an unstored `MISS`).
+//! - A stale object whose response said `stale-while-revalidate` is
+//!   served at once while one background fetch refreshes it; one that
+//!   said `stale-if-error` stands in for a failing origin.
 //! - Concurrent misses for one key wait for a single origin fetch
 //!   ([`flight`]), bounded in number and in time.
 //! - Purges (by URL, surrogate key or everything) come from the control
@@ -241,10 +244,10 @@ impl EdgeCache {
     /// answers it from the cache, or from `origin` and keeps the answer
     /// if HTTP allows.
     pub(crate) async fn send(
-        &self,
+        self: &Arc<Self>,
         tenant: &Arc<str>,
         request: Request<WasiBody>,
-        origin: &Origin,
+        origin: Arc<Origin>,
     ) -> Result<Exchanged, HttpError> {
         let config = self.config();
         let head = request.method() == Method::HEAD;
@@ -270,6 +273,30 @@ impl EdgeCache {
                     self.metrics.verdict(tenant, Verdict::Hit);
                     return Ok(answer(head.status, head.headers, &object, Verdict::Hit));
                 }
+                Lookup::Stale(object, revalidate)
+                    if object.usable_while_revalidating(SystemTime::now()) =>
+                {
+                    // Served stale at once; one request (this one, unless
+                    // another is at it already) has the origin asked in
+                    // the background.
+                    if let Role::Lead(leader) = self.flights.join(tenant, &key, 0) {
+                        let (cache, tenant, origin) =
+                            (self.clone(), tenant.clone(), origin.clone());
+                        let (object, parts) = (object.clone(), parts.clone());
+                        tokio::spawn(async move {
+                            let _leader = leader;
+                            let stale = Some((object, revalidate));
+                            if let Ok((_, io)) = cache
+                                .fetch(&tenant, key, parts, stale, &*origin, &config)
+                                .await
+                            {
+                                tokio::spawn(Box::into_pin(io));
+                            }
+                        });
+                    }
+                    self.metrics.verdict(tenant, Verdict::Stale);
+                    return Ok(object.stale_answer(SystemTime::now()));
+                }
                 Lookup::Stale(object, revalidate) => Some((object, revalidate)),
                 Lookup::Miss => None,
             };
@@ -285,7 +312,9 @@ impl EdgeCache {
                 Role::Lead(leader) => Some(leader),
                 Role::Wait(_) | Role::Alone => None,
             };
-            return self.fetch(tenant, key, parts, stale, origin, &config).await;
+            return self
+                .fetch(tenant, key, parts, stale, &*origin, &config)
+                .await;
         }
     }
 
@@ -453,17 +482,19 @@ fn surrogate_keys(headers: &HeaderMap) -> Vec<String> {
         .collect()
 }
 
-/// Seconds of `stale-if-error` in a response's `Cache-Control`.
-fn stale_if_error(headers: &HeaderMap) -> Option<Duration> {
+/// Seconds of directive `name` (`stale-if-error`,
+/// `stale-while-revalidate`; RFC 5861) in a response's `Cache-Control`.
+fn stale_directive(headers: &HeaderMap, name: &str) -> Option<Duration> {
     headers
         .get_all(header::CACHE_CONTROL)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .find_map(|d| {
-            let (name, value) = d.trim().split_once('=')?;
-            name.trim()
-                .eq_ignore_ascii_case("stale-if-error")
+            let (directive, value) = d.trim().split_once('=')?;
+            directive
+                .trim()
+                .eq_ignore_ascii_case(name)
                 .then(|| value.trim().trim_matches('"').parse().ok())?
         })
         .map(Duration::from_secs)
@@ -474,7 +505,18 @@ impl Object {
     /// its response said `stale-if-error`, and it has not been stale for
     /// longer than that.
     fn usable_on_error(&self, now: SystemTime) -> bool {
-        stale_if_error(&self.headers).is_some_and(|grace| {
+        self.stale_within(now, "stale-if-error")
+    }
+
+    /// Whether this stale object may be served while the origin is asked
+    /// again in the background: its response said
+    /// `stale-while-revalidate`, and it has not been stale for longer.
+    fn usable_while_revalidating(&self, now: SystemTime) -> bool {
+        self.stale_within(now, "stale-while-revalidate")
+    }
+
+    fn stale_within(&self, now: SystemTime, directive: &str) -> bool {
+        stale_directive(&self.headers, directive).is_some_and(|grace| {
             now.duration_since(self.stale_since)
                 .is_ok_and(|late| late <= grace)
         })
@@ -610,8 +652,12 @@ mod tests {
             header::CACHE_CONTROL,
             HeaderValue::from_static("max-age=1, Stale-If-Error=30"),
         );
-        assert_eq!(stale_if_error(&h), Some(Duration::from_secs(30)));
+        assert_eq!(
+            stale_directive(&h, "stale-if-error"),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(stale_directive(&h, "stale-while-revalidate"), None);
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=1"));
-        assert_eq!(stale_if_error(&h), None);
+        assert_eq!(stale_directive(&h, "stale-if-error"), None);
     }
 }

@@ -8,8 +8,9 @@ pub enum Verdict {
     Hit,
     /// Fetched from the origin (and stored if it may be).
     Miss,
-    /// Served from the cache, stale, because the origin failed and the
-    /// response allowed it (`stale-if-error`).
+    /// Served from the cache, stale, as the response allowed: while a
+    /// background fetch refreshes it (`stale-while-revalidate`), or
+    /// because the origin failed (`stale-if-error`).
     Stale,
     /// Stale in the cache, confirmed by the origin (304), served.
     Revalidated,
