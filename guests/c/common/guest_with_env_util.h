@@ -1,6 +1,6 @@
 // Helpers shared by the C guest fixtures built against world
 // `guest-with-env` (fetch, proxy): the names of wasi:http's error codes,
-// and reading one environment variable. Header-only (static functions),
+// reading one environment variable, and writing a whole response body. Header-only (static functions),
 // included after "guest_with_env.h".
 
 #ifndef OUTPOST_GUEST_WITH_ENV_UTIL_H
@@ -82,6 +82,44 @@ static char *getenv_copy(const char *name) {
   }
   guest_with_env_list_tuple2_string_string_free(&env);
   return found;
+}
+
+// Drops a stream error's resource, if it has one: for a write that failed
+// because the other side went away, the reason does not matter.
+static void discard_stream_error(wasi_io_streams_stream_error_t *err) {
+  if (err->tag == WASI_IO_STREAMS_STREAM_ERROR_LAST_OPERATION_FAILED) {
+    wasi_io_error_error_drop_own(err->val.last_operation_failed);
+  }
+}
+
+// Writes `len` bytes of `data` to `body` (4 KiB per call, as
+// `blocking-write-and-flush` takes at most that) and finishes it. A write
+// the client no longer takes ends the writing; the body is finished
+// either way.
+static void write_body_and_finish(wasi_http_types_own_outgoing_body_t body,
+                                  const uint8_t *data, size_t len) {
+  wasi_http_types_own_output_stream_t stream;
+  if (!wasi_http_types_method_outgoing_body_write(
+          wasi_http_types_borrow_outgoing_body(body), &stream)) {
+    abort();
+  }
+  while (len > 0) {
+    size_t n = len < 4096 ? len : 4096;
+    guest_with_env_list_u8_t chunk = {(uint8_t *)data, n};
+    wasi_io_streams_stream_error_t err;
+    if (!wasi_io_streams_method_output_stream_blocking_write_and_flush(
+            wasi_io_streams_borrow_output_stream(stream), &chunk, &err)) {
+      discard_stream_error(&err);
+      break;
+    }
+    data += n;
+    len -= n;
+  }
+  wasi_io_streams_output_stream_drop_own(stream);
+  wasi_http_types_error_code_t finish_err;
+  if (!wasi_http_types_static_outgoing_body_finish(body, NULL, &finish_err)) {
+    wasi_http_types_error_code_free(&finish_err);
+  }
 }
 
 #endif

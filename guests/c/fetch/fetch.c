@@ -28,7 +28,6 @@
 #include "guest_with_env.h"
 #include "../common/guest_with_env_util.h"
 
-#define WRITE_CHUNK 4096
 #define READ_CHUNK 65536
 #define MAX_REQUESTS 10
 
@@ -180,12 +179,6 @@ static void fetch(const char *authority, const uint8_t *path, size_t path_len,
 
 // ---------------------------------------------------------------- responses
 
-static void drop_write_error(wasi_io_streams_stream_error_t *err) {
-  if (err->tag == WASI_IO_STREAMS_STREAM_ERROR_LAST_OPERATION_FAILED) {
-    wasi_io_error_error_drop_own(err->val.last_operation_failed);
-  }
-}
-
 static void send(wasi_http_types_own_response_outparam_t response_out,
                  uint16_t status, const buffer_t *content_type,
                  const uint8_t *data, size_t len) {
@@ -213,28 +206,7 @@ static void send(wasi_http_types_own_response_outparam_t response_out,
       .is_err = false, .val = {.ok = response}};
   wasi_http_types_static_response_outparam_set(response_out, &result);
 
-  wasi_http_types_own_output_stream_t stream;
-  if (!wasi_http_types_method_outgoing_body_write(
-          wasi_http_types_borrow_outgoing_body(body), &stream)) {
-    abort();
-  }
-  while (len > 0) {
-    size_t n = len < WRITE_CHUNK ? len : WRITE_CHUNK;
-    guest_with_env_list_u8_t chunk = {(uint8_t *)data, n};
-    wasi_io_streams_stream_error_t err;
-    if (!wasi_io_streams_method_output_stream_blocking_write_and_flush(
-            wasi_io_streams_borrow_output_stream(stream), &chunk, &err)) {
-      drop_write_error(&err);
-      break;
-    }
-    data += n;
-    len -= n;
-  }
-  wasi_io_streams_output_stream_drop_own(stream);
-  wasi_http_types_error_code_t finish_err;
-  if (!wasi_http_types_static_outgoing_body_finish(body, NULL, &finish_err)) {
-    wasi_http_types_error_code_free(&finish_err);
-  }
+  write_body_and_finish(body, data, len);
 }
 
 static void send_text(wasi_http_types_own_response_outparam_t response_out,

@@ -40,16 +40,9 @@
 #include "guest_with_env.h"
 #include "../common/guest_with_env_util.h"
 
-#define WRITE_CHUNK 4096
 // Most bytes one `blocking-splice` moves; the host also caps it by what the
 // response body accepts at once and by the upstream's frame size.
 #define SPLICE_CHUNK (1u << 20)
-
-static void drop_stream_error(wasi_io_streams_stream_error_t *err) {
-  if (err->tag == WASI_IO_STREAMS_STREAM_ERROR_LAST_OPERATION_FAILED) {
-    wasi_io_error_error_drop_own(err->val.last_operation_failed);
-  }
-}
 
 
 // ------------------------------------------------------------------ headers
@@ -116,28 +109,7 @@ static void send_text(wasi_http_types_own_response_outparam_t response_out,
       .is_err = false, .val = {.ok = response}};
   wasi_http_types_static_response_outparam_set(response_out, &result);
 
-  wasi_http_types_own_output_stream_t stream;
-  if (!wasi_http_types_method_outgoing_body_write(
-          wasi_http_types_borrow_outgoing_body(body), &stream)) {
-    abort();
-  }
-  while (len > 0) {
-    size_t n = len < WRITE_CHUNK ? len : WRITE_CHUNK;
-    guest_with_env_list_u8_t chunk = {(uint8_t *)data, n};
-    wasi_io_streams_stream_error_t err;
-    if (!wasi_io_streams_method_output_stream_blocking_write_and_flush(
-            wasi_io_streams_borrow_output_stream(stream), &chunk, &err)) {
-      drop_stream_error(&err);
-      break;
-    }
-    data += n;
-    len -= n;
-  }
-  wasi_io_streams_output_stream_drop_own(stream);
-  wasi_http_types_error_code_t finish_err;
-  if (!wasi_http_types_static_outgoing_body_finish(body, NULL, &finish_err)) {
-    wasi_http_types_error_code_free(&finish_err);
-  }
+  write_body_and_finish(body, data, len);
 }
 
 static void send_str(wasi_http_types_own_response_outparam_t response_out,
@@ -207,7 +179,7 @@ static void relay(wasi_http_types_own_response_outparam_t response_out,
           // `closed` is the upstream body's normal end (or our client gone:
           // finishing is harmless then); a failure cuts the body off.
           complete = err.tag == WASI_IO_STREAMS_STREAM_ERROR_CLOSED;
-          drop_stream_error(&err);
+          discard_stream_error(&err);
           break;
         }
       }
