@@ -561,22 +561,9 @@ fn dev_refuses_a_dev_vars_name_the_manifest_does_not_declare_secret() {
         "TOKEN=fine\nGREETING=undeclared-value\n",
     )
     .unwrap();
-    let out = outpost(
-        project.path(),
-        &[
-            "dev",
-            "--state-dir",
-            "s",
-            "--api",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-            "--https",
-            "127.0.0.1:0",
-            "--metrics",
-            "127.0.0.1:0",
-        ],
-    );
+    let mut args = vec!["dev", "--state-dir", "s"];
+    args.extend(crate::support::FREE_PORTS);
+    let out = outpost(project.path(), &args);
     assert!(!out.status.success(), "{}", text(&out));
     let said = text(&out);
     assert!(

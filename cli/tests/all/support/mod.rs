@@ -40,6 +40,18 @@ impl Drop for Dev {
     }
 }
 
+/// `outpost dev`'s listeners, each on a port the kernel picks.
+pub const FREE_PORTS: [&str; 8] = [
+    "--api",
+    "127.0.0.1:0",
+    "--http",
+    "127.0.0.1:0",
+    "--https",
+    "127.0.0.1:0",
+    "--metrics",
+    "127.0.0.1:0",
+];
+
 pub fn start_dev(state: &Path, extra: &[&str]) -> Dev {
     spawn_dev(None, state, extra).0
 }
@@ -77,16 +89,7 @@ fn spawn_dev(
     let mut child = command
         .args(["dev", "--state-dir"])
         .arg(state)
-        .args([
-            "--api",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-            "--https",
-            "127.0.0.1:0",
-            "--metrics",
-            "127.0.0.1:0",
-        ])
+        .args(FREE_PORTS)
         .args(extra)
         .stdout(Stdio::piped())
         .spawn()
