@@ -115,7 +115,17 @@ pub struct PoolConfig {
     pub table_keep_resident: usize,
     /// Bytes of each async stack kept resident between uses. Default: 256 KiB.
     pub stack_keep_resident: usize,
-    /// Freed slots decommitted together, in one batch. Default: 64.
+    /// Freed slots whose pages are decommitted together, in one batch.
+    /// Default: 1, every slot at once. A slot waiting in a batch is still
+    /// "in use" to wasmtime, so when a module is dropped then (its code
+    /// evicted past `[code] budget_bytes`, or its app removed) wasmtime's
+    /// clean-up misses that slot. It later returns to the pool still
+    /// holding the dropped module's memory image, which keeps the module's
+    /// whole compiled code mapped until the slot is reused. Measured with
+    /// 64: 30 JS apps rotated under a code budget that holds 5 kept
+    /// 1 839 dropped copies of their code mapped (17.8 GB of RSS, for
+    /// 0.7 GB of PSS); with 1, exactly the 5 resident (142 MiB). Batching
+    /// saved no system calls: each region is its own `madvise` either way.
     pub decommit_batch_size: usize,
     /// Unused slots kept warm (their first pages resident, for a quick
     /// reuse) at most; past it, freed slots are returned to the kernel.
@@ -163,7 +173,7 @@ impl Default for PoolConfig {
             memory_keep_resident: 1024 * 1024,
             table_keep_resident: 64 * 1024,
             stack_keep_resident: 256 * 1024,
-            decommit_batch_size: 64,
+            decommit_batch_size: 1,
             max_unused_warm_slots: 2000,
             pagemap_scan: true,
             tenant_share_percent: 50,

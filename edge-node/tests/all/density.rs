@@ -402,6 +402,59 @@ fn mapped_cwasm_files() -> std::collections::BTreeSet<String> {
         .collect()
 }
 
+/// Code evicted past the budget is unmapped, memory images included: no
+/// freed instance slot keeps a dropped module's image, and with it the
+/// module's whole compiled code, mapped. (wasmtime clears a dropped
+/// module's slots, but misses one still waiting to be decommitted: with
+/// `decommit_batch_size` 64 nearly every eviction here left a copy.)
+#[tokio::test]
+async fn evicted_code_leaves_no_copy_mapped_in_the_instance_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("compiled");
+    let probe = node_on(&cache, u64::MAX).await;
+    let one = distinct_apps(dir.path(), "probe", 1, true);
+    install(&probe, &one).await;
+    let (one_app, _) = resident(&probe).await;
+    drop(probe);
+
+    // Nothing kept resident, so every freed slot has pages to release (a
+    // JS guest writes more than the default 1 MiB): each waits in the
+    // decommit queue if there is one.
+    let mut config = local_config();
+    config.pool.memory_keep_resident = 0;
+    let node = TestNode::launch(config).await;
+    node.node.runtime().enable_compile_cache(&cache).unwrap();
+    node.node
+        .runtime()
+        .resident()
+        .set_budget((one_app * 2.5) as u64);
+    let apps = distinct_apps(dir.path(), "acme", 8, true);
+    install(&node, &apps).await;
+    for _ in 0..3 {
+        serve_each(&node, &apps).await;
+    }
+    assert!(node.metric("outpost_runtime_code_evictions_total").await >= 16.0);
+
+    // Each loaded module maps its code once (text, read-only data, ...);
+    // only the resident ones may be mapped.
+    let text_mappings = std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1) == Some("r-xp"))
+        .filter(|l| {
+            l.split_whitespace()
+                .nth(5)
+                .is_some_and(|p| p.starts_with(&*cache.to_string_lossy()))
+        })
+        .count();
+    let (_, modules) = resident(&node).await;
+    assert!(modules >= 1.0);
+    assert_eq!(
+        text_mappings as f64, modules,
+        "compiled code mapped {text_mappings} times for {modules} resident modules"
+    );
+}
+
 #[tokio::test]
 async fn freshly_compiled_code_runs_mapped_from_its_cache_file() {
     let dir = tempfile::tempdir().unwrap();

@@ -236,8 +236,8 @@ async fn metrics_listener_serves_prometheus_text_and_health() {
         .await;
     assert!(fuel > 0.0);
 
-    // The instance pool: freed slots are handed back in batches of
-    // `decommit_batch_size` (64), then kept warm for the next request.
+    // The instance pool: freed slots are handed back and kept warm for
+    // the next request.
     for _ in 0..70 {
         assert_eq!(node.get("a.example.com", "/").await.status, 200);
     }
