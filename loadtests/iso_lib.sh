@@ -187,6 +187,10 @@ compile_cache() {
 
 rss_mib() { awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status" 2>/dev/null; }
 hwm_mib() { awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status" 2>/dev/null; }
+# The process's proportional set size: each page it maps counted as 1/n
+# when n processes or mappings share it, so a file page mapped in many
+# pool slots counts once, as the memory it really takes.
+pss_mib() { awk '/^Pss:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/smaps_rollup" 2>/dev/null; }
 
 # CPU seconds (user + system) PID has used so far.
 cpu_s() {

@@ -33,7 +33,13 @@
 # node of binary LABEL only, overriding SPREAD_POOL) SPREAD_WASM (the
 # component to vary; default the C hello) BENCH_MAX_BUSY (0.5)
 # BENCH_LOAD_WAIT_S (600): the idle-CPU gate before each wrk run;
-# ISO_TIMEOUT_S (300 here: start -> banner, compiling every app).
+# ISO_TIMEOUT_S (300 here: start -> banner, compiling every app);
+# SPREAD_PERF (unset; 1: a flat `perf record -F 999` of the node during
+# every wrk run, reported per symbol in µs of node CPU per request in
+# results/spread-raw/perf-LABEL-rROUND-sS.txt, and a table of the symbols
+# whose cost grows most from the smallest spread to the largest in
+# results/spread-raw/perf-growth-LABEL-rROUND.txt; sampling costs a few %
+# of throughput, so compare ratios within such a run only).
 set -euo pipefail
 export LC_ALL=C
 # Compiling a thousand apps before the banner takes a while.
@@ -59,6 +65,7 @@ DUR="${SPREAD_DURATION:-10}"
 CONNS="${SPREAD_CONNS:-16}"
 ROUNDS="${SPREAD_ROUNDS:-1}"
 SRC_WASM="${SPREAD_WASM:-$C_HELLO}"
+PERF="${SPREAD_PERF:-}"
 RAW="$RESULTS_DIR/spread-raw"
 
 [[ "${BASH_VERSINFO[0]}" -ge 5 ]] || die "needs bash >= 5 (EPOCHREALTIME)"
@@ -73,6 +80,11 @@ done
 for s in $SPREADS; do
     ((s >= 1 && s <= N)) || die "spread $s is not between 1 and SPREAD_APPS ($N)"
 done
+if [[ -n "$PERF" ]]; then
+    command -v perf >/dev/null || die "SPREAD_PERF is set but perf is not installed (apt-get install linux-perf)"
+    perf record -q -o /dev/null -- true 2>/dev/null ||
+        die "SPREAD_PERF is set but perf cannot record here (kernel.perf_event_paranoid: $(cat /proc/sys/kernel/perf_event_paranoid))"
+fi
 
 write_wrk_lua
 rm -rf "$RAW"
@@ -134,16 +146,75 @@ measure() {
     local busy="$BUSY"
     c0="$(cpu_s "$NODE_PID")"
     m0="$(cpu_mark "$NODE_PID")"
+    local perf_pid="" perf_data="$WORK/perf-$label-r$round-s$s.data"
+    if [[ -n "$PERF" ]]; then
+        # Bounded by the wrk run: stopped with SIGINT right after it.
+        perf record -q -F 999 -p "$NODE_PID" -o "$perf_data" 2>/dev/null &
+        perf_pid=$!
+        CHILDREN+=("$perf_pid")
+    fi
     HOSTS_FILE="$WORK/hosts-$s.txt" wrk_run "$out" "$DUR" "$CONNS" "$(head -1 "$WORK/hosts.txt")" -s "$WORK/rotate.lua"
+    if [[ -n "$perf_pid" ]]; then
+        kill -INT "$perf_pid" 2>/dev/null || true
+        reap "$perf_pid"
+    fi
     m1="$(cpu_mark "$NODE_PID")"
     c1="$(cpu_s "$NODE_PID")"
     parse_wrk "$out"
     [[ -n "$W_RPS" ]] || die "wrk printed no result (see $out)"
     us="$(awk -v a="$c0" -v b="$c1" -v n="${W_REQ:-0}" 'BEGIN { printf "%.1f", (n > 0 ? (b - a) * 1e6 / n : 0) }')"
+    [[ -z "$PERF" ]] || perf_per_request "$perf_data" "$us" "$RAW/perf-$label-r$round-s$s.txt"
     [[ "$s" != 1 ]] || ONE_RPS["$label-$round"]="$W_RPS"
     ratio="$(awk -v a="$W_RPS" -v b="${ONE_RPS[$label-$round]:-0}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "?" }')"
     ROWS+=("| $label | $round | $s | $W_RPS | $ratio | $us | $W_P50 | $W_P99 | ${W_STATUS:-?}${W_SOCK:+ (socket: $W_SOCK)} | $busy / $(other_cores "$m0" "$m1") |")
     log "$label round $round, $s hosts: $W_RPS req/s (x$ratio of one host), node $us µs CPU/request, p99 $W_P99 ms"
+}
+
+# perf_per_request DATA US OUT: the flat profile in DATA as µs of node CPU
+# per request, per object (the binary, libc, the kernel, and [JIT]: the
+# guests' compiled code, which perf cannot name) and then per symbol (its
+# share of the samples × US), largest first.
+perf_per_request() {
+    local sort
+    for sort in dso dso,sym; do
+        echo "== by $sort"
+        perf report -i "$1" --stdio --no-children --sort "$sort" --percent-limit 0.05 -F "overhead,$sort" 2>/dev/null |
+            sed -E 's/\[JIT\] tid [0-9]+/[JIT]/' |
+            awk -v us="$2" '/^ *[0-9.]+%/ { p = $1; sub(/%/, "", p); $1 = ""; printf "%8.2f  %s\n", p * us / 100, substr($0, 2) }' |
+            sort -rn
+    done >"$3"
+    rm -f "$1"
+}
+
+# perf_growth LABEL ROUND: which symbols' µs per request grew from the
+# smallest spread to the largest (both profiles of that node and round).
+perf_growth() {
+    local first last
+    first="${SPREADS%% *}"
+    last="${SPREADS##* }"
+    [[ "$first" != "$last" ]] || return 0
+    python3 - "$RAW/perf-$1-r$2-s$first.txt" "$RAW/perf-$1-r$2-s$last.txt" "$first" "$last" \
+        >"$RAW/perf-growth-$1-r$2.txt" <<'PY'
+import sys
+def load(path):
+    # Only the per-symbol half of the file (after "== by dso,sym").
+    out, on = {}, False
+    for line in open(path):
+        if line.startswith("=="):
+            on = line.strip() == "== by dso,sym"
+            continue
+        if not on:
+            continue
+        us, _, name = line.strip().partition("  ")
+        out[name.strip()] = out.get(name.strip(), 0.0) + float(us)
+    return out
+a, b = load(sys.argv[1]), load(sys.argv[2])
+print(f"µs of node CPU per request: {sys.argv[3]} hosts -> {sys.argv[4]} hosts (growth), symbols with the largest growth first")
+print(f"total: {sum(a.values()):.1f} -> {sum(b.values()):.1f} (symbols above 0.05 % of samples)")
+rows = sorted(set(a) | set(b), key=lambda k: b.get(k, 0) - a.get(k, 0), reverse=True)
+for k in rows[:40]:
+    print(f"{a.get(k, 0):7.2f} -> {b.get(k, 0):7.2f}  ({b.get(k, 0) - a.get(k, 0):+6.2f})  {k}")
+PY
 }
 
 RSS_ROWS=()
@@ -160,6 +231,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
         warm_up
         rss1="$(rss_mib "$NODE_PID")"
         for s in $SPREADS; do measure "$label" "$round" "$s"; done
+        [[ -z "$PERF" ]] || perf_growth "$label" "$round"
         warm="$(metric "$PROC_METRICS" outpost_runtime_pool_warm_memories)"
         warm_mib="$(awk -v b="$(metric "$PROC_METRICS" outpost_runtime_pool_warm_memory_bytes)" 'BEGIN { printf "%.1f", b / 1048576 }')"
         RSS_ROWS+=("| $label | $round | ${PROC_BANNER_MS} | $rss0 | $rss1 | $(rss_mib "$NODE_PID") | $(hwm_mib "$NODE_PID") | ${warm:-?} / $warm_mib |")
