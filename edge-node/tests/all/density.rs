@@ -19,6 +19,18 @@ async fn node_on(cache: &Path, budget: u64) -> TestNode {
     node
 }
 
+/// The bytes of code one of `distinct_apps`' apps keeps resident, from a
+/// node (on `cache`) that loads one; budgets in the tests are counted in
+/// apps.
+async fn one_app_code_bytes(dir: &Path, cache: &Path) -> f64 {
+    let probe = node_on(cache, u64::MAX).await;
+    let one = distinct_apps(dir, "probe", 1, true);
+    install(&probe, &one).await;
+    let (bytes, _) = resident(&probe).await;
+    assert!(bytes > 0.0);
+    bytes
+}
+
 /// `wasm` written to `dir/name.wasm`, as the app `tenant/name` that reads
 /// it from there; with `in_memory`, the bytes are handed over too (a first
 /// deploy), else only the file (what a restarted node has).
@@ -123,13 +135,7 @@ async fn a_restarted_node_loads_an_apps_code_only_when_it_is_asked_for() {
 async fn code_past_the_budget_is_evicted_and_loaded_again_without_failing_a_request() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("compiled");
-    // The size of one app's code, from a node that loads one.
-    let probe = node_on(&cache, u64::MAX).await;
-    let one = distinct_apps(dir.path(), "probe", 1, true);
-    install(&probe, &one).await;
-    let (one_app, _) = resident(&probe).await;
-    drop(probe);
-    assert!(one_app > 0.0);
+    let one_app = one_app_code_bytes(dir.path(), &cache).await;
 
     // Room for two and a half apps' code; eight apps served in turn.
     let budget = (one_app * 2.5) as u64;
@@ -411,11 +417,7 @@ fn mapped_cwasm_files() -> std::collections::BTreeSet<String> {
 async fn evicted_code_leaves_no_copy_mapped_in_the_instance_pool() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("compiled");
-    let probe = node_on(&cache, u64::MAX).await;
-    let one = distinct_apps(dir.path(), "probe", 1, true);
-    install(&probe, &one).await;
-    let (one_app, _) = resident(&probe).await;
-    drop(probe);
+    let one_app = one_app_code_bytes(dir.path(), &cache).await;
 
     // Nothing kept resident, so every freed slot has pages to release (a
     // JS guest writes more than the default 1 MiB): each waits in the
