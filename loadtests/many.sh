@@ -155,6 +155,12 @@ wait_served() {
     done
 }
 
+# resident_code METRICS: "BYTES bytes in N modules", the compiled code the
+# node at METRICS has loaded.
+resident_code() {
+    echo "$(metric "$1" outpost_runtime_code_resident_bytes) bytes in $(metric "$1" outpost_runtime_code_resident_modules) modules"
+}
+
 # sampler METRICS FILE: every second, "elapsed_s apps_loaded applied_revision rss_mib".
 sampler() {
     local metrics="$1" file="$2" pid="$3" t0="$EPOCHREALTIME"
@@ -378,7 +384,7 @@ steady one "" "one host, plain"
 R[rss_load]="$(rss_mib "$NODE_PID")"
 R[hwm_load]="$(hwm_mib "$NODE_PID")"
 R[pss_load]="$(pss_mib "$NODE_PID")"
-R[code_load]="$(metric "$NODE_METRICS" outpost_runtime_code_resident_bytes) bytes in $(metric "$NODE_METRICS" outpost_runtime_code_resident_modules) modules"
+R[code_load]="$(resident_code "$NODE_METRICS")"
 
 # The hot set alone: a node holding only the first 10 apps (standalone,
 # one --app per app, the same modules and node config), under the same
@@ -450,7 +456,7 @@ R[cold_p]="$(percentiles "$RAW/restart-cold.txt" 2)"
 R[cold_rss]="$(rss_mib "$NODE_PID") / $(hwm_mib "$NODE_PID")"
 R[cold_pss]="$(pss_mib "$NODE_PID")"
 R[cold_split]="$(awk '/^(RssAnon|RssFile):/ { printf "%s %.1f ", $1, $2 / 1024 }' "/proc/$NODE_PID/status")"
-R[cold_code]="$(metric "$PROC_METRICS" outpost_runtime_code_resident_bytes) bytes in $(metric "$PROC_METRICS" outpost_runtime_code_resident_modules) modules (budget $(metric "$PROC_METRICS" outpost_runtime_code_budget_bytes)); loads $(metric "$PROC_METRICS" 'outpost_runtime_code_loads_total{result="ok"}'), evictions $(metric "$PROC_METRICS" outpost_runtime_code_evictions_total)"
+R[cold_code]="$(resident_code "$PROC_METRICS") (budget $(metric "$PROC_METRICS" outpost_runtime_code_budget_bytes)); loads $(metric "$PROC_METRICS" 'outpost_runtime_code_loads_total{result="ok"}'), evictions $(metric "$PROC_METRICS" outpost_runtime_code_evictions_total)"
 R[cold_metrics_kib]="$({ curl -s --max-time 30 "http://$PROC_METRICS/metrics" || true; } | wc -c | awk '{ printf "%.0f", $1 / 1024 }')"
 log "restarted node, every app's first request: ${R[cold_ok]} × 200, p50/p90/p99/max ${R[cold_p]} ms; RSS/peak ${R[cold_rss]} MiB (${R[cold_split]}MiB); code ${R[cold_code]}; /metrics ${R[cold_metrics_kib]} KiB"
 stop_server "$NODE_PID"

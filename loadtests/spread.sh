@@ -38,8 +38,9 @@
 # every wrk run, reported per symbol in µs of node CPU per request in
 # results/spread-raw/perf-LABEL-rROUND-sS.txt, and a table of the symbols
 # whose cost grows most from the smallest spread to the largest in
-# results/spread-raw/perf-growth-LABEL-rROUND.txt; sampling costs a few %
-# of throughput, so compare ratios within such a run only).
+# results/spread-raw/perf-growth-LABEL-rROUND.txt; sampling slowed a 2-core
+# VM's node by about a quarter, so use such a run for the attribution, not
+# for its ratios).
 set -euo pipefail
 export LC_ALL=C
 # Compiling a thousand apps before the banner takes a while.
